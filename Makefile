@@ -22,7 +22,7 @@ JUDGE_ARGS ?=
 DATA    ?= demo
 PYTEST_ARGS ?=
 
-.PHONY: help setup setup-extras lock base-model tiny-model smoke demo test test-fast lint format \
+.PHONY: help setup setup-extras lock base-model tiny-model smoke demo test test-fast lint format browser \
         data configs configs-check sweep sweep-data sweep-rank sweep-lr sweep-target sweep-curriculum \
         sweep-method sweep-epochs eval judge export merge report tensorboard webui bench bench-gpu clean
 
@@ -63,8 +63,15 @@ demo: base-model ## the whole study end to end on the embedded default (DATA=hw5
 	$(PY) -m tools.demo --data $(DATA)
 
 # ---------------------------------------------------------------- quality
-test: setup lint ## lint, then every test (slow end-to-end ones included)
+test: setup lint browser ## lint, then every test (slow end-to-end ones included)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+browser: ## Debian's chromium for the browser tests (installed when missing and root; else they skip)
+	@command -v chromium >/dev/null && exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "chromium could not be installed: the browser tests will skip"; \
+	else echo "no chromium and no root: the browser tests will skip (apt-get install chromium)"; fi
 
 test-fast: setup ## the fast tests only (no llamafactory runs, servers or browser)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
