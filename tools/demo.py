@@ -28,7 +28,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from tools.paths import Run, cache_dir, report_dir
 
