@@ -252,7 +252,7 @@ def calibration_file(run: Run, info: dict, maxlen: int, out: Path) -> Path:
         )
     texts, chunk = [], ""
     for r in rows:
-        chunk += "\n\n".join(str(r.get(k) or "") for k in ("instruction", "input", "output")) + "\n\n"
+        chunk += "\n\n".join(str(r[k]) for k in ("instruction", "input", "output") if r.get(k)) + "\n\n"
         if len(chunk) > maxlen * 6:
             texts.append({"text": chunk})
             chunk = ""
