@@ -1,0 +1,310 @@
+"""Load an instruction pool or a prompt file, whatever its shape, into one normalised table.
+
+Every row becomes `{id, instruction, input, output, score?}` (strings; `score` a float where the
+file has one). Shapes, detected from the first record or forced with `shape=`:
+
+    alpaca    {instruction, input?, output}                       (Stanford Alpaca, our own files)
+    sharegpt  {id?, conversations: [{from, value}], score?}       (FastChat: HW5, Long-Is-More)
+    openai    {messages: [{role, content}]}
+    prompt    prompt-only evaluation files: `instruction`/`Instruction`/`prompt`/`text`/`question`,
+              or a conversation with a user turn and no answer; `output` is "" unless a reference
+              is there (`output`, `reference`, `answer`, `response`).
+
+HW5's prompts embed the Alpaca preamble ("Below is an instruction ... ### Instruction: ...
+### Input: ..."); it is parsed into instruction and input so lengths, scores and chat templates
+see the real instruction. Bad input raises `DataError` naming the file, the row and the field.
+Duplicates (same instruction and input) are dropped and reported in `Table.duplicates`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("plugins.data")
+
+SHAPES = ("alpaca", "sharegpt", "openai", "prompt")
+PROMPT_KEYS = ("instruction", "Instruction", "prompt", "text", "question", "query")
+REFERENCE_KEYS = ("output", "reference", "answer", "response")
+USER_ROLES = {"human", "user"}
+ASSISTANT_ROLES = {"gpt", "assistant", "chatgpt", "bard", "model"}
+SYSTEM_ROLES = {"system"}
+
+_INSTRUCTION = "### Instruction:"
+_INPUT = "### Input:"
+_RESPONSE = "### Response:"
+
+
+class DataError(ValueError):
+    """Bad input data: the message names the file, the row and the field."""
+
+
+@dataclass
+class Table:
+    path: Path
+    shape: str
+    rows: list[dict]
+    duplicates: list[dict] = field(default_factory=list)  # {id, row, duplicate_of}
+
+
+# ------------------------------------------------------------------------------------------- reading
+def read_records(path: str | Path) -> list[Any]:
+    """The records of a JSON array or a JSONL file (one object a line), with file/line on errors."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found (pass a JSON or JSONL file, `demo` or `hw5`)")
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, not a JSON or JSONL file")
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise DataError(f"{path}: the file is empty (no rows)")
+    if path.suffix == ".jsonl" or (path.suffix != ".json" and raw.lstrip()[:1] == b"{"):
+        return _read_jsonl(path, raw)
+    try:
+        data = _loads(raw)
+    except ValueError as e:
+        raise DataError(f"{path}: broken JSON: {_where(raw, e)}") from None
+    if isinstance(data, dict):
+        # a {"data": [...]} wrapper is common; a bare object is one row
+        lists = [v for v in data.values() if isinstance(v, list) and v and isinstance(v[0], dict)]
+        if len(lists) == 1 and len(data) <= 3:
+            return lists[0]
+        return [data]
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a JSON array of rows, found {type(data).__name__}")
+    return data
+
+
+def _loads(raw: bytes) -> Any:
+    try:
+        import orjson  # about 1.5x faster than json on a 61 MB pool
+
+        return orjson.loads(raw)
+    except ImportError:  # pragma: no cover - orjson is in the lock
+        return json.loads(raw)
+
+
+def _where(raw: bytes, err: Exception) -> str:
+    """orjson reports a char position; turn it into line and column like json does."""
+    if isinstance(err, json.JSONDecodeError):
+        return f"line {err.lineno} column {err.colno}: {err.msg}"
+    try:
+        json.loads(raw)
+    except json.JSONDecodeError as e:
+        return f"line {e.lineno} column {e.colno}: {e.msg}"
+    return str(err)
+
+
+def _read_jsonl(path: Path, raw: bytes) -> list[Any]:
+    out = []
+    for i, line in enumerate(raw.splitlines()):
+        if not line.strip():
+            continue
+        try:
+            out.append(_loads(line))
+        except ValueError:
+            try:
+                json.loads(line)
+                msg = "broken JSON"
+            except json.JSONDecodeError as e:
+                msg = f"column {e.colno}: {e.msg}"
+            raise DataError(f"{path}: line {i + 1}: broken JSONL line ({msg})") from None
+    return out
+
+
+# ------------------------------------------------------------------------------------------- shapes
+def detect_shape(rec: Any, path: Path | str = "<rows>", row: int = 0) -> str:
+    if not isinstance(rec, dict):
+        raise DataError(f"{path}: row {row}: expected an object, found {type(rec).__name__}")
+    if "conversations" in rec or "messages" in rec:
+        key = "conversations" if "conversations" in rec else "messages"
+        turns = rec[key]
+        if isinstance(turns, list) and not any(_role(t) in ASSISTANT_ROLES for t in turns):
+            return "prompt"
+        return "sharegpt" if key == "conversations" else "openai"
+    if "instruction" in rec and "output" in rec:
+        return "alpaca"
+    if any(k in rec for k in PROMPT_KEYS):
+        return "prompt"
+    raise DataError(
+        f"{path}: row {row}: unknown shape; keys found: {sorted(rec)}; expected Alpaca "
+        "(instruction, input, output), ShareGPT (conversations), OpenAI (messages) or a prompt "
+        f"({', '.join(PROMPT_KEYS)}); force one with shape=/--shape"
+    )
+
+
+def _role(turn: Any) -> str:
+    if not isinstance(turn, dict):
+        return ""
+    r = turn.get("from", turn.get("role", ""))
+    return r.lower() if isinstance(r, str) else ""
+
+
+def _text(turn: dict) -> Any:
+    return turn.get("value", turn.get("content"))
+
+
+def split_preamble(text: str) -> tuple[str, str]:
+    """HW5/Alpaca prompt text -> (instruction, input); text without the markers is the instruction."""
+    i = text.find(_INSTRUCTION)
+    if i < 0:
+        return text.strip(), ""
+    body = text[i + len(_INSTRUCTION) :]
+    r = body.rfind(_RESPONSE)
+    if r >= 0:
+        body = body[:r]
+    instruction, _, inp = body.partition(_INPUT)
+    return instruction.strip(), inp.strip()
+
+
+def _str(val: Any, path: Path, row: int, name: str, required: bool) -> str:
+    if val is None:
+        if required:
+            raise DataError(f"{path}: row {row}: field '{name}' is missing")
+        return ""
+    if not isinstance(val, str):
+        raise DataError(f"{path}: row {row}: field '{name}' must be a string, found {type(val).__name__}")
+    if required and not val.strip():
+        raise DataError(f"{path}: row {row}: field '{name}' is empty")
+    return val
+
+
+def _conversation(rec: dict, key: str, path: Path, row: int, need_answer: bool) -> tuple[str, str]:
+    turns = rec.get(key)
+    if not isinstance(turns, list):
+        raise DataError(f"{path}: row {row}: field '{key}' must be a list of turns")
+    question = answer = None
+    for j, t in enumerate(turns):
+        role = _role(t)
+        if not role:
+            raise DataError(f"{path}: row {row}: field '{key}[{j}]' has no 'from'/'role'")
+        if role in SYSTEM_ROLES:
+            continue
+        if question is None and role in USER_ROLES:
+            question = _str(_text(t), path, row, f"{key}[{j}].value", True)
+        elif question is not None and role in ASSISTANT_ROLES:
+            answer = _str(_text(t), path, row, f"{key}[{j}].value", need_answer)
+            break
+    if question is None:
+        raise DataError(f"{path}: row {row}: field '{key}' has no user/human turn")
+    if answer is None and need_answer:
+        raise DataError(f"{path}: row {row}: field '{key}' has no answer (gpt/assistant turn); empty answer")
+    return question, answer or ""
+
+
+def normalise(rec: Any, shape: str, path: Path, row: int) -> dict:
+    """One record in `shape` -> {id, instruction, input, output, score?}."""
+    if not isinstance(rec, dict):
+        raise DataError(f"{path}: row {row}: expected an object, found {type(rec).__name__}")
+    if shape == "alpaca":
+        if "instruction" not in rec:
+            raise DataError(f"{path}: row {row}: field 'instruction' is missing (keys found: {sorted(rec)})")
+        instruction = _str(rec.get("instruction"), path, row, "instruction", True)
+        inp = _str(rec.get("input"), path, row, "input", False)
+        output = _str(rec.get("output"), path, row, "output", True)
+    elif shape in ("sharegpt", "openai"):
+        key = "conversations" if shape == "sharegpt" else "messages"
+        if key not in rec:
+            raise DataError(f"{path}: row {row}: field '{key}' is missing (keys found: {sorted(rec)})")
+        instruction, output = _conversation(rec, key, path, row, need_answer=True)
+        inp = ""
+    elif shape == "prompt":
+        key = "conversations" if "conversations" in rec else "messages" if "messages" in rec else None
+        if key:
+            instruction, output = _conversation(rec, key, path, row, need_answer=False)
+        else:
+            name = next((k for k in PROMPT_KEYS if k in rec), None)
+            if name is None:
+                raise DataError(
+                    f"{path}: row {row}: no prompt field ({', '.join(PROMPT_KEYS)}); keys: {sorted(rec)}"
+                )
+            instruction = _str(rec[name], path, row, name, True)
+            ref = next((k for k in REFERENCE_KEYS if rec.get(k) is not None), None)
+            output = _str(rec[ref], path, row, ref, False) if ref else ""
+        inp = _str(rec.get("input"), path, row, "input", False)
+    else:
+        raise DataError(f"unknown shape {shape!r}: use one of {', '.join(SHAPES)}")
+    if _INSTRUCTION in instruction:
+        instruction, embedded = split_preamble(instruction)
+        inp = inp or embedded
+        if not instruction:
+            raise DataError(f"{path}: row {row}: field 'instruction' is empty after the Alpaca preamble")
+    rid = rec.get("id", rec.get("idx"))
+    out = {
+        "id": str(rid) if rid is not None and str(rid) != "" else f"{path.stem}-{row:05d}",
+        "instruction": instruction,
+        "input": inp,
+        "output": output,
+    }
+    score = rec.get("score")
+    if score is not None:
+        if isinstance(score, bool) or not isinstance(score, int | float):
+            raise DataError(f"{path}: row {row}: field 'score' must be a number, found {score!r}")
+        out["score"] = float(score)
+    return out
+
+
+def normalise_records(records: list, path: Path | str, shape: str | None = None) -> Table:
+    path = Path(path)
+    if not records:
+        raise DataError(f"{path}: empty pool (no rows)")
+    if shape is not None and shape not in SHAPES:
+        raise DataError(f"unknown shape {shape!r}: use one of {', '.join(SHAPES)}")
+    shape = shape or detect_shape(records[0], path, 0)
+    rows = [normalise(rec, shape, path, i) for i, rec in enumerate(records)]
+    rows, dups = drop_duplicates(rows)
+    ids: dict[str, int] = {}
+    for i, r in enumerate(rows):
+        if r["id"] in ids:  # a different row under the same id: rename, never merge
+            r["id"] = f"{r['id']}#{i}"
+        ids[r["id"]] = i
+    return Table(path, shape, rows, dups)
+
+
+def drop_duplicates(rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Keep the first of rows with the same instruction and input; report the others."""
+    seen: dict[tuple[str, str], str] = {}
+    kept, dups = [], []
+    for i, r in enumerate(rows):
+        key = (r["instruction"].strip(), r["input"].strip())
+        first = seen.get(key)
+        if first is None:
+            seen[key] = r["id"]
+            kept.append(r)
+        else:
+            dups.append({"id": r["id"], "row": i, "duplicate_of": first})
+    return kept, dups
+
+
+def load_table(path: str | Path, shape: str | None = None) -> Table:
+    path = Path(path)
+    return normalise_records(read_records(path), path, shape)
+
+
+def load_rows(path: str | Path, shape: str | None = None) -> list[dict]:
+    """Any supported file -> normalised rows {id, instruction, input, output, score?}.
+
+    Duplicates (same instruction and input) are dropped and logged; use `load_table` to get them.
+    """
+    t = load_table(path, shape)
+    if t.duplicates:
+        log.warning("%s: dropped %d duplicate rows (same instruction and input)", path, len(t.duplicates))
+    return t.rows
+
+
+def merge_tables(tables: list[Table]) -> tuple[list[dict], list[dict]]:
+    """Several pools into one: duplicates across files are dropped (first kept) and reported."""
+    rows = [r for t in tables for r in t.rows]
+    rows, dups = drop_duplicates(rows)
+    return rows, [d for t in tables for d in t.duplicates] + dups
+
+
+def to_alpaca(row: dict) -> dict:
+    """A normalised row as LLaMA-Factory's Alpaca record (id and score kept as extra columns)."""
+    out = {"id": row["id"], "instruction": row["instruction"], "input": row["input"], "output": row["output"]}
+    if row.get("score") is not None:
+        out["score"] = row["score"]
+    return out
