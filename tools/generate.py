@@ -91,20 +91,27 @@ def resolve_dataset(name: str, dataset_dir: Path = DATA) -> Path:
         raise GenerateError(msg) from e
 
 
-def _load_rows(path: Path) -> list[dict]:
+def _load_rows(path: Path, prompts: bool = False) -> list[dict]:
+    """Normalised rows via plugins.loaders; `prompts` lets an Alpaca file have empty outputs (no reference)."""
     try:
-        from plugins.loaders import load_rows
-    except ImportError:
+        from plugins import loaders
+    except ImportError:  # the data plugin not there yet: plain Alpaca JSON/JSONL
         text = path.read_text()
         rows = [json.loads(x) for x in text.splitlines() if x.strip()] if path.suffix == ".jsonl" else None
         return rows if rows is not None else json.loads(text)
-    return load_rows(path)
+    if not prompts:
+        return loaders.load_rows(path)
+    records = loaders.read_records(path)
+    if not records:
+        raise GenerateError(f"{path}: no prompts")
+    shape = loaders.detect_shape(records[0], path, 0)
+    return loaders.normalise_records(records, path, "prompt" if shape == "alpaca" else shape).rows
 
 
 def load_prompts(testset: str, dataset_dir: Path = DATA, references: str | None = None) -> list[dict]:
     """Rows {id, instruction, input, reference}; references joined by id (from `references` if named)."""
     path = resolve_dataset(testset, dataset_dir)
-    rows = _load_rows(path)
+    rows = _load_rows(path, prompts=True)
     prompts, seen = [], set()
     for i, r in enumerate(rows):
         rid = r.get("id")
