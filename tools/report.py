@@ -14,7 +14,7 @@ still renders. Every file is written atomically; tb/ and plots/ are replaced as 
 
 Usage:
     python -m tools.report --study rank [--model smollm2_135m] [--testset demo_eval] [--decoding greedy]
-                           [--no-base] [--workers N]
+                           [--no-base] [--workers N] [--no-cache]
 """
 
 from __future__ import annotations
@@ -90,13 +90,14 @@ def build_report(
     with_base: bool = True,
     workers: int | None = None,
     data_dir: Path | None = None,
+    cache: bool = True,
 ) -> Report:
     """Read the study's runs and write reports/<study>/; returns what was written and how long each part took."""
     t0 = time.perf_counter()
     runs = study_runs(study, model, with_base)
     if not runs:
         raise SystemExit(f"study {study!r}: no run folders under saves/*/lora/{study}/ (nothing to report)")
-    records = collect(runs, workers)
+    records = collect(runs, workers, cache)
     t_read = time.perf_counter()
 
     testset, decoding = pick_point(records, testset, decoding)
@@ -187,8 +188,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--decoding", default=None, help="decoding point for the table (default: greedy)")
     ap.add_argument("--no-base", action="store_true", help="leave the base model run out")
     ap.add_argument("--workers", type=int, default=None, help="processes reading events (default: per core)")
+    ap.add_argument(
+        "--no-cache", action="store_true", help="re-read every event file (ignore cache/report_events)"
+    )
     a = ap.parse_args(argv)
-    rep = build_report(a.study, a.model, a.testset, a.decoding, not a.no_base, a.workers)
+    rep = build_report(
+        a.study, a.model, a.testset, a.decoding, not a.no_base, a.workers, cache=not a.no_cache
+    )
     print(f"report: {rep.out / 'index.html'} ({len(rep.records)} runs, {rep.timings['total']:.1f} s)")
     print(f"        {rep.verdict.text}")
     for w in rep.warnings:

@@ -112,7 +112,7 @@ def study_runs(study: str, model: str | None = None, with_base: bool = True) -> 
     return runs
 
 
-def collect(runs: list[Run], workers: int | None = None) -> list[RunRecord]:
+def collect(runs: list[Run], workers: int | None = None, cache: bool = True) -> list[RunRecord]:
     """Read every run's files; events of all runs at once (a process per core when it pays)."""
     records = []
     for run in runs:
@@ -126,7 +126,7 @@ def collect(runs: list[Run], workers: int | None = None) -> list[RunRecord]:
             rec.problems.append(f"status {rec.status}: no DONE marker")
         records.append(rec)
     trained = [r for r in records if not r.is_base]
-    for rec, curves in zip(trained, read_many([r.run.tb_dir for r in trained], workers), strict=True):
+    for rec, curves in zip(trained, read_many([r.run.tb_dir for r in trained], workers, cache), strict=True):
         rec.curves = curves
         rec.problems.extend(curves.problems)
     for rec in records:

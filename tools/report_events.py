@@ -6,6 +6,10 @@ with `RawEventFileLoader` (TensorBoard's record framing and CRC checks), parse e
 `Event` proto and keep only the tags the report needs: that is what makes 50 runs of 1,000 steps
 cheap (EventAccumulator keeps every tag and migrates every value, about 40 % slower here).
 
+Parsed curves of a complete event file are cached under `cache/report_events/`, keyed by the file's
+path, size and modification time, so re-running the report after each study re-reads only files
+that changed (a file that grew or was replaced gets a new key).
+
 A retrained or resumed run leaves several event files; the later file wins from its first step on,
 the way TensorBoard purges orphaned steps after a restart. A file that ends in a partial record (a
 killed writer, a run still going) is read up to the last whole record and reported.
@@ -13,11 +17,16 @@ killed writer, a run still going) is read up to the last whole record and report
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import socket
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from plugins.fileio import atomic_write_text, sha256_text
+from tools.paths import cache_dir
 
 # short name -> tag transformers 5 writes (checked against a real `llamafactory-cli train`)
 TAGS = {
@@ -99,7 +108,29 @@ def read_file(path: Path, wanted: dict[str, str] = TAGS) -> tuple[dict[str, dict
     return out, None
 
 
-def read_events(tb_dir: str | Path, wanted: dict[str, str] = TAGS) -> Curves:
+def _cache_path(path: Path, wanted: dict[str, str]) -> Path:
+    st = path.stat()
+    key = sha256_text(str(path.resolve()), str(st.st_size), str(st.st_mtime_ns), *sorted(wanted.values()))
+    return cache_dir() / "report_events" / f"{key[:32]}.json"
+
+
+def read_file_cached(path: Path, wanted: dict[str, str] = TAGS, cache: bool = True):
+    """`read_file`, remembered for files that read cleanly (a partial file is re-read every time)."""
+    if not cache:
+        return read_file(path, wanted)
+    cached = _cache_path(path, wanted)
+    try:
+        data = json.loads(cached.read_text())
+        return {name: dict(zip(steps, values, strict=True)) for name, (steps, values) in data.items()}, None
+    except (OSError, ValueError, TypeError):
+        pass
+    data, problem = read_file(path, wanted)
+    if problem is None:
+        atomic_write_text(cached, json.dumps({n: [list(p), list(p.values())] for n, p in data.items()}))
+    return data, problem
+
+
+def read_events(tb_dir: str | Path, wanted: dict[str, str] = TAGS, cache: bool = True) -> Curves:
     """The run's curves from every event file under `tb_dir`; later files win from their first step."""
     tb_dir = Path(tb_dir)
     curves = Curves()
@@ -113,7 +144,7 @@ def read_events(tb_dir: str | Path, wanted: dict[str, str] = TAGS) -> Curves:
         return curves
     merged: dict[str, dict[int, float]] = {}
     for path in files:
-        data, problem = read_file(path, wanted)
+        data, problem = read_file_cached(path, wanted, cache)
         if problem:
             curves.problems.append(problem)
         for name, points in data.items():
@@ -131,11 +162,33 @@ def read_events(tb_dir: str | Path, wanted: dict[str, str] = TAGS) -> Curves:
     return curves
 
 
-def read_many(tb_dirs: list[Path], workers: int | None = None) -> list[Curves]:
+def _read_uncached(tb_dir: Path) -> Curves:
+    return read_events(tb_dir, cache=False)
+
+
+def read_many(tb_dirs: list[Path], workers: int | None = None, cache: bool = True) -> list[Curves]:
     """Curves of many runs; a process per core when there are enough runs to pay for the start-up."""
     if workers is None:
         workers = min(os.cpu_count() or 1, 8) if len(tb_dirs) >= 8 else 1
+    fn = read_events if cache else _read_uncached
     if workers <= 1:
-        return [read_events(d) for d in tb_dirs]
+        return [fn(d) for d in tb_dirs]
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(read_events, tb_dirs, chunksize=max(1, math.ceil(len(tb_dirs) / workers / 4))))
+        return list(pool.map(fn, tb_dirs, chunksize=max(1, math.ceil(len(tb_dirs) / workers / 4))))
+
+
+def write_event_file(folder: Path, events: list, start_time: float) -> Path:
+    """Events into a new file named as TensorBoard's writers name theirs, with TensorBoard's own
+    record writer (synchronous: no writer thread per run, which made 50 runs 0.2 s slower)."""
+    from tensorboard.compat.proto import event_pb2
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    folder.mkdir(parents=True, exist_ok=True)
+    n = len(list(folder.glob("events.out.tfevents.*")))
+    path = folder / f"events.out.tfevents.{int(start_time):010d}.{socket.gethostname()}.{os.getpid()}.{n}"
+    with open(path, "wb") as f:
+        w = RecordWriter(f)
+        w.write(event_pb2.Event(wall_time=start_time, file_version="brain.Event:2").SerializeToString())
+        for ev in events:
+            w.write(ev.SerializeToString())
+    return path

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from plugins.fileio import atomic_dir
+from tools.report_events import write_event_file
 
 # column of the report table -> (metric tag, what it is)
 METRICS = {
@@ -42,15 +43,20 @@ def _clean(v):
     return str(v)
 
 
+def _text(v) -> str:
+    return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+
+
 def hparam_values(table: pd.DataFrame, keys: list[str]) -> list[dict]:
-    """Per row, {name: bool | float | str}: one type per hyperparameter, as the HParams plugin needs."""
+    """Per row, {name: bool | float | str}, one type per hyperparameter as the HParams plugin needs;
+    a value a run does not have (the base model's rank) is left out rather than invented."""
     rows = [{k: _clean(row.get(k)) for k in [*EXTRA, *keys]} for _, row in table.iterrows()]
     for k in [*EXTRA, *keys]:
-        types = {type(r[k]) for r in rows if r[k] is not None}
-        if len(types) > 1 or any(r[k] is None for r in rows):
-            for r in rows:  # mixed or missing: compare them as text
-                r[k] = "none" if r[k] is None else str(r[k])
-    return rows
+        if len({type(r[k]) for r in rows if r[k] is not None}) > 1:
+            for r in rows:  # mixed types: compare them as text
+                if r[k] is not None:
+                    r[k] = _text(r[k])
+    return [{k: v for k, v in r.items() if v is not None} for r in rows]
 
 
 def _tb_name(row) -> str:
@@ -62,7 +68,6 @@ def write_hparams(tb_root: str | Path, table: pd.DataFrame, keys: list[str]) -> 
     from tensorboard.compat.proto import event_pb2, summary_pb2
     from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
     from tensorboard.plugins.hparams import summary_v2 as hp  # api.py imports keras/TensorFlow
-    from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
     tb_root = Path(tb_root)
     now = time.time()
@@ -70,7 +75,7 @@ def write_hparams(tb_root: str | Path, table: pd.DataFrame, keys: list[str]) -> 
     names = [*EXTRA, *keys]
     hparams = []
     for k in names:
-        seen = sorted({r[k] for r in values}, key=str)
+        seen = sorted({r[k] for r in values if k in r}, key=str)
         domain = hp.Discrete(seen) if seen and len(seen) <= 50 else None
         hparams.append(hp.HParam(k, domain))
     metrics = [
@@ -86,10 +91,7 @@ def write_hparams(tb_root: str | Path, table: pd.DataFrame, keys: list[str]) -> 
     }
 
     def write(folder: Path, events: list) -> None:
-        w = EventFileWriter(str(folder))
-        for ev in events:
-            w.add_event(ev)
-        w.close()
+        write_event_file(folder, events, now)
 
     with atomic_dir(tb_root) as tmp:
         config = hp.hparams_config_pb(hparams=hparams, metrics=metrics, time_created_secs=now)

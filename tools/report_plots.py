@@ -53,7 +53,9 @@ def curves_png(records: list[RunRecord], name: str, ylabel: str, eval_too: bool 
         if eval_too and r.curves.steps("eval_loss"):
             ax.plot(r.curves.steps("eval_loss"), r.curves.values("eval_loss"), "--o", color=c, lw=1, ms=3)
     ax.set_xlabel("step")
-    ax.set_ylabel(ylabel + (" (solid: train, dashed: eval)" if eval_too else ""))
+    ax.set_ylabel(ylabel)
+    if eval_too:
+        ax.set_title("solid: train, dashed: eval", fontsize=9)
     ax.grid(alpha=0.3)
     if len(runs) <= 15:
         ax.legend(fontsize=8, ncol=2 if len(runs) > 6 else 1)
@@ -90,12 +92,14 @@ def axis_png(table, axis: Axis) -> bytes | None:
                 from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
 
                 ax.set_xscale("log", base=2 if all(float(v).is_integer() for v in vals) else 10)
-                ax.xaxis.set_major_locator(FixedLocator(sorted(set(vals))))
+                if len(set(vals)) <= 12:  # label each value tried; more would overlap
+                    ax.xaxis.set_major_locator(FixedLocator(sorted(set(vals))))
                 ax.xaxis.set_minor_locator(NullLocator())
                 ax.xaxis.set_major_formatter(ScalarFormatter())
             ax.set_xlabel(axis.key)
         else:
-            ax.set_xticks(xs, list(arms["label"]), rotation=30, ha="right", fontsize=8)
+            step = max(1, len(xs) // 20)  # at most ~20 names under the axis
+            ax.set_xticks(xs[::step], list(arms["label"])[::step], rotation=30, ha="right", fontsize=8)
             ax.set_xlabel(axis.key or "variant")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

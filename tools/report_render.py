@@ -33,9 +33,20 @@ def judge_cell(row) -> str:
     s = f"{row['judge_mean']:.3g}"
     if pd.notna(row.get("judge_ci_lo")) and pd.notna(row.get("judge_ci_hi")):
         s += f" [{row['judge_ci_lo']:.3g}, {row['judge_ci_hi']:.3g}]"
-    if row.get("judge_offline") is True:
+    off = row.get("judge_offline")
+    if off is not None and pd.notna(off) and bool(off):
         s += " offline"
     return s
+
+
+def short_warnings(text: str) -> str:
+    """'diverged, still improving' from the full warnings (the page lists them in full below)."""
+    kinds = []
+    for w in filter(None, text.split("; ")):
+        kind = w.split(":")[0].split(" (")[0]
+        if kind not in kinds:
+            kinds.append(kind)
+    return ", ".join(kinds)
 
 
 def display(table: pd.DataFrame, sci: list[str]) -> tuple[list[str], list[dict]]:
@@ -69,7 +80,7 @@ def display(table: pd.DataFrame, sci: list[str]) -> tuple[list[str], list[dict]]
             "–" if pd.isna(trunc) else f"{100 * float(trunc):.0f} %",
             _num(r.get("wall_s"), 3),
             _pair(r.get("peak_rss_mb"), r.get("peak_gpu_mb")),
-            str(len(r["warnings"].split("; "))) if r.get("warnings") else "",
+            short_warnings(r.get("warnings") or ""),
         ]
         rows.append(
             {"cells": cells, "best": bool(r.get("best")), "is_base": bool(r["is_base"]), "run": r["run"]}

@@ -13,25 +13,24 @@ from pathlib import Path
 
 from plugins.fileio import atomic_write_json, atomic_write_text
 from tools.paths import Run
-from tools.report_events import TAGS
+from tools.report_events import TAGS, write_event_file
 
 
 def write_events(
     tb_dir: Path, series: dict[str, list[tuple[int, float]]], wall_time: float | None = None
 ) -> Path:
-    """One event file holding {short name: [(step, value)]} (short names as in report_events.TAGS)."""
+    """One event file holding {short name: [(step, value)]} (short names as in report_events.TAGS);
+    `wall_time` (seconds) dates its events and its name."""
     from tensorboard.compat.proto import event_pb2, summary_pb2
-    from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-    tb_dir.mkdir(parents=True, exist_ok=True)
-    w = EventFileWriter(str(tb_dir), max_queue_size=1000)
-    t = wall_time or time.time()
+    t = time.time() if wall_time is None else wall_time
+    events = []
     for name, points in series.items():
         for step, value in points:
             s = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=TAGS[name], simple_value=value)])
-            w.add_event(event_pb2.Event(wall_time=t + step, step=step, summary=s))
-    w.close()
-    return Path(w._file_name) if hasattr(w, "_file_name") else next(tb_dir.glob("events.out.tfevents.*"))
+            events.append(event_pb2.Event(wall_time=t + step, step=step, summary=s))
+    events.sort(key=lambda e: e.step)  # as a trainer logs them: step by step
+    return write_event_file(tb_dir, events, t)
 
 
 def curve(steps: int, start: float = 2.0, end: float = 0.5, every: int = 1) -> list[tuple[int, float]]:

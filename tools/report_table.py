@@ -288,7 +288,7 @@ def study_warnings(table: pd.DataFrame, axis: Axis, v: Verdict) -> list[str]:
         )
     if any(off for _, off in judges):
         warn.append("offline judge: scores are not comparable with GPT-4o-mini's (scores.json says offline)")
-    unparsed = arms[arms["judge_unparsed"].fillna(0) > 0] if "judge_unparsed" in arms else arms.iloc[0:0]
+    unparsed = arms[pd.to_numeric(arms["judge_unparsed"], errors="coerce").fillna(0) > 0]
     for _, row in unparsed.iterrows():
         warn.append(
             f"{row['label']}: {int(row['judge_unparsed'])} judgments unparsed (of n={row['judge_n']})"
