@@ -269,3 +269,39 @@ def test_offline_judge_is_labelled_and_cli_runs(out_dir, capsys):
     assert "6 [5.7, 6.3] offline" in md and "q_proj,v_proj" in md
     with pytest.raises(SystemExit, match="no run folders"):
         main(["--study", "nothing_here"])
+
+
+def test_event_cache_follows_the_file(out_dir):
+    run = Run("tiny", "rank", "r4")
+    write_run(run, {"loss": [(1, 3.0), (2, 2.0)]}, {"lora_rank": 4})
+    assert read_events(run.tb_dir).values("loss") == [3.0, 2.0]
+    cached = list((out_dir / "cache" / "report_events").glob("*.json"))
+    assert len(cached) == 1
+    assert read_events(run.tb_dir).values("loss") == [3.0, 2.0]  # from the cache, same numbers
+    (ev,) = run.tb_dir.rglob("events.out.tfevents.*")
+    write_events(ev.parent / "x", {"loss": [(1, 9.0), (2, 8.0)]})
+    new = next((ev.parent / "x").glob("events.out.tfevents.*"))
+    ev.write_bytes(new.read_bytes())  # the same file name, other contents: a new key
+    assert read_events(run.tb_dir).values("loss") == [9.0, 8.0]
+    assert read_events(run.tb_dir, cache=False).values("loss") == [9.0, 8.0]
+
+
+def test_broken_json_and_several_models_are_reported_not_fatal(out_dir):
+    a, b = Run("tiny", "lr", "lr1"), Run("smollm2_135m", "lr", "lr1")
+    for run, mean in ((a, 6.0), (b, 7.0)):
+        write_run(
+            run,
+            standard_series(10),
+            {"learning_rate": 1e-4},
+            evals={("demo_eval", "greedy"): {"scores": scores(mean)}},
+        )
+    a.run_json.write_text("{not json")
+    b.metrics("demo_eval", "greedy").write_text("[1, 2]")
+    rep = build_report("lr", with_base=False, data_dir=out_dir / "nodata")
+    t = rep.table.set_index("label")
+    assert list(t.index) == ["smollm2_135m/lr1", "tiny/lr1"]  # unique labels across models
+    assert "run.json: broken JSON" in t.loc["tiny/lr1", "missing"]
+    assert "expected a JSON object, got list" in t.loc["smollm2_135m/lr1", "missing"]
+    assert rep.verdict.best == "smollm2_135m/lr1"
+    hp = SummaryReader(str(rep.out / "tb"), extra_columns={"dir_name"}).hparams
+    assert sorted(hp.dir_name.unique()) == ["smollm2_135m/lr1", "tiny/lr1"]

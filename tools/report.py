@@ -30,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from plugins.fileio import atomic_dir, atomic_write_text
-from tools.paths import report_dir
+from tools.paths import TEMPLATES, report_dir
 from tools.report_collect import RunRecord, collect, study_runs
 from tools.report_data import data_section
 from tools.report_hparams import write_hparams
@@ -55,6 +55,18 @@ class Report:
     warnings: list[str]
     records: list[RunRecord]
     timings: dict[str, float] = field(default_factory=dict)
+
+
+def study_question(study: str) -> str | None:
+    """The question the study spec asks (templates/studies/<study>.yaml), shown under the title."""
+    import yaml
+
+    spec = TEMPLATES / "studies" / f"{study}.yaml"
+    try:
+        q = (yaml.safe_load(spec.read_text()) or {}).get("question")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    return str(q) if q else None
 
 
 def evals_frame(records: list[RunRecord]) -> pd.DataFrame:
@@ -144,6 +156,7 @@ def build_report(
     context = {
         "study": study,
         "model": model,
+        "question": study_question(study),
         "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "n_runs": len(records),
         "testset": testset,

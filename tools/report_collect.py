@@ -33,6 +33,7 @@ class RunRecord:
     curves: Curves = field(default_factory=Curves)
     evals: list[EvalPoint] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    show_model: bool = False  # set when the study holds several models, so labels stay unique
 
     @property
     def is_base(self) -> bool:
@@ -41,7 +42,9 @@ class RunRecord:
     @property
     def label(self) -> str:
         """Short name in tables and legends: the variant, prefixed by the model when several are shown."""
-        return f"{self.run.model} (base)" if self.is_base else self.run.variant
+        if self.is_base:
+            return f"{self.run.model} (base)"
+        return f"{self.run.model}/{self.run.variant}" if self.show_model else self.run.variant
 
     @property
     def hparams(self) -> dict:
@@ -125,6 +128,9 @@ def collect(runs: list[Run], workers: int | None = None, cache: bool = True) -> 
         elif rec.status in ("unknown", "incomplete"):
             rec.problems.append(f"status {rec.status}: no DONE marker")
         records.append(rec)
+    several = len({r.run.model for r in records}) > 1
+    for rec in records:
+        rec.show_model = several
     trained = [r for r in records if not r.is_base]
     for rec, curves in zip(trained, read_many([r.run.tb_dir for r in trained], workers, cache), strict=True):
         rec.curves = curves

@@ -110,7 +110,8 @@ def read_file(path: Path, wanted: dict[str, str] = TAGS) -> tuple[dict[str, dict
 
 def _cache_path(path: Path, wanted: dict[str, str]) -> Path:
     st = path.stat()
-    key = sha256_text(str(path.resolve()), str(st.st_size), str(st.st_mtime_ns), *sorted(wanted.values()))
+    stamp = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    key = sha256_text(str(path.resolve()), repr(stamp), *sorted(wanted.values()))
     return cache_dir() / "report_events" / f"{key[:32]}.json"
 
 

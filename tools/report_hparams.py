@@ -60,7 +60,9 @@ def hparam_values(table: pd.DataFrame, keys: list[str]) -> list[dict]:
 
 
 def _tb_name(row) -> str:
-    return f"{row['model']}/_base" if row["is_base"] else f"{row['model']}/{row['label']}"
+    """`<model>/<variant>`; the base model as `<model>/_base` (a variant cannot start with `_`)."""
+    model, _, variant = row["run"].split("/")
+    return f"{model}/_base" if row["is_base"] else f"{model}/{variant}"
 
 
 def write_hparams(tb_root: str | Path, table: pd.DataFrame, keys: list[str]) -> Path:
