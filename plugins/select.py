@@ -1,0 +1,262 @@
+"""Selection strategies: each scores every row of a pool (higher = picked first); top-N picks.
+
+Strategies (names used on the command line and in dataset names `alpaca_top100_by_<name>`):
+
+    length        words of question + answer (whitespace-separated tokens)
+    rating        the pool's own `score` (ChatGPT rating, as AlpaGasus)
+    hw5_default   HW5's sort: score + 1e-5 * words
+    long_is_more  answer length in tokens of the embedded tokenizer ("Long Is More", ICML 2024)
+    complexity    instruction complexity: constraints, steps, code and math cues (see `complexity`)
+    ifd           instruction-following difficulty with the small model (plugins.ifd, Superfiltering)
+    random, random_s0..random_s2   uniform random with a seed (the floor every strategy must beat)
+    mix           rating + long_is_more + ifd, equal weights
+
+Combinations are written `name:weight,name:weight`; each score is turned into its percentile
+rank in the pool first, so weights mean the same whatever the scale.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from plugins.loaders import DataError
+
+MIX = "rating:1,long_is_more:1,ifd:1"
+STRATEGIES = ("length", "rating", "hw5_default", "long_is_more", "complexity", "ifd", "random", "mix")
+STUDY_STRATEGIES = (
+    "random_s0",
+    "random_s1",
+    "random_s2",
+    "rating",
+    "hw5_default",
+    "length",
+    "long_is_more",
+    "complexity",
+    "ifd",
+    "mix",
+)
+
+
+@dataclass
+class Context:
+    """What the expensive strategies need; plugins never import tools, so callers pass paths in."""
+
+    seed: int = 0
+    model: Path | None = None  # the embedded model: tokenizer for long_is_more, LM for IFD
+    cache_dir: Path | None = None  # IFD cache (tools pass tools.paths.cache_dir() / "ifd")
+    ifd_candidates: int | None = None  # score only the top-K by a cheap strategy (CPU); None = auto
+    ifd_prefilter: str = "hw5_default"
+    ifd_batch_tokens: int = 4096
+    ifd_max_tokens: int = 512
+    progress: bool = True
+    device: str | None = None
+    notes: dict = field(default_factory=dict)  # what ran, for the manifest (IFD candidates, cache hits)
+    _memo: dict = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------- words
+def word_counts(texts: list[str]) -> np.ndarray:
+    """Whitespace-separated words per text, vectorised over the bytes (str.split per row is ~3x slower)."""
+    if not texts:
+        return np.zeros(0, dtype=np.int64)
+    enc = [t.encode("utf-8") for t in texts]
+    lens = np.fromiter((len(b) + 1 for b in enc), dtype=np.int64, count=len(enc))
+    buf = np.frombuffer(b"\n".join(enc) + b"\n", dtype=np.uint8)
+    ws = buf <= 32  # space, tab, newline and the other ASCII controls
+    starts = np.empty(len(buf), dtype=np.bool_)
+    starts[0] = not ws[0]
+    np.logical_and(~ws[1:], ws[:-1], out=starts[1:])
+    offsets = np.concatenate(([0], np.cumsum(lens)[:-1]))
+    return np.add.reduceat(starts.astype(np.int32), offsets).astype(np.int64)
+
+
+def total_words(rows: list[dict], ctx: Context | None = None) -> np.ndarray:
+    key = "total_words"
+    if ctx is not None and key in ctx._memo:
+        return ctx._memo[key]
+    w = word_counts([f"{r['instruction']} {r['input']} {r['output']}" for r in rows])
+    if ctx is not None:
+        ctx._memo[key] = w
+    return w
+
+
+def answer_words(rows: list[dict]) -> np.ndarray:
+    return word_counts([r["output"] for r in rows])
+
+
+# ------------------------------------------------------------------------------------------- strategies
+def _scores(rows: list[dict], strategy: str) -> np.ndarray:
+    missing = [r["id"] for r in rows if r.get("score") is None]
+    if missing:
+        raise DataError(
+            f"strategy {strategy!r} needs a 'score' on every row; {len(missing)} rows have none "
+            f"(first: {missing[0]}); use length, long_is_more, complexity, ifd or random instead"
+        )
+    return np.fromiter((r["score"] for r in rows), dtype=np.float64, count=len(rows))
+
+
+def s_length(rows: list[dict], ctx: Context) -> np.ndarray:
+    return total_words(rows, ctx).astype(np.float64)
+
+
+def s_rating(rows: list[dict], ctx: Context) -> np.ndarray:
+    return _scores(rows, "rating")
+
+
+def s_hw5_default(rows: list[dict], ctx: Context) -> np.ndarray:
+    return _scores(rows, "hw5_default") + 1e-5 * total_words(rows, ctx)
+
+
+def s_long_is_more(rows: list[dict], ctx: Context) -> np.ndarray:
+    if ctx.model is None:
+        raise DataError("strategy 'long_is_more' needs the embedded tokenizer (models/smollm2-135m-instruct)")
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(ctx.model))
+    ids = tok([r["output"] for r in rows], add_special_tokens=False)["input_ids"]
+    return np.fromiter((len(x) for x in ids), dtype=np.float64, count=len(rows))
+
+
+_CONSTRAINT = re.compile(
+    r"\b(must|should|at least|at most|no more than|fewer than|exactly|only|without|include|including|"
+    r"exclude|make sure|ensure|limit|maximum|minimum|within|format|each|every)\b",
+    re.I,
+)
+_STEPS = re.compile(
+    r"\b(step|steps|first|then|finally|list|outline|explain|compare|analy[sz]e|why|how)\b", re.I
+)
+_CODE = re.compile(
+    r"```|\b(code|python|java(script)?|sql|function|program|algorithm|regex|html|c\+\+)\b", re.I
+)
+_MATH = re.compile(
+    r"\d\s*[-+*/^=<>]\s*\d|\b(calculate|compute|solve|equation|probability|sum|integral)\b", re.I
+)
+
+
+def complexity(text: str) -> float:
+    """Cues of a demanding instruction: constraints (1 each), steps/reasoning (0.5 each), code (2),
+    math (2), and log2 of its length in words; a cheap stand-in for Evol-Instruct's 'deepening'."""
+    words = max(1, len(text.split()))
+    return (
+        len(_CONSTRAINT.findall(text))
+        + 0.5 * len(_STEPS.findall(text))
+        + (2.0 if _CODE.search(text) else 0.0)
+        + (2.0 if _MATH.search(text) else 0.0)
+        + float(np.log2(words))
+    )
+
+
+def s_complexity(rows: list[dict], ctx: Context) -> np.ndarray:
+    return np.array([complexity(f"{r['instruction']}\n{r['input']}") for r in rows], dtype=np.float64)
+
+
+def s_ifd(rows: list[dict], ctx: Context) -> np.ndarray:
+    from plugins.ifd import ifd_strategy
+
+    return ifd_strategy(rows, ctx)
+
+
+def s_random(rows: list[dict], ctx: Context, seed: int | None = None) -> np.ndarray:
+    return np.random.default_rng(ctx.seed if seed is None else seed).random(len(rows))
+
+
+BASE: dict[str, Callable[[list[dict], Context], np.ndarray]] = {
+    "length": s_length,
+    "rating": s_rating,
+    "hw5_default": s_hw5_default,
+    "long_is_more": s_long_is_more,
+    "complexity": s_complexity,
+    "ifd": s_ifd,
+    "random": s_random,
+}
+CHEAP = ("length", "rating", "hw5_default", "complexity", "random")
+
+
+def parse_strategy(spec: str) -> dict[str, float]:
+    """`mix`, `ifd`, `random_s1` or `rating:0.5,ifd:0.5` -> {name: weight}; errors list what exists."""
+    spec = MIX if spec.strip() == "mix" else spec
+    out: dict[str, float] = {}
+    for part in spec.split(","):
+        name, _, w = part.strip().partition(":")
+        if not (name in BASE or re.fullmatch(r"random_s\d+", name)):
+            raise DataError(
+                f"unknown strategy {name!r}: use one of {', '.join(STRATEGIES)}, random_s<seed>, "
+                "or weighted combinations like rating:0.5,ifd:0.5"
+            )
+        try:
+            weight = float(w) if w else 1.0
+        except ValueError:
+            raise DataError(f"strategy {spec!r}: weight {w!r} of {name!r} is not a number") from None
+        if not np.isfinite(weight) or weight <= 0:
+            raise DataError(f"strategy {spec!r}: weight of {name!r} must be a positive number, got {w!r}")
+        out[name] = out.get(name, 0.0) + weight
+    return out
+
+
+def _one(rows: list[dict], name: str, ctx: Context) -> np.ndarray:
+    m = re.fullmatch(r"random_s(\d+)", name)
+    if m:
+        return s_random(rows, ctx, seed=int(m.group(1)))
+    key = f"score:{name}"
+    if key not in ctx._memo:
+        ctx._memo[key] = np.asarray(BASE[name](rows, ctx), dtype=np.float64)
+    return ctx._memo[key]
+
+
+def percentile(x: np.ndarray) -> np.ndarray:
+    """Rank in [0, 1], ties sharing their mean rank, so weights are scale-free."""
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(len(x), dtype=np.float64)
+    ranks[order] = np.arange(len(x), dtype=np.float64)
+    _, inv, counts = np.unique(x, return_inverse=True, return_counts=True)
+    sums = np.bincount(inv, weights=ranks)
+    return (sums / counts)[inv] / max(1, len(x) - 1)
+
+
+def score(rows: list[dict], strategy: str, ctx: Context | None = None) -> np.ndarray:
+    """One score per row for a strategy or a weighted combination (higher = better)."""
+    ctx = ctx or Context()
+    weights = parse_strategy(strategy)
+    if len(weights) == 1:
+        return _one(rows, next(iter(weights)), ctx)
+    total = sum(weights.values())
+    return sum(w / total * percentile(_one(rows, n, ctx)) for n, w in weights.items())
+
+
+# ------------------------------------------------------------------------------------------- top-N
+def _shingles(text: str) -> set[str]:
+    w = re.findall(r"\w+", text.lower())
+    return {" ".join(w[i : i + 2]) for i in range(max(1, len(w) - 1))}
+
+
+def top_n(
+    rows: list[dict], scores: np.ndarray, n: int, near_dup: float | None = None
+) -> tuple[list[int], list[dict]]:
+    """Indices of the N best rows (ties keep pool order); with `near_dup`, a row whose instruction
+    shares more than that Jaccard share of word pairs with one already picked is skipped."""
+    if n <= 0:
+        raise DataError(f"N must be positive, got {n}")
+    if n > len(rows):
+        raise DataError(f"N={n} is larger than the pool ({len(rows)} rows after dropping duplicates)")
+    order = np.argsort(-scores, kind="stable")
+    if not near_dup:
+        return [int(i) for i in order[:n]], []
+    picked, sets, skipped = [], [], []
+    for i in order:
+        s = _shingles(f"{rows[i]['instruction']} {rows[i]['input']}")
+        clash = next(
+            (j for j, t in zip(picked, sets, strict=True) if len(s & t) / max(1, len(s | t)) > near_dup), None
+        )
+        if clash is not None:
+            skipped.append({"id": rows[i]["id"], "near_duplicate_of": rows[clash]["id"]})
+            continue
+        picked.append(int(i))
+        sets.append(s)
+        if len(picked) == n:
+            return picked, skipped
+    raise DataError(f"only {len(picked)} rows left after the near-duplicate filter ({near_dup}); N={n}")
