@@ -12,7 +12,7 @@ import re
 import numpy as np
 
 from plugins.loaders import DataError
-from plugins.select import answer_words
+from plugins.strategies import answer_words
 
 STAGES = ("easy", "medium", "hard")
 DEFAULT_THRESHOLDS = (50, 120)

@@ -203,7 +203,7 @@ def ifd_strategy(rows: list[dict], ctx) -> np.ndarray:
         raise DataError("strategy 'ifd' needs the embedded model (models/smollm2-135m-instruct)")
     import torch
 
-    from plugins.select import score
+    from plugins.strategies import score
 
     device = ctx.device or ("cuda" if torch.cuda.is_available() else "cpu")
     k = ctx.ifd_candidates

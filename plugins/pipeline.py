@@ -18,7 +18,7 @@ import plugins
 from plugins import curriculum, knee, registry
 from plugins.fileio import atomic_write_json, sha256_file
 from plugins.loaders import DataError, to_alpaca
-from plugins.select import Context, parse_strategy, score, top_n, total_words
+from plugins.strategies import Context, parse_strategy, score, top_n, total_words
 
 
 @dataclass

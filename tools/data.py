@@ -25,7 +25,7 @@ from plugins import pipeline, registry
 from plugins.curriculum import parse_thresholds
 from plugins.fileio import atomic_write_json, sha256_file, sha256_text
 from plugins.loaders import DataError, Table, load_table, merge_tables, normalise_records
-from plugins.select import STUDY_STRATEGIES, Context
+from plugins.strategies import STUDY_STRATEGIES, Context
 from tools.paths import DATA, MODELS, ROOT, cache_dir
 
 SHARED = ROOT.parent / "shared" / "data"
