@@ -62,10 +62,13 @@ def test_offline_judge_scores_every_item(out_dir, tiny_model, monkeypatch, refer
     assert again["calls_this_run"] == 0 and again["mean"] == scores["mean"]
 
 
-def test_serve_local_starts_and_stops_llamafactory_api(out_dir, tiny_model, monkeypatch):
+def test_serve_local_starts_and_stops_llamafactory_api(out_dir, tiny_model, monkeypatch, tmp_path):
     import urllib.request
 
+    import yaml
+
     from tools import judge_serve
+    from tools.judge_protocol import JUDGE_TEMPLATES
 
     urls = []
     real = judge_serve.serve_local
@@ -83,10 +86,13 @@ def test_serve_local_starts_and_stops_llamafactory_api(out_dir, tiny_model, monk
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     run = Run("tiny", "judge", "served")
     write_predictions(run, 2, True)
+    short = yaml.safe_load((JUDGE_TEMPLATES / "hw5_pairwise.yaml").read_text()) | {"max_tokens": 16}
+    (tmp_path / "short.yaml").write_text(yaml.safe_dump(short))  # the tiny model's gibberish, kept short
     res = judge.run_judge(
-        run.name,
-        "demo_eval",
-        "greedy",
+        protocol=str(tmp_path / "short.yaml"),
+        run=run.name,
+        testset="demo_eval",
+        decoding="greedy",
         serve_local=tiny_model,
         serve_template="smollm2",
         say=lambda *a: None,
