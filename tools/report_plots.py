@@ -118,22 +118,20 @@ def _annotate(ax, z: list[list[float | None]], lo: float, hi: float) -> None:
 def decoding_png(records: list[RunRecord], testset: str | None, max_runs: int = 6) -> bytes | None:
     """The decoding grid where several points were run: temperature x top_p per run, greedy in the title.
 
-    Cells hold the judge mean, or ROUGE-L where no judge scored the point. Decoding names that do
+    Cells hold the judge mean, or ROUGE-L where no point was judged at all. Decoding names that do
     not form a temperature x top_p grid fall back to one row per run, one column per point.
     """
     runs = [r for r in records if len({e.decoding for e in r.evals if e.testset == testset}) > 1]
     if not runs:
         return None
 
-    def value(e) -> float | None:
-        if e.scores and e.scores.get("mean") is not None:
-            return float(e.scores["mean"])
-        if e.metrics and e.metrics.get("rougeL") is not None:
-            return float(e.metrics["rougeL"])
-        return None
-
-    judged = any(e.scores for r in runs for e in r.evals)
+    judged = any(e.scores and e.scores.get("mean") is not None for r in runs for e in r.evals)
     what = "judge score" if judged else "ROUGE-L"
+
+    def value(e) -> float | None:  # one metric for the whole figure: never judge and ROUGE-L side by side
+        block, key = (e.scores, "mean") if judged else (e.metrics, "rougeL")
+        return float(block[key]) if block and block.get(key) is not None else None
+
     grids = {}
     for r in runs:
         pts = {}

@@ -36,6 +36,8 @@ def judge_cell(row) -> str:
     off = row.get("judge_offline")
     if off is not None and pd.notna(off) and bool(off):
         s += " offline"
+    elif pd.notna(row.get("judge_comparable")) and not row.get("judge_comparable"):
+        s += " (not GPT-4o-mini)"
     return s
 
 

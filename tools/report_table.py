@@ -147,6 +147,7 @@ def judge_of(e) -> dict:
         "judge_failed": s.get("n_failed"),
         "judge_model": s.get("judge_model"),
         "judge_offline": s.get("offline"),
+        "judge_comparable": s.get("comparable_with_gpt4o_mini"),
     }
 
 
