@@ -100,9 +100,7 @@ def load_profile(model: str) -> dict:
     """A model profile as a dict (model_name_or_path, template, description, training values)."""
     path = PROFILES / f"{model}.yaml"
     if not path.exists():
-        raise ConfigError(
-            f"unknown profile {model!r}: no {path.relative_to(ROOT)} (have: {', '.join(list_profiles())})"
-        )
+        raise ConfigError(f"unknown profile {model!r}: no {_rel(path)} (have: {', '.join(list_profiles())})")
     prof = _read_yaml(path, "profile")
     for key in PROFILE_REQUIRED:
         if key not in prof:
@@ -113,9 +111,7 @@ def load_profile(model: str) -> dict:
 def load_study(study: str) -> dict:
     path = STUDIES / f"{study}.yaml"
     if not path.exists():
-        raise ConfigError(
-            f"unknown study {study!r}: no {path.relative_to(ROOT)} (have: {', '.join(list_studies())})"
-        )
+        raise ConfigError(f"unknown study {study!r}: no {_rel(path)} (have: {', '.join(list_studies())})")
     spec = _read_yaml(path, "study spec")
     extra = set(spec) - STUDY_KEYS
     if extra:
@@ -168,8 +164,8 @@ def _accepts(annotation: Any, value: Any) -> bool:
         return any(_accepts(a, value) for a in typing.get_args(annotation))
     if origin is typing.Literal:
         return value in typing.get_args(annotation)
-    if value is None:
-        return annotation is type(None)
+    if annotation is type(None) or value is None:
+        return annotation is type(None) and value is None
     if annotation is bool:
         return isinstance(value, bool)
     if annotation is int:
@@ -195,7 +191,7 @@ def check_value(key: str, value: Any, where: str) -> None:
     else:
         ann = _lf_field_types().get(key)
         ok = ann is None or _accepts(ann, value)
-        want = str(ann).replace("typing.", "")
+        want = ann.__name__ if isinstance(ann, type) else str(ann).replace("typing.", "")
     if not ok:
         raise ConfigError(f"{where}: {key} = {value!r} is a {type(value).__name__}; it must be {want}")
 
@@ -221,11 +217,11 @@ def yaml_scalar(value: Any) -> str:
 
 
 @cache
-def _environment():
+def _environment(folder: str):
     import jinja2
 
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        loader=jinja2.FileSystemLoader(folder),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,
@@ -234,14 +230,21 @@ def _environment():
     return env
 
 
+def _template():
+    return _environment(str(TRAIN_TEMPLATE.parent)).get_template(TRAIN_TEMPLATE.name)
+
+
 @cache
-def template_variables(name: str = TRAIN_TEMPLATE.name) -> frozenset[str]:
-    """Every variable the template reads: the keys a profile or study may set (plus the renderer's)."""
+def _variables(folder: str, name: str, mtime: float) -> frozenset[str]:
     from jinja2 import meta
 
-    env = _environment()
-    source = env.loader.get_source(env, name)[0]
-    return frozenset(meta.find_undeclared_variables(env.parse(source)))
+    env = _environment(folder)
+    return frozenset(meta.find_undeclared_variables(env.parse(env.loader.get_source(env, name)[0])))
+
+
+def template_variables() -> frozenset[str]:
+    """Every variable the template reads: the keys a profile or study may set (plus the renderer's)."""
+    return _variables(str(TRAIN_TEMPLATE.parent), TRAIN_TEMPLATE.name, TRAIN_TEMPLATE.stat().st_mtime)
 
 
 def settable_keys() -> frozenset[str]:
@@ -361,7 +364,7 @@ def render_study(
             raise ConfigError(
                 f"{spec_path}: no variant(s) {unknown} (have: {', '.join(map(str, spec['variants']))})"
             )
-    template = _environment().get_template(TRAIN_TEMPLATE.name)
+    template = _template()
     out: list[Rendered] = []
     for name, vvalues in spec["variants"].items():
         name, vvalues = str(name), dict(vvalues or {})
@@ -398,13 +401,15 @@ def render_study(
             context["study_comment"] = _study_comment(study, spec, values, first, overrides)
             text = template.render(**context)
         except Exception as e:  # jinja2 errors: undefined variables, arithmetic on a wrong type
-            raise ConfigError(f"{TRAIN_TEMPLATE} rendering {where}: {type(e).__name__}: {e}") from e
+            raise ConfigError(f"{_rel(TRAIN_TEMPLATE)} rendering {where}: {type(e).__name__}: {e}") from e
         if "{{" in text or "{%" in text:
-            raise ConfigError(f"{TRAIN_TEMPLATE} rendering {where}: Jinja left in the output")
+            raise ConfigError(f"{_rel(TRAIN_TEMPLATE)} rendering {where}: Jinja left in the output")
         try:
             cfg = yaml.safe_load(text)
         except yaml.YAMLError as e:
-            raise ConfigError(f"{TRAIN_TEMPLATE} rendering {where}: output is not valid YAML ({e})") from e
+            raise ConfigError(
+                f"{_rel(TRAIN_TEMPLATE)} rendering {where}: output is not valid YAML ({e})"
+            ) from e
         validate_config(cfg, f"{_rel(run.config)} (from {TRAIN_TEMPLATE.name} + {where})")
         sci = {k: cfg.get(k, values.get(k)) for k in spec["scientific"]}
         keep = (
