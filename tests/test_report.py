@@ -161,9 +161,9 @@ def test_missing_truncated_and_running_runs_still_render(out_dir):
     assert (report_dir("rank") / "index.html").exists()
 
 
-def test_later_event_file_wins_from_its_first_step(tmp_path):
+def test_later_event_file_wins_from_its_first_step(out_dir):
     """A retrained run (new file from step 1) replaces the old curve; a resumed one continues it."""
-    tb = tmp_path / "runs"
+    tb = out_dir / "runs"
     write_events(tb / "b", {"loss": [(s, 1.0) for s in range(6, 9)]}, wall_time=2_000_000_000)
     write_events(tb / "a", {"loss": [(s, 5.0) for s in range(1, 11)]}, wall_time=1_000_000_000)
     c = read_events(tb)
