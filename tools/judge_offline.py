@@ -49,10 +49,8 @@ class OfflineJudge:
     def _ids(self, text: str) -> list[int]:
         return self.tok(text, add_special_tokens=False)["input_ids"]
 
-    def distribution(self, messages: list[dict], prefix: str) -> tuple[list[float], float, int]:
-        """P(score = 1..10) after `prefix`, renormalised; the raw mass on them; prompt tokens."""
-        torch = self.torch
-        text = self._text(messages) + prefix
+    def _candidates(self, text: str) -> tuple[list[int], list[list[int]], list[int]]:
+        """Token ids of text, each score's continuation after it, and the extra token "10" needs."""
         base = self._ids(text)
         conts = []
         for c in CANDIDATES:
@@ -65,16 +63,10 @@ class OfflineJudge:
         firsts = {c[0] for c in conts if len(c) == 2}
         if len(firsts) > 1:
             raise OfflineError(f"{self.name}: two-token scores start with different tokens")
-        extra = [next(iter(firsts))] if firsts else []
-        seq = base + extra
-        room = self.max_len - 1
-        if len(seq) > room:  # keep the end: the instructions and the answer prefix sit there
-            seq = seq[-room:]
-        with torch.no_grad():
-            logits = self.model(torch.tensor([seq])).logits[0]
-        at = len(seq) - 1 - len(extra)
-        p0 = torch.softmax(logits[at].float(), -1)
-        p1 = torch.softmax(logits[at + 1].float(), -1) if extra else None
+        return base, conts, [next(iter(firsts))] if firsts else []
+
+    @staticmethod
+    def _score_probs(p0, p1, conts: list[list[int]], extra: list[int]) -> list[float]:
         probs = []
         for c in conts:
             p = float(p0[c[0]])
@@ -83,10 +75,42 @@ class OfflineJudge:
             elif extra and c[0] == extra[0]:  # "1" is also the start of "10": only the part that stops
                 p *= 1.0 - sum(float(p1[o[1]]) for o in conts if len(o) == 2)
             probs.append(p)
+        return probs
+
+    def prompt_state(self, messages: list[dict]) -> dict:
+        """One forward pass over the prompt; its KV cache serves every answer prefix after it."""
+        torch = self.torch
+        text = self._text(messages)
+        ids = self._ids(text)[-(self.max_len - 16) :]  # keep the end: instructions and answer sit there
+        with torch.no_grad():
+            out = self.model(torch.tensor([ids]), use_cache=True)
+        return {"text": text, "ids": ids, "n": len(self._ids(text)), "past": out.past_key_values,
+                "last": out.logits[0, -1]}  # fmt: skip
+
+    def distribution(self, messages: list[dict] | dict, prefix: str) -> tuple[list[float], float, int]:
+        """P(score = 1..10) after `prefix`, renormalised; the raw mass on them; prompt tokens."""
+        torch = self.torch
+        state = messages if isinstance(messages, dict) else self.prompt_state(messages)
+        full, conts, extra = self._candidates(state["text"] + prefix)
+        n_prompt = state["n"]
+        if full[:n_prompt] != self._ids(state["text"]):
+            raise OfflineError(f"{self.name}: the answer prefix {prefix!r} changes the prompt's tokens")
+        feed = full[n_prompt:] + extra
+        logits = [state["last"]]
+        if feed:
+            past = state["past"]
+            with torch.no_grad():
+                out = self.model(torch.tensor([feed]), past_key_values=past, use_cache=True)
+            past.crop(len(state["ids"]))  # back to the prompt alone, for the next prefix
+            logits += list(out.logits[0])
+        at = len(feed) - len(extra)  # logits[at] predicts the token right after the prefix
+        p0 = torch.softmax(logits[at].float(), -1)
+        p1 = torch.softmax(logits[at + 1].float(), -1) if extra else None
+        probs = self._score_probs(p0, p1, conts, extra)
         mass = sum(probs)
         if mass <= 0:
             raise OfflineError(f"{self.name}: no probability on the score tokens")
-        return [p / mass for p in probs], mass, len(seq)
+        return [p / mass for p in probs], mass, len(state["ids"]) + len(feed)
 
     @staticmethod
     def expected(dist: list[float]) -> float:
@@ -100,13 +124,14 @@ class OfflineJudge:
         else:
             prefixes = [protocol.offline.get("offline_prefix_first", "")]
         scores, prompt_tokens = [], 0
+        state = self.prompt_state(messages)
         for step in range(2 if protocol.kind == "pairwise" else 1):
             if step == 1:
                 first = min(10, max(1, round(scores[0])))
                 prefixes.append(
                     protocol.offline.get("offline_prefix_second", "{score_1} ").format(score_1=first)
                 )
-            dist, mass, n = self.distribution(messages, prefixes[step])
+            dist, mass, n = self.distribution(state, prefixes[step])
             prompt_tokens += n
             e = self.expected(dist)
             scores.append(round(e, 4))
