@@ -203,7 +203,7 @@ def ifd_strategy(rows: list[dict], ctx) -> np.ndarray:
         raise DataError("strategy 'ifd' needs the embedded model (models/smollm2-135m-instruct)")
     import torch
 
-    from plugins.strategies import score
+    from plugins.strategies import percentile, score
 
     device = ctx.device or ("cuda" if torch.cuda.is_available() else "cpu")
     k = ctx.ifd_candidates
@@ -211,9 +211,12 @@ def ifd_strategy(rows: list[dict], ctx) -> np.ndarray:
         k = len(rows) if device != "cpu" else 2000
     cand = list(range(len(rows)))
     prefiltered = k < len(rows)
+    out = np.zeros(len(rows))
     if prefiltered:
         cheap = score(rows, ctx.ifd_prefilter, ctx)
         cand = [int(i) for i in np.argsort(-cheap, kind="stable")[:k]]
+        # rows not scored rank below every scored one, in the prefilter's order
+        out = -1e6 + percentile(cheap)
     ifd, stats = compute_ifd(
         [rows[i] for i in cand],
         ctx.model,
@@ -231,7 +234,5 @@ def ifd_strategy(rows: list[dict], ctx) -> np.ndarray:
         "pool": len(rows),
     }
     # Superfiltering: IFD >= 1 means the instruction does not help; those rank below the rest
-    s = np.where(ifd < 1.0, ifd, -ifd)
-    out = np.full(len(rows), -np.inf)
-    out[cand] = s
+    out[cand] = np.where(ifd < 1.0, ifd, -ifd)
     return out

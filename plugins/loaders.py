@@ -195,8 +195,9 @@ def _conversation(rec: dict, key: str, path: Path, row: int, need_answer: bool) 
     return question, answer or ""
 
 
-def normalise(rec: Any, shape: str, path: Path, row: int) -> dict:
-    """One record in `shape` -> {id, instruction, input, output, score?}."""
+def normalise(rec: Any, shape: str, path: Path, row: int, require_answer: bool = False) -> dict:
+    """One record in `shape` -> {id, instruction, input, output, score?}; with `require_answer`
+    (a training pool) an empty or missing answer is an error, else it becomes ""."""
     if not isinstance(rec, dict):
         raise DataError(f"{path}: row {row}: expected an object, found {type(rec).__name__}")
     if shape == "alpaca":
@@ -204,12 +205,12 @@ def normalise(rec: Any, shape: str, path: Path, row: int) -> dict:
             raise DataError(f"{path}: row {row}: field 'instruction' is missing (keys found: {sorted(rec)})")
         instruction = _str(rec.get("instruction"), path, row, "instruction", True)
         inp = _str(rec.get("input"), path, row, "input", False)
-        output = _str(rec.get("output"), path, row, "output", True)
+        output = _str(rec.get("output"), path, row, "output", require_answer)
     elif shape in ("sharegpt", "openai"):
         key = "conversations" if shape == "sharegpt" else "messages"
         if key not in rec:
             raise DataError(f"{path}: row {row}: field '{key}' is missing (keys found: {sorted(rec)})")
-        instruction, output = _conversation(rec, key, path, row, need_answer=True)
+        instruction, output = _conversation(rec, key, path, row, need_answer=require_answer)
         inp = ""
     elif shape == "prompt":
         key = "conversations" if "conversations" in rec else "messages" if "messages" in rec else None
@@ -235,8 +236,8 @@ def normalise(rec: Any, shape: str, path: Path, row: int) -> dict:
     rid = rec.get("id", rec.get("idx"))
     out = {
         "id": str(rid) if rid is not None and str(rid) != "" else f"{path.stem}-{row:05d}",
-        "instruction": instruction,
-        "input": inp,
+        "instruction": instruction.strip(),
+        "input": inp.strip(),
         "output": output,
     }
     score = rec.get("score")
@@ -247,49 +248,92 @@ def normalise(rec: Any, shape: str, path: Path, row: int) -> dict:
     return out
 
 
-def normalise_records(records: list, path: Path | str, shape: str | None = None) -> Table:
+def _fast_sharegpt(records: list, path: Path, require_answer: bool) -> list[dict] | None:
+    """The common case (HW5's 52k rows): [human, gpt] turns, string values, float scores. Any row
+    outside it sends the whole file through `normalise`, which validates and names the problem.
+    About 4x faster than the general path, so selection stays near the cost of parsing JSON."""
+    rows = []
+    append = rows.append
+    stem = path.stem
+    try:
+        for i, rec in enumerate(records):
+            conv = rec["conversations"]
+            h, g = conv
+            if h["from"] != "human" or g["from"] != "gpt":
+                return None
+            q, a = h["value"], g["value"]
+            if type(q) is not str or type(a) is not str or (require_answer and (not a or a.isspace())):
+                return None
+            q, inp = split_preamble(q) if _INSTRUCTION in q else (q.strip(), "")
+            if not q:
+                return None
+            rid = rec.get("id")
+            row = {
+                "id": rid if type(rid) is str and rid else f"{stem}-{i:05d}",
+                "instruction": q,
+                "input": inp,
+            }
+            row["output"] = a
+            sc = rec.get("score")
+            if sc is not None:
+                if type(sc) is not float and type(sc) is not int:
+                    return None
+                row["score"] = float(sc)
+            append(row)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    return rows
+
+
+def normalise_records(
+    records: list, path: Path | str, shape: str | None = None, require_answer: bool = False
+) -> Table:
     path = Path(path)
     if not records:
         raise DataError(f"{path}: empty pool (no rows)")
     if shape is not None and shape not in SHAPES:
         raise DataError(f"unknown shape {shape!r}: use one of {', '.join(SHAPES)}")
     shape = shape or detect_shape(records[0], path, 0)
-    rows = [normalise(rec, shape, path, i) for i, rec in enumerate(records)]
+    rows = _fast_sharegpt(records, path, require_answer) if shape == "sharegpt" else None
+    if rows is None:
+        rows = [normalise(rec, shape, path, i, require_answer) for i, rec in enumerate(records)]
     rows, dups = drop_duplicates(rows)
-    ids: dict[str, int] = {}
-    for i, r in enumerate(rows):
-        if r["id"] in ids:  # a different row under the same id: rename, never merge
-            r["id"] = f"{r['id']}#{i}"
-        ids[r["id"]] = i
     return Table(path, shape, rows, dups)
 
 
 def drop_duplicates(rows: list[dict]) -> tuple[list[dict], list[dict]]:
-    """Keep the first of rows with the same instruction and input; report the others."""
+    """Keep the first of rows with the same instruction and input; report the others. A different
+    row reusing an id is renamed `<id>#<row>`, never merged."""
     seen: dict[tuple[str, str], str] = {}
+    ids: set[str] = set()
     kept, dups = [], []
     for i, r in enumerate(rows):
-        key = (r["instruction"].strip(), r["input"].strip())
+        key = (r["instruction"], r["input"])
         first = seen.get(key)
         if first is None:
             seen[key] = r["id"]
+            if r["id"] in ids:
+                r["id"] = f"{r['id']}#{i}"
+            ids.add(r["id"])
             kept.append(r)
         else:
             dups.append({"id": r["id"], "row": i, "duplicate_of": first})
     return kept, dups
 
 
-def load_table(path: str | Path, shape: str | None = None) -> Table:
+def load_table(path: str | Path, shape: str | None = None, require_answer: bool = False) -> Table:
+    """`require_answer=True` for training pools: an empty answer is then an error naming the row."""
     path = Path(path)
-    return normalise_records(read_records(path), path, shape)
+    return normalise_records(read_records(path), path, shape, require_answer)
 
 
-def load_rows(path: str | Path, shape: str | None = None) -> list[dict]:
+def load_rows(path: str | Path, shape: str | None = None, require_answer: bool = False) -> list[dict]:
     """Any supported file -> normalised rows {id, instruction, input, output, score?}.
 
+    Evaluation sets may have empty answers (`output` ""); pass `require_answer=True` for a pool.
     Duplicates (same instruction and input) are dropped and logged; use `load_table` to get them.
     """
-    t = load_table(path, shape)
+    t = load_table(path, shape, require_answer)
     if t.duplicates:
         log.warning("%s: dropped %d duplicate rows (same instruction and input)", path, len(t.duplicates))
     return t.rows

@@ -61,25 +61,31 @@ class Context:
 
 # ------------------------------------------------------------------------------------------- words
 def word_counts(texts: list[str]) -> np.ndarray:
-    """Whitespace-separated words per text, vectorised over the bytes (str.split per row is ~3x slower)."""
+    """Whitespace-separated words per text, vectorised over the UTF-8 bytes of all texts at once
+    (`len(s.split())` per row costs ~2x `json.load` of the pool; this ~0.3x). ASCII controls and
+    space count as whitespace; texts are joined with NUL, which no text contains."""
     if not texts:
         return np.zeros(0, dtype=np.int64)
-    enc = [t.encode("utf-8") for t in texts]
-    lens = np.fromiter((len(b) + 1 for b in enc), dtype=np.int64, count=len(enc))
-    buf = np.frombuffer(b"\n".join(enc) + b"\n", dtype=np.uint8)
-    ws = buf <= 32  # space, tab, newline and the other ASCII controls
+    big = "\x00".join(texts)
+    if big.count("\x00") != len(texts) - 1:  # a text with a NUL in it: count the slow way
+        return np.array([len(t.split()) for t in texts], dtype=np.int64)
+    buf = np.frombuffer((big + "\x00").encode("utf-8", "surrogatepass"), dtype=np.uint8)
+    ends = np.flatnonzero(buf == 0)
+    ws = buf <= 32
     starts = np.empty(len(buf), dtype=np.bool_)
     starts[0] = not ws[0]
     np.logical_and(~ws[1:], ws[:-1], out=starts[1:])
-    offsets = np.concatenate(([0], np.cumsum(lens)[:-1]))
-    return np.add.reduceat(starts.astype(np.int32), offsets).astype(np.int64)
+    pos = np.flatnonzero(starts)
+    bounds = np.concatenate(([0], ends))
+    return np.diff(np.searchsorted(pos, bounds)).astype(np.int64)
 
 
 def total_words(rows: list[dict], ctx: Context | None = None) -> np.ndarray:
     key = "total_words"
     if ctx is not None and key in ctx._memo:
         return ctx._memo[key]
-    w = word_counts([f"{r['instruction']} {r['input']} {r['output']}" for r in rows])
+    fields = [x for r in rows for x in (r["instruction"], r["input"], r["output"])]
+    w = word_counts(fields).reshape(-1, 3).sum(axis=1)
     if ctx is not None:
         ctx._memo[key] = w
     return w

@@ -54,12 +54,12 @@ def load_source(spec: str, shape: str | None = None, shared: Path = SHARED) -> t
         from plugins import demo_pool
 
         records = demo_pool.build()
-        t = normalise_records(records, Path("demo_pool.json"), "alpaca")
+        t = normalise_records(records, Path("demo_pool.json"), "alpaca", require_answer=True)
         src = {"kind": "demo", "spec": spec, "python_docs": sys.version.split()[0]}
         src["files"] = [{"path": "data/generated/demo_pool.json", "sha256": None}]  # set once written
         return t.rows, src | {"rows": len(t.rows), "duplicates_dropped": len(t.duplicates)}, records
     if spec == "hw5":
-        tables = [load_table(_shared(rel, shared), shape) for rel in HW5_POOL]
+        tables = [load_table(_shared(rel, shared), shape, require_answer=True) for rel in HW5_POOL]
         rows, dups = merge_tables(tables)
         files = [
             {"path": f"../shared/data/{rel}", "sha256": sha256_file(t.path)}
@@ -75,7 +75,7 @@ def load_source(spec: str, shape: str | None = None, shared: Path = SHARED) -> t
         return rows, src | {"duplicates": dups[:50]}, []
     path = Path(spec)
     if path.exists() or path.suffix in (".json", ".jsonl") or "/" not in spec:
-        t: Table = load_table(path, shape)
+        t: Table = load_table(path, shape, require_answer=True)
         src = {"kind": "file", "spec": spec, "files": [{"path": str(path), "sha256": sha256_file(path)}]}
         return t.rows, src | {"rows": len(t.rows), "duplicates_dropped": len(t.duplicates)}, []
     return _load_hub(spec, shape)
@@ -91,7 +91,7 @@ def _load_hub(name: str, shape: str | None) -> tuple[list[dict], dict, list]:
             f"{name}: could not load it from the Hugging Face hub ({type(e).__name__}: {str(e)[:160]}); "
             "without internet, download the file elsewhere and pass it: --source path/to/file.json"
         ) from None
-    t = normalise_records(records, Path(name.replace("/", "__")), shape)
+    t = normalise_records(records, Path(name.replace("/", "__")), shape, require_answer=True)
     src = {
         "kind": "hub",
         "spec": name,
