@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 import yaml
 
 from plugins.fileio import atomic_write_text
-from tools.paths import EXPERIMENTS, ROOT, TEMPLATES, Run
+from tools.paths import EXPERIMENTS, MODELS, ROOT, TEMPLATES, Run
 
 PROFILES = TEMPLATES / "profiles"
 STUDIES = TEMPLATES / "studies"
@@ -132,8 +132,10 @@ def load_study(study: str) -> dict:
 
 def resolve_model_path(model_name_or_path: str) -> str:
     """A profile's model: a folder relative to the repo root when it is one, else a hub id as given."""
+    if model_name_or_path.startswith("models/"):  # honours SMALLDATA_MODELS, as tools.paths does
+        return str(MODELS / model_name_or_path.removeprefix("models/"))
     local = ROOT / model_name_or_path
-    if local.exists() or model_name_or_path.startswith(("models/", "./")):
+    if local.exists() or model_name_or_path.startswith("./"):
         return str(local)
     return model_name_or_path
 

@@ -196,6 +196,7 @@ def train_one(job: dict) -> dict:
             out / "run.json",
             {**base_record, "status": "failed", "error": note, "started": started, "ended": now(), **extra},
         )
+        note = "; ".join(x for x in (result["note"], note) if x)
         result.update(note=note, **{k: v for k, v in extra.items() if k in ("returncode", "wall_s")})
         return result
 
