@@ -64,24 +64,16 @@ def install(src_root: Path, out_dir: Path) -> None:
     shutil.copytree(src_root / "saves", out_dir / "saves", dirs_exist_ok=True)
 
 
-def fake_finished_run(out_dir: Path, run: Run = RUN, **run_json) -> Run:
+def fake_finished_run(
+    out_dir: Path, run: Run = RUN, base: str = "models/tiny-smollm2", rank: int = 8, **run_json
+) -> Run:
     """Files only (no weights): enough for rendering and refusals, which must not load a model."""
     d = run.output_dir
     d.mkdir(parents=True)
     (d / "adapter_model.safetensors").write_bytes(b"")
-    (d / "adapter_config.json").write_text(
-        json.dumps({"r": 8, "base_model_name_or_path": "models/tiny-smollm2"})
-    )
-    (d / "run.json").write_text(
-        json.dumps(
-            {
-                "model_name_or_path": "models/tiny-smollm2",
-                "template": "smollm2",
-                "status": "finished",
-                **run_json,
-            }
-        )
-    )
+    (d / "adapter_config.json").write_text(json.dumps({"r": rank, "base_model_name_or_path": base}))
+    rj = {"model_name_or_path": base, "template": "smollm2", "status": "finished", **run_json}
+    (d / "run.json").write_text(json.dumps(rj))
     (d / "DONE").write_text("")
     return run
 
@@ -151,10 +143,20 @@ def test_refusals_write_nothing(out_dir):
     with pytest.raises(Refused, match="4-bit quantised base"):
         export.export_run(qlora)
     assert export.main(["--run", "tiny/t/qlora"]) == 2
+    moved = fake_finished_run(out_dir, Run("tiny", "t", "moved"), model_name_or_path="org/other-model")
+    with pytest.raises(Refused, match="adapter of another base model"):
+        export.export_run(moved)
+    stacked = fake_finished_run(
+        out_dir,
+        Run("tiny", "t", "stacked"),
+        resolved_config={"adapter_name_or_path": "saves/x", "create_new_adapter": True},
+    )
+    with pytest.raises(Refused, match="stacks a new adapter"):
+        export.export_run(stacked)
     quant_base = out_dir / "gptq-base"
     quant_base.mkdir()
     (quant_base / "config.json").write_text(json.dumps({"quantization_config": {"quant_method": "gptq"}}))
-    onq = fake_finished_run(out_dir, Run("tiny", "t", "onq"), model_name_or_path=str(quant_base))
+    onq = fake_finished_run(out_dir, Run("tiny", "t", "onq"), base=str(quant_base))
     with pytest.raises(Refused, match="is quantised"):
         export.export_run(onq, full_precision_base=True)
     assert not (out_dir / "exports").exists()

@@ -25,17 +25,13 @@ def trained(tiny_model, tmp_path_factory) -> Path:
 
 def test_refusals_name_the_problem_and_write_nothing(out_dir):
     a, b = fake_finished_run(out_dir, A), fake_finished_run(out_dir, B)
-    r4 = fake_finished_run(out_dir, Run("tiny", "t", "r4"))
-    cfg = json.loads((r4.output_dir / "adapter_config.json").read_text())
-    (r4.output_dir / "adapter_config.json").write_text(json.dumps({**cfg, "r": 4}))
+    r4 = fake_finished_run(out_dir, Run("tiny", "t", "r4"), rank=4)
     for method in ("linear", "ties", "dare_ties", "dare_linear"):
         with pytest.raises(Refused, match=r"equal LoRA rank.*tiny/t/a r=8.*tiny/t/r4 r=4.*cat"):
             merge.merge_adapters([a, r4], method, "x")
     assert merge.check_sources([a, r4], "cat", None)[1]["rank"] == 4  # cat and svd take unequal ranks
 
-    other = fake_finished_run(
-        out_dir, Run("tiny", "t", "other"), model_name_or_path="models/smollm2-135m-instruct"
-    )
+    other = fake_finished_run(out_dir, Run("tiny", "t", "other"), base="models/smollm2-135m-instruct")
     with pytest.raises(Refused, match="different base models.*tiny/t/other: models/smollm2-135m-instruct"):
         merge.merge_adapters([a, other], "ties", "x")
     qlora = fake_finished_run(out_dir, Run("tiny", "t", "q"), resolved_config={"quantization_bit": 4})

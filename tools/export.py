@@ -64,16 +64,15 @@ class CheckFailed(Exception):
 
 # ---------------------------------------------------------------- what a run is made of
 def load_profile(model: str) -> dict | None:
+    """templates/profiles/<model>.yaml through tools.configs, or None when there is no such profile."""
+    path = TEMPLATES / "profiles" / f"{model}.yaml"
+    if not path.exists():
+        return None
     try:
         from tools.configs import load_profile as _load
-
-        return _load(model)
     except ImportError:
-        pass
-    except Exception:  # a profile that does not exist is not an error here: run.json may say it all
-        return None
-    path = TEMPLATES / "profiles" / f"{model}.yaml"
-    return yaml.safe_load(path.read_text()) if path.exists() else None
+        return yaml.safe_load(path.read_text())
+    return _load(model)
 
 
 def resolve_model_path(name: str) -> str:
@@ -84,6 +83,16 @@ def resolve_model_path(name: str) -> str:
     if (ROOT / p).exists():
         return str((ROOT / p).resolve())
     return name
+
+
+def same_base(a: str, b: str) -> bool:
+    """One base model: the same folder when both are local, else the same `org/name` ending."""
+    la, lb = Path(resolve_model_path(a)), Path(resolve_model_path(b))
+    if la.exists() and lb.exists():
+        return la.resolve() == lb.resolve()
+    pa, pb = Path(a.rstrip("/")).parts, Path(b.rstrip("/")).parts
+    n = min(len(pa), len(pb), 2)
+    return pa[-n:] == pb[-n:]
 
 
 def _read_json(path: Path) -> dict:
@@ -129,7 +138,18 @@ def run_info(run: Run) -> dict[str, Any]:
         raise Refused(f"run {run}: no base model in run.json, adapter_config.json or profile {run.model}")
     if not template:
         raise Refused(f"run {run}: no template in run.json or templates/profiles/{run.model}.yaml")
+    trained_on = acfg.get("base_model_name_or_path")
+    if trained_on and not same_base(trained_on, base):
+        raise Refused(
+            f"run {run}: its adapter was trained on {trained_on!r} ({acfg_path}) but run.json names "
+            f"{base!r}: an adapter of another base model"
+        )
     resolved = rj.get("resolved_config") or {}
+    if resolved.get("create_new_adapter") and resolved.get("adapter_name_or_path"):
+        raise Refused(
+            f"run {run} stacks a new adapter on {resolved['adapter_name_or_path']} (create_new_adapter): "
+            "its folder holds only the top adapter; merge the earlier one first"
+        )
     qbit = resolved.get("quantization_bit") or (rj.get("hparams") or {}).get("quantization_bit")
     rank_pattern = acfg.get("rank_pattern") or {}
     return {
@@ -166,9 +186,9 @@ def refuse_quantised_base(info: dict, allow_full_precision_base: bool = False) -
 def default_dtype(info: dict) -> str:
     """float32 on CPU profiles; the precision the run trained in on GPU profiles."""
     cfg = {**(info.get("profile") or {}), **((info.get("run_json") or {}).get("resolved_config") or {})}
-    if cfg.get("bf16"):
+    if cfg.get("bf16") or cfg.get("precision") == "bf16":
         return "bfloat16"
-    if cfg.get("fp16"):
+    if cfg.get("fp16") or cfg.get("precision") == "fp16":
         return "float16"
     return "float32"
 

@@ -39,7 +39,7 @@ from typing import Any
 import yaml
 
 from plugins.fileio import atomic_dir, atomic_write_json, atomic_write_text
-from tools.export import Refused, _versions, refuse_quantised_base, run_info
+from tools.export import Refused, _versions, refuse_quantised_base, run_info, same_base
 from tools.paths import ROOT, Run, venv_bin
 
 MERGE_STUDY = "merge"
@@ -89,8 +89,7 @@ def check_sources(runs: list[Run], method: str, weights: list[float] | None) -> 
         refuse_quantised_base(info)
         if info["use_dora"] and method in PEFT_METHODS:
             raise Refused(f"run {info['run']}: DoRA adapters carry magnitudes PEFT's weighted merge drops")
-    bases = {i["base_path"] for i in infos}
-    if len(bases) > 1:
+    if any(not same_base(i["base_path"], infos[0]["base_path"]) for i in infos[1:]):
         listing = "; ".join(f"{i['run']}: {i['model_name_or_path']}" for i in infos)
         raise Refused(f"adapters of different base models cannot be merged ({listing})")
     if PEFT_METHODS.get(method) and len({i["rank"] for i in infos}) > 1:
