@@ -191,3 +191,21 @@ def test_two_run_sweep_through_ray_on_cpu(out_dir, tiny_model, tiny_data, capsys
         rec = run_json(variant)
         assert rec["status"] == "finished" and rec["peak_rss_mb"] > 100
         assert rec["pid"] != os.getpid()  # trained from a Ray worker, not this process
+
+
+def test_evaluation_steps_are_isolated_and_logged(out_dir, capsys):
+    """A failing step is reported with its log; the run's later steps are skipped, other runs still go."""
+    runs = [Run.base("tiny"), Run("tiny", "rank", "r4")]
+    steps = (("tools.configs", ()), ("tools.no_such_step", ()), ("tools.configs", ("list",)))
+    rows = sweep.evaluate(runs, "demo_eval", "rank", steps=steps, report_module="tools.configs")
+    # `python -m tools.configs --run ...` is a usage error (exit 2): each run tries it, then stops
+    assert rows == [("tiny/base/base", "configs", 2), ("tiny/rank/r4", "configs", 2), ("rank", "report", 2)]
+    out = capsys.readouterr().out
+    assert "FAILED (2), see" in out and "sweep_eval.log" in out
+    assert "invalid choice" in (runs[1].output_dir / "eval" / "sweep_eval.log").read_text()
+
+
+def test_gpu_memory_is_read_per_process_from_nvidia_smi():
+    from tools.runinfo import parse_compute_apps
+
+    assert parse_compute_apps("1234, 5900\n99, 100\n1234, 12\n[N/A], x\n") == {1234: 5912, 99: 100}

@@ -311,29 +311,44 @@ def module_exists(name: str) -> bool:
 
 
 EVAL_STEPS = (("tools.generate", ()), ("tools.metrics", ()), ("tools.judge", ("--decoding", "greedy")))
+TAKES_DATASET_DIR = ("tools.generate", "tools.metrics")
 
 
-def evaluate(runs: list[Run], testset: str, study: str) -> list[tuple[str, str, int]]:
-    """generate -> metrics -> judge for each run, then the study's report; (run, step, returncode) rows."""
+def evaluate(
+    runs: list[Run],
+    testset: str,
+    study: str,
+    dataset_dir: Path = DATA,
+    steps=EVAL_STEPS,
+    report_module: str = "tools.report",
+) -> list[tuple[str, str, int]]:
+    """generate -> metrics -> judge for each run, then the study's report; (run, step, returncode) rows.
+
+    Each step is a child process: a failure is printed (with its log) and the next run still goes.
+    """
     rows = []
     for run in runs:
         log = run.output_dir / "eval" / "sweep_eval.log"
-        for module, extra in EVAL_STEPS:
+        for module, extra in steps:
             if not module_exists(module):
                 continue
             cmd = [sys.executable, "-m", module, "--run", run.name, "--testset", testset, *extra]
+            if module in TAKES_DATASET_DIR and Path(dataset_dir).resolve() != DATA.resolve():
+                cmd += ["--dataset-dir", str(dataset_dir)]
             rc = run_child(cmd, log, cwd=ROOT).returncode
-            rows.append((run.name, module.split(".")[-1], rc))
+            step = module.split(".")[-1]
+            rows.append((run.name, step, rc))
             print(
-                f"  eval {run.name:<42} {module.split('.')[-1]:<8} {'ok' if rc == 0 else f'FAILED ({rc}), see {log}'}"
+                f"  eval {run.name:<42} {step:<8} {'ok' if rc == 0 else f'FAILED ({rc}), see {log}'}",
+                flush=True,
             )
             if rc != 0:
                 break  # the later steps read this step's output
-    if module_exists("tools.report"):
+    if module_exists(report_module):
         log = out_root() / "reports" / study / "sweep_report.log"
-        rc = run_child([sys.executable, "-m", "tools.report", "--study", study], log, cwd=ROOT).returncode
+        rc = run_child([sys.executable, "-m", report_module, "--study", study], log, cwd=ROOT).returncode
         rows.append((study, "report", rc))
-        print(f"  report {study:<40} {'ok' if rc == 0 else f'FAILED ({rc}), see {log}'}")
+        print(f"  report {study:<40} {'ok' if rc == 0 else f'FAILED ({rc}), see {log}'}", flush=True)
     return rows
 
 
@@ -371,7 +386,7 @@ def sweep(
     if run_eval:
         testset = jobs[0]["eval_testset"]
         finished = [Run.parse(r["run"]) for r in results if r["status"] in ("finished", "done")]
-        evaluate([Run.base(model), *finished], testset, study)
+        evaluate([Run.base(model), *finished], testset, study, dataset_dir)
     return results
 
 
