@@ -129,11 +129,19 @@ def run_judge(
         )
 
     failures, stats = {}, CallStats()
+    n_todo = len({p.key for p in todo})
+    done, every = [0], max(1, n_todo // 10)
+
+    def progress(row: dict) -> None:
+        done[0] += 1
+        if done[0] % every == 0 or done[0] == n_todo:
+            say(f"  {done[0]}/{n_todo} judged")
+
     if todo:
         if mode == "offline":
             from tools.judge_offline import OfflineJudge
 
-            failures, stats = judge_offline(todo, proto, spec, OfflineJudge(offline_model), cache)
+            failures, stats = judge_offline(todo, proto, spec, OfflineJudge(offline_model), cache, progress)
         else:
             ep = Endpoint(
                 model=model,
@@ -148,9 +156,9 @@ def run_judge(
 
                 with serving(serve_local, serve_template) as url:
                     ep.base_url, ep.model, ep.api_key = url, Path(serve_local).name, None
-                    failures, stats = judge_api(todo, proto, spec, ep, cache)
+                    failures, stats = judge_api(todo, proto, spec, ep, cache, progress)
             else:
-                failures, stats = judge_api(todo, proto, spec, ep, cache)
+                failures, stats = judge_api(todo, proto, spec, ep, cache, progress)
 
     rows = collect(planned, cache, failures, {p.key for p in todo})
     scores = score_summary(rows, proto, spec, swap, stats)
