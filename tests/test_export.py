@@ -165,7 +165,7 @@ def test_refusals_write_nothing(out_dir):
 @pytest.mark.slow
 def test_export_merges_and_passes_logit_check(trained, out_dir, monkeypatch):
     install(trained, out_dir)
-    assert export.main(["--run", str(RUN)]) == 0
+    assert export.main(["--study", "t", "--model", "tiny"]) == 0  # every finished run of the study
     final = RUN.export_dir
     rec = json.loads((final / "export.json").read_text())
     check = rec["check"]
@@ -183,6 +183,7 @@ def test_export_merges_and_passes_logit_check(trained, out_dir, monkeypatch):
 
     monkeypatch.setattr(export, "llamafactory_export", boom)
     assert export.export_run(RUN)["adapter_sha256"] == rec["adapter_sha256"]
+    assert export.main(["--run", str(RUN)]) == 0
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ Usage:
     python -m tools.export --run smollm2_135m/rank/r8 [--dtype float32] [--device cpu|auto]
     python -m tools.export --run llama2_7b/rank/r8 --dtype bfloat16 --device auto --quantize 4
     python -m tools.export --run smollm2_135m/rank/r8 --render-only    # write export.yaml only
+    python -m tools.export --study curriculum --model smollm2_135m    # each stage on its own
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from typing import Any
 import yaml
 
 from plugins.fileio import atomic_dir, atomic_write_json, atomic_write_text, read_jsonl, sha256_file
-from tools.paths import ROOT, TEMPLATES, Run, exports_dir, llamafactory_cli
+from tools.paths import ROOT, TEMPLATES, Run, exports_dir, llamafactory_cli, runs_of_study, saves_dir
 
 TEMPLATE = "export.yaml.j2"
 
@@ -121,8 +122,6 @@ def run_info(run: Run) -> dict[str, Any]:
             + (f", missing {', '.join(missing)}" if missing else "")
             + f" in {out}): finish or retrain it first"
         )
-    if rj.get("adapter", True) is None:
-        raise Refused(f"run {run}: a merged full model, not an adapter ({rj.get('model_name_or_path')})")
     acfg_path = out / "adapter_config.json"
     if not acfg_path.exists():
         raise Refused(f"run {run}: no adapter_config.json in {out}")
@@ -360,7 +359,7 @@ def _prune_empty_parents(path: Path, stop: Path) -> None:
         stop.rmdir()
 
 
-def _versions() -> dict[str, str]:
+def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
@@ -419,7 +418,7 @@ def export_run(
                 "check": check,
                 "trained_quantization_bit": info["quantization_bit"],
                 "seconds": round(time.time() - t0, 1),
-                "versions": _versions(),
+                "versions": versions(),
             }
             atomic_write_json(tmp / "export.json", record)
     except BaseException:
@@ -465,9 +464,32 @@ def quantise_export(
     return final
 
 
+def _export_one(run: Run, a: argparse.Namespace) -> None:
+    if a.render_only:
+        info = run_info(run)
+        dtype = a.dtype or default_dtype(info)
+        text = render_config(run, info, run.export_dir, dtype, a.device)
+        print(f"export config: {atomic_write_text(run.output_dir / 'export.yaml', text)}")
+        return
+    rec = export_run(run, a.dtype, a.device, a.tolerance, None, a.full_precision_base, a.force)
+    c = rec["check"]
+    print(
+        f"exported {run} -> {rec['export_dir']} ({rec['dtype']}); logit check max |diff| "
+        f"{c['max_abs_diff']:.2e} <= {c['tolerance']:g} (adapter effect {c['adapter_effect']:.2e})"
+    )
+    if not c["check_is_informative"]:
+        print("warning: the adapter changes logits less than the tolerance; the check cannot tell it apart")
+    if a.quantize:
+        q = quantise_export(run, a.quantize, a.quant_dataset, a.quant_nsamples, a.quant_maxlen)
+        print(f"quantised {a.quantize}-bit -> {q}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", required=True, help="model/study/variant (or its saves/ folder)")
+    which = ap.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run", help="model/study/variant (or its saves/ folder)")
+    which.add_argument("--study", help="every finished run of a study (e.g. each curriculum stage)")
+    ap.add_argument("--model", default=None, help="with --study: only this model's runs")
     ap.add_argument("--dtype", choices=sorted(TOLERANCE), default=None, help="merged weights' dtype")
     ap.add_argument("--device", choices=["cpu", "auto"], default="cpu", help="export_device")
     ap.add_argument("--tolerance", type=float, default=None, help="override TOLERANCE[dtype]")
@@ -480,32 +502,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quant-maxlen", type=int, default=512)
     a = ap.parse_args(argv)
     try:
-        run = Run.parse(a.run)
-        if a.render_only:
-            info = run_info(run)
-            dtype = a.dtype or default_dtype(info)
-            path = atomic_write_text(
-                run.output_dir / "export.yaml", render_config(run, info, run.export_dir, dtype, a.device)
-            )
-            print(f"export config: {path}")
-            return 0
-        rec = export_run(run, a.dtype, a.device, a.tolerance, None, a.full_precision_base, a.force)
-        c = rec["check"]
-        print(
-            f"exported {run} -> {rec['export_dir']} ({rec['dtype']}); logit check max |diff| "
-            f"{c['max_abs_diff']:.2e} <= {c['tolerance']:g} (adapter effect {c['adapter_effect']:.2e})"
-        )
-        if not c["check_is_informative"]:
-            print(
-                "warning: the adapter changes logits less than the tolerance; the check cannot tell it apart"
-            )
-        if a.quantize:
-            q = quantise_export(run, a.quantize, a.quant_dataset, a.quant_nsamples, a.quant_maxlen)
-            print(f"quantised {a.quantize}-bit -> {q}")
-    except (Refused, CheckFailed, ValueError) as e:
+        runs = [Run.parse(a.run)] if a.run else runs_of_study(a.study, a.model)
+    except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return 0
+    if not runs:
+        print(f"error: no runs of study {a.study!r} under {saves_dir()}", file=sys.stderr)
+        return 2
+    failed = 0
+    for run in runs:
+        if a.study and not run.is_finished():
+            print(f"skipped {run}: not finished")
+            continue
+        try:
+            _export_one(run, a)
+        except (Refused, CheckFailed, ValueError, RuntimeError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            failed += 1
+    return 2 if failed else 0
 
 
 if __name__ == "__main__":

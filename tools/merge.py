@@ -39,7 +39,7 @@ from typing import Any
 import yaml
 
 from plugins.fileio import atomic_dir, atomic_write_json, atomic_write_text
-from tools.export import Refused, _versions, refuse_quantised_base, run_info, same_base
+from tools.export import Refused, refuse_quantised_base, run_info, same_base, versions
 from tools.paths import ROOT, Run, venv_bin
 
 MERGE_STUDY = "merge"
@@ -173,7 +173,7 @@ def merge_adapters(
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "peak_gpu_mb": None,
             "git_commit": _git_commit(),
-            "versions": {**(rj0.get("versions") or {}), **_versions(), "python": platform.python_version()},
+            "versions": {**(rj0.get("versions") or {}), **versions(), "python": platform.python_version()},
             "started": started,
             "ended": _now(),
             "log": None,
@@ -247,7 +247,7 @@ def merge_models(
                 "template": infos[0]["template"],
                 "mergekit": cfg,
                 "seconds": round(time.time() - t0, 1),
-                "versions": _versions(),
+                "versions": versions(),
             },
         )
     return out.export_dir
