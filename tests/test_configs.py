@@ -215,3 +215,19 @@ def test_check_names_stale_missing_and_leftover_files(tmp_path):
         "experiments/rank/smollm2_135m_lora_sft_r8.yaml (differs)",
     ]
     assert configs.main(["check", "--out", str(exp)]) == 1
+
+
+def test_any_study_renders_for_any_profile():
+    """MODEL=... works for every grid: each profile x study renders and passes the parser."""
+    for model in configs.list_profiles():
+        for study in configs.list_studies():
+            rendered = render_study(study, model)
+            skipped = configs.skipped_variants(study, model)
+            assert len(rendered) + len(skipped) == len(configs.load_study(study)["variants"])
+            for r in rendered:
+                assert r.config["output_dir"] == f"saves/{model}/lora/{study}/{r.run.variant}"
+    t4 = {r.run.variant: r.config for r in render_study("rank", "llama2_7b_t4")}
+    assert t4["r8"]["quantization_bit"] == 4 and t4["r8"]["fp16"] is True
+    assert t4["r8"]["per_device_train_batch_size"] == 1 and t4["r8"]["gradient_accumulation_steps"] == 4
+    tiny = render_study("epochs", "tiny")
+    assert {r.config["max_steps"] for r in tiny} == {2}  # the profile's cap for tests

@@ -268,6 +268,15 @@ def _check_keys(values: dict, where: str, meta_keys: frozenset[str] = frozenset(
 
 
 # ---------------------------------------------------------------------------------------- validation
+@cache
+def _train_parser():
+    """LLaMA-Factory's own parser for `llamafactory-cli train` (hparams/parser.py: _TRAIN_ARGS)."""
+    from llamafactory.hparams.parser import _TRAIN_ARGS
+    from transformers import HfArgumentParser
+
+    return HfArgumentParser(_TRAIN_ARGS)
+
+
 def validate_config(cfg: dict, where: str) -> None:
     """The rendered config as LLaMA-Factory 0.9.5 parses it: its dataclasses, no extra keys, right types.
 
@@ -278,13 +287,12 @@ def validate_config(cfg: dict, where: str) -> None:
     import io
     import logging
 
-    from llamafactory.hparams.parser import _TRAIN_ARGS, _verify_model_args
-    from transformers import HfArgumentParser
+    from llamafactory.hparams.parser import _verify_model_args
 
     for key, value in cfg.items():
         if key in _lf_field_types():
             check_value(key, value, where)
-    parser = HfArgumentParser(_TRAIN_ARGS)
+    parser = _train_parser()
     logging.disable(logging.WARNING)
     try:
         with contextlib.redirect_stderr(io.StringIO()):

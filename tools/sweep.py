@@ -93,7 +93,7 @@ def plan(
                 "model": model,
                 "study": study,
                 "variant": run.variant,
-                "config": str(configs_dir / study / run.config.name),
+                "config": _rel(configs_dir / study / run.config.name),
                 "resolved_config": resolved,
                 "output_dir": str(run.output_dir),
                 "parent": r.parent,
@@ -110,6 +110,11 @@ def plan(
             }
         )
     return jobs
+
+
+def _rel(path: Path) -> str:
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def default_configs_dir(model: str, overridden: bool = False) -> Path:
