@@ -129,6 +129,15 @@ def test_cost_limit_refuses_before_any_call(out_dir, monkeypatch, capsys):
     assert not run.scores("demo_eval", "greedy").exists() and not (out_dir / "cache").exists()
 
 
+def test_unknown_price_on_openai_is_refused_not_free(out_dir, monkeypatch, capsys):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-used")
+    run = Run("tiny", "t", "price")
+    write_predictions(run, n=2)
+    assert judge.main(["--run", run.name, "--testset", "demo_eval", "--model", "gpt-9-ultra"]) == 2
+    assert "no price for gpt-9-ultra" in capsys.readouterr().err
+    assert not run.scores("demo_eval", "greedy").exists()
+
+
 def test_bad_input_names_file_row_field(out_dir, capsys):
     run = Run("tiny", "t", "bad")
     path = run.predictions("demo_eval", "greedy")

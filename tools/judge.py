@@ -122,6 +122,10 @@ def run_judge(
         say(f"  {spec.judge_model} is a local judge: its scores are NOT comparable with GPT-4o-mini's")
     if dry_run:
         return {"estimate": est}
+    if est["cost_usd"] is None and est["calls"]:
+        raise JudgeError(
+            f"no price for {spec.price_model} in templates/judge/prices.yaml: add it there before spending"
+        )
     if est["cost_usd"] is not None and est["cost_usd"] > max_cost:
         raise JudgeError(
             f"estimated cost {_money(est['cost_usd'])} is above the limit ${max_cost:.2f}: "

@@ -55,7 +55,9 @@ def api_spec(model: str, base_url: str | None) -> JudgeSpec:
         judge_model=label,
         offline=False,
         comparable=official and model in COMPARABLE,
-        billed=price_of(model) is not None and official,
+        # OpenAI bills every model (an unknown price is refused, not taken as free); elsewhere a
+        # known model name is billed at OpenAI's price, an unknown one is a local server's and free
+        billed=official or price_of(model) is not None,
         price_model=model,
     )
 
