@@ -162,7 +162,8 @@ def cached_rerun(url: str, stub: Stub, n: int = 150) -> list[str]:
 def bench(quick: bool = False, delay: float = 0.05) -> list[str]:
     levels = [1, 2, 4, 8] if quick else [1, 2, 4, 8, 16]
     lines = [
-        f"stub delay {delay * 1000:.0f} ms per call; speed-up = throughput at C / at 1 (target >= 0.8 x C)"
+        f"stub delay {delay * 1000:.0f} ms per call; speed-up = throughput at C / at 1 (target >= 0.8 x C); "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (the client needs ~1-2 ms CPU per call)"
     ]
     stub = Stub(delay)
     with stub as url:
