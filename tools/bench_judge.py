@@ -5,6 +5,9 @@ judge answer, so what is measured is the client side: the semaphore, the `openai
 the bookkeeping, not a model. Speed-up at concurrency C = throughput at C / throughput at 1 (target
 >= 0.8 x C up to 16). Then 150 judgments are run once, and re-run from the cache: the re-run must
 take under a second and make no call (the stub counts the requests it gets).
+At 50 ms the C=16 level needs ~320 calls/s, i.e. the client's ~1-2 ms of CPU per call on a free
+core; on a busy 2-core machine that, not the concurrency, is the limit: `--delay 0.2` (still far
+below GPT-4o-mini's real latency of ~1 s) shows the scaling itself.
 
 Usage:
     python -m tools.bench_judge [--quick] [--delay 0.05]
