@@ -14,6 +14,7 @@ beside it for comparison.
 
 Usage:
     python -m tools.bench_gpu [--ranks 4,8,16,32,64] [--steps 12] [--workdir /tmp/bench-gpu] [--out results.json]
+        [--tokenizer models/smollm2-135m-instruct]
 """
 
 from __future__ import annotations
@@ -37,13 +38,13 @@ T4_TABLE = {4: (5.9, 6), 8: (6.3, 7), 16: (6.8, 8), 32: (7.5, 10)}  # rank: (GB,
 TOKENIZER_FROM = MODELS / "smollm2-135m-instruct"
 
 
-def build_llama2_7b_shaped(out: Path) -> Path:
+def build_llama2_7b_shaped(out: Path, tokenizer: Path = TOKENIZER_FROM) -> Path:
     if (out / "config.json").exists():
         return out
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    tok = AutoTokenizer.from_pretrained(TOKENIZER_FROM)
+    tok = AutoTokenizer.from_pretrained(tokenizer)
     cfg = LlamaConfig(
         vocab_size=len(tok),
         hidden_size=4096,
@@ -197,10 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "bench-gpu")
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    ap.add_argument(
+        "--tokenizer", type=Path, default=TOKENIZER_FROM, help="a folder with SmolLM2's tokenizer"
+    )
     a = ap.parse_args(argv)
     a.workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    model = build_llama2_7b_shaped(a.workdir / "llama2-7b-shaped")
+    model = build_llama2_7b_shaped(a.workdir / "llama2-7b-shaped", a.tokenizer)
     print(f"model: {model} ({time.time() - t0:.0f} s)", flush=True)
     data = write_dataset(a.workdir / "data")
     results = []
