@@ -189,4 +189,5 @@ def test_llamafactory_trains_on_the_registered_stages(tmp_path, out_dir, tiny_mo
     medium = len(load_rows(resolve("alpaca_top100_medium", ddir)))
     log = [json.loads(x) for x in (out_dir / "run/trainer_log.jsonl").read_text().splitlines()]
     assert log[-1]["current_steps"] == 3 and (out_dir / "run/adapter_model.safetensors").exists()
-    assert f"Num examples = {easy + medium}" in proc.stdout + proc.stderr or easy + medium > 0
+    seen = re.search(r"Num examples = ([\d,]+)", proc.stdout + proc.stderr)
+    assert seen and int(seen.group(1).replace(",", "")) == easy + medium  # both stages, nothing else
