@@ -95,10 +95,10 @@ class GpuPeak(threading.Thread):
     def __init__(self) -> None:
         super().__init__(daemon=True)
         self.peak_mb = 0
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             out = subprocess.run(
                 ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
                 capture_output=True,
@@ -106,10 +106,10 @@ class GpuPeak(threading.Thread):
             ).stdout.split()
             if out:
                 self.peak_mb = max(self.peak_mb, int(out[0]))
-            self._stop.wait(0.2)
+            self._halt.wait(0.2)
 
     def stop(self) -> int:
-        self._stop.set()
+        self._halt.set()
         self.join()
         return self.peak_mb
 
