@@ -2,7 +2,7 @@
 
 By answer length (default, HW5's thresholds): easy < 50 words, medium 50 to 120, hard > 120 words
 or an answer containing code or math. By any strategy score instead (`by=<strategy>`): tertiles
-of that score within the subset, a higher score being harder.
+of that score's ranks within the subset, a higher score being harder.
 """
 
 from __future__ import annotations
@@ -52,9 +52,11 @@ def split(
     """Stage name -> rows (in subset order); every row lands in exactly one stage."""
     stages: dict[str, list[dict]] = {s: [] for s in STAGES}
     if by_scores is not None:
-        lo, hi = np.quantile(by_scores, [1 / 3, 2 / 3]) if len(rows) else (0, 0)
-        for r, s in zip(rows, by_scores, strict=True):
-            stages["easy" if s <= lo else "medium" if s <= hi else "hard"].append(r)
+        # thirds by rank, not by value: scores with many ties (templated instructions) still split
+        rank = np.empty(len(rows), dtype=np.int64)
+        rank[np.argsort(by_scores, kind="stable")] = np.arange(len(rows))
+        for r, k in zip(rows, rank, strict=True):
+            stages[STAGES[min(2, 3 * int(k) // max(1, len(rows)))]].append(r)
         return stages
     words = answer_words(rows)
     for r, w in zip(rows, words, strict=True):

@@ -222,7 +222,7 @@ def ifd_strategy(rows: list[dict], ctx) -> np.ndarray:
         ctx.model,
         ctx.cache_dir,
         ctx.ifd_batch_tokens,
-        ctx.ifd_max_tokens,
+        ctx.ifd_max_tokens or (512 if device != "cpu" else 256),
         device,
         ctx.progress,
     )

@@ -52,7 +52,7 @@ class Context:
     ifd_candidates: int | None = None  # score only the top-K by a cheap strategy (CPU); None = auto
     ifd_prefilter: str = "hw5_default"
     ifd_batch_tokens: int = 4096
-    ifd_max_tokens: int = 512
+    ifd_max_tokens: int | None = None  # per sequence; None = 512 on a GPU, 256 on CPU
     progress: bool = True
     device: str | None = None
     notes: dict = field(default_factory=dict)  # what ran, for the manifest (IFD candidates, cache hits)

@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--ifd-candidates", type=int, help="IFD on the top K by --ifd-prefilter (CPU default 2000)"
     )
     ap.add_argument("--ifd-prefilter", default="hw5_default")
-    ap.add_argument("--ifd-max-tokens", type=int, default=512)
+    ap.add_argument("--ifd-max-tokens", type=int, help="tokens per sequence (default 512 on GPU, 256 on CPU)")
     ap.add_argument("--model", type=Path, default=EMBEDDED, help="tokenizer/LM for long_is_more and IFD")
     ap.add_argument("--dataset-dir", type=Path, default=DATA)
     ap.add_argument("--shared", type=Path, default=SHARED, help=argparse.SUPPRESS)
@@ -192,9 +192,12 @@ def run(a: argparse.Namespace) -> int:
             rows, sel, ddir, src, ctx, True, thresholds, a.curriculum_by, not a.no_plot, a.force
         )
         c = m["curriculum"]["counts"]
-        say(
-            f"curriculum: easy {c['easy']}, medium {c['medium']}, hard {c['hard']} (answer words {thresholds})"
+        how = (
+            f"thirds by {a.curriculum_by}"
+            if a.curriculum_by
+            else f"answer words {thresholds[0]}/{thresholds[1]}"
         )
+        say(f"curriculum: easy {c['easy']}, medium {c['medium']}, hard {c['hard']} ({how})")
         say(
             f"register: {name}, {name}_easy|medium|hard -> {ddir / 'generated'} ({m['files'][name]['sha256'][:12]})"
         )
