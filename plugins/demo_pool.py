@@ -31,7 +31,7 @@ FUNCS_PER_MODULE = 3
 def _clean(doc: str | None) -> str:
     if not doc:
         return ""
-    doc = inspect.cleandoc(doc)
+    doc = re.sub(r" at 0x[0-9a-fA-F]+", "", inspect.cleandoc(doc))
     return re.sub(r"\n{3,}", "\n\n", doc).strip()
 
 
@@ -112,6 +112,7 @@ def _rows_modules() -> list[tuple[str, str, str]]:
                 sig = f"{n}{inspect.signature(getattr(mod, n))}"
             except (TypeError, ValueError):
                 sig = n
+            sig = re.sub(r" at 0x[0-9a-fA-F]+", "", sig)  # default values' reprs carry addresses
             out.append(
                 (
                     f"func.{mod_name}.{n}",

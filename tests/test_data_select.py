@@ -116,6 +116,7 @@ def test_curriculum_thresholds_code_and_tertiles():
 def test_demo_pool_is_deterministic_and_covers_every_stage():
     a, b = demo_pool.build(), demo_pool.build()
     assert a == b and 200 <= len(a) <= 800
+    assert not any(" at 0x" in r["output"] for r in a)  # no memory addresses: same rows in every process
     assert len({r["instruction"] for r in a}) == len(a)
     assert {r["score"] for r in a} <= {3.0, 3.5, 4.0, 4.5, 5.0} and len({r["score"] for r in a}) >= 3
     st = curriculum.split(a)
