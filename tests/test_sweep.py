@@ -99,9 +99,12 @@ def test_finished_run_is_skipped_until_its_data_changes(out_dir, tiny_data):
     (out / "adapter_model.safetensors").write_bytes(b"x")
     (out / "DONE").write_text("{}")
     fp = {"alpaca_top100": sha256_file(tiny_data / "alpaca_top100.json")}
-    (out / "run.json").write_text(json.dumps({"status": "finished", "data_fingerprint": fp, "wall_s": 1.0}))
+    rec = {"status": "finished", "data_fingerprint": fp, "config_sha256": job["config_sha256"], "wall_s": 1.0}
+    (out / "run.json").write_text(json.dumps(rec))
     job["cli"] = "/bin/false"  # would fail if it were launched
     assert sweep.train_one(job)["status"] == "done"
+    (other,) = jobs_for(tiny_data, only=("r8",))
+    assert other["config_sha256"] != job["config_sha256"]  # what a changed hyperparameter looks like
     (tiny_data / "alpaca_top100.json").write_text("[]")
     job["cli"] = "/bin/true"
     res = sweep.train_one(job)
@@ -209,3 +212,16 @@ def test_gpu_memory_is_read_per_process_from_nvidia_smi():
     from tools.runinfo import parse_compute_apps
 
     assert parse_compute_apps("1234, 5900\n99, 100\n1234, 12\n[N/A], x\n") == {1234: 5912, 99: 100}
+
+
+def test_finished_run_with_other_hyperparameters_is_retrained(out_dir, tiny_data):
+    """A quick look with --set max_steps_cap=... must not pass for the study's real run later."""
+    (job,) = jobs_for(tiny_data, only=("r4",))
+    out = Path(job["output_dir"])
+    out.mkdir(parents=True)
+    (out / "adapter_model.safetensors").write_bytes(b"x")
+    (out / "DONE").write_text("{}")
+    fp = {"alpaca_top100": sha256_file(tiny_data / "alpaca_top100.json")}
+    (out / "run.json").write_text(json.dumps({"data_fingerprint": fp, "config_sha256": "other"}))
+    job["cli"] = "/bin/true"
+    assert sweep.train_one(job)["note"].startswith("config changed: retrained; old run kept in .r4.stale-")

@@ -3,8 +3,8 @@
 Each run trains with `llamafactory-cli train` in a child process (log: <output_dir>/train.log) and
 leaves run.json (resolved config, git commit, package versions, wall time, peak RSS and GPU memory,
 data fingerprint) and, last, DONE. Re-running is safe and cheap:
-  - a run with DONE, its adapter and the same data fingerprint is skipped; one whose data changed is
-    moved aside (.<variant>.stale-<time>) and trained again, with a message saying which dataset changed;
+  - a run with DONE, its adapter, the same data fingerprint and the same config is skipped; one whose
+    data or config changed is moved aside (.<variant>.stale-<time>) and trained again, saying why;
   - a killed run resumes from its last complete checkpoint-* (resume_from_checkpoint), else restarts;
   - a failed run is recorded (run.json status failed, its log) and the others go on;
   - curriculum stages run after the stage they continue (and fail when it did not finish).
@@ -23,6 +23,8 @@ where the module exists, each a child process whose failure is reported and does
 Usage:
     python -m tools.sweep --study rank --model smollm2_135m [--runner local|ray] [--only r4,r8]
         [--no-eval] [--testset demo_eval] [--configs-dir DIR] [--dataset-dir data] [--set key=value ...]
+    --set overrides a template variable for every run (e.g. max_steps_cap=4 for a quick look); such configs
+    are rendered under cache/experiments/, and a later normal sweep retrains those runs (config changed).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from tools.configs import (
     resolve_model_path,
     write_rendered,
 )
-from tools.paths import DATA, EXPERIMENTS, ROOT, Run, llamafactory_cli, out_root
+from tools.paths import DATA, EXPERIMENTS, ROOT, Run, cache_dir, llamafactory_cli, out_root
 from tools.runinfo import data_fingerprint, git_commit, now, package_versions, run_child
 
 ADAPTER = "adapter_model.safetensors"
@@ -95,6 +97,7 @@ def plan(
                 "variant": run.variant,
                 "config": _rel(configs_dir / study / run.config.name),
                 "resolved_config": resolved,
+                "config_sha256": config_hash(r.config),
                 "output_dir": str(run.output_dir),
                 "parent": r.parent,
                 "parent_dir": parent_dir,
@@ -118,8 +121,10 @@ def _rel(path: Path) -> str:
 
 
 def default_configs_dir(model: str, overridden: bool = False) -> Path:
-    """experiments/ for the committed profiles; else <out root>/experiments (the repo's when unset)."""
-    if model in COMMITTED_PROFILES and not overridden and "SMALLDATA_OUT" not in os.environ:
+    """experiments/ for committed profiles, else <out root>/experiments; with overrides cache/experiments."""
+    if overridden:  # never next to the committed files: they would no longer match the study spec
+        return cache_dir() / "experiments"
+    if model in COMMITTED_PROFILES and "SMALLDATA_OUT" not in os.environ:
         return EXPERIMENTS
     return out_root() / "experiments"
 
@@ -133,6 +138,13 @@ def last_checkpoint(output_dir: Path) -> Path | None:
         if p.is_dir() and step.isdigit() and (p / "trainer_state.json").exists():
             found.append((int(step), p))
     return max(found)[1] if found else None
+
+
+def config_hash(cfg: dict) -> str:
+    """The rendered config's values (paths as rendered, comments ignored): what a finished run must match."""
+    from plugins.fileio import sha256_text
+
+    return sha256_text(json.dumps(cfg, sort_keys=True, default=str))
 
 
 def _read_json(path: Path) -> dict:
@@ -214,16 +226,19 @@ def train_one(job: dict) -> dict:
 
     old = _read_json(out / "run.json")
     if (out / "DONE").exists() and (out / ADAPTER).exists():
-        if old.get("data_fingerprint") == fingerprint:
+        same_config = old.get("config_sha256") == job["config_sha256"]
+        if old.get("data_fingerprint") == fingerprint and same_config:
             result.update(status="done", note="already finished", wall_s=old.get("wall_s"))
             result.update(peak_rss_mb=old.get("peak_rss_mb"), train_loss=_train_loss(out))
             return result
         changed = sorted(
             k for k in fingerprint if (old.get("data_fingerprint") or {}).get(k) != fingerprint[k]
         )
+        why = [f"data changed ({', '.join(changed)})"] if changed else []
+        why += [] if same_config else ["config changed"]
         stale = out.with_name(f".{out.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
         os.replace(out, stale)
-        result["note"] = f"data changed ({', '.join(changed)}): retrained; old run kept in {stale.name}"
+        result["note"] = f"{' and '.join(why)}: retrained; old run kept in {stale.name}"
 
     resolved = dict(job["resolved_config"])
     ckpt = last_checkpoint(out)
@@ -238,6 +253,7 @@ def train_one(job: dict) -> dict:
         **base_record,
         "resolved_config": resolved,
         "data_fingerprint": fingerprint,
+        "config_sha256": job["config_sha256"],
         "resumed_from": str(ckpt) if ckpt else None,
         "status": "running",
         "started": started,
@@ -413,11 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     try:
         overrides = parse_set(a.set)
-        if (
-            overrides
-            and (a.configs_dir or default_configs_dir(a.model, True)).resolve() == EXPERIMENTS.resolve()
-        ):
-            raise ConfigError("--set renders configs that differ from the study spec: give --configs-dir DIR")
+        if overrides and a.configs_dir and a.configs_dir.resolve() == EXPERIMENTS.resolve():
+            raise ConfigError("--set renders configs that differ from the study spec: not into experiments/")
         results = sweep(
             a.study,
             a.model,
