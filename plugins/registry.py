@@ -59,7 +59,11 @@ def resolve(name: str, dataset_dir: str | Path = DATA) -> Path:
         raise RegistryError(f"{path}: {name}: no 'file_name' (only local files can be resolved)")
     file = Path(dataset_dir) / entry["file_name"]
     if not file.exists():
-        raise RegistryError(f"{path}: {name}: its file {file} does not exist (run `make data` to rebuild it)")
+        mark = entry.get(MARK) if is_ours(entry) else {}
+        how = "`make data`"
+        if mark.get("kind") == "eval":
+            how = f"`python -m tools.data --eval {mark.get('source') or '<file>'}`"
+        raise RegistryError(f"{path}: {name}: its file {file} does not exist (run {how} to rebuild it)")
     return file
 
 

@@ -177,6 +177,9 @@ def test_registry_merges_refuses_user_entries_and_resolves(tmp_path):
     with pytest.raises(RegistryError, match="'nope' is not registered.*registered: ours, user_set"):
         resolve("nope", tmp_path)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp files left
+    (tmp_path / "mine.json").unlink()
+    with pytest.raises(RegistryError, match=r"ours: its file .*mine\.json does not exist \(run `make data`"):
+        resolve("ours", tmp_path)
 
 
 def test_llamafactory_parses_our_entries(tmp_path):
