@@ -114,22 +114,6 @@ class GpuPeak(threading.Thread):
         return self.peak_mb
 
 
-def step_seconds(trainer_log: Path, skip: int = 2) -> float:
-    """Median seconds per optimizer step after `skip` warm-up steps, from LLaMA-Factory's log."""
-    rows = [json.loads(x) for x in trainer_log.read_text().splitlines() if x.strip()]
-    times = [r["elapsed_time"] for r in rows if "elapsed_time" in r]
-    steps = [r["current_steps"] for r in rows if "elapsed_time" in r]
-
-    def secs(t: str) -> float:
-        h, m, s = (float(x) for x in t.split(":"))
-        return h * 3600 + m * 60 + s
-
-    pts = [(st, secs(t)) for st, t in zip(steps, times, strict=True) if st > skip]
-    if len(pts) < 2:
-        return float("nan")
-    return (pts[-1][1] - pts[0][1]) / (pts[-1][0] - pts[0][0])
-
-
 def run_rank(rank: int, model: Path, dataset_dir: Path, workdir: Path, steps: int) -> dict:
     cfg = yaml.safe_load((EXPERIMENTS / "rank" / f"llama2_7b_lora_sft_r{rank}.yaml").read_text())
     out = workdir / f"r{rank}"
@@ -169,7 +153,9 @@ def run_rank(rank: int, model: Path, dataset_dir: Path, workdir: Path, steps: in
         "cutoff_len": cfg.get("cutoff_len"),
     }
     if rc == 0:
-        s = step_seconds(out / "trainer_log.jsonl")
+        # train_runtime is a float in seconds (the log's elapsed_time has whole seconds only);
+        # it includes the first, slower steps, so the steady-state figure is a little lower.
+        s = json.loads((out / "all_results.json").read_text())["train_runtime"] / steps
         eff = res["per_device_train_batch_size"] * res["gradient_accumulation_steps"]
         res.update(sec_per_step=round(s, 3), min_per_epoch_100=round(s * (100 / eff) / 60, 2))
     else:
