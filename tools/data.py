@@ -18,6 +18,7 @@ The subset is always registered as `alpaca_top<N>` (+ `_easy|_medium|_hard`), wh
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -81,7 +82,23 @@ def load_source(spec: str, shape: str | None = None, shared: Path = SHARED) -> t
     return _load_hub(spec, shape)
 
 
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    import socket
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def _load_hub(name: str, shape: str | None) -> tuple[list[dict], dict, list]:
+    if not _hub_reachable():
+        # offline: a copy in the local cache still loads; anything else fails at once, not after retries
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     try:
         import datasets
 
