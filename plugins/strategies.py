@@ -65,20 +65,21 @@ def word_counts(texts: list[str]) -> np.ndarray:
     (`len(s.split())` per row costs ~2x `json.load` of the pool). ASCII controls and space count
     as whitespace. ASCII texts are joined and encoded as one block (a copy; `str.isascii` is
     O(1)); the others are encoded one by one, since one non-ASCII character would make a joined
-    string 2-4 bytes a character and its encoding a slow loop."""
+    string 2-4 bytes a character and its encoding a slow loop. The trailing "" in the joins puts
+    the last separator in without another 46 MB copy."""
     n = len(texts)
     ascii_idx = [i for i, t in enumerate(texts) if t.isascii()]
     if len(ascii_idx) == n:
-        return _count_blob(("\x00".join(texts) + "\x00").encode("ascii"), map(len, texts), n)
+        return _count_blob("\x00".join([*texts, ""]).encode("ascii"), map(len, texts), n)
     out = np.zeros(n, dtype=np.int64)
     if ascii_idx:
         part = [texts[i] for i in ascii_idx]
-        out[ascii_idx] = _count_blob(("\x00".join(part) + "\x00").encode("ascii"), map(len, part), len(part))
+        out[ascii_idx] = _count_blob("\x00".join([*part, ""]).encode("ascii"), map(len, part), len(part))
     is_ascii = np.zeros(n, dtype=bool)
     is_ascii[ascii_idx] = True
     other = np.flatnonzero(~is_ascii)
     enc = [texts[i].encode("utf-8", "surrogatepass") for i in other]
-    out[other] = _count_blob(b"\x00".join(enc) + b"\x00", map(len, enc), len(enc))
+    out[other] = _count_blob(b"\x00".join([*enc, b""]), map(len, enc), len(enc))
     return out
 
 
