@@ -203,12 +203,14 @@ def ifd_strategy(rows: list[dict], ctx) -> np.ndarray:
         raise DataError("strategy 'ifd' needs the embedded model (models/smollm2-135m-instruct)")
     import torch
 
-    from plugins.strategies import percentile, score
+    from plugins.strategies import UNSCORED, percentile, score
 
     device = ctx.device or ("cuda" if torch.cuda.is_available() else "cpu")
     k = ctx.ifd_candidates
     if k is None:
-        k = len(rows) if device != "cpu" else 2000
+        # CPU: SmolLM2-135M scores ~100-800 tokens/s on 2 cores, so 3N candidates (300 for N=100)
+        # take minutes; a GPU scores the whole pool
+        k = len(rows) if device != "cpu" else max(3 * ctx.n, 200)
     cand = list(range(len(rows)))
     prefiltered = k < len(rows)
     out = np.zeros(len(rows))
@@ -216,7 +218,7 @@ def ifd_strategy(rows: list[dict], ctx) -> np.ndarray:
         cheap = score(rows, ctx.ifd_prefilter, ctx)
         cand = [int(i) for i in np.argsort(-cheap, kind="stable")[:k]]
         # rows not scored rank below every scored one, in the prefilter's order
-        out = -1e6 + percentile(cheap)
+        out = UNSCORED + percentile(cheap)
     ifd, stats = compute_ifd(
         [rows[i] for i in cand],
         ctx.model,

@@ -38,7 +38,13 @@ def plot(
     finite = np.isfinite(scores)
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
     words = np.maximum(words, 1)
-    a.scatter(words[finite], scores[finite], s=6, c="#9aa4b1", label=f"pool ({int(finite.sum())})")
+    a.scatter(
+        words[finite],
+        scores[finite],
+        s=6,
+        c="#9aa4b1",
+        label=f"pool ({int(finite.sum())} scored of {len(scores)})",
+    )
     ch = np.array(chosen, dtype=int)
     a.scatter(words[ch], scores[ch], s=14, c="#d62728", label=f"chosen ({len(ch)})")
     s_sorted = np.sort(scores[finite])[::-1]

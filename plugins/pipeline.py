@@ -18,7 +18,7 @@ import plugins
 from plugins import curriculum, knee, registry
 from plugins.fileio import atomic_write_json, sha256_file
 from plugins.loaders import DataError, to_alpaca
-from plugins.strategies import Context, parse_strategy, score, top_n, total_words
+from plugins.strategies import UNSCORED, Context, parse_strategy, score, top_n, total_words
 
 
 @dataclass
@@ -60,10 +60,10 @@ def select(
     t0 = time.perf_counter()
     s = score(rows, strategy, ctx)
     idx, skipped = top_n(rows, s, n, near_dup)
-    k = None if strategy.startswith("random") else knee.find_knee(s)
-    return Selection(
-        name, strategy, parse_strategy(strategy), n, idx, s, k, skipped, time.perf_counter() - t0
-    )
+    seconds = time.perf_counter() - t0  # the knee is not part of selecting (kneed imports scipy: ~2 s)
+    shown = np.where(s <= UNSCORED / 2, np.nan, s)  # rows the strategy did not score: not plotted
+    k = None if strategy.startswith("random") else knee.find_knee(shown)
+    return Selection(name, strategy, parse_strategy(strategy), n, idx, shown, k, skipped, seconds)
 
 
 def write_subset(

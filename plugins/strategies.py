@@ -27,6 +27,7 @@ import numpy as np
 from plugins.loaders import DataError, no_gc
 
 MIX = "rating:1,long_is_more:1,ifd:1"
+UNSCORED = -1e6  # offset of rows a strategy did not score (IFD outside its candidates): below the rest
 STRATEGIES = ("length", "rating", "hw5_default", "long_is_more", "complexity", "ifd", "random", "mix")
 STUDY_STRATEGIES = (
     "random_s0",
@@ -49,7 +50,10 @@ class Context:
     seed: int = 0
     model: Path | None = None  # the embedded model: tokenizer for long_is_more, LM for IFD
     cache_dir: Path | None = None  # IFD cache (tools pass tools.paths.cache_dir() / "ifd")
-    ifd_candidates: int | None = None  # score only the top-K by a cheap strategy (CPU); None = auto
+    ifd_candidates: int | None = (
+        None  # score only the top-K by a cheap strategy; None = 3N on CPU, all on GPU
+    )
+    n: int = 100  # the subset size being selected (sets the CPU candidate count)
     ifd_prefilter: str = "hw5_default"
     ifd_batch_tokens: int = 4096
     ifd_max_tokens: int | None = None  # per sequence; None = 512 on a GPU, 256 on CPU

@@ -159,7 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--shape", choices=["alpaca", "sharegpt", "openai", "prompt"])
     ap.add_argument(
-        "--ifd-candidates", type=int, help="IFD on the top K by --ifd-prefilter (CPU default 2000)"
+        "--ifd-candidates",
+        type=int,
+        help="IFD on the top K by --ifd-prefilter (default: 3N on CPU, all on GPU)",
     )
     ap.add_argument("--ifd-prefilter", default="hw5_default")
     ap.add_argument("--ifd-max-tokens", type=int, help="tokens per sequence (default 512 on GPU, 256 on CPU)")
@@ -175,6 +177,7 @@ def run(a: argparse.Namespace) -> int:
     ddir = Path(a.dataset_dir)
     ctx = Context(
         seed=a.seed,
+        n=a.n,
         model=a.model,
         cache_dir=cache_dir() / "ifd",
         ifd_candidates=a.ifd_candidates,
