@@ -218,6 +218,12 @@ def run(a: argparse.Namespace) -> int:
             else f"answer words {thresholds[0]}/{thresholds[1]}"
         )
         say(f"curriculum: easy {c['easy']}, medium {c['medium']}, hard {c['hard']} ({how})")
+        empty = [st for st, k in c.items() if k == 0]
+        if empty:
+            say(
+                f"warning: stage {', '.join(empty)} is empty (LLaMA-Factory cannot train on an empty dataset); "
+                "move the cut with --thresholds or split by rank with --curriculum-by <strategy>"
+            )
         say(
             f"register: {name}, {name}_easy|medium|hard -> {ddir / 'generated'} ({m['files'][name]['sha256'][:12]})"
         )
