@@ -231,3 +231,14 @@ def test_any_study_renders_for_any_profile():
     assert t4["r8"]["per_device_train_batch_size"] == 1 and t4["r8"]["gradient_accumulation_steps"] == 4
     tiny = render_study("epochs", "tiny")
     assert {r.config["max_steps"] for r in tiny} == {2}  # the profile's cap for tests
+
+
+def test_dataset_names_match_what_the_data_plugin_registers():
+    from plugins.curriculum import STAGES
+    from plugins.strategies import STUDY_STRATEGIES
+
+    data = {r.run.variant: r.config["dataset"] for r in render_study("data", "smollm2_135m")}
+    assert list(data) == list(STUDY_STRATEGIES)
+    assert all(data[s] == f"alpaca_top100_by_{s}" for s in STUDY_STRATEGIES)
+    stage3 = render_run("curriculum", "smollm2_135m", "stage3_all")[1]
+    assert f"dataset: {','.join(f'alpaca_top100_{s}' for s in STAGES)}\n" in stage3
