@@ -212,6 +212,10 @@ def test_gpu_memory_is_read_per_process_from_nvidia_smi():
     from tools.runinfo import parse_compute_apps
 
     assert parse_compute_apps("1234, 5900\n99, 100\n1234, 12\n[N/A], x\n") == {1234: 5912, 99: 100}
+    from tools.runinfo import visible_gpus
+
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "2,3"}) == {2, 3}
+    assert visible_gpus({}) is None and visible_gpus({"CUDA_VISIBLE_DEVICES": "GPU-1a2b"}) is None
 
 
 def test_finished_run_with_other_hyperparameters_is_retrained(out_dir, tiny_data):

@@ -94,12 +94,33 @@ def parse_compute_apps(text: str) -> dict[int, int]:
     return out
 
 
-class GpuPeak(threading.Thread):
-    """Samples the GPU memory of one process tree every `every` seconds; `peak_mb` is the largest sum."""
+def parse_gpu_used(text: str) -> dict[int, int]:
+    """nvidia-smi --query-gpu=index,memory.used --format=csv,noheader,nounits -> {index: MiB}."""
+    return parse_compute_apps(text)
 
-    def __init__(self, pid: int, every: float = 0.5) -> None:
+
+def visible_gpus(env: dict | None = None) -> set[int] | None:
+    """The GPU indices CUDA_VISIBLE_DEVICES names (None: all, or names given as UUIDs)."""
+    value = (env if env is not None else os.environ).get("CUDA_VISIBLE_DEVICES")
+    if value is None or not value.strip():
+        return None
+    parts = [x.strip() for x in value.split(",")]
+    return {int(x) for x in parts} if all(x.isdigit() for x in parts) else None
+
+
+class GpuPeak(threading.Thread):
+    """Samples GPU memory every `every` seconds while a process tree runs.
+
+    `peak_mb` is the largest sum over the tree's own processes; inside a container nvidia-smi often
+    cannot see the container's process ids, and then the peak of the memory used on the visible GPUs
+    is reported instead (`basis` says which: "process" or "device").
+    """
+
+    def __init__(self, pid: int, every: float = 0.5, env: dict | None = None) -> None:
         super().__init__(daemon=True)
-        self.pid, self.every, self.peak_mb = pid, every, 0
+        self.pid, self.every = pid, every
+        self.process_mb = self.device_mb = 0
+        self.gpus = visible_gpus(env)
         self._stop = threading.Event()
 
     def _tree(self) -> set[int]:
@@ -111,17 +132,30 @@ class GpuPeak(threading.Thread):
         except psutil.Error:
             return {self.pid}
 
+    def _query(self, what: str) -> str:
+        cmd = ["nvidia-smi", what, "--format=csv,noheader,nounits"]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout
+
     def run(self) -> None:
-        cmd = ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"]
         while not self._stop.is_set():
             try:
-                text = subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout
+                apps = parse_compute_apps(self._query("--query-compute-apps=pid,used_memory"))
+                used = parse_gpu_used(self._query("--query-gpu=index,memory.used"))
             except (OSError, subprocess.TimeoutExpired):
                 return
-            used = parse_compute_apps(text)
             tree = self._tree()
-            self.peak_mb = max(self.peak_mb, sum(mb for pid, mb in used.items() if pid in tree))
+            self.process_mb = max(self.process_mb, sum(mb for pid, mb in apps.items() if pid in tree))
+            mine = [mb for i, mb in used.items() if self.gpus is None or i in self.gpus]
+            self.device_mb = max(self.device_mb, sum(mine))
             self._stop.wait(self.every)
+
+    @property
+    def basis(self) -> str:
+        return "process" if self.process_mb else "device"
+
+    @property
+    def peak_mb(self) -> int:
+        return self.process_mb or self.device_mb
 
     def stop(self) -> int:
         self._stop.set()
@@ -135,6 +169,7 @@ class ChildResult:
     wall_s: float
     peak_rss_mb: float | None
     peak_gpu_mb: int | None
+    peak_gpu_basis: str | None = None
 
 
 def run_child(
@@ -153,7 +188,7 @@ def run_child(
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
         if on_start:
             on_start(proc.pid)
-        gpu = GpuPeak(proc.pid) if shutil.which("nvidia-smi") else None
+        gpu = GpuPeak(proc.pid, env=env) if shutil.which("nvidia-smi") else None
         if gpu:
             gpu.start()
         try:
@@ -163,7 +198,7 @@ def run_child(
             proc.wait()
             raise
         proc.returncode = os.waitstatus_to_exitcode(status)
-    peak_gpu = gpu.stop() if gpu else None
+    peak_gpu = (gpu.stop() or None) if gpu else None  # 0: nvidia-smi saw nothing (no driver)
     # Linux reports ru_maxrss in KiB.
     return ChildResult(
         proc.returncode, round(time.time() - t0, 1), round(usage.ru_maxrss / 1024, 1), peak_gpu

@@ -268,6 +268,7 @@ def train_one(job: dict) -> dict:
         "wall_s": child.wall_s,
         "peak_rss_mb": child.peak_rss_mb,
         "peak_gpu_mb": child.peak_gpu_mb,
+        "peak_gpu_basis": child.peak_gpu_basis,
     }
     if not ok:
         why = f"llamafactory-cli exited {child.returncode}" if child.returncode else "no adapter was saved"
