@@ -229,3 +229,16 @@ def test_finished_run_with_other_hyperparameters_is_retrained(out_dir, tiny_data
     (out / "run.json").write_text(json.dumps({"data_fingerprint": fp, "config_sha256": "other"}))
     job["cli"] = "/bin/true"
     assert sweep.train_one(job)["note"].startswith("config changed: retrained; old run kept in .r4.stale-")
+
+
+def test_two_sweeps_never_train_the_same_run_at_once(out_dir, tiny_data):
+    import fcntl
+
+    (job,) = jobs_for(tiny_data, only=("r4",))
+    out = Path(job["output_dir"])
+    out.parent.mkdir(parents=True)
+    with open(out.parent / f".{out.name}.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        res = sweep.train_one(job)
+    assert res["status"] == "failed" and "another sweep" in res["note"]
+    assert not out.exists()  # nothing touched

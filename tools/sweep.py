@@ -182,7 +182,24 @@ def _train_loss(out: Path) -> float | None:
 
 
 def train_one(job: dict) -> dict:
-    """Train (or skip, or resume) one run; never raises for a failed run, returns its result row."""
+    """Train (or skip, or resume) one run; never raises for a failed run, returns its result row.
+
+    Holds a lock next to the run folder while it works, so two sweeps never train the same run at once.
+    """
+    import fcntl
+
+    out = Path(job["output_dir"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f".{out.name}.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            note = "another sweep is training this run right now"
+            return {"run": job["run"], "variant": job["variant"], "status": "failed", "note": note}
+        return _train_one_locked(job)
+
+
+def _train_one_locked(job: dict) -> dict:
     out = Path(job["output_dir"])
     log = out / "train.log"
     result = {"run": job["run"], "variant": job["variant"], "status": "failed", "note": ""}
@@ -261,6 +278,9 @@ def train_one(job: dict) -> dict:
     }
     atomic_write_json(out / "run.json", record)
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+    # A TENSORBOARD_LOGGING_DIR from the shell would send every run's events to one folder; without it
+    # transformers 5 writes them to <output_dir>/runs/, where the report looks.
+    env.pop("TENSORBOARD_LOGGING_DIR", None)
     child = run_child([job["cli"], "train", str(out / RESOLVED)], log, cwd=Path(job["cwd"]), env=env)
     ok = child.returncode == 0 and (out / ADAPTER).exists()
     stats = {
