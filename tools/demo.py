@@ -34,22 +34,25 @@ from tools.paths import Run, cache_dir, report_dir
 MODEL = "smollm2_135m"
 STUDY = "demo"
 TESTSETS = {"demo": "demo_eval", "hw5": "hw5_test"}
+# Answers long enough to judge, short enough for a 2-core CPU.
+MAX_NEW_TOKENS = 128
 
 
-def step(i: int, n: int, label: str, argv: list[str], log_name: str) -> float:
-    """Run one tool; its stdout (status lines) reaches the user, everything else goes to a log."""
-    log = cache_dir() / "demo" / f"{i:02d}-{log_name}.log"
+def step(label: str, argv: list[str], log_name: str, progress: bool = False) -> float:
+    """Run one tool. Its stdout (status lines) reaches the user; its stderr goes to a log, or to
+    the terminal too where it carries a progress bar (`progress`)."""
+    log = cache_dir() / "demo" / f"{log_name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    print(f"[{i}/{n}] {label} ...", flush=True)
+    print(f"- {label} ...", flush=True)
     t0 = time.time()
     with open(log, "w") as err:
-        proc = subprocess.run([sys.executable, "-m", *argv], stderr=err)
+        proc = subprocess.run([sys.executable, "-m", *argv], stderr=None if progress else err)
     dt = time.time() - t0
     if proc.returncode != 0:
         tail = log.read_text(errors="replace").splitlines()[-15:]
         print("\n".join("      " + x for x in tail))
-        raise SystemExit(f"[{i}/{n}] {label}: failed (exit {proc.returncode}); full log: {log}")
-    print(f"[{i}/{n}] {label}: done in {dt:.0f} s", flush=True)
+        raise SystemExit(f"demo: '{label}' failed (exit {proc.returncode}); its log: {log}")
+    print(f"  {label}: done in {dt:.0f} s", flush=True)
     return dt
 
 
@@ -80,47 +83,42 @@ def main(argv: list[str] | None = None) -> int:
 
     from tools.configs import render_study
 
-    runs = [Run.base(MODEL)] + [r for r, *_ in render_study(STUDY, MODEL)]
-    n = 7
+    runs = [Run.base(MODEL)] + [r.run for r in render_study(STUDY, MODEL)]
+    names = ", ".join(r.variant for r in runs[1:])
     t0 = time.time()
-    data_args = ["--source", a.data] + (["--eval", "hw5"] if a.data == "hw5" else [])
-    step(
-        1,
-        n,
-        f"data: select 100 from the {a.data} pool, curriculum, register",
-        ["tools.data", *data_args],
-        "data",
+    # Real HW5 rows are mostly long: HW5's word thresholds leave Medium empty, so split by rank.
+    data_args = ["--source", a.data] + (
+        ["--eval", "hw5", "--curriculum-by", "length"] if a.data == "hw5" else []
     )
-    step(
-        2,
-        n,
-        f"train: {len(runs) - 1} runs of study '{STUDY}'",
-        ["tools.sweep", "--study", STUDY, "--model", MODEL, "--no-eval"],
-        "train",
+    print(f"[1/6] data: select 100 from the {a.data} pool, split the curriculum, register", flush=True)
+    step("tools.data", ["tools.data", *data_args], "1-data")
+    print(f"[2/6] train: study '{STUDY}' on {MODEL} ({names}); finished runs are skipped", flush=True)
+    step("tools.sweep", ["tools.sweep", "--study", STUDY, "--model", MODEL, "--no-eval"], "2-train")
+    print(
+        f"[3/6] evaluate on {testset}: answers (greedy, {MAX_NEW_TOKENS} new tokens) and metrics", flush=True
     )
     for r in runs:
+        slug = r.name.replace("/", "_")
+        gen = ["--run", r.name, "--testset", testset, "--max-new-tokens", str(MAX_NEW_TOKENS), *lim]
+        step(f"generate {r.name}", ["tools.generate", *gen], f"3-generate-{slug}", progress=True)
         step(
-            3,
-            n,
-            f"generate: {r.name} on {testset}",
-            ["tools.generate", "--run", r.name, "--testset", testset, *lim],
-            "generate",
+            f"metrics  {r.name}",
+            ["tools.metrics", "--run", r.name, "--testset", testset],
+            f"3-metrics-{slug}",
         )
+    who = "offline judge: the embedded model, NOT comparable with GPT-4o-mini" if offline else "GPT-4o-mini"
+    print(f"[4/6] judge ({who})", flush=True)
     for r in runs:
-        step(4, n, f"metrics: {r.name}", ["tools.metrics", "--run", r.name, "--testset", testset], "metrics")
-    who = "offline judge (embedded model; not comparable with GPT-4o-mini)" if offline else "GPT-4o-mini"
-    for r in runs:
-        step(
-            5,
-            n,
-            f"judge ({who}): {r.name}",
-            ["tools.judge", "--run", r.name, "--testset", testset, "--decoding", "greedy", *judge_args],
-            "judge",
-        )
+        judge = ["--run", r.name, "--testset", testset, "--decoding", "greedy", *judge_args]
+        step(f"judge {r.name}", ["tools.judge", *judge], f"4-judge-{r.name.replace('/', '_')}")
     best = best_run(runs[1:], testset)
     if best is not None:
-        step(6, n, f"export: best run {best.name}", ["tools.export", "--run", best.name], "export")
-    step(7, n, "report", ["tools.report", "--study", STUDY, "--model", MODEL], "report")
+        print(f"[5/6] export the best tuned run by judge score: {best.name}", flush=True)
+        step(f"export {best.name}", ["tools.export", "--run", best.name], "5-export")
+    print("[6/6] report", flush=True)
+    step(
+        "tools.report", ["tools.report", "--study", STUDY, "--model", MODEL, "--testset", testset], "6-report"
+    )
     print(f"\ndemo finished in {time.time() - t0:.0f} s")
     print(f"report: {report_dir(STUDY) / 'index.html'}")
     print(f"        {report_dir(STUDY) / 'report.md'}")
