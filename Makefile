@@ -21,6 +21,11 @@ DECODING ?= greedy
 JUDGE_ARGS ?=
 DATA    ?= demo
 PYTEST_ARGS ?=
+DATA_ARGS ?=
+SWEEP_ARGS ?=
+ARGS    ?=
+# GPU profiles need no embedded model.
+NEEDS   := $(if $(filter smollm2_135m tiny,$(MODEL)),base-model,setup)
 
 .PHONY: help setup setup-extras lock base-model tiny-model smoke demo test test-fast lint format browser \
         data configs configs-check sweep sweep-data sweep-rank sweep-lr sweep-target sweep-curriculum \
@@ -85,8 +90,8 @@ format: setup ## ruff format and autofix
 	$(VENV)/bin/ruff check --fix .
 
 # ---------------------------------------------------------------- data
-data: setup ## select N rows from SOURCE by STRATEGY, split the curriculum, register the datasets
-	$(PY) -m tools.data --source $(SOURCE) --strategy $(STRATEGY) --n $(N)
+data: setup ## select N rows from SOURCE by STRATEGY, split the curriculum, register (DATA_ARGS="--all-strategies --eval hw5")
+	$(PY) -m tools.data --source $(SOURCE) --strategy $(STRATEGY) --n $(N) $(DATA_ARGS)
 
 # ---------------------------------------------------------------- configs and sweeps
 configs: setup ## render every study for the committed profiles into experiments/
@@ -95,8 +100,8 @@ configs: setup ## render every study for the committed profiles into experiments
 configs-check: setup ## fail when a committed file in experiments/ is stale
 	$(PY) -m tools.configs check
 
-sweep: base-model ## render, train, evaluate and report one study (STUDY=..., MODEL=..., RUNNER=local|ray)
-	$(PY) -m tools.sweep --study $(STUDY) --model $(MODEL) --runner $(RUNNER)
+sweep: $(NEEDS) ## render, train, evaluate and report one study (STUDY=..., MODEL=..., RUNNER=local|ray)
+	$(PY) -m tools.sweep --study $(STUDY) --model $(MODEL) --runner $(RUNNER) $(SWEEP_ARGS)
 
 sweep-data: ; @$(MAKE) --no-print-directory sweep STUDY=data ## the data-selection study (HW5's question)
 sweep-rank: ; @$(MAKE) --no-print-directory sweep STUDY=rank ## LoRA rank 4..64, alpha paired with rank
