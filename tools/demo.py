@@ -34,6 +34,8 @@ from tools.paths import Run, cache_dir, report_dir
 MODEL = "smollm2_135m"
 STUDY = "demo"
 TESTSETS = {"demo": "demo_eval", "hw5": "hw5_test"}
+# LLaMA-Factory and transformers log every config they load at INFO: keep the progress bars readable.
+QUIET = dict(os.environ, LLAMAFACTORY_VERBOSITY="WARN", TRANSFORMERS_VERBOSITY="error")
 # Answers long enough to judge, short enough for a 2-core CPU.
 MAX_NEW_TOKENS = 128
 
@@ -46,7 +48,7 @@ def step(label: str, argv: list[str], log_name: str, progress: bool = False) -> 
     print(f"- {label} ...", flush=True)
     t0 = time.time()
     with open(log, "w") as err:
-        proc = subprocess.run([sys.executable, "-m", *argv], stderr=None if progress else err)
+        proc = subprocess.run([sys.executable, "-m", *argv], stderr=None if progress else err, env=QUIET)
     dt = time.time() - t0
     if proc.returncode != 0:
         tail = log.read_text(errors="replace").splitlines()[-15:]
