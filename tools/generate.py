@@ -53,6 +53,15 @@ log = logging.getLogger("generate")
 
 # Profile keys that change how a model loads for inference, passed through to LLaMA-Factory.
 _PROFILE_PASSTHROUGH = ("quantization_bit", "quantization_method", "trust_remote_code", "infer_dtype")
+_INFER_DTYPE = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def _profile_extra(prof: dict) -> dict:
+    """Loading options from a profile; its training `precision` becomes the inference dtype."""
+    extra = {k: prof[k] for k in _PROFILE_PASSTHROUGH if k in prof}
+    if "infer_dtype" not in extra and prof.get("precision") in _INFER_DTYPE:
+        extra["infer_dtype"] = _INFER_DTYPE[prof["precision"]]
+    return extra
 
 
 class GenerateError(ValueError):
@@ -232,7 +241,7 @@ def resolve_source(
     if run.is_base:
         prof = load_profile(run.model)
         base = base_model or prof["model_name_or_path"]
-        extra = {k: prof[k] for k in _PROFILE_PASSTHROUGH if k in prof}
+        extra = _profile_extra(prof)
         return Source(run, "base", _model_path(str(base)), template or prof["template"], extra=extra)
 
     out = run.output_dir
@@ -267,7 +276,7 @@ def resolve_source(
     extra = {}
     try:
         prof = prof or load_profile(run.model)
-        extra = {k: prof[k] for k in _PROFILE_PASSTHROUGH if k in prof}
+        extra = _profile_extra(prof)
     except (GenerateError, FileNotFoundError, ValueError):
         pass
     return Source(run, "adapter", _model_path(str(base)), tpl, adapter=out, extra=extra)
@@ -294,9 +303,10 @@ class Engine:
             "model_name_or_path": source.model_name_or_path,
             "template": source.template,
             "finetuning_type": "lora",
-            # fp32 on CPU: half precision there is slow and changes answers; on GPU the model's own dtype
-            "infer_dtype": source.extra.get("infer_dtype")
-            or ("auto" if torch.cuda.is_available() else "float32"),
+            # fp32 on CPU: half precision there is slow and changes answers; on GPU the profile's precision
+            "infer_dtype": (source.extra.get("infer_dtype") or "auto")
+            if torch.cuda.is_available()
+            else "float32",
         }
         if source.adapter is not None:
             args["adapter_name_or_path"] = str(source.adapter)
