@@ -205,7 +205,7 @@ def test_two_points_write_contract_rows_and_rerun_does_nothing(adapter_run, data
     assert sampled[0]["gen"]["temperature"] == 1.3 and sampled[0]["gen"]["do_sample"] is True
     side = json.loads(gen.sidecar_path(greedy).read_text())
     assert side["source"]["kind"] == "adapter" and side["n_without_reference"] == 1
-    assert side["source"]["model_name_or_path"] == str(ROOT / "models/tiny-smollm2")
+    assert side["source"]["model_name_or_path"] == str((ROOT / "models/tiny-smollm2").resolve())
     assert side["tokens_per_s"] > 0 and side["peak_mem_mb"] > 0
     assert not gen.partial_path(greedy).exists()
 
