@@ -113,8 +113,8 @@ sweep-epochs: ; @$(MAKE) --no-print-directory sweep STUDY=epochs ## 1, 3, 5, 10,
 
 # ---------------------------------------------------------------- evaluation, export, report
 eval: base-model ## answers + automatic metrics for RUN (model/study/variant) on TESTSET
-	$(PY) -m tools.generate --run $(RUN) --testset $(TESTSET)
-	$(PY) -m tools.metrics --run $(RUN) --testset $(TESTSET)
+	$(PY) -m tools.generate --run $(RUN) --testset $(TESTSET) --decoding $(DECODING)
+	$(PY) -m tools.metrics --run $(RUN) --testset $(TESTSET) --decoding $(DECODING)
 
 judge: setup ## judge RUN's answers (GPT-4o-mini with OPENAI_API_KEY, else offline); JUDGE_ARGS=--dry-run
 	$(PY) -m tools.judge --run $(RUN) --testset $(TESTSET) --decoding $(DECODING) $(JUDGE_ARGS)
