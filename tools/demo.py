@@ -103,11 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         slug = r.name.replace("/", "_")
         gen = ["--run", r.name, "--testset", testset, "--max-new-tokens", str(MAX_NEW_TOKENS), *lim]
         step(f"generate {r.name}", ["tools.generate", *gen], f"3-generate-{slug}", progress=True)
-        step(
-            f"metrics  {r.name}",
-            ["tools.metrics", "--run", r.name, "--testset", testset],
-            f"3-metrics-{slug}",
-        )
+        pred, met = r.predictions(testset, "greedy"), r.metrics(testset, "greedy")
+        if met.exists() and met.stat().st_mtime >= pred.stat().st_mtime:
+            print(f"  metrics  {r.name}: up to date", flush=True)  # perplexity reloads the model: skip it
+            continue
+        metrics = ["tools.metrics", "--run", r.name, "--testset", testset]
+        step(f"metrics  {r.name}", metrics, f"3-metrics-{slug}")
     who = "offline judge: the embedded model, NOT comparable with GPT-4o-mini" if offline else "GPT-4o-mini"
     print(f"[4/6] judge ({who})", flush=True)
     for r in runs:
