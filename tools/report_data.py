@@ -32,7 +32,11 @@ def _count(v) -> int | float | None:
 
 
 def stage_counts(manifest: dict) -> dict[str, int | float]:
-    """{stage: count} from any nested dict whose key names stages or counts."""
+    """{stage: count}: the data plugin's `curriculum.counts`, else any nested dict whose key names
+    stages or counts (manifests of other tools)."""
+    counts = (manifest.get("curriculum") or {}).get("counts")
+    if isinstance(counts, dict):
+        return {k: v for k, v in counts.items() if isinstance(v, (int, float))}
     out: dict[str, int | float] = {}
 
     def walk(obj, prefix: str) -> None:
