@@ -40,6 +40,7 @@ from tools.report_table import (
     Verdict,
     build_table,
     curve_warnings,
+    judge_of,
     pick_point,
     study_axis,
     study_warnings,
@@ -74,20 +75,14 @@ def evals_frame(records: list[RunRecord]) -> pd.DataFrame:
     rows = []
     for r in records:
         for e in r.evals:
-            s, m = e.scores or {}, e.metrics or {}
-            ci = s.get("ci95") or [None, None]
+            m = e.metrics or {}
             rows.append(
                 {
                     "run": r.run.name,
                     "label": r.label,
                     "testset": e.testset,
                     "decoding": e.decoding,
-                    "judge_mean": s.get("mean"),
-                    "judge_ci_lo": ci[0] if len(ci) == 2 else None,
-                    "judge_ci_hi": ci[1] if len(ci) == 2 else None,
-                    "judge_n": s.get("n"),
-                    "judge_unparsed": s.get("n_unparsed"),
-                    "judge_offline": s.get("offline"),
+                    **judge_of(e),
                     **{k: m.get(k) for k in ("rougeL", "answer_words_mean", "truncated_share", "n")},
                 }
             )
