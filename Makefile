@@ -138,8 +138,8 @@ webui: base-model ## LLaMA-Factory's web UI from the repo root (our datasets reg
 bench: base-model ## speed checks, printing ratios measured in one run
 	$(PY) -m tools.bench
 
-bench-gpu: ## the rank study on a LLaMA-2-7B-shaped model on a GPU (peak memory, s/step)
-	python -m tools.bench_gpu
+bench-gpu: base-model ## the rank study on a LLaMA-2-7B-shaped model on a GPU (peak memory, s/step)
+	$(PY) -m tools.bench_gpu
 
 clean: ## remove generated folders (saves, exports, reports, cache); keeps .venv and models
 	rm -rf saves exports reports cache data/generated
