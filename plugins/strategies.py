@@ -49,7 +49,7 @@ class Context:
 
     seed: int = 0
     model: Path | None = None  # the embedded model: tokenizer for long_is_more, LM for IFD
-    cache_dir: Path | None = None  # IFD cache (tools pass tools.paths.cache_dir() / "ifd")
+    cache_dir: Path | None = None  # IFD cache (tools pass tools.core.paths.cache_dir() / "ifd")
     ifd_candidates: int | None = (
         None  # score only the top-K by a cheap strategy; None = 3N on CPU, all on GPU
     )
@@ -182,9 +182,46 @@ def s_complexity(rows: list[dict], ctx: Context) -> np.ndarray:
 
 
 def s_ifd(rows: list[dict], ctx: Context) -> np.ndarray:
-    from plugins.ifd import ifd_strategy
+    """The `ifd` strategy: IFD on the pool, or on a cheap prefiltered candidate set on CPU."""
+    if ctx.model is None:
+        raise DataError("strategy 'ifd' needs the embedded model (models/smollm2-135m-instruct)")
+    import torch
 
-    return ifd_strategy(rows, ctx)
+    from plugins.ifd import compute_ifd
+
+    device = ctx.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    k = ctx.ifd_candidates
+    if k is None:
+        # CPU: SmolLM2-135M scores ~100-800 tokens/s on 2 cores, so 3N candidates (300 for N=100)
+        # take minutes; a GPU scores the whole pool
+        k = len(rows) if device != "cpu" else max(3 * ctx.n, 200)
+    cand = list(range(len(rows)))
+    prefiltered = k < len(rows)
+    out = np.zeros(len(rows))
+    if prefiltered:
+        cheap = score(rows, ctx.ifd_prefilter, ctx)
+        cand = [int(i) for i in np.argsort(-cheap, kind="stable")[:k]]
+        # rows not scored rank below every scored one, in the prefilter's order
+        out = UNSCORED + percentile(cheap)
+    ifd, stats = compute_ifd(
+        [rows[i] for i in cand],
+        ctx.model,
+        ctx.cache_dir,
+        ctx.ifd_batch_tokens,
+        ctx.ifd_max_tokens or (512 if device != "cpu" else 256),
+        device,
+        ctx.progress,
+    )
+    ctx.notes["ifd"] = {
+        **stats,
+        "prefiltered": prefiltered,
+        "candidates": len(cand),
+        "prefilter": ctx.ifd_prefilter if prefiltered else None,
+        "pool": len(rows),
+    }
+    # Superfiltering: IFD >= 1 means the instruction does not help; those rank below the rest
+    out[cand] = np.where(ifd < 1.0, ifd, -ifd)
+    return out
 
 
 def s_random(rows: list[dict], ctx: Context, seed: int | None = None) -> np.ndarray:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.paths import ROOT
+from tools.core.paths import ROOT
 
 SHARED_DATA = Path(os.environ.get("SMALLDATA_SHARED", ROOT.parent / "shared" / "data"))
 
@@ -19,7 +19,7 @@ SHARED_DATA = Path(os.environ.get("SMALLDATA_SHARED", ROOT.parent / "shared" / "
 @pytest.fixture(scope="session")
 def tiny_model() -> Path:
     """SmolLM2's architecture and real tokenizer, 2 layers of 64: built in seconds, seeded."""
-    from tools.tiny_model import build
+    from tools.models.tiny import build
 
     return build()
 
@@ -27,7 +27,7 @@ def tiny_model() -> Path:
 @pytest.fixture(scope="session")
 def base_model() -> Path:
     """The embedded SmolLM2-135M-Instruct (built from the GGUF on first use, ~20 s)."""
-    from tools.base_model import BASE_MODEL_DIR, build
+    from tools.models.base import BASE_MODEL_DIR, build
 
     return build(BASE_MODEL_DIR)
 

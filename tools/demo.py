@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 
-from tools.paths import Run, cache_dir, report_dir
+from tools.core.paths import Run, cache_dir, report_dir
 
 MODEL = "smollm2_135m"
 STUDY = "demo"
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     judge_args = ["--offline"] if offline else []
     lim = ["--limit", str(limit)] if limit else []
 
-    from tools.configs import render_study
+    from tools.train import render_study
 
     runs = [Run.base(MODEL)] + [r.run for r in render_study(STUDY, MODEL)]
     names = ", ".join(r.variant for r in runs[1:])
@@ -95,19 +95,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[1/6] data: select 100 from the {a.data} pool, split the curriculum, register", flush=True)
     step("tools.data", ["tools.data", *data_args], "1-data")
     print(f"[2/6] train: study '{STUDY}' on {MODEL} ({names}); finished runs are skipped", flush=True)
-    step("tools.sweep", ["tools.sweep", "--study", STUDY, "--model", MODEL, "--no-eval"], "2-train")
+    step(
+        "tools.train.sweep", ["tools.train.sweep", "--study", STUDY, "--model", MODEL, "--no-eval"], "2-train"
+    )
     print(
         f"[3/6] evaluate on {testset}: answers (greedy, {MAX_NEW_TOKENS} new tokens) and metrics", flush=True
     )
     for r in runs:
         slug = r.name.replace("/", "_")
         gen = ["--run", r.name, "--testset", testset, "--max-new-tokens", str(MAX_NEW_TOKENS), *lim]
-        step(f"generate {r.name}", ["tools.generate", *gen], f"3-generate-{slug}", progress=True)
+        step(f"generate {r.name}", ["tools.eval.generate", *gen], f"3-generate-{slug}", progress=True)
         pred, met = r.predictions(testset, "greedy"), r.metrics(testset, "greedy")
         if met.exists() and met.stat().st_mtime >= pred.stat().st_mtime:
             print(f"  metrics  {r.name}: up to date", flush=True)  # perplexity reloads the model: skip it
             continue
-        metrics = ["tools.metrics", "--run", r.name, "--testset", testset]
+        metrics = ["tools.eval.metrics", "--run", r.name, "--testset", testset]
         step(f"metrics  {r.name}", metrics, f"3-metrics-{slug}")
     who = "offline judge: the embedded model, NOT comparable with GPT-4o-mini" if offline else "GPT-4o-mini"
     print(f"[4/6] judge ({who})", flush=True)

@@ -1,0 +1,244 @@
+"""Sweeps: real llamafactory-cli runs on the tiny model, resumable after a kill, isolated failures, Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from plugins.fileio import sha256_file
+from tools.core.paths import ROOT, Run
+from tools.train import sweep
+
+STAGES = ("alpaca_top100", "alpaca_top100_easy", "alpaca_top100_medium", "alpaca_top100_hard")
+
+
+@pytest.fixture()
+def tiny_data(tmp_path) -> Path:
+    """A private dataset_dir with the names the studies train on, so tests need no `make data`."""
+    d = tmp_path / "data"
+    d.mkdir()
+    rows = [
+        {"instruction": f"Write the number {i} in words.", "input": "", "output": f"It is {i}."}
+        for i in range(8)
+    ]
+    info = {}
+    for name in STAGES:
+        (d / f"{name}.json").write_text(json.dumps(rows))
+        info[name] = {"file_name": f"{name}.json"}
+    (d / "dataset_info.json").write_text(json.dumps(info))
+    return d
+
+
+def args(data: Path, *extra: str) -> list[str]:
+    return [
+        "--study",
+        "rank",
+        "--model",
+        "tiny",
+        "--only",
+        "r4,r8",
+        "--no-eval",
+        "--dataset-dir",
+        str(data),
+        *extra,
+    ]
+
+
+def run_json(variant: str, study: str = "rank") -> dict:
+    return json.loads(Run("tiny", study, variant).run_json.read_text())
+
+
+# ------------------------------------------------------------------------------------ fast
+def test_last_checkpoint_is_the_newest_complete_one(tmp_path):
+    for step, complete in ((2, True), (10, True), (12, False)):
+        ck = tmp_path / f"checkpoint-{step}"
+        ck.mkdir()
+        if complete:
+            (ck / "trainer_state.json").write_text("{}")
+    assert sweep.last_checkpoint(tmp_path) == tmp_path / "checkpoint-10"
+    assert sweep.last_checkpoint(tmp_path / "nothing") is None
+
+
+def test_unregistered_dataset_fails_the_run_not_the_sweep(out_dir, tmp_path, capsys):
+    empty = tmp_path / "nodata"
+    empty.mkdir()
+    assert sweep.main(args(empty)) == 1
+    out = capsys.readouterr().out
+    assert "0 trained, 0 already finished, 2 failed" in out
+    rec = run_json("r4")
+    assert rec["status"] == "failed" and "'alpaca_top100' is not registered" in rec["error"]
+    assert "not registered" in Path(rec["log"]).read_text()
+
+
+def jobs_for(data: Path, study: str = "rank", only=("r4", "r8")) -> list[dict]:
+    return sweep.plan(study, "tiny", dataset_dir=data, only=list(only))
+
+
+def test_a_failed_run_is_recorded_and_the_next_one_still_runs(out_dir, tiny_data):
+    jobs = jobs_for(tiny_data)
+    jobs[0]["cli"], jobs[1]["cli"] = "/bin/false", "/bin/true"
+    seen = []
+    results = sweep.run_local(jobs, seen.append)
+    assert [r["status"] for r in results] == ["failed", "failed"] == [r["status"] for r in seen]
+    assert "exited 1" in results[0]["note"] and "no adapter was saved" in results[1]["note"]
+    assert run_json("r4")["returncode"] == 1 and run_json("r8")["returncode"] == 0
+    assert run_json("r8")["status"] == "failed"
+
+
+def test_finished_run_is_skipped_until_its_data_changes(out_dir, tiny_data):
+    (job,) = jobs_for(tiny_data, only=("r4",))
+    out = Path(job["output_dir"])
+    out.mkdir(parents=True)
+    (out / "adapter_model.safetensors").write_bytes(b"x")
+    (out / "DONE").write_text("{}")
+    fp = {"alpaca_top100": sha256_file(tiny_data / "alpaca_top100.json")}
+    rec = {"status": "finished", "data_fingerprint": fp, "config_sha256": job["config_sha256"], "wall_s": 1.0}
+    (out / "run.json").write_text(json.dumps(rec))
+    job["cli"] = "/bin/false"  # would fail if it were launched
+    assert sweep.train_one(job)["status"] == "done"
+    (other,) = jobs_for(tiny_data, only=("r8",))
+    assert other["config_sha256"] != job["config_sha256"]  # what a changed hyperparameter looks like
+    (tiny_data / "alpaca_top100.json").write_text("[]")
+    job["cli"] = "/bin/true"
+    res = sweep.train_one(job)
+    assert "data changed (alpaca_top100): retrained" in res["note"]
+    (stale,) = out.parent.glob(".r4.stale-*")
+    assert (stale / "DONE").exists() and not (out / "DONE").exists()
+
+
+def test_a_stage_waits_for_the_stage_it_continues(out_dir, tiny_data):
+    jobs = jobs_for(tiny_data, "curriculum", ("stage1_easy", "stage2_easy_medium"))
+    assert jobs[1]["parent"] == "stage1_easy"
+    assert jobs[1]["resolved_config"]["adapter_name_or_path"] == jobs[0]["output_dir"]
+    res = sweep.train_one(jobs[1])
+    assert res["status"] == "failed" and "(stage1_easy) has not finished" in res["note"]
+
+
+# ------------------------------------------------------------------------------------ end to end
+@pytest.mark.slow
+def test_two_rank_sweep_end_to_end_from_a_clean_folder(out_dir, tiny_model, tiny_data, capsys):
+    assert sweep.main(args(tiny_data)) == 0
+    out = capsys.readouterr().out
+    assert "[1/2] tiny/rank/r4" in out and "[2/2] tiny/rank/r8" in out and "2 trained, 0 already" in out
+    for variant, rank in (("r4", 4), ("r8", 8)):
+        run = Run("tiny", "rank", variant)
+        assert run.is_finished() and run.output_dir == out_dir / "saves/tiny/lora/rank" / variant
+        assert (out_dir / "experiments/rank" / f"tiny_lora_sft_{variant}.yaml").exists()
+        assert list(run.tb_dir.glob("*/events.out.tfevents.*"))
+        assert "Training completed" in run.log.read_text() or "train_loss" in run.log.read_text()
+        rec = run_json(variant)
+        assert rec["status"] == "finished" and rec["returncode"] == 0
+        assert rec["resolved_config"]["lora_rank"] == rank and rec["hparams"]["lora_alpha"] == 2 * rank
+        assert rec["resolved_config"]["output_dir"] == str(run.output_dir)
+        assert rec["git_commit"] and rec["versions"]["llamafactory"] == "0.9.5"
+        assert rec["wall_s"] > 0 and rec["peak_rss_mb"] > 100 and rec["template"] == "smollm2"
+        assert rec["data_fingerprint"] == {"alpaca_top100": sha256_file(tiny_data / "alpaca_top100.json")}
+        adapter = json.loads((run.output_dir / "adapter_config.json").read_text())
+        assert adapter["r"] == rank
+    started = run_json("r4")["started"]
+    assert sweep.main(args(tiny_data)) == 0  # a re-run trains nothing
+    assert "0 trained, 2 already finished" in capsys.readouterr().out
+    assert run_json("r4")["started"] == started
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_resumes_only_what_was_missing(out_dir, tiny_model, tiny_data, capsys):
+    cmd = [sys.executable, "-m", "tools.train.sweep", *args(tiny_data, "--set", "max_steps_cap=6")]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=os.environ.copy(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    r4, r8 = Run("tiny", "rank", "r4"), Run("tiny", "rank", "r8")
+    deadline = time.time() + 300
+    try:
+        while not (r4.done_marker.exists() and sweep.last_checkpoint(r8.output_dir)):
+            assert proc.poll() is None, "the sweep ended before it could be killed"
+            assert time.time() < deadline, "timed out waiting for r8's first checkpoint"
+            time.sleep(0.1)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its llamafactory-cli child
+        proc.wait()
+    assert not r8.is_finished() and run_json("r8")["status"] == "running"
+    started = run_json("r4")["started"]
+
+    assert sweep.main(args(tiny_data, "--set", "max_steps_cap=6")) == 0
+    out = capsys.readouterr().out
+    assert "tiny/rank/r4" in out and "already finished" in out and "1 trained, 1 already finished" in out
+    assert run_json("r4")["started"] == started
+    rec = run_json("r8")
+    assert rec["status"] == "finished" and rec["resumed_from"].startswith(str(r8.output_dir / "checkpoint-"))
+    assert "resumed from checkpoint-" in out
+    state = json.loads((r8.output_dir / "trainer_state.json").read_text())
+    assert state["global_step"] == 6
+
+
+@pytest.mark.slow
+def test_two_run_sweep_through_ray_on_cpu(out_dir, tiny_model, tiny_data, capsys, monkeypatch):
+    pytest.importorskip("ray")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert sweep.main(args(tiny_data, "--runner", "ray")) == 0
+    assert "2 trained" in capsys.readouterr().out
+    for variant in ("r4", "r8"):
+        assert Run("tiny", "rank", variant).is_finished()
+        rec = run_json(variant)
+        assert rec["status"] == "finished" and rec["peak_rss_mb"] > 100
+        assert rec["pid"] != os.getpid()  # trained from a Ray worker, not this process
+
+
+def test_evaluation_steps_are_isolated_and_logged(out_dir, capsys):
+    """A failing step is reported with its log; the run's later steps are skipped, other runs still go."""
+    runs = [Run.base("tiny"), Run("tiny", "rank", "r4")]
+    steps = (("tools.train.configs", ()), ("tools.no_such_step", ()), ("tools.train.configs", ("list",)))
+    rows = sweep.evaluate(runs, "demo_eval", "rank", steps=steps, report_module="tools.train.configs")
+    # `python -m tools.train.configs --run ...` is a usage error (exit 2): each run tries it, then stops
+    assert rows == [("tiny/base/base", "configs", 2), ("tiny/rank/r4", "configs", 2), ("rank", "report", 2)]
+    out = capsys.readouterr().out
+    assert "FAILED (2), see" in out and "sweep_eval.log" in out
+    assert "invalid choice" in (runs[1].output_dir / "eval" / "sweep_eval.log").read_text()
+
+
+def test_gpu_memory_is_read_per_process_from_nvidia_smi():
+    from tools.core.runinfo import parse_compute_apps
+
+    assert parse_compute_apps("1234, 5900\n99, 100\n1234, 12\n[N/A], x\n") == {1234: 5912, 99: 100}
+    from tools.core.runinfo import visible_gpus
+
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "2,3"}) == {2, 3}
+    assert visible_gpus({}) is None and visible_gpus({"CUDA_VISIBLE_DEVICES": "GPU-1a2b"}) is None
+
+
+def test_finished_run_with_other_hyperparameters_is_retrained(out_dir, tiny_data):
+    """A quick look with --set max_steps_cap=... must not pass for the study's real run later."""
+    (job,) = jobs_for(tiny_data, only=("r4",))
+    out = Path(job["output_dir"])
+    out.mkdir(parents=True)
+    (out / "adapter_model.safetensors").write_bytes(b"x")
+    (out / "DONE").write_text("{}")
+    fp = {"alpaca_top100": sha256_file(tiny_data / "alpaca_top100.json")}
+    (out / "run.json").write_text(json.dumps({"data_fingerprint": fp, "config_sha256": "other"}))
+    job["cli"] = "/bin/true"
+    assert sweep.train_one(job)["note"].startswith("config changed: retrained; old run kept in .r4.stale-")
+
+
+def test_two_sweeps_never_train_the_same_run_at_once(out_dir, tiny_data):
+    import fcntl
+
+    (job,) = jobs_for(tiny_data, only=("r4",))
+    out = Path(job["output_dir"])
+    out.parent.mkdir(parents=True)
+    with open(out.parent / f".{out.name}.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        res = sweep.train_one(job)
+    assert res["status"] == "failed" and "another sweep" in res["note"]
+    assert not out.exists()  # nothing touched

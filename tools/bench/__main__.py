@@ -1,0 +1,48 @@
+"""Speed and memory checks, each printing ratios measured in one run (never timed tests).
+
+Runs every `tools/bench/<topic>.py` that exposes `bench(quick: bool) -> list[str]`, in a fixed
+order, and prints its lines; one failing benchmark is reported and the others still run.
+
+Usage:
+    python -m tools.bench [--only data,generate,judge,report] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+import traceback
+
+TOPICS = ["data", "generate", "judge", "report"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default=",".join(TOPICS), help="comma-separated topics")
+    ap.add_argument("--quick", action="store_true", help="smaller sizes, for a first look")
+    a = ap.parse_args(argv)
+    failed = []
+    for topic in a.only.split(","):
+        try:
+            mod = importlib.import_module(f"tools.bench.{topic}")
+        except ModuleNotFoundError:
+            print(f"== {topic}: no benchmark yet")
+            continue
+        print(f"== {topic}", flush=True)
+        t0 = time.time()
+        try:
+            for line in mod.bench(quick=a.quick):
+                print(f"   {line}", flush=True)
+        except Exception:
+            failed.append(topic)
+            traceback.print_exc()
+        print(f"   ({time.time() - t0:.1f} s)")
+    if failed:
+        print(f"failed: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

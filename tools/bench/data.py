@@ -1,0 +1,154 @@
+"""Data benchmark: selection on a 52k-row pool vs bare `json.load`; IFD vs a bare forward pass.
+
+The 52k-row pool is SYNTHETIC: the real ~2k Alpaca rows of ../shared/data (or, without it, the
+demo pool) repeated, each copy's instruction tagged so no row is a duplicate, written in
+FastChat's shape like HW5's fastchat_alpaca_52k.json. Both sides of each ratio are measured in
+this run, on this machine: selection = load + normalise + score + top-N from the same file.
+
+Usage:
+    python -m tools.bench.data [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from plugins.loaders import load_table
+from plugins.strategies import Context, score, top_n
+from tools.core.paths import MODELS, ROOT
+
+SHARED = ROOT.parent / "shared" / "data"
+POOL_FILES = ("long_is_more/filtered_alpaca_1k_longest.json", "long_is_more/filtered_alpaca_1k_score.json")
+
+
+def seed_rows() -> tuple[list[dict], str]:
+    """FastChat records to scale up, and where they came from."""
+    if all((SHARED / f).exists() for f in POOL_FILES):
+        recs = [r for f in POOL_FILES for r in json.loads((SHARED / f).read_text())]
+        return recs, "the real 2k Alpaca rows of ../shared/data"
+    from plugins import demo_pool
+
+    recs = [
+        {
+            "id": r["id"],
+            "conversations": [
+                {"from": "human", "value": r["instruction"]},
+                {"from": "gpt", "value": r["output"]},
+            ],
+            "score": r["score"],
+        }
+        for r in demo_pool.build()
+    ]
+    return recs, "the demo pool (../shared/data absent)"
+
+
+def make_pool(path: Path, rows: int) -> str:
+    recs, origin = seed_rows()
+    out = []
+    for k in range(rows):
+        r = recs[k % len(recs)]
+        c = k // len(recs)
+        conv = [dict(t) for t in r["conversations"]]
+        conv[0]["value"] = conv[0]["value"] + (f" (variant {c})" if c else "")
+        out.append({"id": f"{r['id']}-{c}", "conversations": conv, "score": r.get("score", 4.0)})
+    path.write_text(json.dumps(out, ensure_ascii=False))
+    return f"{rows} rows, {path.stat().st_size / 1e6:.0f} MB, synthetic: {origin} repeated"
+
+
+def _best(fn, repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def bench_selection(path: Path, strategies: tuple[str, ...], repeat: int) -> list[str]:
+    t_json = _best(lambda: json.load(open(path, encoding="utf-8")), repeat)
+    lines = [f"json.load: {t_json:.3f} s (best of {repeat})"]
+    for s in strategies:
+
+        def run(s=s):
+            rows = load_table(path, require_answer=True).rows
+            top_n(rows, score(rows, s, Context()), 100)
+
+        t = _best(run, repeat)
+        target = " (target <= 1.5x)" if s in ("length", "rating") else ""
+        lines.append(f"select top 100 by {s}: {t:.3f} s = {t / t_json:.2f}x json.load{target}")
+    return lines
+
+
+def bench_ifd(rows: list[dict], model: Path, batch_tokens: int) -> list[str]:
+    """IFD tokens/s vs a bare forward pass (full logits) over the same sequences and batches."""
+    import torch
+
+    from plugins import ifd
+
+    m, tok, device = ifd.load_model(model)
+    seqs = ifd.build_sequences(rows, tok, 128)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    lengths = [len(s[2]) for s in seqs]
+    plan = ifd.batches(lengths, batch_tokens)
+    padded = sum(len(b) * max(lengths[i] for i in b) for b in plan)
+
+    def bare():
+        with torch.inference_mode():
+            for b in plan:
+                T = max(lengths[i] for i in b)
+                ids = torch.full((len(b), T), pad, dtype=torch.long)
+                mask = torch.zeros((len(b), T), dtype=torch.long)
+                for j, i in enumerate(b):
+                    ids[j, : lengths[i]] = torch.tensor(seqs[i][2])
+                    mask[j, : lengths[i]] = 1
+                m(input_ids=ids.to(device), attention_mask=mask.to(device))
+
+    with torch.inference_mode():  # warm-up on one short batch
+        m(input_ids=torch.tensor([seqs[0][2][:16]], device=device))
+    t_bare = _best(bare, 1)
+    t0 = time.perf_counter()
+    ifd.answer_losses(m, seqs, batch_tokens, device, False, pad)
+    t_ifd = time.perf_counter() - t0
+    tokens = sum(lengths)
+    return [
+        f"IFD model {model.name} on {device}: {len(rows)} rows, {tokens} tokens "
+        f"(padding {100 * (padded - tokens) / padded:.1f}% with length buckets)",
+        f"bare forward: {tokens / t_bare:.0f} tokens/s; IFD scoring: {tokens / t_ifd:.0f} tokens/s "
+        f"= {t_bare / t_ifd:.2f}x (target >= 0.8x); {len(rows) / t_ifd:.1f} rows/s",
+    ]
+
+
+def bench(quick: bool = False) -> list[str]:
+    lines = []
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "pool_52k.json"
+        lines.append("pool: " + make_pool(path, 10_000 if quick else 52_002))
+        strategies = ("length", "rating") if quick else ("length", "rating", "hw5_default", "complexity")
+        lines += bench_selection(path, strategies, 1 if quick else 5)
+        rows = load_table(path).rows
+    model = MODELS / "smollm2-135m-instruct"
+    if not (model / "config.json").exists():
+        model = MODELS / "tiny-smollm2"
+    if (model / "config.json").exists():
+        # rows from the rating file's part of the pool: typical Alpaca lengths, not the longest 1k
+        lines += bench_ifd(rows[-(6 if quick else 10) :], model, 4096)
+    else:
+        lines.append("IFD: no model built (make base-model)")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    a = ap.parse_args(argv)
+    for line in bench(a.quick):
+        print(line, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

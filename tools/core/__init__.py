@@ -1,0 +1,23 @@
+"""The core every stage stands on: where a run's files live (`paths`), what a run was (`runinfo`),
+model profiles (`profiles`). It imports nothing from the stage packages."""
+
+from tools.core.face import lazy_face
+
+__getattr__, __all__ = lazy_face(
+    __name__,
+    {
+        **dict.fromkeys(
+            ["ROOT", "DATA", "MODELS", "TEMPLATES", "EXPERIMENTS", "Run", "cache_dir", "exports_dir"]
+            + ["llamafactory_cli", "out_root", "report_dir", "reports_dir", "runs_of_study", "saves_dir"]
+            + ["venv_bin"],
+            "paths",
+        ),
+        **dict.fromkeys(
+            ["ChildResult", "data_fingerprint", "git_commit", "now", "package_versions", "run_child"],
+            "runinfo",
+        ),
+        **dict.fromkeys(
+            ["ConfigError", "list_profiles", "load_profile", "resolve_model_path", "same_model"], "profiles"
+        ),
+    },
+)

@@ -1,0 +1,195 @@
+"""Where a run's files live, from its name: the one place that builds paths.
+
+A run is named `<model>/<study>/<variant>` (for example `smollm2_135m/rank/r8`), after
+LLaMA-Factory's own layout. Train, predict, judge, export and report all derive their files
+from a `Run`, so they never disagree:
+
+    experiments/<study>/<model>_lora_sft_<variant>.yaml     rendered training config
+    saves/<model>/lora/<study>/<variant>/                    adapter, checkpoints, run.json, DONE
+    saves/<model>/lora/<study>/<variant>/runs/               TensorBoard events (transformers 5)
+    saves/<model>/lora/<study>/<variant>/eval/<testset>/<decoding>/
+        predictions.jsonl  metrics.json  judge.jsonl  scores.json
+    exports/<model>/<study>/<variant>/                       merged model
+    reports/<study>/                                         report.md, index.html, runs.csv, tb/
+
+Outputs (saves, exports, reports, cache) go under $SMALLDATA_OUT when set, else the repo root.
+The base model itself is evaluated as the run `<model>/base/base` (no adapter).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+MODELS = Path(os.environ.get("SMALLDATA_MODELS", ROOT / "models"))
+EXPERIMENTS = ROOT / "experiments"
+TEMPLATES = ROOT / "templates"
+DATA = ROOT / "data"
+
+
+def out_root() -> Path:
+    """Where generated outputs go: the repo root, or $SMALLDATA_OUT (tests point it at a tmp dir)."""
+    return Path(os.environ.get("SMALLDATA_OUT", ROOT))
+
+
+def saves_dir() -> Path:
+    return out_root() / "saves"
+
+
+def exports_dir() -> Path:
+    return out_root() / "exports"
+
+
+def reports_dir() -> Path:
+    return out_root() / "reports"
+
+
+def cache_dir() -> Path:
+    return out_root() / "cache"
+
+
+BASE_STUDY = "base"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+def _check(part: str, what: str) -> str:
+    if not _NAME.match(part):
+        raise ValueError(f"bad {what} {part!r}: use letters, digits and _ . + - only")
+    return part
+
+
+@dataclass(frozen=True)
+class Run:
+    model: str
+    study: str
+    variant: str
+
+    def __post_init__(self) -> None:
+        _check(self.model, "model")
+        _check(self.study, "study")
+        _check(self.variant, "variant")
+
+    @classmethod
+    def parse(cls, name: str) -> Run:
+        """Accept `model/study/variant`, a config path or an output folder."""
+        p = Path(name)
+        if p.suffix in (".yaml", ".yml"):
+            study = p.parent.name
+            m = re.match(r"^(.+)_lora_sft_(.+)$", p.stem)
+            if not m:
+                raise ValueError(f"{name}: not named <model>_lora_sft_<variant>.yaml")
+            return cls(m.group(1), study, m.group(2))
+        parts = [x for x in Path(name).parts if x not in (".",)]
+        if "saves" in parts:
+            i = parts.index("saves")
+            rest = parts[i + 1 :]
+            if len(rest) >= 4 and rest[1] == "lora":
+                return cls(rest[0], rest[2], rest[3])
+        if len(parts) == 3:
+            return cls(*parts)
+        raise ValueError(f"{name!r}: a run is named <model>/<study>/<variant>, e.g. smollm2_135m/rank/r8")
+
+    @classmethod
+    def base(cls, model: str) -> Run:
+        return cls(model, BASE_STUDY, BASE_STUDY)
+
+    @property
+    def is_base(self) -> bool:
+        return self.study == BASE_STUDY
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}/{self.study}/{self.variant}"
+
+    def __str__(self) -> str:
+        return self.name
+
+    # -- training -----------------------------------------------------------------------------
+    @property
+    def config(self) -> Path:
+        return EXPERIMENTS / self.study / f"{self.model}_lora_sft_{self.variant}.yaml"
+
+    @property
+    def output_dir(self) -> Path:
+        return saves_dir() / self.model / "lora" / self.study / self.variant
+
+    @property
+    def tb_dir(self) -> Path:
+        return self.output_dir / "runs"
+
+    @property
+    def run_json(self) -> Path:
+        return self.output_dir / "run.json"
+
+    @property
+    def done_marker(self) -> Path:
+        return self.output_dir / "DONE"
+
+    @property
+    def log(self) -> Path:
+        return self.output_dir / "train.log"
+
+    @property
+    def adapter(self) -> Path:
+        return self.output_dir / "adapter_model.safetensors"
+
+    def is_finished(self) -> bool:
+        return self.done_marker.exists() and self.adapter.exists()
+
+    # -- evaluation ---------------------------------------------------------------------------
+    def eval_dir(self, testset: str, decoding: str) -> Path:
+        return self.output_dir / "eval" / _check(testset, "test set") / _check(decoding, "decoding")
+
+    def predictions(self, testset: str, decoding: str) -> Path:
+        return self.eval_dir(testset, decoding) / "predictions.jsonl"
+
+    def metrics(self, testset: str, decoding: str) -> Path:
+        return self.eval_dir(testset, decoding) / "metrics.json"
+
+    def judgments(self, testset: str, decoding: str) -> Path:
+        return self.eval_dir(testset, decoding) / "judge.jsonl"
+
+    def scores(self, testset: str, decoding: str) -> Path:
+        return self.eval_dir(testset, decoding) / "scores.json"
+
+    # -- export -------------------------------------------------------------------------------
+    @property
+    def export_dir(self) -> Path:
+        return exports_dir() / self.model / self.study / self.variant
+
+    @property
+    def export_config(self) -> Path:
+        return EXPERIMENTS / self.study / f"{self.model}_lora_export_{self.variant}.yaml"
+
+
+def report_dir(study: str) -> Path:
+    return reports_dir() / _check(study, "study")
+
+
+def runs_of_study(study: str, model: str | None = None) -> list[Run]:
+    """Every run with an output folder for a study (any model unless one is named), sorted."""
+    runs = []
+    saves = saves_dir()
+    for model_dir in sorted(saves.glob("*")) if saves.exists() else []:
+        if model and model_dir.name != model:
+            continue
+        for v in sorted((model_dir / "lora" / study).glob("*")):
+            if v.is_dir() and not v.name.startswith("."):
+                runs.append(Run(model_dir.name, study, v.name))
+    return runs
+
+
+def venv_bin(name: str) -> str:
+    """A console script of the running interpreter's environment (works without activating .venv)."""
+    import shutil
+    import sys
+
+    here = Path(sys.executable).parent / name
+    return str(here) if here.exists() else (shutil.which(name) or name)
+
+
+def llamafactory_cli() -> str:
+    return venv_bin("llamafactory-cli")

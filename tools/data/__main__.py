@@ -1,0 +1,5 @@
+import sys
+
+from tools.data.cli import main
+
+sys.exit(main())

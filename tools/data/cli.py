@@ -1,0 +1,254 @@
+"""Select N rows from a pool, split the curriculum, register the datasets for LLaMA-Factory.
+
+Usage:
+    python -m tools.data [--source demo|hw5|<file>|<hub name>] [--strategy hw5_default] [--n 100]
+                         [--all-strategies] [--eval demo|hw5|<file>] [--name NAME] [--eval-name NAME]
+                         [--thresholds 50,120] [--curriculum-by STRATEGY] [--near-dup 0.5] [--seed 0]
+                         [--ifd-candidates K] [--shape alpaca|sharegpt|openai|prompt] [--force]
+
+Sources: `demo` (built from Python's own documentation, see plugins/demo_pool.py), `hw5` (the two
+../shared/data/long_is_more/filtered_alpaca_1k_*.json files merged, duplicates dropped), a JSON
+or JSONL file in any supported shape, or a hub name (`tatsu-lab/alpaca`) through `datasets`.
+The subset is always registered as `alpaca_top<N>` (+ `_easy|_medium|_hard`), whatever the pool;
+`--all-strategies` adds `alpaca_top<N>_by_<strategy>` for the data study. `--eval hw5` registers
+`hw5_test` (HW5's 150 prompts, references joined by id from Long-Is-More), `--eval demo` the shipped
+`demo_eval`. Files go to data/generated/ (manifest and plot beside the subset).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from plugins import pipeline, registry
+from plugins.curriculum import parse_thresholds
+from plugins.fileio import atomic_write_json, sha256_file, sha256_text
+from plugins.loaders import DataError, Table, load_table, merge_tables, normalise_records
+from plugins.strategies import STUDY_STRATEGIES, Context
+from tools.core.paths import DATA, MODELS, ROOT, cache_dir
+
+SHARED = ROOT.parent / "shared" / "data"
+HW5_POOL = ("long_is_more/filtered_alpaca_1k_longest.json", "long_is_more/filtered_alpaca_1k_score.json")
+HW5_TEST = "hw5/test_set_evol_instruct_150.json"
+HW5_REFS = "long_is_more/filtered_evol_instruct_1k_score.json"
+EMBEDDED = MODELS / "smollm2-135m-instruct"
+
+
+def say(msg: str) -> None:
+    print(f"data: {msg}", flush=True)
+
+
+def _shared(rel: str, shared: Path) -> Path:
+    p = shared / rel
+    if not p.exists():
+        raise DataError(
+            f"{p}: not found; the real data lives in ../shared/data (use --source demo without it)"
+        )
+    return p
+
+
+def load_source(spec: str, shape: str | None = None, shared: Path = SHARED) -> tuple[list[dict], dict, list]:
+    """Rows, the manifest's source block, and the rows to write first (the demo pool file)."""
+    if spec == "demo":
+        from plugins import demo_pool
+
+        records = demo_pool.build()
+        t = normalise_records(records, Path("demo_pool.json"), "alpaca", require_answer=True)
+        src = {"kind": "demo", "spec": spec, "python_docs": sys.version.split()[0]}
+        src["files"] = [{"path": "data/generated/demo_pool.json", "sha256": None}]  # set once written
+        return t.rows, src | {"rows": len(t.rows), "duplicates_dropped": len(t.duplicates)}, records
+    if spec == "hw5":
+        tables = [load_table(_shared(rel, shared), shape, require_answer=True) for rel in HW5_POOL]
+        rows, dups = merge_tables(tables)
+        files = [
+            {"path": f"../shared/data/{rel}", "sha256": sha256_file(t.path)}
+            for rel, t in zip(HW5_POOL, tables, strict=True)
+        ]
+        src = {
+            "kind": "hw5",
+            "spec": spec,
+            "files": files,
+            "rows": len(rows),
+            "duplicates_dropped": len(dups),
+        }
+        return rows, src | {"duplicates": dups[:50]}, []
+    path = Path(spec)
+    if path.exists() or path.suffix in (".json", ".jsonl") or "/" not in spec:
+        t: Table = load_table(path, shape, require_answer=True)
+        src = {"kind": "file", "spec": spec, "files": [{"path": str(path), "sha256": sha256_file(path)}]}
+        return t.rows, src | {"rows": len(t.rows), "duplicates_dropped": len(t.duplicates)}, []
+    return _load_hub(spec, shape)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    import socket
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _load_hub(name: str, shape: str | None) -> tuple[list[dict], dict, list]:
+    if not _hub_reachable():
+        # offline: a copy in the local cache still loads; anything else fails at once, not after retries
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    try:
+        import datasets
+
+        records = datasets.load_dataset(name, split="train").to_list()
+    except Exception as e:  # offline, unknown name, no permission: all end the same way for the user
+        raise DataError(
+            f"{name}: could not load it from the Hugging Face hub ({type(e).__name__}: {str(e)[:160]}); "
+            "without internet, download the file elsewhere and pass it: --source path/to/file.json"
+        ) from None
+    t = normalise_records(records, Path(name.replace("/", "__")), shape, require_answer=True)
+    src = {
+        "kind": "hub",
+        "spec": name,
+        "files": [{"path": f"hf://{name}", "sha256": sha256_text(repr(records))}],
+    }
+    return t.rows, src | {"rows": len(t.rows), "duplicates_dropped": len(t.duplicates)}, []
+
+
+def eval_rows(
+    spec: str, shape: str | None, shared: Path = SHARED
+) -> tuple[str, list[dict], Path | None, str]:
+    """(name, rows, committed file or None, note) of an evaluation set."""
+    if spec == "demo":
+        path = DATA / "demo_eval.json"
+        return "demo_eval", load_table(path, shape).rows, path, "the prompts this project ships"
+    if spec == "hw5":
+        prompts = load_table(_shared(HW5_TEST, shared), "prompt").rows
+        refs = {r["id"]: r["output"] for r in load_table(_shared(HW5_REFS, shared), "sharegpt").rows[:150]}
+        for r in prompts:
+            r["output"] = refs.get(r["id"], "")
+        missing = sum(1 for r in prompts if not r["output"])
+        return (
+            "hw5_test",
+            prompts,
+            None,
+            f"{len(prompts) - missing} with a reference joined by id, {missing} without",
+        )
+    t = load_table(Path(spec), shape or "prompt")
+    missing = sum(1 for r in t.rows if not r["output"])
+    return Path(spec).stem, t.rows, None, f"{len(t.rows) - missing} with a reference, {missing} without"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--source", help="demo | hw5 | <file> | <hub name> (default demo unless only --eval)")
+    ap.add_argument("--strategy", default="hw5_default", help="a strategy or name:weight,name:weight")
+    ap.add_argument("--n", type=int, default=100)
+    ap.add_argument("--name", help="subset name (default alpaca_top<N>)")
+    ap.add_argument("--all-strategies", action="store_true", help="also register alpaca_top<N>_by_<strategy>")
+    ap.add_argument("--strategies", help="comma-separated list for the data study (default: all)")
+    ap.add_argument("--eval", action="append", default=[], help="demo | hw5 | <prompt file> (repeatable)")
+    ap.add_argument("--eval-name", help="registered name for an --eval <file> (default: the file's stem)")
+    ap.add_argument("--thresholds", help="curriculum answer-word thresholds, default 50,120")
+    ap.add_argument("--curriculum-by", help="split the stages by tertiles of this strategy instead")
+    ap.add_argument(
+        "--near-dup", type=float, help="skip rows sharing more than this Jaccard share (e.g. 0.5)"
+    )
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--shape", choices=["alpaca", "sharegpt", "openai", "prompt"])
+    ap.add_argument(
+        "--ifd-candidates",
+        type=int,
+        help="IFD on the top K by --ifd-prefilter (default: 3N on CPU, all on GPU)",
+    )
+    ap.add_argument("--ifd-prefilter", default="hw5_default")
+    ap.add_argument("--ifd-max-tokens", type=int, help="tokens per sequence (default 512 on GPU, 256 on CPU)")
+    ap.add_argument("--model", type=Path, default=EMBEDDED, help="tokenizer/LM for long_is_more and IFD")
+    ap.add_argument("--dataset-dir", type=Path, default=DATA)
+    ap.add_argument("--shared", type=Path, default=SHARED, help=argparse.SUPPRESS)
+    ap.add_argument("--no-plot", action="store_true")
+    ap.add_argument("--force", action="store_true", help="replace a user's registry entry of the same name")
+    return ap
+
+
+def run(a: argparse.Namespace) -> int:
+    ddir = Path(a.dataset_dir)
+    ctx = Context(
+        seed=a.seed,
+        n=a.n,
+        model=a.model,
+        cache_dir=cache_dir() / "ifd",
+        ifd_candidates=a.ifd_candidates,
+        ifd_prefilter=a.ifd_prefilter,
+        ifd_max_tokens=a.ifd_max_tokens,
+        progress=sys.stderr.isatty(),
+    )
+    ctx.notes["near_dup"] = a.near_dup
+    thresholds = parse_thresholds(a.thresholds)
+    source = a.source or (None if a.eval else "demo")
+    evals = [eval_rows(e, None, a.shared) for e in a.eval]
+    if a.eval_name and len(evals) == 1 and a.eval[0] not in ("demo", "hw5"):
+        evals = [(a.eval_name, *evals[0][1:])]
+    registry.check_conflicts({e[0]: {} for e in evals}, ddir, a.force)
+    if source:
+        rows, src, pool_file = load_source(source, a.shape, a.shared)
+        say(f"load: {source}: {src['rows']} rows, {src['duplicates_dropped']} duplicates dropped")
+        name = a.name or f"alpaca_top{a.n}"
+        study = []
+        if a.all_strategies or a.strategies:
+            study = a.strategies.split(",") if a.strategies else list(STUDY_STRATEGIES)
+        names = [name] + [f"{name}_{s}" for s in ("easy", "medium", "hard")]
+        names += [f"{name}_by_{s}" for s in study] + [e[0] for e in evals]
+        strategies = [a.strategy] + study + ([a.curriculum_by] if a.curriculum_by else [])
+        pipeline.plan(len(rows), a.n, strategies, names, ddir, a.force)
+        if pool_file:
+            pool_path = atomic_write_json(ddir / "generated" / "demo_pool.json", pool_file)
+            src["files"][0]["sha256"] = sha256_file(pool_path)
+        sel = pipeline.select(rows, name, a.strategy, a.n, ctx, a.near_dup)
+        say(f"select: {a.strategy}: top {a.n} of {len(rows)} in {sel.seconds:.2f} s; knee at rank {sel.knee}")
+        m = pipeline.write_subset(
+            rows, sel, ddir, src, ctx, True, thresholds, a.curriculum_by, not a.no_plot, a.force
+        )
+        c = m["curriculum"]["counts"]
+        how = (
+            f"thirds by {a.curriculum_by}"
+            if a.curriculum_by
+            else f"answer words {thresholds[0]}/{thresholds[1]}"
+        )
+        say(f"curriculum: easy {c['easy']}, medium {c['medium']}, hard {c['hard']} ({how})")
+        empty = [st for st, k in c.items() if k == 0]
+        if empty:
+            say(
+                f"warning: stage {', '.join(empty)} is empty (LLaMA-Factory cannot train on an empty dataset); "
+                "move the cut with --thresholds or split by rank with --curriculum-by <strategy>"
+            )
+        say(
+            f"register: {name}, {name}_easy|medium|hard -> {ddir / 'generated'} ({m['files'][name]['sha256'][:12]})"
+        )
+        for s in study:
+            sub = pipeline.select(rows, f"{name}_by_{s}", s, a.n, ctx, a.near_dup)
+            pipeline.write_subset(rows, sub, ddir, src, ctx, False, plot=not a.no_plot, force=a.force)
+            extra = ""
+            if "ifd" in sub.weights and "ifd" in ctx.notes:
+                n = ctx.notes["ifd"]
+                extra = f" (IFD on {n['candidates']} of {n['pool']} rows, {n['cache_hits']} from cache)"
+            say(f"study: {name}_by_{s}: {s} in {sub.seconds:.2f} s{extra}")
+    for spec, (ename, erows, file, note) in zip(a.eval, evals, strict=True):
+        path = pipeline.write_eval(erows, ename, ddir, spec, a.force, file)
+        say(f"eval: {ename}: {len(erows)} prompts, {note} -> {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    try:
+        return run(a)
+    except (DataError, registry.RegistryError) as e:
+        print(f"data: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,19 @@
+"""Evaluation: prompt sets (`prompts`), where a model comes from (`source`), the LLaMA-Factory-loaded
+engine (`engine`), answers per decoding point (`generate`, `decoding`) and automatic metrics
+(`metrics`). Imports the core and `plugins/` (dataset registry and loaders)."""
+
+from tools.core.face import lazy_face
+
+__getattr__, __all__ = lazy_face(
+    __name__,
+    {
+        **dict.fromkeys(
+            ["GenerateError", "load_prompts", "load_rows", "resolve_dataset", "user_message"], "prompts"
+        ),
+        **dict.fromkeys(["Source", "resolve_source"], "source"),
+        **dict.fromkeys(["Engine", "peak_mem_mb"], "engine"),
+        **dict.fromkeys(["generate", "generate_point", "partial_path", "sidecar_path"], "generate"),
+        **dict.fromkeys(["DecodingPoint", "load_grid", "grid_names"], "decoding"),
+        **dict.fromkeys(["rouge_items", "perplexity", "compute"], "metrics"),
+    },
+)

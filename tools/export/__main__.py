@@ -1,0 +1,5 @@
+import sys
+
+from tools.export.export import main
+
+sys.exit(main())

@@ -1,0 +1,144 @@
+"""What a finished adapter run is made of (base model, template, adapter settings), or a clear refusal.
+
+Shared by export and merge: both refuse a missing or unfinished run, a quantised base, and
+adapters of different bases before loading anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+from tools.core.paths import ROOT, Run
+from tools.core.profiles import PROFILES, same_model
+from tools.core.profiles import load_profile as _load_profile
+
+
+class Refused(Exception):
+    """Something that cannot work, said clearly before anything is written."""
+
+
+# ---------------------------------------------------------------- what a run is made of
+def load_profile(model: str) -> dict | None:
+    """The model profile, or None when there is no such profile (a broken one is still an error)."""
+    if not (PROFILES / f"{model}.yaml").exists():
+        return None
+    return _load_profile(model)
+
+
+def resolve_model_path(name: str) -> str:
+    """Relative model paths are relative to the repo root; anything else (a hub id) stays as is."""
+    p = Path(name)
+    if p.is_absolute():
+        return str(p)
+    if (ROOT / p).exists():
+        return str((ROOT / p).resolve())
+    return name
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise Refused(f"{path}: broken JSON ({e.msg}, line {e.lineno})") from e
+
+
+def run_info(run: Run) -> dict[str, Any]:
+    """A finished adapter run's base model, template and adapter settings, or a clear refusal.
+
+    Base model and template come from run.json, else adapter_config.json's
+    base_model_name_or_path and the model profile (templates/profiles/<model>.yaml).
+    """
+    out = run.output_dir
+    if run.is_base:
+        raise Refused(f"run {run}: the base model has no adapter to export or merge")
+    if not out.exists():
+        raise Refused(f"run {run}: no output folder {out} (train it first: make sweep / tools.train.sweep)")
+    rj = _read_json(run.run_json) if run.run_json.exists() else {}
+    if not run.is_finished() or rj.get("status", "finished") != "finished":
+        missing = [p.name for p in (run.done_marker, run.adapter) if not p.exists()]
+        raise Refused(
+            f"run {run} is not finished (status {rj.get('status', 'unknown')!r}"
+            + (f", missing {', '.join(missing)}" if missing else "")
+            + f" in {out}): finish or retrain it first"
+        )
+    acfg_path = out / "adapter_config.json"
+    if not acfg_path.exists():
+        raise Refused(f"run {run}: no adapter_config.json in {out}")
+    acfg = _read_json(acfg_path)
+    profile = load_profile(run.model) or {}
+    base = (
+        rj.get("model_name_or_path")
+        or acfg.get("base_model_name_or_path")
+        or profile.get("model_name_or_path")
+    )
+    template = rj.get("template") or profile.get("template")
+    if not base:
+        raise Refused(f"run {run}: no base model in run.json, adapter_config.json or profile {run.model}")
+    if not template:
+        raise Refused(f"run {run}: no template in run.json or templates/profiles/{run.model}.yaml")
+    trained_on = acfg.get("base_model_name_or_path")
+    if trained_on and not same_model(trained_on, base):
+        raise Refused(
+            f"run {run}: its adapter was trained on {trained_on!r} ({acfg_path}) but run.json names "
+            f"{base!r}: an adapter of another base model"
+        )
+    resolved = rj.get("resolved_config") or {}
+    if resolved.get("create_new_adapter") and resolved.get("adapter_name_or_path"):
+        raise Refused(
+            f"run {run} stacks a new adapter on {resolved['adapter_name_or_path']} (create_new_adapter): "
+            "its folder holds only the top adapter; merge the earlier one first"
+        )
+    qbit = resolved.get("quantization_bit") or (rj.get("hparams") or {}).get("quantization_bit")
+    rank_pattern = acfg.get("rank_pattern") or {}
+    return {
+        "run": run.name,
+        "adapter_dir": str(out),
+        "model_name_or_path": base,
+        "base_path": resolve_model_path(base),
+        "template": template,
+        "quantization_bit": qbit,
+        "rank": max([int(acfg.get("r", 0)), *map(int, rank_pattern.values())]),
+        "use_dora": bool(acfg.get("use_dora")),
+        "run_json": rj,
+        "profile": profile,
+    }
+
+
+def refuse_quantised_base(info: dict, allow_full_precision_base: bool = False) -> None:
+    """A LoRA adapter cannot be merged into a quantised base; a QLoRA run only into its fp base."""
+    cfg = Path(info["base_path"]) / "config.json"
+    if cfg.exists() and json.loads(cfg.read_text()).get("quantization_config"):
+        raise Refused(
+            f"run {info['run']}: base model {info['base_path']} is quantised; a LoRA adapter cannot be "
+            "merged into quantised weights. Merge into the full-precision base, then quantise (--quantize)."
+        )
+    if info["quantization_bit"] and not allow_full_precision_base:
+        raise Refused(
+            f"run {info['run']} was trained on a {info['quantization_bit']}-bit quantised base (QLoRA): "
+            "merging into a quantised base is not possible. Pass --full-precision-base to merge into "
+            f"{info['model_name_or_path']} unquantised (LLaMA-Factory's advice for QLoRA); the result "
+            "differs slightly from the model that was trained and evaluated."
+        )
+
+
+def default_dtype(info: dict) -> str:
+    """float32 on CPU profiles; the precision the run trained in on GPU profiles."""
+    cfg = {**(info.get("profile") or {}), **((info.get("run_json") or {}).get("resolved_config") or {})}
+    if cfg.get("bf16") or cfg.get("precision") == "bf16":
+        return "bfloat16"
+    if cfg.get("fp16") or cfg.get("precision") == "fp16":
+        return "float16"
+    return "float32"
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("llamafactory", "transformers", "peft", "torch"):
+        with contextlib.suppress(PackageNotFoundError):
+            out[pkg] = version(pkg)
+    return out

@@ -1,0 +1,279 @@
+"""Judge a run's answers: GPT-4o-mini (or any OpenAI-compatible endpoint), cached, costed, resumable.
+
+Reads `Run.predictions(testset, decoding)` and writes `Run.judgments(...)` (judge.jsonl, one line
+per judgment with both scores and the raw text) and `Run.scores(...)` (scores.json: mean of the
+answer's scores, std, bootstrap 95 % interval, n, n_unparsed, n_failed, tokens, cost), both
+atomically. Judgments are cached in cache/judge/<judge>.jsonl (append-only): a re-run makes no
+call, a killed run resumes where it stopped.
+
+Who judges:
+- OPENAI_API_KEY set (or --base-url given): the API, `--model` (default gpt-4o-mini). The key is
+  read from the environment only and never written anywhere.
+- no key, or --offline: the offline judge, a local model (default the embedded SmolLM2-135M,
+  `--offline-model DIR` for any other) scoring G-Eval's way (expected score from the
+  probabilities of "1".."10"), so every item gets a score. Labelled `offline: true`,
+  `judge_model: offline:<name>`: NOT comparable with GPT-4o-mini's scores.
+- --serve-local DIR: that model served by `llamafactory-cli api` on a free loopback port (started
+  and stopped here), judged through the API path: for a local model big enough to follow the prompt.
+
+Protocols (templates/judge/*.yaml): hw5_pairwise (HW5's: reference = Assistant 1, answer =
+Assistant 2; the mean of Assistant 2's scores), single (MT-Bench `Rating: [[N]]`, no reference);
+`auto` picks hw5_pairwise when every prompt has a reference. --swap judges both orders and reports
+each, their mean and the position bias.
+
+Usage:
+    python -m tools.judge --run R --testset T --decoding D [--protocol auto|hw5_pairwise|single] [--swap]
+        [--base-url URL] [--model gpt-4o-mini] [--concurrency 8] [--timeout 60] [--max-retries 5]
+        [--dry-run] [--max-cost 1.0] [--offline] [--offline-model DIR]
+        [--serve-local DIR [--serve-template T]] [--compare OTHER_RUN]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from plugins.fileio import read_jsonl
+from tools.core.paths import MODELS, Run
+from tools.judge.client import CallStats, Endpoint
+from tools.judge.protocol import ProtocolError, load_protocol
+from tools.judge.run import (
+    DEFAULT_MODEL,
+    JudgeError,
+    api_spec,
+    cache_for,
+    check_references,
+    choose_protocol,
+    collect,
+    estimate,
+    judge_api,
+    judge_offline,
+    load_items,
+    local_spec,
+    plan,
+    score_summary,
+    write_results,
+)
+from tools.judge.stats import paired_difference
+
+DEFAULT_OFFLINE_MODEL = MODELS / "smollm2-135m-instruct"
+DEFAULT_MAX_COST = 1.0
+
+
+def _money(x: float | None) -> str:
+    return "unknown (model not in templates/judge/prices.yaml)" if x is None else f"${x:.4f}"
+
+
+def run_judge(
+    run: str,
+    testset: str,
+    decoding: str,
+    protocol: str = "auto",
+    swap: bool = False,
+    base_url: str | None = None,
+    model: str = DEFAULT_MODEL,
+    concurrency: int = 8,
+    dry_run: bool = False,
+    max_cost: float = DEFAULT_MAX_COST,
+    offline: bool | None = None,
+    offline_model: str | Path | None = None,
+    serve_local: str | Path | None = None,
+    serve_template: str | None = None,
+    timeout: float = 60.0,
+    max_retries: int = 5,
+    say=print,
+) -> dict:
+    """Judge one run's predictions; returns {scores, estimate, rows} ({estimate} only on a dry run)."""
+    r = Run.parse(run)
+    pred = r.predictions(testset, decoding)
+    items = load_items(pred)
+    try:
+        proto = load_protocol(choose_protocol(items, protocol))
+    except ProtocolError as e:
+        raise JudgeError(str(e)) from e
+    check_references(items, proto, pred)
+    if swap and proto.kind != "pairwise":
+        raise JudgeError(f"--swap needs a pairwise protocol; {proto.name} grades one answer")
+
+    api_key = os.environ.get("OPENAI_API_KEY") or None
+    if serve_local:
+        mode, spec = "serve", local_spec(Path(serve_local).name, "local")
+    elif offline or (offline is None and not base_url and not api_key):
+        offline_model = Path(offline_model or DEFAULT_OFFLINE_MODEL)
+        mode, spec = "offline", local_spec(offline_model.name)
+    else:
+        mode, spec = "api", api_spec(model, base_url)
+
+    cache = cache_for(spec)
+    planned = plan(items, proto, spec, swap)
+    todo = [p for p in planned if p.key not in cache]
+    est = estimate(todo, proto, spec)
+    say(
+        f"judge {spec.judge_model} | protocol {proto.name} v{proto.version} | {r.name} {testset}/{decoding}: "
+        f"{len(planned)} judgments, {len(planned) - len(todo)} cached, {est['calls']} to make"
+    )
+    say(
+        f"  estimate: {est['prompt_tokens']} prompt + {est['completion_tokens']} completion tokens "
+        f"({est['tokenizer']}), cost {_money(est['cost_usd'])}"
+    )
+    if spec.offline:
+        say(f"  {spec.judge_model} is a local judge: its scores are NOT comparable with GPT-4o-mini's")
+    if dry_run:
+        return {"estimate": est}
+    if est["cost_usd"] is None and est["calls"]:
+        raise JudgeError(
+            f"no price for {spec.price_model} in templates/judge/prices.yaml: add it there before spending"
+        )
+    if est["cost_usd"] is not None and est["cost_usd"] > max_cost:
+        raise JudgeError(
+            f"estimated cost {_money(est['cost_usd'])} is above the limit ${max_cost:.2f}: "
+            f"raise it with --max-cost {est['cost_usd'] * 1.2:.2f} if you mean it"
+        )
+
+    failures, stats = {}, CallStats()
+    n_todo = len({p.key for p in todo})
+    done, every = [0], max(1, n_todo // 10)
+
+    def progress(row: dict) -> None:
+        done[0] += 1
+        if done[0] % every == 0 or done[0] == n_todo:
+            say(f"  {done[0]}/{n_todo} judged")
+
+    if todo:
+        if mode == "offline":
+            from tools.judge.offline import OfflineJudge
+
+            failures, stats = judge_offline(todo, proto, spec, OfflineJudge(offline_model), cache, progress)
+        else:
+            ep = Endpoint(
+                model=model,
+                base_url=base_url,
+                api_key=api_key,
+                timeout=timeout,
+                max_retries=max_retries,
+                concurrency=concurrency,
+            )
+            if mode == "serve":
+                from tools.judge.serve import serve_local as serving
+
+                with serving(serve_local, serve_template) as url:
+                    ep.base_url, ep.model, ep.api_key = url, Path(serve_local).name, None
+                    failures, stats = judge_api(todo, proto, spec, ep, cache, progress)
+            else:
+                failures, stats = judge_api(todo, proto, spec, ep, cache, progress)
+
+    rows = collect(planned, cache, failures, {p.key for p in todo})
+    scores = score_summary(rows, proto, spec, swap, stats)
+    scores.update(run=r.name, testset=testset, decoding=decoding, estimate_this_run=est)
+    write_results(r.judgments(testset, decoding), r.scores(testset, decoding), rows, scores)
+
+    ci = scores["ci95"]
+    say(
+        f"  calls {stats.calls} (HTTP attempts {stats.attempts}, failed {stats.failed}) in {stats.seconds:.1f} s; "
+        f"usage {scores['prompt_tokens']} + {scores['completion_tokens']} tokens, cost {_money(scores['cost_usd'])}"
+    )
+    mean = "n/a" if scores["mean"] is None else f"{scores['mean']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+    say(
+        f"  mean {mean} over n={scores['n']} of {scores['n_items']} "
+        f"(unparsed {scores['n_unparsed']}, failed {scores['n_failed']}) -> {r.scores(testset, decoding)}"
+    )
+    if "swap" in scores:
+        sw = scores["swap"]
+        say(
+            f"  swap: ab {sw['ab']['mean']}, ba {sw['ba']['mean']}, mean of orders {sw['mean_of_orders']['mean']}, "
+            f"position bias {sw['position_bias']['mean']} {sw['position_bias']['ci95']}"
+        )
+    return {"scores": scores, "estimate": est, "rows": rows}
+
+
+def answer_scores(run: str, testset: str, decoding: str) -> tuple[dict[str, float], str | None]:
+    """{id: score of the answer} in the main order of a judged run, and its judge model."""
+    path = Run.parse(run).judgments(testset, decoding)
+    if not path.exists():
+        raise JudgeError(f"{path}: not judged yet (run tools.judge on {run} first)")
+    rows = list(read_jsonl(path))
+    main = "single" if rows and rows[0]["protocol"] == "single" else "ab"
+    judge_model = rows[0]["judge_model"] if rows else None
+    return {
+        r["id"]: float(r["score_answer"]) for r in rows if r["order"] == main and r["parsed"]
+    }, judge_model
+
+
+def compare_runs(run: str, other: str, testset: str, decoding: str, say=print) -> dict:
+    """This run minus the other, on the prompts both have scores for, with a paired bootstrap interval."""
+    mine, judge_a = answer_scores(run, testset, decoding)
+    theirs, judge_b = answer_scores(other, testset, decoding)
+    if judge_a != judge_b:
+        raise JudgeError(f"{run} was judged by {judge_a} and {other} by {judge_b}: not comparable")
+    d = paired_difference(theirs, mine)
+    if d["diff"] is None:
+        raise JudgeError(f"{run} and {other} have no scored prompt in common")
+    verdict = "a real difference" if d["significant"] else "not distinguishable from noise (0 is inside)"
+    say(
+        f"{run} - {other} on {d['n_paired']} paired prompts ({judge_a}): "
+        f"{d['diff']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] 95 % paired bootstrap: {verdict}"
+    )
+    return d
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", required=True, help="model/study/variant")
+    ap.add_argument("--testset", required=True)
+    ap.add_argument("--decoding", default="greedy")
+    ap.add_argument("--protocol", default="auto", help="auto | hw5_pairwise | single | a protocol YAML")
+    ap.add_argument(
+        "--swap", action="store_true", help="judge both orders; report each, their mean and the bias"
+    )
+    ap.add_argument("--base-url", default=os.environ.get("OPENAI_BASE_URL") or None)
+    ap.add_argument("--model", default=DEFAULT_MODEL)
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--timeout", type=float, default=60.0, help="seconds per attempt")
+    ap.add_argument("--max-retries", type=int, default=5)
+    ap.add_argument("--dry-run", action="store_true", help="print calls, tokens and cost; spend nothing")
+    ap.add_argument(
+        "--max-cost", type=float, default=DEFAULT_MAX_COST, help="refuse above this estimate (USD)"
+    )
+    ap.add_argument(
+        "--offline", action="store_true", default=None, help="the local G-Eval judge (no key needed)"
+    )
+    ap.add_argument(
+        "--offline-model", default=None, help=f"local model folder (default {DEFAULT_OFFLINE_MODEL})"
+    )
+    ap.add_argument(
+        "--serve-local", default=None, help="serve this model with llamafactory-cli api and judge"
+    )
+    ap.add_argument("--serve-template", default=None, help="LLaMA-Factory template for --serve-local")
+    ap.add_argument("--compare", default=None, metavar="OTHER_RUN", help="paired difference with another run")
+    a = ap.parse_args(argv)
+    try:
+        run_judge(
+            a.run,
+            a.testset,
+            a.decoding,
+            protocol=a.protocol,
+            swap=a.swap,
+            base_url=a.base_url,
+            model=a.model,
+            concurrency=a.concurrency,
+            dry_run=a.dry_run,
+            max_cost=a.max_cost,
+            offline=a.offline,
+            offline_model=a.offline_model,
+            serve_local=a.serve_local,
+            serve_template=a.serve_template,
+            timeout=a.timeout,
+            max_retries=a.max_retries,
+        )
+        if a.compare and not a.dry_run:
+            compare_runs(a.run, a.compare, a.testset, a.decoding)
+    except (JudgeError, ValueError) as e:
+        print(f"judge: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Judge protocols as data: `templates/judge/<name>.yaml` -> the chat messages for one judgment.
+
+A protocol file holds the system and user prompt, its `version` (part of every cache key), its
+kind (`pairwise` with a reference, or `single`), and the answer prefixes the offline judge fixes.
+Orders for the pairwise kind: "ab" = reference is Assistant 1, answer is Assistant 2 (HW5's);
+"ba" = swapped. The single kind has one order, "single".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from tools.core.paths import TEMPLATES
+
+JUDGE_TEMPLATES = TEMPLATES / "judge"
+REQUIRED = ("name", "version", "kind", "system", "prompt", "max_tokens", "expected_completion_tokens")
+
+
+class ProtocolError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    version: int
+    kind: str  # pairwise | single
+    system: str
+    prompt: str
+    max_tokens: int
+    expected_completion_tokens: int
+    needs_reference: bool
+    offline: dict
+
+    def orders(self, swap: bool) -> list[str]:
+        if self.kind == "single":
+            return ["single"]
+        return ["ab", "ba"] if swap else ["ab"]
+
+    def messages(self, question: str, answer: str, reference: str | None, order: str) -> list[dict]:
+        if self.kind == "single":
+            user = self.prompt.format_map({"question": question, "answer": answer})
+        else:
+            if reference is None:
+                raise ProtocolError(f"protocol {self.name} needs a reference answer")
+            a1, a2 = (reference, answer) if order == "ab" else (answer, reference)
+            user = self.prompt.format_map({"question": question, "answer_1": a1, "answer_2": a2})
+        return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in JUDGE_TEMPLATES.glob("*.yaml") if p.stem != "prices")
+
+
+def load_protocol(name_or_path: str) -> Protocol:
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = JUDGE_TEMPLATES / f"{name_or_path}.yaml"
+    if not path.exists():
+        raise ProtocolError(
+            f"no judge protocol {name_or_path!r} ({path}); available: {', '.join(available())}"
+        )
+    d = yaml.safe_load(path.read_text()) or {}
+    missing = [k for k in REQUIRED if k not in d]
+    if missing:
+        raise ProtocolError(f"{path}: missing field(s) {', '.join(missing)}")
+    if d["kind"] not in ("pairwise", "single"):
+        raise ProtocolError(f"{path}: kind must be pairwise or single, not {d['kind']!r}")
+    offline = {k: v for k, v in d.items() if k.startswith("offline_")}
+    return Protocol(
+        name=d["name"],
+        version=int(d["version"]),
+        kind=d["kind"],
+        system=d["system"],
+        prompt=d["prompt"],
+        max_tokens=int(d["max_tokens"]),
+        expected_completion_tokens=int(d["expected_completion_tokens"]),
+        needs_reference=bool(d.get("needs_reference", d["kind"] == "pairwise")),
+        offline=offline,
+    )

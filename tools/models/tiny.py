@@ -1,0 +1,86 @@
+"""A tiny random model for fast tests: SmolLM2's architecture and real tokenizer, a few layers.
+
+Seeded, so two builds are identical; built in seconds into `models/tiny-smollm2/` (or any
+folder), atomically. It takes the tokenizer from the embedded base model when that is built,
+else straight from the GGUF file.
+
+Usage:
+    python -m tools.models.tiny [--out models/tiny-smollm2] [--layers 2] [--hidden 64] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from plugins.fileio import atomic_dir, atomic_write_json
+from tools.models.base import BASE_MODEL_DIR, COMPLETE, gguf_path, is_built
+from tools.core.paths import MODELS
+
+TINY_MODEL_DIR = MODELS / "tiny-smollm2"
+
+
+def load_tokenizer():
+    from transformers import AutoTokenizer
+
+    if is_built(BASE_MODEL_DIR):
+        return AutoTokenizer.from_pretrained(BASE_MODEL_DIR)
+    src = gguf_path()
+    tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+    tok.eos_token, tok.pad_token, tok.bos_token = "<|im_end|>", "<|im_end|>", "<|im_start|>"
+    return tok
+
+
+def build(
+    out: Path = TINY_MODEL_DIR, layers: int = 2, hidden: int = 64, seed: int = 0, force: bool = False
+) -> Path:
+    spec = {"layers": layers, "hidden": hidden, "seed": seed}
+    done = out / COMPLETE
+    if done.exists() and not force:
+        import json
+
+        if json.loads(done.read_text()).get("spec") == spec:
+            return out
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = load_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=hidden // 4,
+        max_position_embeddings=2048,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        atomic_write_json(tmp / COMPLETE, {"spec": spec, "llamafactory_template": "smollm2"})
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=TINY_MODEL_DIR)
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--hidden", type=int, default=64)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--force", action="store_true")
+    a = ap.parse_args(argv)
+    print(f"tiny model: {build(a.out, a.layers, a.hidden, a.seed, a.force)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from tools.report.build import main
+
+sys.exit(main())

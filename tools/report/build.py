@@ -1,0 +1,218 @@
+"""One page per study, from the runs' own files, and TensorBoard's HParams view of them.
+
+Reads every run of the study (plus the base model run `<model>/base/base` where it exists): its
+TensorBoard events (train/loss, eval/loss, learning rate, grad norm), run.json, and each
+evaluation point's metrics.json and scores.json. Writes `reports/<study>/`:
+
+    report.md, index.html    table, verdict (best arm or "no clear winner"), warnings, plots, data
+    runs.csv, evals.csv      the table for pandas; every run x test set x decoding point
+    plots/*.png              the figures (index.html embeds them, report.md links them)
+    tb/                      HParams summaries: tensorboard --logdir reports/<study>/tb
+
+A run still going, a truncated event file or a run without scores is named in the report, which
+still renders. Every file is written atomically; tb/ and plots/ are replaced as a whole.
+
+Usage:
+    python -m tools.report --study rank [--model smollm2_135m] [--testset demo_eval] [--decoding greedy]
+                           [--no-base] [--workers N] [--no-cache]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from plugins.fileio import atomic_dir, atomic_write_text
+from tools.core.paths import TEMPLATES, report_dir
+from tools.report.collect import RunRecord, collect, study_runs
+from tools.report.data import data_section
+from tools.report.hparams import write_hparams
+from tools.report.plots import axis_png, curves_png, decoding_png
+from tools.report.render import b64, display, render
+from tools.report.table import (
+    Verdict,
+    build_table,
+    curve_warnings,
+    judge_of,
+    pick_point,
+    study_axis,
+    study_warnings,
+    verdict,
+)
+
+
+@dataclass
+class Report:
+    out: Path
+    table: pd.DataFrame
+    verdict: Verdict
+    warnings: list[str]
+    records: list[RunRecord]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def study_question(study: str) -> str | None:
+    """The question the study spec asks (templates/studies/<study>.yaml), shown under the title."""
+    import yaml
+
+    spec = TEMPLATES / "studies" / f"{study}.yaml"
+    try:
+        q = (yaml.safe_load(spec.read_text()) or {}).get("question")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    return str(q) if q else None
+
+
+def evals_frame(records: list[RunRecord]) -> pd.DataFrame:
+    """Every evaluation point of every run, long form: the decoding grid for pandas users."""
+    rows = []
+    for r in records:
+        for e in r.evals:
+            m = e.metrics or {}
+            rows.append(
+                {
+                    "run": r.run.name,
+                    "label": r.label,
+                    "testset": e.testset,
+                    "decoding": e.decoding,
+                    **judge_of(e),
+                    **{k: m.get(k) for k in ("rougeL", "answer_words_mean", "truncated_share", "n")},
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def build_report(
+    study: str,
+    model: str | None = None,
+    testset: str | None = None,
+    decoding: str | None = None,
+    with_base: bool = True,
+    workers: int | None = None,
+    data_dir: Path | None = None,
+    cache: bool = True,
+) -> Report:
+    """Read the study's runs and write reports/<study>/; returns what was written and how long each part took."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    runs = study_runs(study, model, with_base)
+    if not runs:
+        raise SystemExit(f"study {study!r}: no run folders under saves/*/lora/{study}/ (nothing to report)")
+    records = collect(runs, workers, cache)
+    t_read, c_read = time.perf_counter(), time.process_time()
+
+    testset, decoding = pick_point(records, testset, decoding)
+    axis = study_axis(records)
+    table = build_table(records, testset, decoding, axis)
+    order = {run: i for i, run in enumerate(table["run"])}
+    records.sort(key=lambda r: order.get(r.run.name, len(order)))  # the table's order in every figure
+    v = verdict(table)
+    warns = study_warnings(table, axis, v)
+    sci = [c for c in table.columns if any(c in (r.info.get("scientific") or []) for r in records)]
+
+    plots = []
+    for name, title, png in (
+        ("loss.png", "Loss per run (train solid, eval dashed)", curves_png(records, "loss", "loss", True)),
+        ("learning_rate.png", "Learning rate", curves_png(records, "learning_rate", "learning rate")),
+        ("grad_norm.png", "Gradient norm", curves_png(records, "grad_norm", "grad norm")),
+        (
+            "by_axis.png",
+            f"Judge score and ROUGE-L against {axis.key or 'variant'} ({testset}/{decoding})",
+            axis_png(table, axis),
+        ),
+        ("decoding.png", f"Decoding grid ({testset})", decoding_png(records, testset)),
+    ):
+        if png:
+            plots.append({"title": title, "file": name, "png": png, "b64": b64(png)})
+    data = data_section(data_dir)
+    data_plots = []
+    for p in data["plots"]:
+        png = p.read_bytes()
+        data_plots.append({"name": p.name, "file": f"data_{p.name}", "png": png, "b64": b64(png)})
+    data = {**data, "plots": data_plots}
+    t_plots = time.perf_counter()
+
+    out = report_dir(study)
+    columns, rows = display(table, sci)
+    notes = []
+    for r in records:
+        warn = (
+            [f"failed (returncode {r.info.get('returncode')})"] if r.status == "failed" else []
+        ) + curve_warnings(r.curves)
+        if warn or r.problems:
+            notes.append({"label": r.label, "warnings": warn, "missing": r.problems})
+    points = Counter((e.testset, e.decoding) for r in records for e in r.evals)
+    context = {
+        "study": study,
+        "model": model,
+        "question": study_question(study),
+        "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "n_runs": len(records),
+        "testset": testset,
+        "decoding": decoding,
+        "axis_key": axis.key,
+        "axis_also": axis.also,
+        "verdict": v.text,
+        "verdict_clear": v.clear,
+        "study_warnings": warns,
+        "columns": columns,
+        "rows": rows,
+        "run_notes": notes,
+        "plots": plots,
+        "points": [{"testset": t, "decoding": d, "runs": n} for (t, d), n in sorted(points.items())],
+        "data": data,
+        "tb_dir": str(out / "tb"),
+    }
+    md, html = render(context)
+    with atomic_dir(out / "plots") as tmp:
+        for p in plots + data_plots:
+            (tmp / p["file"]).write_bytes(p["png"])
+    atomic_write_text(out / "runs.csv", table.to_csv(index=False))
+    atomic_write_text(out / "evals.csv", evals_frame(records).to_csv(index=False))
+    atomic_write_text(out / "report.md", md)
+    atomic_write_text(out / "index.html", html)
+    write_hparams(out / "tb", table, sci)
+    t_end, c_end = time.perf_counter(), time.process_time()
+    timings = {
+        "read": t_read - t0,
+        "analyse_plot": t_plots - t_read,
+        "write": t_end - t_plots,
+        "total": t_end - t0,
+    }
+    # CPU seconds of this process (reading in worker processes is not in `cpu_read`): on a shared
+    # machine they say what the report costs where wall time says how busy the machine was
+    timings.update(cpu_read=c_read - c0, cpu_rest=c_end - c_read)
+    return Report(out, table, v, warns, records, timings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--study", required=True)
+    ap.add_argument("--model", default=None, help="only this model's runs (default: every model)")
+    ap.add_argument("--testset", default=None, help="evaluation set for the table (default: the commonest)")
+    ap.add_argument("--decoding", default=None, help="decoding point for the table (default: greedy)")
+    ap.add_argument("--no-base", action="store_true", help="leave the base model run out")
+    ap.add_argument("--workers", type=int, default=None, help="processes reading events (default: per core)")
+    ap.add_argument(
+        "--no-cache", action="store_true", help="re-read every event file (ignore cache/report_events)"
+    )
+    a = ap.parse_args(argv)
+    rep = build_report(
+        a.study, a.model, a.testset, a.decoding, not a.no_base, a.workers, cache=not a.no_cache
+    )
+    print(f"report: {rep.out / 'index.html'} ({len(rep.records)} runs, {rep.timings['total']:.1f} s)")
+    print(f"        {rep.verdict.text}")
+    for w in rep.warnings:
+        print(f"  warning: {w}")
+    print(f"        tensorboard --logdir {rep.out / 'tb'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Everything the report knows about one run, read from its folder and nothing else.
+
+A run's folder holds LLaMA-Factory's events (`runs/`), our `run.json` and `DONE`, and one folder
+per evaluation point `eval/<testset>/<decoding>/` with `metrics.json` and `scores.json`
+(tools/CONTRACTS.md). Real folders are often incomplete - a run still going, a killed writer,
+a run not judged yet - so nothing here raises on a missing or broken file: each gap becomes a
+line in `problems` that the report prints, and the rest still renders.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tools.core.paths import Run, runs_of_study
+from tools.report.events import Curves, read_many
+
+
+@dataclass
+class EvalPoint:
+    testset: str
+    decoding: str
+    metrics: dict | None = None
+    scores: dict | None = None
+
+
+@dataclass
+class RunRecord:
+    run: Run
+    info: dict = field(default_factory=dict)  # run.json, {} when absent
+    status: str = "unknown"
+    curves: Curves = field(default_factory=Curves)
+    evals: list[EvalPoint] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    show_model: bool = False  # set when the study holds several models, so labels stay unique
+
+    @property
+    def is_base(self) -> bool:
+        return self.run.is_base
+
+    @property
+    def label(self) -> str:
+        """Short name in tables and legends: the variant, prefixed by the model when several are shown."""
+        if self.is_base:
+            return f"{self.run.model} (base)"
+        return f"{self.run.model}/{self.run.variant}" if self.show_model else self.run.variant
+
+    @property
+    def hparams(self) -> dict:
+        return dict(self.info.get("hparams") or {})
+
+    def eval_point(self, testset: str | None, decoding: str | None) -> EvalPoint | None:
+        for e in self.evals:
+            if e.testset == testset and e.decoding == decoding:
+                return e
+        return None
+
+
+def read_json(path: Path, problems: list[str], what: str) -> dict | None:
+    """A JSON object, or None with a line in `problems` saying what is missing or broken."""
+    if not path.exists():
+        problems.append(f"no {what} ({path.name})")
+        return None
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        problems.append(f"{path}: broken JSON ({e}); {what} ignored")
+        return None
+    if not isinstance(obj, dict):
+        problems.append(f"{path}: expected a JSON object, got {type(obj).__name__}; {what} ignored")
+        return None
+    return obj
+
+
+def run_status(run: Run, info: dict) -> str:
+    """The status run.json records (running, finished, failed); `finished` only with the DONE marker."""
+    if run.is_base:
+        return "base"
+    status = info.get("status")
+    if run.done_marker.exists():
+        return "finished" if status in (None, "finished") else str(status)
+    if status == "finished":  # run.json says finished but DONE is missing: the sweep was killed after
+        return "incomplete"
+    return str(status) if status else "unknown"
+
+
+def read_evals(run: Run, problems: list[str]) -> list[EvalPoint]:
+    root = run.output_dir / "eval"
+    points = []
+    for d in sorted(root.glob("*/*")) if root.is_dir() else []:
+        if not d.is_dir() or d.name.startswith("."):
+            continue
+        where = f"{d.parent.name}/{d.name}"
+        local: list[str] = []
+        point = EvalPoint(
+            d.parent.name,
+            d.name,
+            read_json(d / "metrics.json", local, "metrics"),
+            read_json(d / "scores.json", local, "judge scores"),
+        )
+        problems.extend(f"eval {where}: {p}" for p in local)
+        points.append(point)
+    if not points and not problems:
+        problems.append("not evaluated yet (no eval/<testset>/<decoding>/ folder)")
+    return points
+
+
+def study_runs(study: str, model: str | None = None, with_base: bool = True) -> list[Run]:
+    """The study's runs plus, for each model shown, its base-model run where it has a folder."""
+    runs = [r for r in runs_of_study(study, model) if not r.is_base]
+    if with_base and study != "base":
+        models = sorted({r.model for r in runs} | ({model} if model else set()))
+        runs += [Run.base(m) for m in models if Run.base(m).output_dir.is_dir()]
+    return runs
+
+
+def collect(runs: list[Run], workers: int | None = None, cache: bool = True) -> list[RunRecord]:
+    """Read every run's files; events of all runs at once (a process per core when it pays)."""
+    records = []
+    for run in runs:
+        rec = RunRecord(run)
+        if run.run_json.exists() or not run.is_base:
+            rec.info = read_json(run.run_json, rec.problems, "run.json (settings, status, wall time)") or {}
+        rec.status = run_status(run, rec.info)
+        if rec.status == "running":
+            rec.problems.append("still running (no DONE yet): numbers are provisional")
+        elif rec.status in ("unknown", "incomplete"):
+            rec.problems.append(f"status {rec.status}: no DONE marker")
+        records.append(rec)
+    several = len({r.run.model for r in records}) > 1
+    for rec in records:
+        rec.show_model = several
+    trained = [r for r in records if not r.is_base]
+    for rec, curves in zip(trained, read_many([r.run.tb_dir for r in trained], workers, cache), strict=True):
+        rec.curves = curves
+        rec.problems.extend(curves.problems)
+    for rec in records:
+        rec.evals = read_evals(rec.run, rec.problems)
+    return records

@@ -1,0 +1,85 @@
+"""The data report: what the data plugin left in data/generated/ (selection manifests, length-vs-score plot).
+
+The manifests' exact keys belong to the data plugin; we show their scalar facts and anything that
+looks like stage counts (a dict under a key naming stages or counts, whose values are numbers or
+carry `n`/`count`/`rows`), so a new key shows up here without a change.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tools.core.paths import DATA
+
+GENERATED = DATA / "generated"
+MAX_MANIFESTS = 6
+MAX_PLOTS = 4
+
+
+def _count(v) -> int | float | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)):
+        return v
+    if isinstance(v, list):
+        return len(v)
+    if isinstance(v, dict):
+        for k in ("n", "count", "rows", "size"):
+            if isinstance(v.get(k), (int, float)):
+                return v[k]
+    return None
+
+
+def stage_counts(manifest: dict) -> dict[str, int | float]:
+    """{stage: count}: the data plugin's `curriculum.counts`, else any nested dict whose key names
+    stages or counts (manifests of other tools)."""
+    counts = (manifest.get("curriculum") or {}).get("counts")
+    if isinstance(counts, dict):
+        return {k: v for k, v in counts.items() if isinstance(v, (int, float))}
+    out: dict[str, int | float] = {}
+
+    def walk(obj, prefix: str) -> None:
+        if not isinstance(obj, dict):
+            return
+        for k, v in obj.items():
+            if isinstance(v, dict) and any(w in k.lower() for w in ("stage", "count", "curriculum")):
+                for name, x in v.items():
+                    c = _count(x)
+                    if c is not None:
+                        out[f"{prefix}{name}"] = c
+            elif isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+
+    walk(manifest, "")
+    return out
+
+
+def facts(manifest: dict) -> dict[str, str]:
+    return {
+        k: str(v)
+        for k, v in manifest.items()
+        if isinstance(v, (str, int, float, bool)) and len(str(v)) <= 200
+    }
+
+
+def data_section(generated: Path | None = None) -> dict:
+    """{'manifests': [{name, path, facts, stages, problem}], 'plots': [Path]}; empty when nothing exists."""
+    generated = Path(generated or GENERATED)
+    if not generated.is_dir():
+        return {"manifests": [], "plots": [], "where": str(generated)}
+    found = sorted(generated.rglob("*manifest*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    manifests = []
+    for p in found[:MAX_MANIFESTS]:
+        entry = {"name": p.name, "path": str(p), "facts": {}, "stages": {}, "problem": None}
+        try:
+            m = json.loads(p.read_text(encoding="utf-8"))
+            if isinstance(m, dict):
+                entry["facts"], entry["stages"] = facts(m), stage_counts(m)
+            else:
+                entry["problem"] = f"not a JSON object ({type(m).__name__})"
+        except (OSError, ValueError) as e:
+            entry["problem"] = f"unreadable: {e}"
+        manifests.append(entry)
+    plots = sorted(generated.rglob("*.png"), key=lambda p: p.stat().st_mtime, reverse=True)[:MAX_PLOTS]
+    return {"manifests": manifests, "plots": plots, "where": str(generated)}

@@ -1,0 +1,118 @@
+"""report.md and index.html from the table, the verdict and the figures (Jinja templates in templates/report/)."""
+
+from __future__ import annotations
+
+import base64
+import math
+
+import pandas as pd
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from tools.core.paths import TEMPLATES
+
+TEMPLATE_DIR = TEMPLATES / "report"
+
+
+def _num(v, digits: int = 4) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
+        return "–"
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return str(v)
+        return f"{v:.{digits}g}"
+    return str(v)
+
+
+def _pair(a, b) -> str:
+    return "–" if _num(a) == "–" and _num(b) == "–" else f"{_num(a)} / {_num(b)}"
+
+
+def judge_cell(row) -> str:
+    if pd.isna(row.get("judge_mean")):
+        return "–"
+    s = f"{row['judge_mean']:.3g}"
+    if pd.notna(row.get("judge_ci_lo")) and pd.notna(row.get("judge_ci_hi")):
+        s += f" [{row['judge_ci_lo']:.3g}, {row['judge_ci_hi']:.3g}]"
+    off = row.get("judge_offline")
+    if off is not None and pd.notna(off) and bool(off):
+        s += " offline"
+    elif pd.notna(row.get("judge_comparable")) and not row.get("judge_comparable"):
+        s += " (not GPT-4o-mini)"
+    return s
+
+
+def short_warnings(text: str) -> str:
+    """'diverged, still improving' from the full warnings (the page lists them in full below)."""
+    kinds = []
+    for w in filter(None, text.split("; ")):
+        kind = w.split(":")[0].split(" (")[0]
+        if kind not in kinds:
+            kinds.append(kind)
+    return ", ".join(kinds)
+
+
+def display(table: pd.DataFrame, sci: list[str]) -> tuple[list[str], list[dict]]:
+    """Column headers and rows of formatted cells for both templates."""
+    cols = ["run", "status", *sci, "steps", "loss final / best", "eval loss final / best", "judge"]
+    cols += [
+        "n",
+        "unparsed",
+        "answer words",
+        "ROUGE-L",
+        "truncated",
+        "wall s",
+        "peak MB (RAM / GPU)",
+        "warnings",
+    ]
+    rows = []
+    for _, r in table.iterrows():
+        mark = "★ " if r.get("best") else ""
+        trunc = r.get("truncated_share")
+        cells = [mark + str(r["label"]), str(r["status"])]
+        cells += [_num(r.get(k)) for k in sci]
+        cells += [
+            _num(r.get("steps")),
+            _pair(r.get("final_loss"), r.get("best_loss")),
+            _pair(r.get("final_eval_loss"), r.get("best_eval_loss")),
+            judge_cell(r),
+            _num(r.get("judge_n")),
+            _num(r.get("judge_unparsed")),
+            _num(r.get("answer_words"), 3),
+            _num(r.get("rougeL"), 3),
+            "–" if pd.isna(trunc) else f"{100 * float(trunc):.0f} %",
+            _num(r.get("wall_s"), 3),
+            _pair(r.get("peak_rss_mb"), r.get("peak_gpu_mb")),
+            short_warnings(r.get("warnings") or ""),
+        ]
+        rows.append(
+            {"cells": cells, "best": bool(r.get("best")), "is_base": bool(r["is_base"]), "run": r["run"]}
+        )
+    return cols, rows
+
+
+def md_table(columns: list[str], rows: list[dict]) -> str:
+    esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
+    lines = ["| " + " | ".join(map(esc, columns)) + " |", "|" + " --- |" * len(columns)]
+    lines += ["| " + " | ".join(map(esc, r["cells"])) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def b64(png: bytes) -> str:
+    return base64.b64encode(png).decode("ascii")
+
+
+def render(context: dict) -> tuple[str, str]:
+    """(report.md, index.html) from one context; missing context keys are an error, not a blank."""
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATE_DIR),
+        autoescape=select_autoescape(["html", "html.j2"]),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    ctx = dict(context)
+    ctx["md_table"] = md_table(ctx["columns"], ctx["rows"])
+    md = env.get_template("report.md.j2").render(**ctx)
+    html = env.get_template("index.html.j2").render(**ctx)
+    return md, html

@@ -1,0 +1,297 @@
+"""From run records to the study's table, its verdict and the warnings a careful reader wants.
+
+Numbers come straight from the files: final loss is the last `train/loss` logged, best loss its
+minimum, the judge score is `scores.json`'s mean with its `ci95`. The best arm is the highest
+judge mean; it is called a clear winner only when its 95 % interval does not overlap the
+runner-up's. The study's axis is the scientific hyperparameter (run.json `scientific`) that varies
+across arms; where it is numeric, a best value on the edge of the grid is flagged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from tools.report.collect import RunRecord
+from tools.report.events import Curves
+
+PREFERRED_TESTSETS = ("hw5_test", "demo_eval")
+RISE = 0.05  # train loss this much above its start = diverged
+IMPROVING = 0.02  # last fifth of the steps this much below the fifth before = still improving
+OVERFIT = 0.02  # eval loss this much above its minimum = rising
+
+
+def _finite(xs: list[float]) -> list[float]:
+    return [x for x in xs if x is not None and math.isfinite(x)]
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def summarize(curves: Curves) -> dict:
+    """Final and best train/eval loss (and where), last step, largest grad norm: numbers for the table."""
+    out: dict = {}
+    steps, loss = curves.steps("loss"), curves.values("loss")
+    out["steps"] = steps[-1] if steps else None
+    out["final_loss"] = loss[-1] if loss else None
+    ok = [(v, s) for s, v in zip(steps, loss, strict=True) if math.isfinite(v)]
+    out["best_loss"], out["best_loss_step"] = min(ok) if ok else (None, None)
+    esteps, eloss = curves.steps("eval_loss"), curves.values("eval_loss")
+    out["final_eval_loss"] = eloss[-1] if eloss else None
+    eok = [(v, s) for s, v in zip(esteps, eloss, strict=True) if math.isfinite(v)]
+    out["best_eval_loss"], out["best_eval_step"] = min(eok) if eok else (None, None)
+    g = _finite(curves.values("grad_norm"))
+    out["max_grad_norm"] = max(g) if g else None
+    return out
+
+
+def curve_warnings(curves: Curves) -> list[str]:
+    """Diverged (NaN, loss going up), still improving at the last step, eval loss rising (overfitting)."""
+    warn = []
+    steps, loss = curves.steps("loss"), curves.values("loss")
+    for name in ("loss", "grad_norm", "eval_loss"):
+        bad = [
+            s for s, v in zip(curves.steps(name), curves.values(name), strict=True) if not math.isfinite(v)
+        ]
+        if bad:
+            warn.append(f"diverged: {name} is NaN/inf from step {bad[0]} ({len(bad)} points)")
+    fin = [(s, v) for s, v in zip(steps, loss, strict=True) if math.isfinite(v)]
+    n = len(fin)
+    if n >= 4:
+        w = max(1, n // 5)
+        first, last = _mean([v for _, v in fin[:w]]), _mean([v for _, v in fin[-w:]])
+        if last > first * (1 + RISE):
+            warn.append(f"diverged: train loss went up from {first:.4g} to {last:.4g}")
+        elif n >= 6:
+            prev = _mean([v for _, v in fin[-2 * w : -w]])
+            if last < prev * (1 - IMPROVING) and min(v for _, v in fin) in [v for _, v in fin[-w:]]:
+                warn.append(
+                    f"still improving at its last step: train loss fell {100 * (1 - last / prev):.1f} % "
+                    f"over the last {w} logged steps (more steps may help)"
+                )
+    esteps, eloss = curves.steps("eval_loss"), curves.values("eval_loss")
+    eok = [(s, v) for s, v in zip(esteps, eloss, strict=True) if math.isfinite(v)]
+    if len(eok) >= 3:
+        i = min(range(len(eok)), key=lambda k: eok[k][1])
+        s_min, e_min = eok[i]
+        s_end, e_end = eok[-1]
+        if i < len(eok) - 1 and e_end > e_min * (1 + OVERFIT):
+            t_at = [v for s, v in fin if s <= s_min][-3:]
+            t_end = [v for s, v in fin if s <= s_end][-3:]
+            if t_at and t_end and _mean(t_end) < _mean(t_at):
+                warn.append(
+                    f"overfitting: eval loss rose from {e_min:.4g} (step {s_min}) to {e_end:.4g} "
+                    f"(step {s_end}) while train loss fell from {_mean(t_at):.4g} to {_mean(t_end):.4g}"
+                )
+        elif i == len(eok) - 1 and e_end < eok[-2][1] * (1 - IMPROVING / 2):
+            warn.append("still improving at its last step: eval loss still falling at the last evaluation")
+    return warn
+
+
+def pick_point(
+    records: list[RunRecord], testset: str | None = None, decoding: str | None = None
+) -> tuple[str | None, str | None]:
+    """The evaluation point the table shows: the test set most runs have (HW5's first), then greedy."""
+    if testset is None:
+        counts = Counter(e.testset for r in records for e in r.evals)
+        if counts:
+            top = max(counts.values())
+            tied = [t for t, c in counts.items() if c == top]
+            testset = next((t for t in PREFERRED_TESTSETS if t in tied), sorted(tied)[0])
+    if decoding is None and testset is not None:
+        counts = Counter(e.decoding for r in records for e in r.evals if e.testset == testset)
+        if "greedy" in counts:
+            decoding = "greedy"
+        elif counts:
+            decoding = sorted(counts, key=lambda d: (-counts[d], d))[0]
+    return testset, decoding
+
+
+@dataclass
+class Axis:
+    key: str | None  # None: the arms differ by variant name only
+    numeric: bool
+    values: dict[str, object] = field(default_factory=dict)  # label -> value
+    also: list[str] = field(default_factory=list)  # other scientific keys that vary with it
+
+
+def study_axis(records: list[RunRecord]) -> Axis:
+    arms = [r for r in records if not r.is_base]
+    keys: list[str] = []
+    for r in arms:
+        for k in r.info.get("scientific") or list(r.hparams):
+            if k not in keys:
+                keys.append(k)
+    varying = [k for k in keys if len({repr(r.hparams.get(k)) for r in arms}) > 1]
+    if not varying:
+        return Axis(None, False, {r.label: r.label for r in arms})
+    key = varying[0]
+    values = {r.label: r.hparams.get(key) for r in arms}
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values.values())
+    return Axis(key, numeric, values, varying[1:])
+
+
+def judge_of(e) -> dict:
+    s = (e.scores if e else None) or {}
+    ci = s.get("ci95") or [None, None]
+    return {
+        "judge_mean": s.get("mean"),
+        "judge_ci_lo": ci[0] if len(ci) == 2 else None,
+        "judge_ci_hi": ci[1] if len(ci) == 2 else None,
+        "judge_n": s.get("n"),
+        "judge_unparsed": s.get("n_unparsed"),
+        "judge_failed": s.get("n_failed"),
+        "judge_model": s.get("judge_model"),
+        "judge_offline": s.get("offline"),
+        "judge_comparable": s.get("comparable_with_gpt4o_mini"),
+    }
+
+
+def metrics_of(e) -> dict:
+    m = (e.metrics if e else None) or {}
+    return {
+        "answer_words": m.get("answer_words_mean"),
+        "answer_tokens": m.get("answer_tokens_mean"),
+        "rougeL": m.get("rougeL"),
+        "truncated_share": m.get("truncated_share"),
+    }
+
+
+@dataclass
+class Verdict:
+    metric: str | None  # judge_mean | rougeL | None
+    best: str | None = None
+    runner_up: str | None = None
+    clear: bool = False
+    text: str = "no evaluation yet: no arm has judge scores or metrics"
+
+
+def verdict(table: pd.DataFrame) -> Verdict:
+    """The best arm by judge mean (or ROUGE-L without a judge); clear only if the 95 % intervals are apart."""
+    arms = table[~table["is_base"]]
+    for metric in ("judge_mean", "rougeL"):
+        scored = arms[arms[metric].notna()].sort_values(metric, ascending=False)
+        if scored.empty:
+            continue
+        best = scored.iloc[0]
+        v = Verdict(metric, best["label"])
+        what = "judge score" if metric == "judge_mean" else "ROUGE-L (no judge scores, no interval)"
+        if len(scored) == 1:
+            v.text = f"only one arm evaluated: {best['label']} ({what} {best[metric]:.3g})"
+            return v
+        second = scored.iloc[1]
+        v.runner_up = second["label"]
+        if metric == "judge_mean" and pd.notna(best["judge_ci_lo"]) and pd.notna(second["judge_ci_hi"]):
+            v.clear = bool(best["judge_ci_lo"] > second["judge_ci_hi"])
+            iv = (
+                f"{best['label']} {best[metric]:.3g} [{best['judge_ci_lo']:.3g}, {best['judge_ci_hi']:.3g}] "
+                f"vs {second['label']} {second[metric]:.3g} "
+                f"[{second['judge_ci_lo']:.3g}, {second['judge_ci_hi']:.3g}]"
+            )
+            v.text = (
+                f"best arm: {best['label']} ({iv}; the 95 % intervals do not overlap)"
+                if v.clear
+                else f"no clear winner: the best arm's 95 % interval overlaps the runner-up's ({iv})"
+            )
+        else:
+            v.text = (
+                f"best by {what}: {best['label']} {best[metric]:.3g} vs {second['label']} "
+                f"{second[metric]:.3g} (no interval: not a verdict)"
+            )
+        return v
+    return Verdict(None)
+
+
+def build_table(
+    records: list[RunRecord], testset: str | None, decoding: str | None, axis: Axis
+) -> pd.DataFrame:
+    """One row per run: scientific hyperparameters, loss, judge, metrics, cost, status, warnings."""
+    sci: list[str] = []
+    for r in records:
+        for k in r.info.get("scientific") or []:
+            if k not in sci:
+                sci.append(k)
+    rows = []
+    for r in records:
+        e = r.eval_point(testset, decoding)
+        row = {"run": r.run.name, "label": r.label, "model": r.run.model, "is_base": r.is_base}
+        row["status"] = r.status
+        for k in sci:
+            v = r.hparams.get(k)
+            row[k] = ",".join(map(str, v)) if isinstance(v, (list, tuple)) else v
+        row.update(summarize(r.curves))
+        row.update(judge_of(e))
+        row.update(metrics_of(e))
+        row["testset"], row["decoding"] = testset, decoding
+        row["wall_s"] = r.info.get("wall_s")
+        row["peak_rss_mb"] = r.info.get("peak_rss_mb")
+        row["peak_gpu_mb"] = r.info.get("peak_gpu_mb")
+        warn = curve_warnings(r.curves)
+        if r.status == "failed":
+            warn.insert(0, f"failed (returncode {r.info.get('returncode')})")
+        row["warnings"] = "; ".join(warn)
+        missing = list(r.problems)
+        if testset and e is None:
+            missing.append(f"no evaluation at {testset}/{decoding}")
+        row["missing"] = "; ".join(missing)
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+
+    def key(i: int) -> tuple:
+        r = records[i]  # base rows last; numeric axes in order, others by name
+        v = axis.values.get(r.label)
+        return (
+            r.is_base,
+            not (axis.numeric and v is not None),
+            v if axis.numeric and v is not None else 0,
+            r.label,
+        )
+
+    df = df.iloc[sorted(range(len(records)), key=key)]
+    df = df.reset_index(drop=True)
+    v = verdict(df)
+    df.insert(2, "best", (df["label"] == v.best) & ~df["is_base"] if v.best else False)
+    return df
+
+
+def study_warnings(table: pd.DataFrame, axis: Axis, v: Verdict) -> list[str]:
+    """Warnings about the study as a whole: edge of the grid, failed runs, judges that do not compare."""
+    warn = []
+    arms = table[~table["is_base"]] if not table.empty else table
+    if v.best and axis.numeric and axis.key:
+        values = sorted({float(x) for x in axis.values.values() if x is not None})
+        best_value = axis.values.get(v.best)
+        if len(values) >= 3 and best_value is not None and float(best_value) in (values[0], values[-1]):
+            side = "lowest" if float(best_value) == values[0] else "highest"
+            warn.append(
+                f"best value on the edge of the grid: {v.best} ({axis.key}={best_value}) is the {side} value "
+                f"tried ({values[0]:g}..{values[-1]:g}); extend the grid past it"
+                + ("" if v.clear else " (and it is not a clear winner)")
+            )
+    for _, row in arms.iterrows():
+        if row["warnings"]:
+            for w in row["warnings"].split("; "):
+                if w.startswith(("failed", "diverged", "overfitting")):
+                    warn.append(f"{row['label']}: {w}")
+    judges = {
+        (r["judge_model"], bool(r["judge_offline"])) for _, r in table.iterrows() if pd.notna(r["judge_mean"])
+    }
+    if len(judges) > 1:
+        warn.append(
+            "judge scores come from different judges and do not compare: "
+            + ", ".join(f"{m}{' (offline)' if off else ''}" for m, off in sorted(judges, key=str))
+        )
+    if any(off for _, off in judges):
+        warn.append("offline judge: scores are not comparable with GPT-4o-mini's (scores.json says offline)")
+    unparsed = arms[pd.to_numeric(arms["judge_unparsed"], errors="coerce").fillna(0) > 0]
+    for _, row in unparsed.iterrows():
+        warn.append(
+            f"{row['label']}: {int(row['judge_unparsed'])} judgments unparsed (of n={row['judge_n']})"
+        )
+    return warn

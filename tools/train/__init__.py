@@ -1,0 +1,20 @@
+"""Training: render study specs into airtight LLaMA-Factory YAML (`configs`, `template`, `validate`),
+train one run resumably (`trainer`), run a study's grid locally or on Ray (`sweep`, `ray_runner`),
+and the one-run smoke test (`smoke`). Imports the core and `tools.models`."""
+
+from tools.core.face import lazy_face
+
+__getattr__, __all__ = lazy_face(
+    __name__,
+    {
+        **dict.fromkeys(
+            ["COMMITTED_PROFILES", "Rendered", "check", "list_studies", "load_study", "parse_set"]
+            + ["render_all", "render_run", "render_study", "skipped_variants", "write_rendered"],
+            "configs",
+        ),
+        "validate_config": "validate",
+        "yaml_scalar": "template",
+        **dict.fromkeys(["train_one", "last_checkpoint", "config_hash"], "trainer"),
+        **dict.fromkeys(["plan", "sweep", "evaluate"], "sweep"),
+    },
+)

@@ -1,0 +1,299 @@
+"""Run one study: render its configs, train every run, evaluate the finished ones, report.
+
+Each run trains with `llamafactory-cli train` in a child process (log: <output_dir>/train.log) and
+leaves run.json (resolved config, git commit, package versions, wall time, peak RSS and GPU memory,
+data fingerprint) and, last, DONE. Re-running is safe and cheap:
+  - a run with DONE, its adapter, the same data fingerprint and the same config is skipped; one whose
+    data or config changed is moved aside (.<variant>.stale-<time>) and trained again, saying why;
+  - a killed run resumes from its last complete checkpoint-* (resume_from_checkpoint), else restarts;
+  - a failed run is recorded (run.json status failed, its log) and the others go on;
+  - curriculum stages run after the stage they continue (and fail when it did not finish).
+The command exits non-zero when any run failed. One status line per run as it ends, a table at the end.
+
+Runners: `local` trains one run after another. `ray` sends each run to Ray as a task holding one GPU
+(one CPU where the cluster has no GPU), so N GPUs train N runs at once. It starts a local Ray instance,
+or joins the cluster in RAY_ADDRESS (e.g. RAY_ADDRESS=ray://head:10001 or auto); every node must see this
+repository, its .venv and saves/ at the same paths (a shared filesystem), since tasks run the
+same command there and write the same folders. Ray is an optional extra (`make setup-extras`).
+
+After training (unless --no-eval), for the base model `<model>/base/base` and each finished run:
+tools.eval.generate, tools.eval.metrics, tools.judge (greedy), then tools.report for the study: each only
+where the module exists, each a child process whose failure is reported and does not stop the rest.
+
+Usage:
+    python -m tools.train.sweep --study rank --model smollm2_135m [--runner local|ray] [--only r4,r8]
+        [--no-eval] [--testset demo_eval] [--configs-dir DIR] [--dataset-dir data] [--set key=value ...]
+    --set overrides a template variable for every run (e.g. max_steps_cap=4 for a quick look); such configs
+    are rendered under cache/experiments/, and a later normal sweep retrains those runs (config changed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+from tools.core.paths import DATA, EXPERIMENTS, ROOT, Run, cache_dir, llamafactory_cli, out_root
+from tools.core.runinfo import git_commit, package_versions, run_child
+from tools.train.configs import (
+    COMMITTED_PROFILES,
+    ConfigError,
+    load_profile,
+    parse_set,
+    render_study,
+    resolve_model_path,
+    write_rendered,
+)
+from tools.train.trainer import config_hash, last_checkpoint, train_one  # noqa: F401 (last_checkpoint: tested here)
+
+
+# ---------------------------------------------------------------------------------------- planning
+def plan(
+    study: str,
+    model: str,
+    configs_dir: Path | None = None,
+    dataset_dir: Path = DATA,
+    only: list[str] | None = None,
+    overrides: dict | None = None,
+    testset: str | None = None,
+) -> list[dict]:
+    """Render the study (fresh, into configs_dir) and describe each run as plain data (picklable for Ray)."""
+    configs_dir = configs_dir or default_configs_dir(model, bool(overrides))
+    rendered = render_study(study, model, overrides, only)
+    if not rendered:
+        raise ConfigError(f"study {study!r} has no variant for profile {model!r} (--only {only})")
+    write_rendered(rendered, configs_dir, prune=not only and not overrides)
+    by_variant = {r.run.variant: r for r in rendered}
+    testset = testset or load_profile(model).get("eval_testset", "demo_eval")
+    commit, versions = git_commit(), package_versions()
+    jobs = []
+    for r in rendered:
+        run = r.run
+        resolved = dict(r.config)
+        resolved["model_name_or_path"] = resolve_model_path(str(r.config["model_name_or_path"]))
+        resolved["dataset_dir"] = str(Path(dataset_dir).resolve())
+        resolved["output_dir"] = str(run.output_dir)
+        parent_dir = None
+        if r.parent:
+            if only and r.parent not in by_variant and not Run(model, study, r.parent).is_finished():
+                raise ConfigError(f"{run}: continues {r.parent!r}, which is neither selected nor finished")
+            parent_dir = str(Run(model, study, r.parent).output_dir)
+            resolved["adapter_name_or_path"] = parent_dir
+        jobs.append(
+            {
+                "run": run.name,
+                "model": model,
+                "study": study,
+                "variant": run.variant,
+                "config": _rel(configs_dir / study / run.config.name),
+                "resolved_config": resolved,
+                "config_sha256": config_hash(r.config),
+                "output_dir": str(run.output_dir),
+                "parent": r.parent,
+                "parent_dir": parent_dir,
+                "dataset": str(r.config["dataset"]),
+                "dataset_dir": str(Path(dataset_dir).resolve()),
+                "scientific": list(r.scientific),
+                "hparams": r.hparams,
+                "eval_testset": testset,
+                "git_commit": commit,
+                "versions": versions,
+                "cli": llamafactory_cli(),
+                "cwd": str(ROOT),
+            }
+        )
+    return jobs
+
+
+def _rel(path: Path) -> str:
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def default_configs_dir(model: str, overridden: bool = False) -> Path:
+    """experiments/ for committed profiles, else <out root>/experiments; with overrides cache/experiments."""
+    if overridden:  # never next to the committed files: they would no longer match the study spec
+        return cache_dir() / "experiments"
+    if model in COMMITTED_PROFILES and "SMALLDATA_OUT" not in os.environ:
+        return EXPERIMENTS
+    return out_root() / "experiments"
+
+
+# ---------------------------------------------------------------------------------------- runners
+def status_line(i: int, n: int, res: dict) -> str:
+    parts = [f"[{i}/{n}] {res['run']:<42} {res['status']:<8}"]
+    if res.get("wall_s") is not None:
+        parts.append(f"{res['wall_s']:>7.1f} s")
+    if res.get("peak_rss_mb") is not None:
+        parts.append(f"rss {res['peak_rss_mb']:.0f} MB")
+    if res.get("peak_gpu_mb"):
+        parts.append(f"gpu {res['peak_gpu_mb']} MB")
+    if res.get("train_loss") is not None:
+        parts.append(f"loss {res['train_loss']}")
+    if res.get("note"):
+        parts.append(f"({res['note']})")
+    return "  ".join(parts)
+
+
+def run_local(jobs: list[dict], report) -> list[dict]:
+    results = []
+    for job in jobs:  # the renderer lists a stage after the stage it continues
+        res = train_one(job)
+        results.append(res)
+        report(res)
+    return results
+
+
+def _cells(row: dict):
+    def cell(key: str, fmt: str = "{}") -> str:
+        return fmt.format(row[key]) if row.get(key) is not None else "-"
+
+    return cell
+
+
+def summary_table(results: list[dict]) -> str:
+    head = f"{'run':<42} {'status':<8} {'wall_s':>8} {'rss_mb':>8} {'gpu_mb':>7} {'loss':>8}  note"
+    lines = [head, "-" * len(head)]
+    for r in results:
+        cell = _cells(r)
+        lines.append(
+            f"{r['run']:<42} {r['status']:<8} {cell('wall_s', '{:.1f}'):>8} {cell('peak_rss_mb', '{:.0f}'):>8}"
+            f" {cell('peak_gpu_mb'):>7} {cell('train_loss'):>8}  {r.get('note', '')}"
+        )
+    counts = {s: sum(r["status"] == s for r in results) for s in ("finished", "done", "failed")}
+    lines.append(
+        f"{counts['finished']} trained, {counts['done']} already finished, {counts['failed']} failed"
+    )
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------- evaluation
+def module_exists(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+EVAL_STEPS = (
+    ("tools.eval.generate", ()),
+    ("tools.eval.metrics", ()),
+    ("tools.judge", ("--decoding", "greedy")),
+)
+TAKES_DATASET_DIR = ("tools.eval.generate", "tools.eval.metrics")
+
+
+def evaluate(
+    runs: list[Run],
+    testset: str,
+    study: str,
+    dataset_dir: Path = DATA,
+    steps=EVAL_STEPS,
+    report_module: str = "tools.report",
+) -> list[tuple[str, str, int]]:
+    """generate -> metrics -> judge for each run, then the study's report; (run, step, returncode) rows.
+
+    Each step is a child process: a failure is printed (with its log) and the next run still goes.
+    """
+    rows = []
+    for run in runs:
+        log = run.output_dir / "eval" / "sweep_eval.log"
+        for module, extra in steps:
+            if not module_exists(module):
+                continue
+            cmd = [sys.executable, "-m", module, "--run", run.name, "--testset", testset, *extra]
+            if module in TAKES_DATASET_DIR and Path(dataset_dir).resolve() != DATA.resolve():
+                cmd += ["--dataset-dir", str(dataset_dir)]
+            rc = run_child(cmd, log, cwd=ROOT).returncode
+            step = module.split(".")[-1]
+            rows.append((run.name, step, rc))
+            print(
+                f"  eval {run.name:<42} {step:<8} {'ok' if rc == 0 else f'FAILED ({rc}), see {log}'}",
+                flush=True,
+            )
+            if rc != 0:
+                break  # the later steps read this step's output
+    if module_exists(report_module):
+        log = out_root() / "reports" / study / "sweep_report.log"
+        rc = run_child([sys.executable, "-m", report_module, "--study", study], log, cwd=ROOT).returncode
+        rows.append((study, "report", rc))
+        print(f"  report {study:<40} {'ok' if rc == 0 else f'FAILED ({rc}), see {log}'}", flush=True)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------- CLI
+def sweep(
+    study: str,
+    model: str,
+    runner: str = "local",
+    only: list[str] | None = None,
+    run_eval: bool = True,
+    testset: str | None = None,
+    configs_dir: Path | None = None,
+    dataset_dir: Path = DATA,
+    overrides: dict | None = None,
+) -> list[dict]:
+    jobs = plan(study, model, configs_dir, dataset_dir, only, overrides, testset)
+    n, seen = len(jobs), []
+    print(
+        f"sweep {study} x {model}: {n} run(s), runner {runner}, outputs under {out_root() / 'saves' / model}"
+    )
+
+    def report(res: dict) -> None:
+        seen.append(res)
+        print(status_line(len(seen), n, res), flush=True)
+
+    if runner == "ray":
+        from tools.train.ray_runner import run_jobs
+
+        results = run_jobs(jobs, report)
+    else:
+        results = run_local(jobs, report)
+    order = {j["run"]: i for i, j in enumerate(jobs)}
+    results.sort(key=lambda r: order[r["run"]])
+    print(summary_table(results))
+    if run_eval:
+        testset = jobs[0]["eval_testset"]
+        finished = [Run.parse(r["run"]) for r in results if r["status"] in ("finished", "done")]
+        evaluate([Run.base(model), *finished], testset, study, dataset_dir)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--study", required=True)
+    ap.add_argument("--model", default="smollm2_135m", help="a profile in templates/profiles/")
+    ap.add_argument("--runner", choices=("local", "ray"), default="local")
+    ap.add_argument("--only", default=None, help="comma-separated variants")
+    ap.add_argument("--no-eval", action="store_true", help="train only")
+    ap.add_argument("--testset", default=None, help="evaluation set (default: the profile's eval_testset)")
+    ap.add_argument("--configs-dir", type=Path, default=None, help="render into this folder")
+    ap.add_argument(
+        "--dataset-dir", type=Path, default=DATA, help="LLaMA-Factory dataset_dir (default data/)"
+    )
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a template variable"
+    )
+    a = ap.parse_args(argv)
+    try:
+        overrides = parse_set(a.set)
+        if overrides and a.configs_dir and a.configs_dir.resolve() == EXPERIMENTS.resolve():
+            raise ConfigError("--set renders configs that differ from the study spec: not into experiments/")
+        results = sweep(
+            a.study,
+            a.model,
+            a.runner,
+            a.only.split(",") if a.only else None,
+            not a.no_eval,
+            a.testset,
+            a.configs_dir,
+            a.dataset_dir,
+            overrides,
+        )
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 1 if any(r["status"] == "failed" for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""Train one run: `llamafactory-cli train` in a child process, resumable, recorded in run.json and DONE.
+
+A run with DONE, its adapter, the same data fingerprint and the same config is finished; one whose
+data or config changed is moved aside (.<variant>.stale-<time>) and trained again; a killed run
+resumes from its last complete checkpoint. One trainer per run at a time (a lock in its folder).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import yaml
+
+from plugins.fileio import atomic_write_json, atomic_write_text
+from tools.core.runinfo import data_fingerprint, now, run_child
+
+ADAPTER = "adapter_model.safetensors"
+RESOLVED = "train_config.yaml"  # the exact file the child trained from (absolute paths)
+
+
+# ---------------------------------------------------------------------------------------- one run
+def last_checkpoint(output_dir: Path) -> Path | None:
+    """The newest complete checkpoint-N (trainer_state.json is written last by the Trainer)."""
+    found = []
+    for p in Path(output_dir).glob("checkpoint-*"):
+        step = p.name.split("-", 1)[1]
+        if p.is_dir() and step.isdigit() and (p / "trainer_state.json").exists():
+            found.append((int(step), p))
+    return max(found)[1] if found else None
+
+
+def config_hash(cfg: dict) -> str:
+    """The rendered config's values (paths as rendered, comments ignored): what a finished run must match."""
+    from plugins.fileio import sha256_text
+
+    return sha256_text(json.dumps(cfg, sort_keys=True, default=str))
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _fingerprint(job: dict) -> dict:
+    """The data a run trains on: its dataset files, and the adapter of the stage it continues."""
+    from plugins.fileio import sha256_file
+
+    fp = data_fingerprint(job["dataset"], job["dataset_dir"])
+    if job.get("parent_dir"):
+        adapter = Path(job["parent_dir"]) / ADAPTER
+        fp[f"adapter:{job['parent']}"] = sha256_file(adapter) if adapter.exists() else None
+    return fp
+
+
+def _clear_for_fresh_start(out: Path) -> None:
+    """Remove what a killed attempt left (its log stays, appended to), so LLaMA-Factory starts clean."""
+    for p in out.iterdir() if out.exists() else []:
+        if p.name == "train.log":
+            continue
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+
+def _train_loss(out: Path) -> float | None:
+    for name in ("train_results.json", "all_results.json"):
+        loss = _read_json(out / name).get("train_loss")
+        if loss is not None:
+            return round(float(loss), 4)
+    return None
+
+
+def train_one(job: dict) -> dict:
+    """Train (or skip, or resume) one run; never raises for a failed run, returns its result row.
+
+    Holds a lock next to the run folder while it works, so two sweeps never train the same run at once.
+    """
+    import fcntl
+
+    out = Path(job["output_dir"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f".{out.name}.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            note = "another sweep is training this run right now"
+            return {"run": job["run"], "variant": job["variant"], "status": "failed", "note": note}
+        return _train_one_locked(job)
+
+
+def _train_one_locked(job: dict) -> dict:
+    out = Path(job["output_dir"])
+    log = out / "train.log"
+    result = {"run": job["run"], "variant": job["variant"], "status": "failed", "note": ""}
+    started = now()
+    base_record = {
+        "run": job["run"],
+        "model": job["model"],
+        "study": job["study"],
+        "variant": job["variant"],
+        "config": job["config"],
+        "resolved_config": job["resolved_config"],
+        "model_name_or_path": job["resolved_config"]["model_name_or_path"],
+        "template": job["resolved_config"].get("template"),
+        "scientific": job["scientific"],
+        "hparams": job["hparams"],
+        "parent": job.get("parent"),
+        "eval_testset": job["eval_testset"],
+        "git_commit": job["git_commit"],
+        "versions": job["versions"],
+        "log": str(log),
+    }
+
+    def fail(note: str, **extra) -> dict:
+        out.mkdir(parents=True, exist_ok=True)
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(f"\n==== {now()} sweep: {note}\n")
+        atomic_write_json(
+            out / "run.json",
+            {**base_record, "status": "failed", "error": note, "started": started, "ended": now(), **extra},
+        )
+        note = "; ".join(x for x in (result["note"], note) if x)
+        result.update(note=note, **{k: v for k, v in extra.items() if k in ("returncode", "wall_s")})
+        return result
+
+    if job.get("parent_dir") and not (Path(job["parent_dir"]) / "DONE").exists():
+        return fail(f"the stage it continues ({job['parent']}) has not finished")
+    try:
+        fingerprint = _fingerprint(job)
+    except (ValueError, OSError) as e:
+        return fail(str(e))
+
+    old = _read_json(out / "run.json")
+    if (out / "DONE").exists() and (out / ADAPTER).exists():
+        same_config = old.get("config_sha256") == job["config_sha256"]
+        if old.get("data_fingerprint") == fingerprint and same_config:
+            result.update(status="done", note="already finished", wall_s=old.get("wall_s"))
+            result.update(peak_rss_mb=old.get("peak_rss_mb"), train_loss=_train_loss(out))
+            return result
+        changed = sorted(
+            k for k in fingerprint if (old.get("data_fingerprint") or {}).get(k) != fingerprint[k]
+        )
+        why = [f"data changed ({', '.join(changed)})"] if changed else []
+        why += [] if same_config else ["config changed"]
+        stale = out.with_name(f".{out.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(out, stale)
+        result["note"] = f"{' and '.join(why)}: retrained; old run kept in {stale.name}"
+
+    resolved = dict(job["resolved_config"])
+    ckpt = last_checkpoint(out)
+    if ckpt is not None:
+        resolved["resume_from_checkpoint"] = str(ckpt)
+        result["note"] = (result["note"] + "; " if result["note"] else "") + f"resumed from {ckpt.name}"
+    else:
+        _clear_for_fresh_start(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / RESOLVED, yaml.safe_dump(resolved, sort_keys=False))
+    record = {
+        **base_record,
+        "resolved_config": resolved,
+        "data_fingerprint": fingerprint,
+        "config_sha256": job["config_sha256"],
+        "resumed_from": str(ckpt) if ckpt else None,
+        "status": "running",
+        "started": started,
+        "pid": os.getpid(),
+    }
+    atomic_write_json(out / "run.json", record)
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+    # A TENSORBOARD_LOGGING_DIR from the shell would send every run's events to one folder; without it
+    # transformers 5 writes them to <output_dir>/runs/, where the report looks.
+    env.pop("TENSORBOARD_LOGGING_DIR", None)
+    child = run_child([job["cli"], "train", str(out / RESOLVED)], log, cwd=Path(job["cwd"]), env=env)
+    ok = child.returncode == 0 and (out / ADAPTER).exists()
+    stats = {
+        "returncode": child.returncode,
+        "wall_s": child.wall_s,
+        "peak_rss_mb": child.peak_rss_mb,
+        "peak_gpu_mb": child.peak_gpu_mb,
+        "peak_gpu_basis": child.peak_gpu_basis,
+    }
+    if not ok:
+        why = f"llamafactory-cli exited {child.returncode}" if child.returncode else "no adapter was saved"
+        return fail(f"{why}; log: {log}", **{**stats, "data_fingerprint": fingerprint})
+    atomic_write_json(out / "run.json", {**record, **stats, "status": "finished", "ended": now()})
+    atomic_write_json(out / "DONE", {"run": job["run"], "finished": now()})
+    result.update(status="finished", train_loss=_train_loss(out), **stats)
+    return result

@@ -1,0 +1,115 @@
+"""Rendered configs checked as LLaMA-Factory parses them: its dataclasses, its field types, no extra keys."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from tools.core.profiles import ConfigError
+
+TEMPLATE_ONLY_TYPES: dict[str, tuple[type, ...]] = {
+    "precision": (str,),
+    "lora_alpha_per_rank": (int, float),
+    "continue_from": (str,),
+    "train_rows": (int,),
+    "devices": (int,),
+    "step_budget_epochs": (int, float),
+    "max_steps_cap": (int,),
+    "eval_testset": (str,),
+}
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@cache
+def _lf_field_types() -> dict[str, Any]:
+    """LLaMA-Factory's training arguments: name -> annotation, from its own dataclasses."""
+    import typing
+
+    from llamafactory.hparams.parser import _TRAIN_ARGS
+
+    types: dict[str, Any] = {}
+    for cls in _TRAIN_ARGS:
+        types.update(typing.get_type_hints(cls))
+    return types
+
+
+def _accepts(annotation: Any, value: Any) -> bool:
+    import enum
+    import types as pytypes
+    import typing
+
+    if annotation is Any:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, pytypes.UnionType):
+        return any(_accepts(a, value) for a in typing.get_args(annotation))
+    if origin is typing.Literal:
+        return value in typing.get_args(annotation)
+    if annotation is type(None) or value is None:
+        return annotation is type(None) and value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return value in {m.value for m in annotation} or value in annotation.__members__
+    if origin in (list, dict) or annotation in (list, dict):
+        return isinstance(value, origin or annotation)
+    return True  # an annotation this check does not model: LLaMA-Factory's parser has the last word
+
+
+def check_value(key: str, value: Any, where: str) -> None:
+    """A value a profile, study or variant sets: the right type for the key it sets."""
+    if key in TEMPLATE_ONLY_TYPES:
+        ok = value is None or (isinstance(value, TEMPLATE_ONLY_TYPES[key]) and not isinstance(value, bool))
+        if key == "precision" and value not in PRECISIONS:
+            raise ConfigError(f"{where}: precision = {value!r}: use one of {PRECISIONS}")
+        want = " or ".join(t.__name__ for t in TEMPLATE_ONLY_TYPES[key])
+    else:
+        ann = _lf_field_types().get(key)
+        ok = ann is None or _accepts(ann, value)
+        want = ann.__name__ if isinstance(ann, type) else str(ann).replace("typing.", "")
+    if not ok:
+        raise ConfigError(f"{where}: {key} = {value!r} is a {type(value).__name__}; it must be {want}")
+
+
+@cache
+def _train_parser():
+    """LLaMA-Factory's own parser for `llamafactory-cli train` (hparams/parser.py: _TRAIN_ARGS)."""
+    from llamafactory.hparams.parser import _TRAIN_ARGS
+    from transformers import HfArgumentParser
+
+    return HfArgumentParser(_TRAIN_ARGS)
+
+
+def validate_config(cfg: dict, where: str) -> None:
+    """The rendered config as LLaMA-Factory 0.9.5 parses it: its dataclasses, no extra keys, right types.
+
+    The parse runs with `use_cpu` so a bf16 GPU config validates on a CPU-only machine (the device
+    check belongs to the machine that trains, the keys and values to CI).
+    """
+    import contextlib
+    import io
+    import logging
+
+    from llamafactory.hparams.parser import _verify_model_args
+
+    for key, value in cfg.items():
+        if key in _lf_field_types():
+            check_value(key, value, where)
+    parser = _train_parser()
+    logging.disable(logging.WARNING)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            model_args, data_args, _, finetuning_args, _ = parser.parse_dict(
+                {**cfg, "use_cpu": True}, allow_extra_keys=False
+            )
+        _verify_model_args(model_args, data_args, finetuning_args)
+    except (ValueError, TypeError, AssertionError) as e:
+        raise ConfigError(f"{where}: LLaMA-Factory rejects this config: {e}") from e
+    finally:
+        logging.disable(logging.NOTSET)
