@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from tests.export.test_export import fake_finished_run, install, train_tiny_adapter
 
+from tests.export.test_export import fake_finished_run, install, train_tiny_adapter
 from tools.core.paths import Run
 from tools.export import merge
 from tools.export.export import Refused, export_run
