@@ -190,6 +190,8 @@ def compute(
         if with_ref
         else None,
         "answer_words_mean": _mean(i["answer_words"] for i in items),
+        # the references' own length, so a report can say "answers much shorter than the references"
+        "reference_words_mean": _mean(len(r.split()) for r in refs if r is not None),
         "answer_tokens_mean": _mean(i["answer_tokens"] for i in items),
         "truncated_share": sum(bool(i["truncated"]) for i in items) / len(items),
         "tokens_per_s": gen_info.get("tokens_per_s"),

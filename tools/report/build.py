@@ -31,6 +31,7 @@ import pandas as pd
 
 from plugins.fileio import atomic_dir, atomic_write_text
 from tools.core.paths import TEMPLATES, report_dir
+from tools.report.advice import Advice, intervals_overlap, run_advice
 from tools.report.collect import RunRecord, collect, study_runs
 from tools.report.data import data_section
 from tools.report.hparams import write_hparams
@@ -55,6 +56,7 @@ class Report:
     verdict: Verdict
     warnings: list[str]
     records: list[RunRecord]
+    advice: list[Advice] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -89,6 +91,26 @@ def evals_frame(records: list[RunRecord]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def study_advice(records: list[RunRecord], table: pd.DataFrame, testset, decoding) -> list[Advice]:
+    """Every rule for every run (metrics at the shown point, against its model's base run), then the study's."""
+    base = {r.run.model: r.eval_point(testset, decoding) for r in records if r.is_base}
+    out: list[Advice] = []
+    for r in records:
+        e = r.eval_point(testset, decoding)
+        b = base.get(r.run.model)
+        out += run_advice(r, e.metrics if e else None, None if r.is_base or b is None else b.metrics)
+    arms = table[~table["is_base"]] if not table.empty else table
+    overlap = intervals_overlap(
+        [
+            (row["label"], row["judge_mean"], row["judge_ci_lo"], row["judge_ci_hi"])
+            for _, row in arms.iterrows()
+        ]
+        if "judge_mean" in arms
+        else []
+    )
+    return out + ([overlap] if overlap else [])
+
+
 def build_report(
     study: str,
     model: str | None = None,
@@ -114,6 +136,7 @@ def build_report(
     records.sort(key=lambda r: order.get(r.run.name, len(order)))  # the table's order in every figure
     v = verdict(table)
     warns = study_warnings(table, axis, v)
+    advice = study_advice(records, table, testset, decoding)
     sci = [c for c in table.columns if any(c in (r.info.get("scientific") or []) for r in records)]
 
     plots = []
@@ -161,6 +184,7 @@ def build_report(
         "verdict": v.text,
         "verdict_clear": v.clear,
         "study_warnings": warns,
+        "advice": [a.as_dict() for a in advice],
         "columns": columns,
         "rows": rows,
         "run_notes": notes,
@@ -188,7 +212,7 @@ def build_report(
     # CPU seconds of this process (reading in worker processes is not in `cpu_read`): on a shared
     # machine they say what the report costs where wall time says how busy the machine was
     timings.update(cpu_read=c_read - c0, cpu_rest=c_end - c_read)
-    return Report(out, table, v, warns, records, timings)
+    return Report(out, table, v, warns, records, advice=advice, timings=timings)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,120 @@
+"""Symptom -> advice: each rule fires on a synthetic curve or log where the advice is known, stays quiet
+on a healthy run, and reaches the report with the numbers that triggered it."""
+
+from __future__ import annotations
+
+import math
+
+from tools.core.paths import Run
+from tools.report.advice import curve_advice, intervals_overlap, log_advice, metrics_advice
+from tools.report.build import build_report
+from tools.report.synthetic import curve, metrics, scores, standard_series, write_run
+
+
+def symptoms(advice) -> list[str]:
+    return [a.symptom for a in advice]
+
+
+def steps(n: int) -> list[int]:
+    return list(range(1, n + 1))
+
+
+def test_healthy_run_gets_no_advice():
+    s = standard_series(60, eval_every=10)
+    loss = [v for _, v in s["loss"]]
+    ev = s["eval_loss"]
+    grad = [v for _, v in s["grad_norm"]]
+    out = curve_advice("ok", steps(60), loss, [x for x, _ in ev], [v for _, v in ev], grad)
+    assert out == []
+    assert metrics_advice("ok", {**metrics(0.3), "reference_words_mean": 130.0}, metrics(0.2)) == []
+    assert log_advice("ok", "step 1 loss 2.0\nfinished", 0) == []
+
+
+def test_flat_loss_says_raise_lr_with_the_numbers():
+    loss = [2.0 - 0.0005 * i for i in range(40)]
+    (a,) = curve_advice("r8", steps(40), loss, [], [], [1.0] * 40)
+    assert a.symptom == "train loss flat"
+    assert a.evidence == "1.998 -> 1.982 (-0.8%) over 40 logged steps"
+    assert "learning rate" in a.advice and "epochs" in a.advice
+
+
+def test_overfitting_names_the_best_step():
+    loss = [v for _, v in curve(50, 2.0, 0.3)]
+    eval_steps, eval_loss = [10, 20, 30, 40, 50], [1.5, 1.2, 1.1, 1.3, 1.5]
+    out = curve_advice("e15", steps(50), loss, eval_steps, eval_loss, [1.0] * 50)
+    (a,) = [x for x in out if "overfitting" in x.symptom]
+    assert "1.1 at step 30" in a.evidence and "1.5 at step 50" in a.evidence
+    assert "stop near step 30" in a.advice and "lora_dropout" in a.advice
+
+
+def test_nan_and_grad_spike_say_lower_lr_and_warmup():
+    loss = [2.0, 1.9, 1.8, float("nan"), float("nan"), 1.7, 1.6]
+    grad = [1.0, 1.1, 0.9, 1.0, 50.0, 1.0, 1.2]
+    out = curve_advice("lr5e-4", steps(7), loss, [], [], grad)
+    assert set(symptoms(out)) == {"loss is NaN/inf", "gradient-norm spike"}
+    nan = out[0]
+    assert "first at step 4" in nan.evidence and "warmup" in nan.advice
+    spike = out[1]
+    assert "50" in spike.evidence and "learning rate" in spike.advice
+
+
+def test_out_of_memory_in_the_log_or_a_sigkill():
+    log = "loading...\ntorch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n"
+    (a,) = log_advice("r64", log, 1)
+    assert a.symptom == "out of memory" and "Tried to allocate" in a.evidence
+    assert "per_device_train_batch_size" in a.advice and "QLoRA" in a.advice
+    (k,) = log_advice("r64", "", -9)
+    assert "SIGKILL" in k.evidence
+    assert log_advice("r64", "ValueError: bad config", 1) == []
+
+
+def test_truncation_short_answers_and_forgetting():
+    m = {**metrics(0.2, words=40, truncated=0.35), "reference_words_mean": 200.0, "ppl_heldout": 15.0}
+    out = metrics_advice("r8", m, {**metrics(0.2), "ppl_heldout": 12.0})
+    assert symptoms(out) == [
+        "many answers truncated",
+        "answers much shorter than the references",
+        "forgetting: general text got harder for the model",
+    ]
+    assert "35%" in out[0].evidence and "max_new_tokens" in out[0].advice
+    assert "40 words" in out[1].evidence and "200" in out[1].evidence and "refine" in out[1].advice
+    assert "12 (base) -> 15 (+25%)" in out[2].evidence and "tools.data.mix" in out[2].advice
+    # without a base model's perplexity there is nothing to compare: no forgetting advice
+    assert "forgetting" not in " ".join(symptoms(metrics_advice("r8", m, None)))
+
+
+def test_overlapping_intervals_mean_the_test_cannot_tell():
+    a = intervals_overlap([("r4", 4.0, 3.6, 4.4), ("r8", 4.2, 3.8, 4.6), ("r16", 4.1, 3.7, 4.5)])
+    assert a is not None and "3 arms from 4 (r4) to 4.2 (r8)" in a.evidence
+    assert "more prompts" in a.advice
+    assert intervals_overlap([("r4", 3.0, 2.8, 3.2), ("r8", 4.2, 3.8, 4.6)]) is None  # separated
+    assert intervals_overlap([("r4", 3.0, math.nan, math.nan), ("r8", 4.2, 3.8, 4.6)]) is None
+
+
+def test_report_leads_the_reader_to_the_advice(out_dir):
+    flat = Run("tiny", "lr", "lr1e-5")
+    write_run(
+        flat,
+        {**standard_series(40), "loss": [(s, 2.0 - 0.0004 * s) for s in range(1, 41)]},
+        {"learning_rate": 1e-5},
+        ["learning_rate"],
+        evals={("demo_eval", "greedy"): {"metrics": metrics(0.2, truncated=0.5), "scores": scores(3.0)}},
+    )
+    good = Run("tiny", "lr", "lr2e-4")
+    write_run(
+        good,
+        standard_series(40),
+        {"learning_rate": 2e-4},
+        ["learning_rate"],
+        evals={("demo_eval", "greedy"): {"metrics": metrics(0.3), "scores": scores(3.2)}},
+    )
+    rep = build_report("lr")
+    lines = [a.line() for a in rep.advice]
+    assert any(x.startswith("lr1e-5: train loss flat") for x in lines), lines
+    assert any(x.startswith("lr1e-5: many answers truncated (50% ") for x in lines), lines
+    assert any(x.startswith("study: all arms within each other's intervals") for x in lines), lines
+    assert not any(x.startswith("lr2e-4:") for x in lines), lines
+    md = (rep.out / "report.md").read_text()
+    assert "## What to try" in md and "raise the learning rate" in md
+    html = (rep.out / "index.html").read_text()
+    assert 'id="advice"' in html and "many answers truncated" in html
