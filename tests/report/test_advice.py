@@ -118,3 +118,29 @@ def test_report_leads_the_reader_to_the_advice(out_dir):
     assert "## What to try" in md and "raise the learning rate" in md
     html = (rep.out / "index.html").read_text()
     assert 'id="advice"' in html and "many answers truncated" in html
+
+
+def test_forgetting_is_shown_beside_the_judge_score(out_dir):
+    base = Run.base("tiny")
+    write_run(base, None, evals={("demo_eval", "greedy"): {"metrics": {**metrics(0.1), "ppl_heldout": 12.0}}})
+    for variant, ppl, mean in (("plain", 15.0, 3.4), ("mixed", 12.3, 3.3)):
+        write_run(
+            Run("tiny", "improve", variant),
+            standard_series(40),
+            {"dataset": variant},
+            ["dataset"],
+            evals={
+                ("demo_eval", "greedy"): {
+                    "metrics": {**metrics(0.3), "ppl_heldout": ppl},
+                    "scores": scores(mean, 0.05),
+                }
+            },
+        )
+    rep = build_report("improve")
+    forgetting = dict(zip(rep.table["label"], rep.table["forgetting"], strict=True))
+    assert round(forgetting["plain"], 3) == 0.25 and round(forgetting["mixed"], 3) == 0.025
+    md = (rep.out / "report.md").read_text()
+    assert "general ppl (vs base)" in md and "15 (+25 %)" in md and "12.3 (+3 %)" in md
+    lines = [a.line() for a in rep.advice]
+    assert any(x.startswith("plain: forgetting") for x in lines), lines
+    assert not any(x.startswith("mixed: forgetting") for x in lines), lines

@@ -41,6 +41,14 @@ def judge_cell(row) -> str:
     return s
 
 
+def forgetting_cell(row) -> str:
+    """Perplexity on held-out general text, and its change against the base model (+ = forgetting)."""
+    ppl, rel = row.get("ppl_general"), row.get("forgetting")
+    if ppl is None or pd.isna(ppl):
+        return "–"
+    return f"{ppl:.4g}" + ("" if rel is None or pd.isna(rel) else f" ({100 * rel:+.0f} %)")
+
+
 def short_warnings(text: str) -> str:
     """'diverged, still improving' from the full warnings (the page lists them in full below)."""
     kinds = []
@@ -54,6 +62,8 @@ def short_warnings(text: str) -> str:
 def display(table: pd.DataFrame, sci: list[str]) -> tuple[list[str], list[dict]]:
     """Column headers and rows of formatted cells for both templates."""
     cols = ["run", "status", *sci, "steps", "loss final / best", "eval loss final / best", "judge"]
+    general = "ppl_general" in table and table["ppl_general"].notna().any()
+    cols += ["general ppl (vs base)"] if general else []
     cols += [
         "n",
         "unparsed",
@@ -75,6 +85,7 @@ def display(table: pd.DataFrame, sci: list[str]) -> tuple[list[str], list[dict]]
             _pair(r.get("final_loss"), r.get("best_loss")),
             _pair(r.get("final_eval_loss"), r.get("best_eval_loss")),
             judge_cell(r),
+            *([forgetting_cell(r)] if general else []),
             _num(r.get("judge_n")),
             _num(r.get("judge_unparsed")),
             _num(r.get("answer_words"), 3),

@@ -158,6 +158,7 @@ def metrics_of(e) -> dict:
         "answer_tokens": m.get("answer_tokens_mean"),
         "rougeL": m.get("rougeL"),
         "truncated_share": m.get("truncated_share"),
+        "ppl_general": m.get("ppl_heldout"),  # perplexity on held-out general text: the forgetting guard
     }
 
 
@@ -253,6 +254,13 @@ def build_table(
             r.label,
         )
 
+    base_ppl = {r.run.model: row["ppl_general"] for r, row in zip(records, rows, strict=True) if r.is_base}
+    df["forgetting"] = [
+        row["ppl_general"] / base_ppl[r.run.model] - 1
+        if row["ppl_general"] and base_ppl.get(r.run.model) and not r.is_base
+        else None
+        for r, row in zip(records, rows, strict=True)
+    ]
     df = df.iloc[sorted(range(len(records)), key=key)]
     df = df.reset_index(drop=True)
     v = verdict(df)

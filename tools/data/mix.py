@@ -1,0 +1,84 @@
+"""Mix a few percent of general instruction data into a training set (the forgetting guard).
+
+Registers two datasets: `<name>` (the training rows plus the general ones, each marked
+`general: true|false`) and `<name>_general_heldout` (general rows neither set holds), on which
+`tools.eval.metrics --heldout` measures forgetting: the perplexity of general answers, base model
+against each tuned run, shown in the report beside the judge score.
+
+Usage:
+    python -m tools.data.mix --dataset alpaca_top100 --general demo [--share 0.03] [--name alpaca_top100_mix]
+        [--heldout-n 100] [--seed 0] [--dataset-dir data]
+    --general: a pool as `python -m tools.data --source` takes it (demo, hw5, a file, a hub name)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from plugins.loaders import DataError
+from plugins.mix import mix_general
+from plugins.registry import RegistryError
+from tools.core.paths import DATA
+from tools.data.cli import load_source
+from tools.data.derived import check_name, publish, registered_rows
+
+
+def mix(
+    dataset: str,
+    general: str,
+    share: float = 0.03,
+    name: str | None = None,
+    heldout_n: int = 100,
+    seed: int = 0,
+    dataset_dir: Path = DATA,
+) -> dict:
+    name = check_name(name or f"{dataset}_mix")
+    heldout_name = check_name(f"{name}_general_heldout")
+    train, train_path = registered_rows(dataset, dataset_dir)
+    pool, source, _ = load_source(general)
+    mixed, added, heldout = mix_general(train, pool, share, heldout_n, seed)
+    base = {"from": dataset, "from_file": train_path.name, "general_source": source, "seed": seed}
+    publish(
+        name,
+        mixed,
+        {**base, "share": share, "general_rows": [r["id"] for r in added], "heldout": heldout_name},
+        dataset_dir,
+        note=f"{dataset} + {len(added)} general rows ({share:.0%})",
+    )
+    publish(heldout_name, heldout, {**base, "role": "held-out general text for forgetting"}, dataset_dir)
+    return {
+        "name": name,
+        "rows": len(mixed),
+        "general": len(added),
+        "heldout": heldout_name,
+        "n_heldout": len(heldout),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", required=True, help="a registered training set, e.g. alpaca_top100")
+    ap.add_argument("--general", required=True, help="the general pool: demo, hw5, a file or a hub name")
+    ap.add_argument("--share", type=float, default=0.03, help="share of general rows in the mixed set")
+    ap.add_argument("--name", default=None, help="the new dataset's name (default <dataset>_mix)")
+    ap.add_argument("--heldout-n", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dataset-dir", type=Path, default=DATA)
+    a = ap.parse_args(argv)
+    try:
+        r = mix(a.dataset, a.general, a.share, a.name, a.heldout_n, a.seed, a.dataset_dir)
+    except (DataError, RegistryError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(
+        f"mix: registered {r['name']} ({r['rows']} rows, {r['general']} general) and "
+        f"{r['heldout']} ({r['n_heldout']} held-out general rows); measure forgetting with "
+        f"python -m tools.eval.metrics ... --heldout {r['heldout']}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
