@@ -28,8 +28,8 @@ ARGS    ?=
 NEEDS   := $(if $(filter smollm2_135m tiny,$(MODEL)),base-model,setup)
 
 .PHONY: help setup setup-extras lock base-model tiny-model smoke demo test test-fast lint format browser \
-        data configs configs-check sweep sweep-data sweep-rank sweep-lr sweep-target sweep-curriculum \
-        sweep-method sweep-epochs eval judge export merge report tensorboard webui bench bench-gpu clean
+        data refine mix configs configs-check sweep sweep-data sweep-rank sweep-lr sweep-target sweep-curriculum \
+        sweep-method sweep-epochs sweep-improve eval judge export merge report tensorboard webui bench bench-gpu clean
 
 help: ## this map: every target, one line each
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z0-9_-]+:.*## /{printf "  \033[1m%-17s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -93,6 +93,13 @@ format: setup ## ruff format and autofix
 data: setup ## select N rows from SOURCE by STRATEGY, split the curriculum, register (DATA_ARGS="--all-strategies --eval hw5")
 	$(PY) -m tools.data --source $(SOURCE) --strategy $(STRATEGY) --n $(N) $(DATA_ARGS)
 
+DATASET ?= alpaca_top100
+refine: setup ## rewrite DATASET's rows through an endpoint into <DATASET>_refined (ARGS="--dry-run", "--prompt evolve")
+	$(PY) -m tools.refine --dataset $(DATASET) $(ARGS)
+
+mix: setup ## mix ~3% general rows into DATASET, plus a held-out general set (ARGS="--general demo")
+	$(PY) -m tools.data.mix --dataset $(DATASET) $(ARGS)
+
 # ---------------------------------------------------------------- configs and sweeps
 configs: setup ## render every study for the committed profiles into experiments/
 	$(PY) -m tools.train.configs render --all
@@ -110,6 +117,7 @@ sweep-target: ; @$(MAKE) --no-print-directory sweep STUDY=target ## target modul
 sweep-curriculum: ; @$(MAKE) --no-print-directory sweep STUDY=curriculum ## chained Easy->Medium->Hard vs ordered vs shuffled
 sweep-method: ; @$(MAKE) --no-print-directory sweep STUDY=method ## LoRA, rsLoRA, DoRA, PiSSA, LoRA+, NEFTune (QLoRA on GPU)
 sweep-epochs: ; @$(MAKE) --no-print-directory sweep STUDY=epochs ## 1, 3, 5, 10, 15 epochs on 100 samples
+sweep-improve: ; @$(MAKE) --no-print-directory sweep STUDY=improve ## the 100 as they are, refined, with general data mixed in
 
 # ---------------------------------------------------------------- evaluation, export, report
 eval: base-model ## answers + automatic metrics for RUN (model/study/variant) on TESTSET

@@ -45,3 +45,13 @@ def out_dir(tmp_path, monkeypatch) -> Path:
     """An isolated output root: saves/, exports/, reports/ and cache/ go here for this test."""
     monkeypatch.setenv("SMALLDATA_OUT", str(tmp_path))
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def tiny_api(tiny_model, tmp_path_factory) -> str:
+    """A real `llamafactory-cli api` serving the tiny model on a loopback port, for the whole session:
+    the judge's and the refinement's endpoint tests share it (one server start, ~15 s)."""
+    from tools.judge.serve import serve_local
+
+    with serve_local(tiny_model, "smollm2", log_path=tmp_path_factory.mktemp("srv") / "serve.log") as url:
+        yield url

@@ -13,11 +13,13 @@ from tools.core.paths import ROOT
 
 # Which stage packages each one may import (besides itself, the core and plugins/). Later stages
 # never feed earlier ones; bench and the demo sit on top.
-STAGES = ("core", "models", "data", "train", "eval", "judge", "export", "report", "bench")
+STAGES = ("core", "models", "data", "refine", "train", "eval", "judge", "export", "report", "bench")
 MAY_IMPORT = {
     "core": set(),
     "models": set(),
     "data": set(),
+    # refinement calls an endpoint: it reuses the judge's client, cache and prices
+    "refine": {"data", "judge"},
     "train": {"models"},
     "eval": set(),
     "judge": set(),

@@ -33,7 +33,6 @@ from tools.core.paths import ROOT, Run
 from tools.judge.cache import cache_path
 from tools.judge.cli import run_judge
 from tools.judge.protocol import JUDGE_TEMPLATES
-from tools.judge.serve import serve_local
 
 pytestmark = pytest.mark.slow
 
@@ -115,9 +114,8 @@ class FaultProxy:
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model, tmp_path_factory):
-    with serve_local(tiny_model, "smollm2", log_path=tmp_path_factory.mktemp("srv") / "serve.log") as url:
-        yield url
+def server(tiny_api):
+    return tiny_api
 
 
 @pytest.fixture()

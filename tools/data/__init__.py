@@ -1,6 +1,13 @@
-"""The data stage's command line: load a pool, select, split the curriculum and register, through
-`plugins/` (which does the work on LLaMA-Factory's side). `python -m tools.data --help`."""
+"""The data stage's command lines: load a pool, select, split the curriculum and register (`cli`,
+`python -m tools.data`), through `plugins/` (which does the work on LLaMA-Factory's side); datasets
+derived from a registered one (`derived`), such as a general-data mix (`mix`, `python -m tools.data.mix`)."""
 
 from tools.core.face import lazy_face
 
-__getattr__, __all__ = lazy_face(__name__, {"load_source": "cli", "eval_rows": "cli", "main": "cli"})
+__getattr__, __all__ = lazy_face(
+    __name__,
+    {
+        **dict.fromkeys(["load_source", "eval_rows", "main"], "cli"),
+        **dict.fromkeys(["check_name", "publish", "registered_rows"], "derived"),
+    },
+)

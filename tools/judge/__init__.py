@@ -12,6 +12,8 @@ __getattr__, __all__ = lazy_face(
         **dict.fromkeys(["Endpoint", "Task", "CallStats", "call_all", "run_tasks"], "client"),
         **dict.fromkeys(["Protocol", "ProtocolError", "load_protocol"], "protocol"),
         **dict.fromkeys(["bootstrap_ci", "paired_difference", "summary"], "stats"),
-        "JudgeError": "run",
+        **dict.fromkeys(["JudgeError", "JudgeSpec", "api_spec"], "run"),
+        **dict.fromkeys(["cost_usd", "messages_tokens", "price_of"], "cost"),
+        "JudgeCache": "cache",
     },
 )

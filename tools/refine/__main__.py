@@ -1,0 +1,5 @@
+import sys
+
+from tools.refine.refine import main
+
+sys.exit(main())
