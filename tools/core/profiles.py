@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from tools.core.paths import MODELS, ROOT, TEMPLATES
+from tools.core.paths import MODELS, ROOT, TEMPLATES, saves_dir
 
 PROFILES = TEMPLATES / "profiles"
 PROFILE_REQUIRED = ("description", "model_name_or_path", "template")
@@ -57,6 +57,8 @@ def resolve_model_path(model_name_or_path: str) -> str:
     """A profile's model: a folder relative to the repo root when it is one, else a hub id as given."""
     if model_name_or_path.startswith("models/"):  # honours SMALLDATA_MODELS, as tools.core.paths does
         return str(MODELS / model_name_or_path.removeprefix("models/"))
+    if model_name_or_path.startswith("saves/"):  # a model this project wrote (a pruned one): the output root
+        return str(saves_dir() / model_name_or_path.removeprefix("saves/"))
     local = ROOT / model_name_or_path
     if local.exists() or model_name_or_path.startswith("./"):
         return str(local)

@@ -69,9 +69,19 @@ def dataset_files(datasets: str | list[str], dataset_dir: str | Path = DATA) -> 
 
 
 def data_fingerprint(datasets: str | list[str], dataset_dir: str | Path = DATA) -> dict[str, str]:
-    """{dataset name: sha256 of its file} (a folder hashes its files in name order)."""
-    out = {}
-    for name, path in dataset_files(datasets, dataset_dir).items():
+    """{dataset name: sha256 of its file} (a folder hashes its files in name order; a hub dataset, which
+    LLaMA-Factory downloads itself, is named by its address and revision)."""
+    from plugins.registry import load_info
+
+    names = [d.strip() for d in datasets.split(",")] if isinstance(datasets, str) else list(datasets)
+    info, out, local = load_info(dataset_dir), {}, []
+    for name in filter(None, names):
+        entry = info.get(name)
+        if isinstance(entry, dict) and "file_name" not in entry and entry.get("hf_hub_url"):
+            out[name] = f"hub:{entry['hf_hub_url']}@{entry.get('revision', 'main')}"
+        else:
+            local.append(name)
+    for name, path in dataset_files(local, dataset_dir).items():
         if path.is_dir():
             parts = [
                 f"{p.relative_to(path)}:{sha256_file(p)}" for p in sorted(path.rglob("*")) if p.is_file()

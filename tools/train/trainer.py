@@ -66,6 +66,22 @@ def _clear_for_fresh_start(out: Path) -> None:
         shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
+def train_command(job: dict, config: Path) -> list[str]:
+    """`llamafactory-cli train CONFIG`, or `python -m <launcher> CONFIG` when the config names a launcher
+    of ours (a plugins.* module that supplies what LLaMA-Factory cannot load, then calls its run_exp)."""
+    import sys
+
+    launcher = job["resolved_config"].get("launcher")
+    if launcher is None:
+        return [job["cli"], "train", str(config)]
+    if (
+        not str(launcher).startswith("plugins.")
+        or not str(launcher).replace(".", "").replace("_", "").isalnum()
+    ):
+        raise ValueError(f"{job['config']}: launcher {launcher!r} is not a module of plugins/")
+    return [sys.executable, "-m", str(launcher), str(config)]
+
+
 def _train_loss(out: Path) -> float | None:
     for name in ("train_results.json", "all_results.json"):
         loss = _read_json(out / name).get("train_loss")
@@ -174,7 +190,7 @@ def _train_one_locked(job: dict) -> dict:
     # A TENSORBOARD_LOGGING_DIR from the shell would send every run's events to one folder; without it
     # transformers 5 writes them to <output_dir>/runs/, where the report looks.
     env.pop("TENSORBOARD_LOGGING_DIR", None)
-    child = run_child([job["cli"], "train", str(out / RESOLVED)], log, cwd=Path(job["cwd"]), env=env)
+    child = run_child(train_command(job, out / RESOLVED), log, cwd=Path(job["cwd"]), env=env)
     ok = child.returncode == 0 and (out / ADAPTER).exists()
     stats = {
         "returncode": child.returncode,

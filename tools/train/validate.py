@@ -16,7 +16,11 @@ TEMPLATE_ONLY_TYPES: dict[str, tuple[type, ...]] = {
     "step_budget_epochs": (int, float),
     "max_steps_cap": (int,),
     "eval_testset": (str,),
+    "pruned_model": (str,),
 }
+# Keys of ours that ride in the rendered YAML for a launcher (plugins.pruned_train), which removes them
+# before calling LLaMA-Factory: checked here for their type, then left out of LLaMA-Factory's parse.
+LAUNCHER_KEYS: dict[str, type] = {"launcher": str, "trust_pickle": bool}
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
@@ -64,7 +68,9 @@ def _accepts(annotation: Any, value: Any) -> bool:
 
 def check_value(key: str, value: Any, where: str) -> None:
     """A value a profile, study or variant sets: the right type for the key it sets."""
-    if key in TEMPLATE_ONLY_TYPES:
+    if key in LAUNCHER_KEYS:
+        ok, want = isinstance(value, LAUNCHER_KEYS[key]), LAUNCHER_KEYS[key].__name__
+    elif key in TEMPLATE_ONLY_TYPES:
         ok = value is None or (isinstance(value, TEMPLATE_ONLY_TYPES[key]) and not isinstance(value, bool))
         if key == "precision" and value not in PRECISIONS:
             raise ConfigError(f"{where}: precision = {value!r}: use one of {PRECISIONS}")
@@ -99,8 +105,9 @@ def validate_config(cfg: dict, where: str) -> None:
     from llamafactory.hparams.parser import _verify_model_args
 
     for key, value in cfg.items():
-        if key in _lf_field_types():
+        if key in _lf_field_types() or key in LAUNCHER_KEYS:
             check_value(key, value, where)
+    cfg = {k: v for k, v in cfg.items() if k not in LAUNCHER_KEYS}
     parser = _train_parser()
     logging.disable(logging.WARNING)
     try:
