@@ -9,5 +9,6 @@ __getattr__, __all__ = lazy_face(
     {
         **dict.fromkeys(["load_source", "eval_rows", "main"], "cli"),
         **dict.fromkeys(["check_name", "publish", "registered_rows"], "derived"),
+        "register_recovery_data": "recovery",
     },
 )

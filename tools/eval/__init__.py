@@ -15,5 +15,7 @@ __getattr__, __all__ = lazy_face(
         **dict.fromkeys(["generate", "generate_point", "partial_path", "sidecar_path"], "generate"),
         **dict.fromkeys(["DecodingPoint", "load_grid", "grid_names"], "decoding"),
         **dict.fromkeys(["rouge_items", "perplexity", "compute"], "metrics"),
+        **dict.fromkeys(["evaluate_run", "stages_of"], "recovery"),
+        **dict.fromkeys(["zero_shot", "LOCAL_TASKS", "STANDARD_TASKS"], "zeroshot"),
     },
 )

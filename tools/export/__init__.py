@@ -11,5 +11,6 @@ __getattr__, __all__ = lazy_face(
         **dict.fromkeys(["Refused", "run_info"], "runs"),
         "CheckFailed": "logits",
         **dict.fromkeys(["merge_adapters", "merge_models"], "merge"),
+        "export_pruned": "pruned",
     },
 )

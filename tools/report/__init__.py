@@ -8,6 +8,7 @@ __getattr__, __all__ = lazy_face(
     __name__,
     {
         **dict.fromkeys(["build_report", "main"], "build"),
+        "build_recovery_report": "recovery",
         **dict.fromkeys(
             ["metrics", "scores", "write_run", "write_events", "standard_series", "curve"], "synthetic"
         ),

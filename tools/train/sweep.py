@@ -179,7 +179,11 @@ EVAL_STEPS = (
     ("tools.eval.metrics", ()),
     ("tools.judge", ("--decoding", "greedy")),
 )
-TAKES_DATASET_DIR = ("tools.eval.generate", "tools.eval.metrics")
+TAKES_DATASET_DIR = ("tools.eval.generate", "tools.eval.metrics", "tools.eval.recovery")
+# A pruned model's runs (the recovery study) are scored before pruning, after it and after recovery
+# (perplexity, zero-shot accuracy, speed, memory) and reported in one table, not answered and judged.
+RECOVERY_STEPS = (("tools.eval.recovery", ()),)
+NO_TESTSET = ("tools.eval.recovery",)
 
 
 def evaluate(
@@ -200,7 +204,8 @@ def evaluate(
         for module, extra in steps:
             if not module_exists(module):
                 continue
-            cmd = [sys.executable, "-m", module, "--run", run.name, "--testset", testset, *extra]
+            cmd = [sys.executable, "-m", module, "--run", run.name, *extra]
+            cmd += [] if module in NO_TESTSET else ["--testset", testset]
             if module in TAKES_DATASET_DIR and Path(dataset_dir).resolve() != DATA.resolve():
                 cmd += ["--dataset-dir", str(dataset_dir)]
             rc = run_child(cmd, log, cwd=ROOT).returncode
@@ -254,7 +259,10 @@ def sweep(
     if run_eval:
         testset = jobs[0]["eval_testset"]
         finished = [Run.parse(r["run"]) for r in results if r["status"] in ("finished", "done")]
-        evaluate([Run.base(model), *finished], testset, study, dataset_dir)
+        if any(j["resolved_config"].get("launcher") == "plugins.pruned_train" for j in jobs):
+            evaluate(finished, testset, study, dataset_dir, RECOVERY_STEPS, "tools.report.recovery")
+        else:
+            evaluate([Run.base(model), *finished], testset, study, dataset_dir)
     return results
 
 
