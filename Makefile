@@ -29,7 +29,8 @@ NEEDS   := $(if $(filter smollm2_135m tiny,$(MODEL)),base-model,setup)
 
 .PHONY: help setup setup-extras lock base-model tiny-model smoke demo test test-fast lint format browser \
         data refine mix configs configs-check sweep sweep-data sweep-rank sweep-lr sweep-target sweep-curriculum \
-        sweep-method sweep-epochs sweep-improve eval judge export merge report tensorboard webui bench bench-gpu clean
+        sweep-method sweep-epochs sweep-improve eval judge export merge report tensorboard webui bench bench-gpu clean \
+        recovery-demo
 
 help: ## this map: every target, one line each
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z0-9_-]+:.*## /{printf "  \033[1m%-17s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -66,6 +67,9 @@ smoke: base-model ## one short LoRA run on the embedded model; prints where its 
 
 demo: base-model ## the whole study end to end on the embedded default (DATA=hw5 for the real data)
 	$(PY) -m tools.demo --data $(DATA)
+
+recovery-demo: base-model ## prune SmolLM2-135M per layer, recover it with LoRA via LLaMA-Factory, compare before/after
+	$(PY) -m tools.recovery_demo
 
 # ---------------------------------------------------------------- quality
 test: setup lint browser ## lint, then every test (slow end-to-end ones included)

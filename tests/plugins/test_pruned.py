@@ -1,0 +1,159 @@
+"""Pruned models: structured pruning with different widths per layer, the pickle opt-in, the safe format,
+the HF folder for uniform widths, the launcher's config handling and the recovery study's rendering."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from plugins import pruned
+from plugins.pruned_train import EXTRA_KEYS, split_config
+from plugins.pruned_train import main as launcher_main
+from tools.core.paths import ROOT
+
+
+def _logits(model, tokenizer, text="def reverse(s): return s[::-1]"):
+    import torch
+
+    ids = tokenizer(text, return_tensors="pt").input_ids
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+@pytest.fixture()
+def tiny_pruned(tiny_model):
+    """The tiny model pruned non-uniformly: (model, tokenizer, info)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tools.models.prune import prune
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    info = prune(model, mlp_ratio=0.3, head_ratio=0.5, skip_first=0, skip_last=0)
+    return model, AutoTokenizer.from_pretrained(tiny_model), info
+
+
+def test_pruning_removes_different_amounts_per_layer(tiny_pruned):
+    model, tokenizer, info = tiny_pruned
+    widths = pruned.layer_widths(model)
+    assert widths[0]["intermediate_size"] != widths[1]["intermediate_size"]  # 128 - 19, 128 - 58
+    assert [w["intermediate_size"] for w in widths] == [109, 70]
+    assert all(w["num_key_value_heads"] == 1 and w["num_attention_heads"] == 2 for w in widths)
+    assert pruned.uniform_widths(model) is None
+    assert info["params_after"] == pruned.param_count(model) < info["params_before"]
+    out = model.generate(tokenizer("x", return_tensors="pt").input_ids, max_new_tokens=3, do_sample=False)
+    assert out.shape[1] >= 2  # the narrower layers run end to end, cache included
+
+
+def test_a_pickle_loads_only_with_the_opt_in(tiny_pruned, tmp_path):
+    model, tokenizer, _ = tiny_pruned
+    path = pruned.save_pickle(model, tokenizer, tmp_path / "pruned_model.bin")
+    with pytest.raises(pruned.PrunedModelError, match="runs code from the file.*--trust-pickle"):
+        pruned.load(path)
+    again, tok, kind = pruned.load(path, trust_pickle=True)
+    assert kind == "pickle" and pruned.layer_widths(again) == pruned.layer_widths(model)
+    assert (_logits(again, tok) - _logits(model, tokenizer)).abs().max() == 0
+
+
+def test_the_safe_format_rebuilds_each_layer_width_and_the_logits(tiny_pruned, tmp_path):
+    model, tokenizer, _ = tiny_pruned
+    folder = pruned.save_safe(model, tokenizer, tmp_path / "safe")
+    man = json.loads((folder / pruned.MANIFEST).read_text())
+    assert man["layers"] == pruned.layer_widths(model) and not (folder / "config.json").exists()
+    again, tok, kind = pruned.load(folder)  # no flag needed: tensors and JSON only
+    assert kind == "safe"
+    assert (_logits(again, tok) - _logits(model, tokenizer)).abs().max() < 1e-5
+    man["layers"][0]["intermediate_size"] += 1
+    (folder / pruned.MANIFEST).write_text(json.dumps(man))
+    with pytest.raises(Exception, match="size mismatch|does not match"):
+        pruned.load(folder)
+
+
+def test_uniform_widths_also_give_a_plain_hf_folder(tiny_model, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tools.models.prune import prune_layer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    for layer in model.model.layers:
+        prune_layer(layer, drop_groups=1, drop_channels=32)
+    assert pruned.uniform_widths(model) == {
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "intermediate_size": 96,
+    }
+    hf = pruned.save_hf(model, tokenizer, tmp_path / "hf")
+    assert json.loads((hf / "config.json").read_text())["intermediate_size"] == 96
+    plain = AutoModelForCausalLM.from_pretrained(hf, dtype=torch.float32).eval()
+    assert (_logits(plain, tokenizer) - _logits(model, tokenizer)).abs().max() < 1e-5
+    assert model.config.intermediate_size == 128  # the module's own config is left as it was
+
+
+def test_the_launcher_refuses_a_pickle_without_the_flag(tiny_pruned, tmp_path, capsys):
+    model, tokenizer, _ = tiny_pruned
+    path = pruned.save_pickle(model, tokenizer, tmp_path / "pruned_model.bin")
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(yaml.safe_dump({"model_name_or_path": str(path), "launcher": "plugins.pruned_train"}))
+    assert launcher_main([str(cfg)]) == 2
+    assert "--trust-pickle" in capsys.readouterr().err
+    cfg.write_text(yaml.safe_dump({"model_name_or_path": str(tmp_path)}))
+    assert launcher_main([str(cfg)]) == 2
+    assert "not a pruned model" in capsys.readouterr().err
+
+
+def test_our_keys_are_split_from_llamafactorys():
+    lf, ours = split_config(
+        {"model_name_or_path": "m", "launcher": "plugins.pruned_train", "trust_pickle": True}
+    )
+    assert lf == {"model_name_or_path": "m"} and set(ours) == set(EXTRA_KEYS)
+
+
+def test_the_recovery_study_renders_the_issue_defaults():
+    from tools.train.configs import render_study
+
+    (gpu,) = render_study("recovery", "llama2_7b")
+    c = gpu.config
+    assert gpu.run.variant == "alpaca_cleaned" and c["dataset"] == "alpaca_cleaned" and c["val_size"] == 2000
+    assert (c["lora_rank"], c["lora_alpha"], c["lora_dropout"], c["learning_rate"]) == (8, 16, 0.05, 1e-4)
+    assert c["lora_target"].split(",") == [f"{m}_proj" for m in ("q", "k", "v", "o", "gate", "up", "down")]
+    assert c["per_device_train_batch_size"] * c["gradient_accumulation_steps"] == 64
+    assert (c["num_train_epochs"], c["cutoff_len"], c["train_on_prompt"], c["template"]) == (
+        2,
+        256,
+        False,
+        "alpaca",
+    )
+    assert c["model_name_or_path"] == "saves/llama2_7b/pruned/pruned_model.bin"
+    assert c["launcher"] == "plugins.pruned_train" and c["trust_pickle"] is True
+    assert "python -m plugins.pruned_train experiments/recovery/" in gpu.text
+    (cpu,) = render_study("recovery", "smollm2_135m")
+    assert cpu.run.variant == "demo_recovery" and cpu.config["dataset"] == "demo_recovery"
+    # The rank study's keys, plus only the pruned model's launcher keys and the validation split's.
+    (rank,) = render_study("rank", "llama2_7b", only=["r8"])
+    extra = {
+        "launcher",
+        "trust_pickle",
+        "train_on_prompt",
+        "val_size",
+        "eval_strategy",
+        "per_device_eval_batch_size",
+    }
+    assert set(c) - set(rank.config) == extra and set(rank.config) - set(c) == set()
+
+
+def test_the_trainer_starts_the_launcher_a_config_names():
+    from tools.train.trainer import train_command
+
+    job = {
+        "cli": "llamafactory-cli",
+        "config": "c.yaml",
+        "resolved_config": {"launcher": "plugins.pruned_train"},
+    }
+    assert train_command(job, ROOT / "c.yaml")[1:3] == ["-m", "plugins.pruned_train"]
+    assert train_command({**job, "resolved_config": {}}, ROOT / "c.yaml")[:2] == ["llamafactory-cli", "train"]
+    with pytest.raises(ValueError, match="not a module of plugins"):
+        train_command({**job, "resolved_config": {"launcher": "os; rm -rf /"}}, ROOT / "c.yaml")

@@ -1,0 +1,75 @@
+"""`make recovery-demo`: prune the embedded SmolLM2-135M, recover it with LoRA through LLaMA-Factory, compare.
+
+Each step is its own command (shown as it runs), each skips what is already done:
+1. `python -m tools.data.recovery`: registers `demo_recovery` (the project's own pool) and the held-out
+   rows whose text the perplexity is read on (`demo_recovery_heldout`);
+2. `python -m tools.models.prune`: structured magnitude pruning, different widths per layer, saved as
+   LLM-Pruner's pickled dict `saves/smollm2_135m/pruned/pruned_model.bin`;
+3. `python -m tools.train.sweep --study recovery`: LoRA through LLaMA-Factory (plugins/pruned_train.py
+   supplies the module), then tools.eval.recovery (before pruning, after, after recovery) and
+   tools.report.recovery (`reports/recovery/report.md`);
+4. `python -m tools.export.pruned`: the merged model in the pickled format, checked by logits.
+Exits 1 when the recovered model's perplexity is not below the pruned model's.
+
+Usage:
+    python -m tools.recovery_demo [--mlp-ratio 0.2] [--head-ratio 0.1] [--model smollm2_135m]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+from tools.core.paths import ROOT, Run
+from tools.core.profiles import load_profile, resolve_model_path
+
+STUDY, VARIANT = "recovery", "demo_recovery"
+
+
+def step(cmd: list[str]) -> None:
+    print(f"\n$ {' '.join(cmd)}", flush=True)
+    rc = subprocess.call([sys.executable, "-m", *cmd], cwd=ROOT)
+    if rc != 0:
+        raise SystemExit(rc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2_135m", help="a CPU profile")
+    ap.add_argument("--mlp-ratio", default="0.2")
+    ap.add_argument("--head-ratio", default="0.1")
+    a = ap.parse_args(argv)
+    t0 = time.time()
+    step(["tools.data.recovery"])
+    pruned = resolve_model_path(f"saves/{a.model}/pruned/pruned_model.bin")
+    source = load_profile(a.model)["model_name_or_path"]
+    if not (ROOT / pruned).exists():
+        step(
+            ["tools.models.prune", "--model", resolve_model_path(source), "--out", pruned]
+            + ["--mlp-ratio", a.mlp_ratio, "--head-ratio", a.head_ratio]
+        )
+    step(["tools.train.sweep", "--study", STUDY, "--model", a.model, "--only", VARIANT])
+    run = Run(a.model, STUDY, VARIANT)
+    if not (run.export_dir / "export.json").exists():
+        step(["tools.export.pruned", "--run", run.name])
+    results = json.loads((run.output_dir / "eval" / "recovery" / "evaluation_results.json").read_text())
+    ppl = {k: v["perplexity"] for k, v in results["stages"].items()}
+    text = next(k for k in ppl["pruned"] if k.startswith("local:"))
+    print(
+        f"\nperplexity on {text.removeprefix('local:')} (held out of training), {time.time() - t0:.0f} s in all:"
+    )
+    for stage in ("unpruned", "pruned", "recovered"):
+        if stage in ppl:
+            print(f"  {stage:<10} {ppl[stage][text]:>10.2f}")
+    print("report: reports/recovery/report.md; merged model:", run.export_dir)
+    if not ppl["recovered"][text] < ppl["pruned"][text]:
+        print("error: recovery did not lower the pruned model's perplexity", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
