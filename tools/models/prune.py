@@ -2,7 +2,10 @@
 
 What it removes, per decoder layer: MLP channels (a row of gate/up, the matching column of down) and
 whole key/value groups of attention (one key/value head and the query heads that share it, so the
-grouped-query ratio stays whole). Which ones: the smallest by L1 magnitude of the weights they own.
+grouped-query ratio stays whole). Which ones: the smallest by L1 magnitude of the weights they own, or,
+with calibration text (`--calibration DATASET`), by Wanda's activation-weighted magnitude: each input
+channel of down_proj / o_proj scores ||its activations||_2 x ||its weight column||_1 on that text, a
+group the sum of its heads' channels (far gentler on a small model: see the README's recovery section).
 How many: the share ramps linearly with depth from 0.5x to 1.5x the asked ratio (later layers lose
 more), so layers end up with different widths, as LLM-Pruner's models do; the first `skip_first` and
 last `skip_last` layers are left whole (LLM-Pruner's default keeps the first and last few too). At least
@@ -14,16 +17,20 @@ with --safe, the safe folder (plugins.pruned), and `<out>.prune.json` beside it 
 Usage:
     python -m tools.models.prune --model models/smollm2-135m-instruct --out saves/smollm2_135m/pruned/pruned_model.bin
         [--mlp-ratio 0.3] [--head-ratio 0.2] [--skip-first 2] [--skip-last 2] [--safe]
+        [--calibration demo_recovery [--dataset-dir data]]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from plugins.fileio import atomic_write_json
 from plugins.pruned import layer_widths, param_count, resize_layer, save_pickle, save_safe
+from plugins.registry import RegistryError, resolve
+from tools.core.paths import DATA
 
 
 def layer_ratio(ratio: float, i: int, first: int, last: int) -> float:
@@ -40,8 +47,34 @@ def _keep(scores, n_keep: int):
     return torch.sort(torch.topk(scores, n_keep).indices).values
 
 
-def prune_layer(layer, drop_groups: int, drop_channels: int) -> dict:
-    """Remove the smallest `drop_groups` key/value groups and `drop_channels` MLP channels of one layer."""
+def activation_norms(model, tokenizer, texts: list[str], max_tokens: int = 4096, seq_len: int = 256) -> list:
+    """Per layer: (||input||_2 of each o_proj channel, of each down_proj channel) over the calibration text."""
+    import torch
+
+    sums: list[list] = [[None, None] for _ in model.model.layers]
+    hooks = []
+    for i, layer in enumerate(model.model.layers):
+        for j, mod in enumerate((layer.self_attn.o_proj, layer.mlp.down_proj)):
+
+            def hook(_m, args, _out, i=i, j=j):
+                sq = args[0].detach().float().pow(2).sum(tuple(range(args[0].dim() - 1)))
+                sums[i][j] = sq if sums[i][j] is None else sums[i][j] + sq
+
+            hooks.append(mod.register_forward_hook(hook))
+    ids = tokenizer("\n\n".join(texts), return_tensors="pt").input_ids[0][:max_tokens]
+    try:
+        with torch.no_grad():
+            for start in range(0, len(ids), seq_len):
+                model(input_ids=ids[start : start + seq_len][None])
+    finally:
+        for h in hooks:
+            h.remove()
+    return [(o.sqrt(), d.sqrt()) for o, d in sums]
+
+
+def prune_layer(layer, drop_groups: int, drop_channels: int, norms: tuple | None = None) -> dict:
+    """Remove the least important `drop_groups` key/value groups and `drop_channels` MLP channels of one layer
+    (L1 magnitude; with `norms` from activation_norms, activation-weighted magnitude)."""
     import torch
 
     attn, mlp = layer.self_attn, layer.mlp
@@ -49,18 +82,24 @@ def prune_layer(layer, drop_groups: int, drop_channels: int) -> dict:
     heads, kv = attn.q_proj.out_features // hd, attn.k_proj.out_features // hd
     per = heads // kv
     with torch.no_grad():
-        q = attn.q_proj.weight.abs().view(kv, per * hd, -1).sum((1, 2))
-        k = attn.k_proj.weight.abs().view(kv, hd, -1).sum((1, 2))
-        v = attn.v_proj.weight.abs().view(kv, hd, -1).sum((1, 2))
-        o = attn.o_proj.weight.abs().view(-1, kv, per * hd).sum((0, 2))
-        groups = _keep(q + k + v + o, kv - drop_groups)
+        if norms is not None:
+            gscore = (attn.o_proj.weight.abs().sum(0) * norms[0]).view(kv, per * hd).sum(1)
+        else:
+            q = attn.q_proj.weight.abs().view(kv, per * hd, -1).sum((1, 2))
+            k = attn.k_proj.weight.abs().view(kv, hd, -1).sum((1, 2))
+            v = attn.v_proj.weight.abs().view(kv, hd, -1).sum((1, 2))
+            gscore = q + k + v + attn.o_proj.weight.abs().view(-1, kv, per * hd).sum((0, 2))
+        groups = _keep(gscore, kv - drop_groups)
         q_rows = torch.cat([torch.arange(g * per * hd, (g + 1) * per * hd) for g in groups.tolist()])
         kv_rows = torch.cat([torch.arange(g * hd, (g + 1) * hd) for g in groups.tolist()])
-        score = (
-            mlp.gate_proj.weight.abs().sum(1)
-            + mlp.up_proj.weight.abs().sum(1)
-            + mlp.down_proj.weight.abs().sum(0)
-        )
+        if norms is not None:
+            score = mlp.down_proj.weight.abs().sum(0) * norms[1]
+        else:
+            score = (
+                mlp.gate_proj.weight.abs().sum(1)
+                + mlp.up_proj.weight.abs().sum(1)
+                + mlp.down_proj.weight.abs().sum(0)
+            )
         chans = _keep(score, mlp.gate_proj.out_features - drop_channels)
         old = {n: getattr(attn, n).weight.data for n in ("q_proj", "k_proj", "v_proj", "o_proj")}
         old.update({n: getattr(mlp, n).weight.data for n in ("gate_proj", "up_proj", "down_proj")})
@@ -76,7 +115,12 @@ def prune_layer(layer, drop_groups: int, drop_channels: int) -> dict:
 
 
 def prune(
-    model, mlp_ratio: float = 0.3, head_ratio: float = 0.2, skip_first: int = 2, skip_last: int = 2
+    model,
+    mlp_ratio: float = 0.3,
+    head_ratio: float = 0.2,
+    skip_first: int = 2,
+    skip_last: int = 2,
+    norms: list | None = None,
 ) -> dict:
     """Prune in place; returns what was removed and the parameter counts before and after."""
     layers = model.model.layers
@@ -92,13 +136,14 @@ def prune(
         hr, mr = layer_ratio(head_ratio, i, first, last), layer_ratio(mlp_ratio, i, first, last)
         groups = min(int(hr * kv + 0.5), kv - 1)
         chans = min(int(mr * inter + 0.5), inter - max(1, inter // 8))
-        removed.append({"layer": i, **prune_layer(layer, groups, chans)})
+        removed.append({"layer": i, **prune_layer(layer, groups, chans, norms[i] if norms else None)})
     after = param_count(model)
     return {
         "mlp_ratio": mlp_ratio,
         "head_ratio": head_ratio,
         "skip_first": skip_first,
         "skip_last": skip_last,
+        "importance": "activation-weighted magnitude" if norms else "L1 magnitude",
         "params_before": before,
         "params_after": after,
         "pruned_share": round(1 - after / before, 4),
@@ -117,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--safe", action="store_true", help="write the safe format (a folder) instead of a pickle"
     )
+    ap.add_argument("--calibration", help="a registered dataset whose text weighs the magnitudes (Wanda)")
+    ap.add_argument("--dataset-dir", type=Path, default=DATA)
     a = ap.parse_args(argv)
     for name in ("mlp_ratio", "head_ratio"):
         if not 0 <= getattr(a, name) < 1:
@@ -131,8 +178,16 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         print(f"error: --model {a.model}: {e}", file=sys.stderr)
         return 2
-    info = prune(model, a.mlp_ratio, a.head_ratio, a.skip_first, a.skip_last)
-    info["source"] = str(a.model)
+    norms = None
+    if a.calibration:
+        try:
+            rows = json.loads(resolve(a.calibration, a.dataset_dir).read_text())
+        except RegistryError as e:
+            print(f"error: --calibration: {e}", file=sys.stderr)
+            return 2
+        norms = activation_norms(model, tokenizer, [f"{r['instruction']}\n{r['output']}" for r in rows])
+    info = prune(model, a.mlp_ratio, a.head_ratio, a.skip_first, a.skip_last, norms)
+    info.update(source=str(a.model), calibration=a.calibration)
     (save_safe if a.safe else save_pickle)(model, tokenizer, a.out)
     atomic_write_json(a.out.with_name(a.out.name + ".prune.json"), info)
     print(
