@@ -3,7 +3,8 @@
 Each step is its own command (shown as it runs), each skips what is already done:
 1. `python -m tools.data.recovery`: registers `demo_recovery` (the project's own pool) and the held-out
    rows whose text the perplexity is read on (`demo_recovery_heldout`);
-2. `python -m tools.models.prune`: structured magnitude pruning, different widths per layer, saved as
+2. `python -m tools.models.prune --calibration demo_recovery`: structured pruning by activation-weighted
+   magnitude on the training rows, different widths per layer, saved as
    LLM-Pruner's pickled dict `saves/smollm2_135m/pruned/pruned_model.bin`;
 3. `python -m tools.train.sweep --study recovery`: LoRA through LLaMA-Factory (plugins/pruned_train.py
    supplies the module), then tools.eval.recovery (before pruning, after, after recovery) and
@@ -12,7 +13,7 @@ Each step is its own command (shown as it runs), each skips what is already done
 Exits 1 when the recovered model's perplexity is not below the pruned model's.
 
 Usage:
-    python -m tools.recovery_demo [--mlp-ratio 0.2] [--head-ratio 0.1] [--model smollm2_135m]
+    python -m tools.recovery_demo [--mlp-ratio 0.2] [--head-ratio 0.2] [--model smollm2_135m]
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2_135m", help="a CPU profile")
     ap.add_argument("--mlp-ratio", default="0.2")
-    ap.add_argument("--head-ratio", default="0.1")
+    ap.add_argument("--head-ratio", default="0.2")
     a = ap.parse_args(argv)
     t0 = time.time()
     step(["tools.data.recovery"])
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (ROOT / pruned).exists():
         step(
             ["tools.models.prune", "--model", resolve_model_path(source), "--out", pruned]
-            + ["--mlp-ratio", a.mlp_ratio, "--head-ratio", a.head_ratio]
+            + ["--mlp-ratio", a.mlp_ratio, "--head-ratio", a.head_ratio, "--calibration", "demo_recovery"]
         )
     step(["tools.train.sweep", "--study", STUDY, "--model", a.model, "--only", VARIANT])
     run = Run(a.model, STUDY, VARIANT)

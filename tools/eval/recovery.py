@@ -15,7 +15,7 @@ only evaluates what is missing) and, joined, `<run>/eval/recovery/evaluation_res
 
 Usage:
     python -m tools.eval.recovery --run smollm2_135m/recovery/demo_recovery [--unpruned DIR]
-        [--tasks local] [--text demo_recovery_heldout] [--seq-len 128] [--max-tokens 4096] [--dataset-dir data]
+        [--tasks local] [--text demo_recovery_heldout] [--seq-len 128] [--max-tokens N] [--dataset-dir data]
     python -m tools.eval.recovery --model PATH [--adapter DIR] [--trust-pickle] --stage NAME --out FILE.json [...]
     --tasks: local (python_mc), standard (LLM-Pruner's seven, when reachable), none, or lm-eval task names
 """
@@ -36,6 +36,7 @@ from tools.core.profiles import resolve_model_path
 from tools.core.runinfo import now, run_child
 from tools.eval.zeroshot import hub_reachable, zero_shot
 
+CPU_MAX_TOKENS = 2048
 SPEED_PROMPTS = [
     "Explain what a Python list comprehension is.",
     "Write a function that checks whether a number is prime.",
@@ -56,7 +57,7 @@ def local_text(dataset: str, dataset_dir: Path = DATA) -> str:
 
 
 def perplexity(
-    model, tokenizer, text: str, seq_len: int = 128, max_tokens: int = 4096, batch: int = 8
+    model, tokenizer, text: str, seq_len: int = 128, max_tokens: int | None = None, batch: int = 8
 ) -> float:
     import torch
 
@@ -135,10 +136,11 @@ def evaluate_model(a: argparse.Namespace) -> dict:
     if device == "cuda":
         model = model.to(device=device, dtype=torch.bfloat16)
         torch.cuda.reset_peak_memory_stats()
+    # The whole text on a GPU; on a CPU its first CPU_MAX_TOKENS tokens (16 windows), unless --max-tokens says.
+    cap = a.max_tokens or (None if device == "cuda" else CPU_MAX_TOKENS)
     ppl: dict[str, float | str] = {}
-    ppl[f"local:{a.text}"] = perplexity(
-        model, tokenizer, local_text(a.text, a.dataset_dir), a.seq_len, a.max_tokens
-    )
+    text = local_text(a.text, a.dataset_dir)
+    ppl[f"local:{a.text}"] = perplexity(model, tokenizer, text, a.seq_len, cap)
     reachable = hub_reachable()
     for name, args, column in HUB_TEXTS:
         if not reachable:
@@ -148,7 +150,7 @@ def evaluate_model(a: argparse.Namespace) -> dict:
             from datasets import load_dataset
 
             text = "\n\n".join(load_dataset(*args, split="test")[column])
-            ppl[name] = perplexity(model, tokenizer, text, a.seq_len, a.max_tokens)
+            ppl[name] = perplexity(model, tokenizer, text, a.seq_len, cap)
         except Exception as e:  # noqa: BLE001 (a dataset that cannot be read is recorded, not fatal)
             ppl[name] = f"skipped: {type(e).__name__}: {str(e)[:200]}"
     tasks = [] if a.tasks == ["none"] else a.tasks
@@ -161,7 +163,7 @@ def evaluate_model(a: argparse.Namespace) -> dict:
         "params": param_count(model),
         "perplexity": ppl,
         "seq_len": a.seq_len,
-        "max_tokens": a.max_tokens,
+        "max_tokens": cap,
         "zero_shot": zero_shot(model, tokenizer, tasks) if tasks else {},
         "speed": speed(model, tokenizer, a.new_tokens),
         "peak_mem_mb": max(mem, peak_memory_mb(device)[0]),
@@ -234,7 +236,8 @@ def evaluate_run(run: Run, settings: dict, unpruned: str | None = None, dataset_
                 "--seq-len",
                 str(settings["seq_len"]),
             ]
-            cmd += ["--max-tokens", str(settings["max_tokens"]), "--new-tokens", str(settings["new_tokens"])]
+            cmd += ["--new-tokens", str(settings["new_tokens"])]
+            cmd += ["--max-tokens", str(settings["max_tokens"])] if settings["max_tokens"] else []
             print(
                 f"  {run.name} {st['stage']}: evaluating {st['model']}"
                 + (" + adapter" if st["adapter"] else "")
@@ -266,7 +269,9 @@ def main(argv: list[str] | None = None) -> int:
         "--text", default="demo_recovery_heldout", help="a registered dataset: the perplexity text"
     )
     ap.add_argument("--seq-len", type=int, default=128)
-    ap.add_argument("--max-tokens", type=int, default=4096)
+    ap.add_argument(
+        "--max-tokens", type=int, default=None, help=f"default: all on a GPU, {CPU_MAX_TOKENS} on a CPU"
+    )
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--dataset-dir", type=Path, default=DATA)
     a = ap.parse_args(argv)

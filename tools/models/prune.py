@@ -47,7 +47,7 @@ def _keep(scores, n_keep: int):
     return torch.sort(torch.topk(scores, n_keep).indices).values
 
 
-def activation_norms(model, tokenizer, texts: list[str], max_tokens: int = 4096, seq_len: int = 256) -> list:
+def activation_norms(model, tokenizer, texts: list[str], max_tokens: int = 2048, seq_len: int = 256) -> list:
     """Per layer: (||input||_2 of each o_proj channel, of each down_proj channel) over the calibration text."""
     import torch
 
