@@ -157,3 +157,27 @@ def test_the_trainer_starts_the_launcher_a_config_names():
     assert train_command({**job, "resolved_config": {}}, ROOT / "c.yaml")[:2] == ["llamafactory-cli", "train"]
     with pytest.raises(ValueError, match="not a module of plugins"):
         train_command({**job, "resolved_config": {"launcher": "os; rm -rf /"}}, ROOT / "c.yaml")
+
+
+def test_llamafactorys_own_loader_gets_the_module_from_a_safe_folder(tiny_pruned, tmp_path, monkeypatch):
+    """The seam: LLaMA-Factory's load_tokenizer/load_model, unchanged, return the pruned module with LoRA."""
+    import llamafactory.model.loader as loader
+    from llamafactory.hparams import get_train_args
+
+    from plugins.pruned_train import install
+
+    for name in ("AutoTokenizer", "AutoProcessor", "AutoConfig", "AutoModelForCausalLM"):
+        monkeypatch.setattr(loader, name, getattr(loader, name))  # restored after the test
+    model, tokenizer, _ = tiny_pruned
+    folder = pruned.save_safe(model, tokenizer, tmp_path / "safe")
+    install(folder)  # the safe format needs no opt-in
+    cfg = {"model_name_or_path": str(folder), "stage": "sft", "do_train": True, "finetuning_type": "lora"}
+    cfg.update(lora_target="all", dataset="demo_eval", dataset_dir=str(ROOT / "data"), template="alpaca")
+    model_args, _, _, finetuning_args, _ = get_train_args({**cfg, "output_dir": str(tmp_path / "out")})
+    tok = loader.load_tokenizer(model_args)["tokenizer"]
+    lf_model = loader.load_model(tok, model_args, finetuning_args, is_trainable=True)
+    assert pruned.layer_widths(lf_model.base_model.model) == pruned.layer_widths(model)
+    trainable = {
+        n.split(".")[-4] for n, p in lf_model.named_parameters() if p.requires_grad
+    }  # q_proj.lora_A.default.weight
+    assert trainable == {f"{m}_proj" for m in "q k v o gate up down".split()}
