@@ -35,10 +35,12 @@ import os
 import sys
 from pathlib import Path
 
-from plugins.fileio import read_jsonl
+from plugins.fileio import atomic_write_jsonl, read_jsonl
 from tools.core.paths import MODELS, Run
 from tools.judge.client import CallStats, Endpoint
+from tools.judge.progress import JudgeProgress
 from tools.judge.protocol import ProtocolError, load_protocol
+from tools.judge.references import ReferenceError, join_references, label, provenance, read_references
 from tools.judge.run import (
     DEFAULT_MODEL,
     JudgeError,
@@ -83,15 +85,22 @@ def run_judge(
     serve_template: str | None = None,
     timeout: float = 60.0,
     max_retries: int = 5,
+    references: str | Path | None = None,
+    second_base_url: str | None = None,
+    second_model: str | None = None,
     say=print,
+    progress_bar: bool = True,
 ) -> dict:
     """Judge one run's predictions; returns {scores, estimate, rows} ({estimate} only on a dry run)."""
     r = Run.parse(run)
     pred = r.predictions(testset, decoding)
     items = load_items(pred)
+    ref_path = Path(references) if references else None
     try:
-        proto = load_protocol(choose_protocol(items, protocol))
-    except ProtocolError as e:
+        if ref_path is not None:
+            items = join_references(items, read_references(ref_path), ref_path)
+        proto = load_protocol(choose_protocol(items, protocol, testset))
+    except (ProtocolError, ReferenceError) as e:
         raise JudgeError(str(e)) from e
     check_references(items, proto, pred)
     if swap and proto.kind != "pairwise":
@@ -134,12 +143,14 @@ def run_judge(
 
     failures, stats = {}, CallStats()
     n_todo = len({p.key for p in todo})
-    done, every = [0], max(1, n_todo // 10)
-
-    def progress(row: dict) -> None:
-        done[0] += 1
-        if done[0] % every == 0 or done[0] == n_todo:
-            say(f"  {done[0]}/{n_todo} judged")
+    progress = JudgeProgress(
+        len(planned) - len(todo) + n_todo,
+        len(planned) - len(todo),
+        f"judge {r.variant}",
+        spec.price_model,
+        spec.billed,
+        enabled=progress_bar and bool(todo),
+    )
 
     if todo:
         if mode == "offline":
@@ -163,10 +174,26 @@ def run_judge(
                     failures, stats = judge_api(todo, proto, spec, ep, cache, progress)
             else:
                 failures, stats = judge_api(todo, proto, spec, ep, cache, progress)
+    progress.close()
 
     rows = collect(planned, cache, failures, {p.key for p in todo})
     scores = score_summary(rows, proto, spec, swap, stats)
     scores.update(run=r.name, testset=testset, decoding=decoding, estimate_this_run=est)
+    scores["references"] = provenance(items, testset, ref_path, pred)
+    if second_model or second_base_url:
+        from tools.judge.agree import agreement, judge_second, second_path
+
+        ep2 = Endpoint(
+            model=second_model or model,
+            base_url=second_base_url,
+            api_key=api_key if not second_base_url else os.environ.get("SECOND_JUDGE_API_KEY"),
+            timeout=timeout,
+            max_retries=max_retries,
+            concurrency=concurrency,
+        )
+        rows2 = judge_second(items, proto, swap, ep2, max_cost, say)
+        atomic_write_jsonl(second_path(r, testset, decoding), rows2)
+        scores["agreement"] = agreement(rows, rows2)
     write_results(r.judgments(testset, decoding), r.scores(testset, decoding), rows, scores)
 
     ci = scores["ci95"]
@@ -179,12 +206,19 @@ def run_judge(
         f"  mean {mean} over n={scores['n']} of {scores['n_items']} "
         f"(unparsed {scores['n_unparsed']}, failed {scores['n_failed']}) -> {r.scores(testset, decoding)}"
     )
+    say(f"  protocol {proto.name} ({proto.parser} parse); {label(scores['references'])}")
+    if scores.get("n_quirks"):
+        say(f"  counted as the course counts them, but suspect: {scores['n_quirks']} {scores['quirks']}")
     if "swap" in scores:
         sw = scores["swap"]
         say(
             f"  swap: ab {sw['ab']['mean']}, ba {sw['ba']['mean']}, mean of orders {sw['mean_of_orders']['mean']}, "
-            f"position bias {sw['position_bias']['mean']} {sw['position_bias']['ci95']}"
+            f"position bias {sw['position_bias']['mean']} {sw['position_bias']['ci95']}, "
+            f"flip rate {sw['flip_rate']} ({sw['n_flips']}/{sw['n_pairs']} prompts change winner)"
         )
+    if "agreement" in scores:
+        ag = scores["agreement"]
+        say(f"  second judge {ag['judge_second']}: Spearman {ag['spearman']} on n={ag['n']}")
     return {"scores": scores, "estimate": est, "rows": rows}
 
 
@@ -247,6 +281,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--serve-template", default=None, help="LLaMA-Factory template for --serve-local")
     ap.add_argument("--compare", default=None, metavar="OTHER_RUN", help="paired difference with another run")
+    ap.add_argument(
+        "--references", default=None, help="reference answers joined by id (any shape), e.g. the course's file"
+    )
+    ap.add_argument("--second-judge-base-url", default=None, help="a second judge: its endpoint")
+    ap.add_argument("--second-judge-model", default=None, help="a second judge: its model (agreement)")
     a = ap.parse_args(argv)
     try:
         run_judge(
@@ -266,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
             serve_template=a.serve_template,
             timeout=a.timeout,
             max_retries=a.max_retries,
+            references=a.references,
+            second_base_url=a.second_judge_base_url,
+            second_model=a.second_judge_model,
         )
         if a.compare and not a.dry_run:
             compare_runs(a.run, a.compare, a.testset, a.decoding)

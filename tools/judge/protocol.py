@@ -34,6 +34,13 @@ class Protocol:
     expected_completion_tokens: int
     needs_reference: bool
     offline: dict
+    # How the reply becomes scores: "robust" (parse.parse_pair, ours) or "official" (HW5's evaluate.py).
+    parser: str = "robust"
+    temperature: float = 0.0
+    seed: int | None = 42  # None: the request carries no seed (HW5's script sends none)
+    # Put back before the question when it is not there (HW5's test file embeds the Alpaca preamble in
+    # each prompt; our loaders strip it, the course's script sends it).
+    question_prefix: str = ""
 
     def orders(self, swap: bool) -> list[str]:
         if self.kind == "single":
@@ -41,6 +48,8 @@ class Protocol:
         return ["ab", "ba"] if swap else ["ab"]
 
     def messages(self, question: str, answer: str, reference: str | None, order: str) -> list[dict]:
+        if self.question_prefix and not question.startswith(self.question_prefix):
+            question = self.question_prefix + question
         if self.kind == "single":
             user = self.prompt.format_map({"question": question, "answer": answer})
         else:
@@ -70,6 +79,9 @@ def load_protocol(name_or_path: str) -> Protocol:
     if d["kind"] not in ("pairwise", "single"):
         raise ProtocolError(f"{path}: kind must be pairwise or single, not {d['kind']!r}")
     offline = {k: v for k, v in d.items() if k.startswith("offline_")}
+    parser = d.get("parser", "robust")
+    if parser not in ("robust", "official"):
+        raise ProtocolError(f"{path}: parser must be robust or official, not {parser!r}")
     return Protocol(
         name=d["name"],
         version=int(d["version"]),
@@ -80,4 +92,8 @@ def load_protocol(name_or_path: str) -> Protocol:
         expected_completion_tokens=int(d["expected_completion_tokens"]),
         needs_reference=bool(d.get("needs_reference", d["kind"] == "pairwise")),
         offline=offline,
+        parser=parser,
+        temperature=float(d.get("temperature", 0.0)),
+        seed=d.get("seed", 42),
+        question_prefix=d.get("question_prefix", ""),
     )
