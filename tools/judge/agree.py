@@ -41,7 +41,9 @@ def judge_second(items, proto, swap: bool, ep: Endpoint, max_cost: float, say=pr
     est = estimate(todo, proto, spec)
     say(f"  second judge {spec.judge_model}: {est['calls']} calls to make, cost {est['cost_usd']}")
     if est["calls"] and (est["cost_usd"] is None or est["cost_usd"] > max_cost):
-        raise JudgeError(f"second judge {spec.judge_model}: estimated cost {est['cost_usd']} above ${max_cost}")
+        raise JudgeError(
+            f"second judge {spec.judge_model}: estimated cost {est['cost_usd']} above ${max_cost}"
+        )
     failures, _ = judge_api(todo, proto, spec, ep, cache) if todo else ({}, None)
     return collect(planned, cache, failures, {p.key for p in todo})
 
@@ -120,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if a.judgments:
             res = agreement(_rows(a.judgments[0]), _rows(a.judgments[1]))
-            print(f"{res['judge_first']} vs {res['judge_second']}: Spearman {res['spearman']} on n={res['n']}")
+            print(
+                f"{res['judge_first']} vs {res['judge_second']}: Spearman {res['spearman']} on n={res['n']}"
+            )
             return 0
         if not a.runs:
             raise JudgeError("name --runs A B or --judgments FIRST SECOND")
@@ -133,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
             }
         for name, by in runs.items():
             ag = agreement(by["first"], by["second"])
-            print(f"{name}: {ag['judge_first']} vs {ag['judge_second']}: Spearman {ag['spearman']} (n={ag['n']})")
+            print(
+                f"{name}: {ag['judge_first']} vs {ag['judge_second']}: Spearman {ag['spearman']} (n={ag['n']})"
+            )
         w = winner_agreement(runs)
         print(
             f"better run: first judge {w['judges']['first']['better']}, second {w['judges']['second']['better']} "

@@ -282,7 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--serve-template", default=None, help="LLaMA-Factory template for --serve-local")
     ap.add_argument("--compare", default=None, metavar="OTHER_RUN", help="paired difference with another run")
     ap.add_argument(
-        "--references", default=None, help="reference answers joined by id (any shape), e.g. the course's file"
+        "--references",
+        default=None,
+        help="reference answers joined by id (any shape), e.g. the course's file",
     )
     ap.add_argument("--second-judge-base-url", default=None, help="a second judge: its endpoint")
     ap.add_argument("--second-judge-model", default=None, help="a second judge: its model (agreement)")
