@@ -29,7 +29,7 @@ NEEDS   := $(if $(filter smollm2_135m tiny,$(MODEL)),base-model,setup)
 
 .PHONY: help setup setup-extras lock base-model tiny-model smoke demo test test-fast lint format browser \
         data refine mix configs configs-check sweep sweep-data sweep-rank sweep-lr sweep-target sweep-curriculum \
-        sweep-method sweep-epochs sweep-improve eval judge export merge report tensorboard webui bench bench-gpu clean
+        sweep-method sweep-epochs sweep-improve eval judge submit export merge report tensorboard webui bench bench-gpu clean
 
 help: ## this map: every target, one line each
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z0-9_-]+:.*## /{printf "  \033[1m%-17s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -126,6 +126,9 @@ eval: base-model ## answers + automatic metrics for RUN (model/study/variant) on
 
 judge: setup ## judge RUN's answers (GPT-4o-mini with OPENAI_API_KEY, else offline); JUDGE_ARGS=--dry-run
 	$(PY) -m tools.judge --run $(RUN) --testset $(TESTSET) --decoding $(DECODING) $(JUDGE_ARGS)
+
+submit: setup ## HW5's submission file of RUN's answers to hw5_test (ids checked): ARGS="--out pred.json"
+	$(PY) -m tools.judge.submit --run $(RUN) --testset hw5_test --decoding $(DECODING) $(ARGS)
 
 export: base-model ## merge RUN's adapter into its base model under exports/, verified by logits
 	$(PY) -m tools.export --run $(RUN)
