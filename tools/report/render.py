@@ -38,6 +38,12 @@ def judge_cell(row) -> str:
         s += " offline"
     elif pd.notna(row.get("judge_comparable")) and not row.get("judge_comparable"):
         s += " (not GPT-4o-mini)"
+    if isinstance(row.get("judge_protocol"), str):
+        s += f" {row['judge_protocol']}"
+    if pd.notna(row.get("judge_lc")) and pd.notna(row.get("judge_lc_lo")):
+        s += f"; length-controlled {row['judge_lc']:.3g} [{row['judge_lc_lo']:.3g}, {row['judge_lc_hi']:.3g}]"
+    if isinstance(row.get("judge_refs"), str):
+        s += f"; refs {row['judge_refs']}"
     return s
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 
@@ -148,7 +149,23 @@ def judge_of(e) -> dict:
         "judge_model": s.get("judge_model"),
         "judge_offline": s.get("offline"),
         "judge_comparable": s.get("comparable_with_gpt4o_mini"),
+        # which protocol and which reference answers the number is on (tools/judge: scores.json)
+        "judge_protocol": s.get("protocol"),
+        "judge_refs": _refs_label(s.get("references")),
+        **_length_controlled(s.get("length_controlled")),
     }
+
+
+def _refs_label(prov) -> str | None:
+    if not isinstance(prov, dict) or not prov.get("path"):
+        return None
+    return f"{Path(str(prov['path'])).name} {str(prov.get('sha256') or '')[:8]}".strip()
+
+
+def _length_controlled(lc) -> dict:
+    lc = lc if isinstance(lc, dict) else {}
+    ci = lc.get("lc_ci95") or [None, None]
+    return {"judge_lc": lc.get("lc"), "judge_lc_lo": ci[0], "judge_lc_hi": ci[1]}
 
 
 def metrics_of(e) -> dict:
@@ -178,6 +195,14 @@ def verdict(table: pd.DataFrame) -> Verdict:
         scored = arms[arms[metric].notna()].sort_values(metric, ascending=False)
         if scored.empty:
             continue
+        kinds = _judge_kinds(scored) if metric == "judge_mean" else set()
+        if len(kinds) > 1:  # never rank numbers of different protocols or judges against each other
+            return Verdict(
+                metric,
+                text="no verdict: the judge scores come from different judges or protocols ("
+                + ", ".join(f"{p} by {m}" for m, p in sorted(kinds, key=str))
+                + "); judge every arm alike",
+            )
         best = scored.iloc[0]
         v = Verdict(metric, best["label"])
         what = "judge score" if metric == "judge_mean" else "ROUGE-L (no judge scores, no interval)"
@@ -205,6 +230,13 @@ def verdict(table: pd.DataFrame) -> Verdict:
             )
         return v
     return Verdict(None)
+
+
+def _judge_kinds(rows: pd.DataFrame) -> set:
+    protocol = rows["judge_protocol"] if "judge_protocol" in rows else pd.Series([None] * len(rows))
+    return {
+        (m, p if isinstance(p, str) else None) for m, p in zip(rows["judge_model"], protocol, strict=True)
+    }
 
 
 def build_table(
@@ -288,14 +320,19 @@ def study_warnings(table: pd.DataFrame, axis: Axis, v: Verdict) -> list[str]:
                 if w.startswith(("failed", "diverged", "overfitting")):
                     warn.append(f"{row['label']}: {w}")
     judges = {
-        (r["judge_model"], bool(r["judge_offline"])) for _, r in table.iterrows() if pd.notna(r["judge_mean"])
+        (r["judge_model"], bool(r["judge_offline"]), r.get("judge_protocol"))
+        for _, r in table.iterrows()
+        if pd.notna(r["judge_mean"])
     }
     if len(judges) > 1:
         warn.append(
-            "judge scores come from different judges and do not compare: "
-            + ", ".join(f"{m}{' (offline)' if off else ''}" for m, off in sorted(judges, key=str))
+            "judge scores come from different judges or protocols and do not compare: "
+            + ", ".join(
+                f"{m}{' (offline)' if off else ''}{f' {p}' if isinstance(p, str) else ''}"
+                for m, off, p in sorted(judges, key=str)
+            )
         )
-    if any(off for _, off in judges):
+    if any(off for _, off, _ in judges):
         warn.append("offline judge: scores are not comparable with GPT-4o-mini's (scores.json says offline)")
     unparsed = arms[pd.to_numeric(arms["judge_unparsed"], errors="coerce").fillna(0) > 0]
     for _, row in unparsed.iterrows():
