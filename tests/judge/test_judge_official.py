@@ -232,3 +232,18 @@ def test_references_recorded_and_replaced_by_id(out_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and str(course) in err and "2 of the 3" in err and "q1" in err
     assert run.scores("hw5_test", "greedy").read_text() == before
+
+
+def test_one_progress_bar_not_a_line_per_item(out_dir, capsys):
+    run = Run.parse(RUN)
+    rows = [
+        {"id": f"q{i}", "instruction": f"Explain item {i}.", "input": "", "answer": f"A{i}", "reference": "R"}
+        for i in range(12)
+    ]
+    write_items(run, rows)
+    with Recorder({3: "oops"}) as srv:
+        judge.run_judge(RUN, "hw5_test", "greedy", base_url=srv.url)
+    cap = capsys.readouterr()
+    assert "judged" not in cap.out and cap.out.count("\n") < 8  # a summary, no line per judgment
+    final = cap.err.split("\r")[-1]
+    assert "12/12" in final and "calls 12, cached 0, failed 0, spend $0.0006" in final

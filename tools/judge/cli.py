@@ -16,16 +16,21 @@ Who judges:
 - --serve-local DIR: that model served by `llamafactory-cli api` on a free loopback port (started
   and stopped here), judged through the API path: for a local model big enough to follow the prompt.
 
-Protocols (templates/judge/*.yaml): hw5_pairwise (HW5's: reference = Assistant 1, answer =
-Assistant 2; the mean of Assistant 2's scores), single (MT-Bench `Rating: [[N]]`, no reference);
-`auto` picks hw5_pairwise when every prompt has a reference. --swap judges both orders and reports
-each, their mean and the position bias.
+Protocols (templates/judge/*.yaml): hw5_official (HW5's evaluate.py byte for byte: max_tokens 5,
+its parse and average; quirky replies counted and flagged), hw5_pairwise (the same prompt, 512
+tokens, the robust parser), single (MT-Bench `Rating: [[N]]`, no reference); `auto` picks
+hw5_official on HW5's test sets (hw5_*), hw5_pairwise elsewhere when every prompt has a reference,
+else single. --swap judges both orders and reports each, their mean, the position bias and the flip
+rate. --references FILE judges against other reference answers (joined by id); scores.json records
+which references it used. --second-judge-base-url/--second-judge-model: a second judge on the same
+answers, its agreement in scores.json (and `python -m tools.judge.agree` across two runs).
 
 Usage:
     python -m tools.judge --run R --testset T --decoding D [--protocol auto|hw5_pairwise|single] [--swap]
         [--base-url URL] [--model gpt-4o-mini] [--concurrency 8] [--timeout 60] [--max-retries 5]
         [--dry-run] [--max-cost 1.0] [--offline] [--offline-model DIR]
-        [--serve-local DIR [--serve-template T]] [--compare OTHER_RUN]
+        [--serve-local DIR [--serve-template T]] [--compare OTHER_RUN] [--references FILE]
+        [--second-judge-base-url URL --second-judge-model M]
 """
 
 from __future__ import annotations
@@ -257,7 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run", required=True, help="model/study/variant")
     ap.add_argument("--testset", required=True)
     ap.add_argument("--decoding", default="greedy")
-    ap.add_argument("--protocol", default="auto", help="auto | hw5_pairwise | single | a protocol YAML")
+    ap.add_argument(
+        "--protocol", default="auto", help="auto | hw5_official | hw5_pairwise | single | a protocol YAML"
+    )
     ap.add_argument(
         "--swap", action="store_true", help="judge both orders; report each, their mean and the bias"
     )
