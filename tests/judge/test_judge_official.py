@@ -247,3 +247,17 @@ def test_one_progress_bar_not_a_line_per_item(out_dir, capsys):
     assert "judged" not in cap.out and cap.out.count("\n") < 8  # a summary, no line per judgment
     final = cap.err.split("\r")[-1]
     assert "12/12" in final and "calls 12, cached 0, failed 0, spend $0.0006" in final
+
+
+def test_compare_refuses_runs_judged_under_different_protocols(out_dir, capsys):
+    rows = [{"id": "q0", "instruction": "Explain item 0.", "input": "", "answer": "A", "reference": "R"}]
+    other = "smollm2_135m/rank/r16"
+    write_items(Run.parse(RUN), rows)
+    write_items(Run.parse(other), rows)
+    with Recorder({}) as srv:
+        judge.run_judge(RUN, "hw5_test", "greedy", base_url=srv.url, say=lambda *_: None)
+        judge.run_judge(
+            other, "hw5_test", "greedy", protocol="hw5_pairwise", base_url=srv.url, say=lambda *_: None
+        )
+    with pytest.raises(judge.JudgeError, match="hw5_official.*hw5_pairwise.*not comparable"):
+        judge.compare_runs(RUN, other, "hw5_test", "greedy")

@@ -228,13 +228,14 @@ def run_judge(
 
 
 def answer_scores(run: str, testset: str, decoding: str) -> tuple[dict[str, float], str | None]:
-    """{id: score of the answer} in the main order of a judged run, and its judge model."""
+    """{id: score of the answer} in the main order of a judged run, and its judge model (and protocol)."""
     path = Run.parse(run).judgments(testset, decoding)
     if not path.exists():
         raise JudgeError(f"{path}: not judged yet (run tools.judge on {run} first)")
     rows = list(read_jsonl(path))
     main = "single" if rows and rows[0]["protocol"] == "single" else "ab"
-    judge_model = rows[0]["judge_model"] if rows else None
+    # the judge and the protocol: scores are comparable only when both are the same
+    judge_model = f"{rows[0]['judge_model']} ({rows[0]['protocol']})" if rows else None
     return {
         r["id"]: float(r["score_answer"]) for r in rows if r["order"] == main and r["parsed"]
     }, judge_model
@@ -245,7 +246,9 @@ def compare_runs(run: str, other: str, testset: str, decoding: str, say=print) -
     mine, judge_a = answer_scores(run, testset, decoding)
     theirs, judge_b = answer_scores(other, testset, decoding)
     if judge_a != judge_b:
-        raise JudgeError(f"{run} was judged by {judge_a} and {other} by {judge_b}: not comparable")
+        raise JudgeError(
+            f"{run} was judged by {judge_a} and {other} by {judge_b}: not comparable (judge or protocol)"
+        )
     d = paired_difference(theirs, mine)
     if d["diff"] is None:
         raise JudgeError(f"{run} and {other} have no scored prompt in common")
