@@ -23,7 +23,8 @@ hw5_official on HW5's test sets (hw5_*), hw5_pairwise elsewhere when every promp
 else single. --swap judges both orders and reports each, their mean, the position bias and the flip
 rate. --references FILE judges against other reference answers (joined by id); scores.json records
 which references it used. --second-judge-base-url/--second-judge-model: a second judge on the same
-answers, its agreement in scores.json (and `python -m tools.judge.agree` across two runs).
+answers, its agreement in scores.json (and `python -m tools.judge.agree` across two runs); its key,
+if its endpoint needs one, is read from SECOND_JUDGE_API_KEY (OPENAI_API_KEY when it is OpenAI's).
 
 Usage:
     python -m tools.judge --run R --testset T --decoding D [--protocol auto|hw5_pairwise|single] [--swap]
