@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 import plugins
-from plugins import curriculum, knee, registry
+from plugins import curriculum, knee, leakage, registry
 from plugins.fileio import atomic_write_json, sha256_file
 from plugins.loaders import DataError, to_alpaca
 from plugins.strategies import UNSCORED, Context, parse_strategy, score, top_n, total_words
@@ -101,6 +101,7 @@ def write_subset(
         png = knee.plot(
             gen / f"{sel.name}.png", words, sel.scores, sel.indices, sel.knee, f"{sel.name}: {sel.strategy}"
         )
+    sets = ctx.notes.get("leakage_sets") or {}
     manifest = {
         "name": sel.name,
         "source": source,
@@ -121,6 +122,8 @@ def write_subset(
         else None,
         "ifd": ctx.notes.get("ifd") if "ifd" in sel.weights else None,
         "ids": [r["id"] for r in chosen],
+        # training rows that repeat a dev or test prompt (plugins.leakage): warned about, shown in the report
+        "leakage": leakage.summary(leakage.check(chosen, sets), sets) if sets else None,
         "files": {k: {"path": v.name, "sha256": sha256_file(v)} for k, v in files.items()},
         "plot": png.name if png else None,
         "seconds": round(sel.seconds, 3),
@@ -142,9 +145,16 @@ def write_subset(
 
 
 def write_eval(
-    rows: list[dict], name: str, dataset_dir: Path, source: str, force: bool = False, file: Path | None = None
+    rows: list[dict],
+    name: str,
+    dataset_dir: Path,
+    source: str,
+    force: bool = False,
+    file: Path | None = None,
+    role: str = "test",
 ) -> Path:
-    """An evaluation set: Alpaca rows with ids (output = reference or ""), registered as `name`."""
+    """An evaluation set: Alpaca rows with ids (output = reference or ""), registered as `name`;
+    `role` says what it is for: `dev` (choices are made on it) or `test` (the final score)."""
     dataset_dir = Path(dataset_dir)
     if file is not None and not Path(file).resolve().is_relative_to(dataset_dir.resolve()):
         file = None  # a shipped file registered into another dataset_dir: write a copy there
@@ -152,7 +162,12 @@ def write_eval(
     registry.check_conflicts({name: {}}, dataset_dir, force)
     if file is None:
         atomic_write_json(path, [to_alpaca(r) for r in rows])
-    meta = {"kind": "eval", "rows": len(rows), "with_reference": sum(1 for r in rows if r["output"])}
+    meta = {
+        "kind": "eval",
+        "role": role,
+        "rows": len(rows),
+        "with_reference": sum(1 for r in rows if r["output"]),
+    }
     registry.register(
         {name: registry.alpaca_entry(path, dataset_dir, **meta, source=source)},
         dataset_dir,

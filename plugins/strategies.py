@@ -292,9 +292,11 @@ def score(rows: list[dict], strategy: str, ctx: Context | None = None) -> np.nda
 
 
 # ------------------------------------------------------------------------------------------- top-N
-def _shingles(text: str) -> set[str]:
+def _shingles(text: str, n: int = 2) -> set[str]:
+    """Runs of `n` words (lower-cased); a text shorter than n words is one shingle. The top-N filter
+    uses word pairs; the leakage guard (plugins.leakage) long runs."""
     w = re.findall(r"\w+", text.lower())
-    return {" ".join(w[i : i + 2]) for i in range(max(1, len(w) - 1))}
+    return {" ".join(w[i : i + n]) for i in range(max(1, len(w) - n + 1))}
 
 
 def top_n(

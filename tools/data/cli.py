@@ -22,7 +22,7 @@ import os
 import sys
 from pathlib import Path
 
-from plugins import pipeline, registry
+from plugins import leakage, pipeline, registry
 from plugins.curriculum import parse_thresholds
 from plugins.fileio import atomic_write_json, sha256_file, sha256_text
 from plugins.loaders import DataError, Table, load_table, merge_tables, normalise_records
@@ -33,6 +33,7 @@ SHARED = ROOT.parent / "shared" / "data"
 HW5_POOL = ("long_is_more/filtered_alpaca_1k_longest.json", "long_is_more/filtered_alpaca_1k_score.json")
 HW5_TEST = "hw5/test_set_evol_instruct_150.json"
 HW5_REFS = "long_is_more/filtered_evol_instruct_1k_score.json"
+DEV_N = 150  # hw5_dev: as many prompts as the test set, so a dev mean is as precise as a test mean
 EMBEDDED = MODELS / "smollm2-135m-instruct"
 
 
@@ -141,6 +142,64 @@ def eval_rows(
     return Path(spec).stem, t.rows, None, f"{len(t.rows) - missing} with a reference, {missing} without"
 
 
+def dev_rows(
+    spec: str, test_rows: list[dict], shared: Path = SHARED, n: int = DEV_N
+) -> tuple[str, list[dict], Path | None, str] | None:
+    """The dev set beside a test set (choices are made on it, never on the test set): for `hw5`,
+    Long-Is-More's Evol-Instruct rows after HW5's 150 (the same source, with references), for `demo`
+    the shipped data/demo_dev.json. Disjoint from the test set by id and by text, or an error."""
+    if spec == "demo":
+        path = DATA / "demo_dev.json"
+        name, rows, file, note = "demo_dev", load_table(path).rows, path, "the dev prompts this project ships"
+    elif spec == "hw5":
+        pool = load_table(_shared(HW5_REFS, shared), "sharegpt").rows[150:]
+        rows = [r for r in pool if r["output"]][: n or None]
+        name, file, note = (
+            "hw5_dev",
+            None,
+            f"Long-Is-More Evol-Instruct rows after HW5's 150 (first {len(rows)})",
+        )
+    else:
+        return None
+    clash = leakage.check(rows, {"test": test_rows})
+    ids = {r["id"] for r in test_rows} & {r["id"] for r in rows}
+    if ids or clash:
+        raise DataError(
+            f"dev set {name} is not disjoint from its test set: shared ids {sorted(ids)[:5]}, "
+            f"shared prompts {[(c['id'], c['eval_id'], c['kind']) for c in clash[:5]]}"
+        )
+    return name, rows, file, note + "; disjoint from the test set by id, text and 8-word runs"
+
+
+def guard_sets(dataset_dir: Path, given: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """The prompts training rows must not repeat: the sets given now, and every dev or test set
+    already registered in dataset_dir (a broken or missing one is skipped: it is checked when used)."""
+    sets = dict(given)
+    for name, entry in registry.load_info(dataset_dir).items():
+        if (
+            name in sets
+            or not registry.is_ours(entry)
+            or entry["smalldata"].get("kind") not in ("eval", "dev")
+        ):
+            continue
+        try:
+            sets[name] = load_table(registry.resolve(name, dataset_dir)).rows
+        except (DataError, registry.RegistryError):
+            continue
+    return sets
+
+
+def warn_leakage(manifest: dict) -> None:
+    leak = manifest.get("leakage") or {}
+    if leak.get("overlaps"):
+        shown = ", ".join(f"{o['id']}~{o['set']}:{o['eval_id']} ({o['kind']})" for o in leak["overlaps"][:8])
+        more = len(leak["overlaps"]) - 8
+        say(
+            f"warning: leakage: {leak['n_overlapping_rows']} row(s) of {manifest['name']} repeat a dev/test "
+            f"prompt: {shown}{f' and {more} more' if more > 0 else ''} (recorded in its manifest)"
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--source", help="demo | hw5 | <file> | <hub name> (default demo unless only --eval)")
@@ -151,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--strategies", help="comma-separated list for the data study (default: all)")
     ap.add_argument("--eval", action="append", default=[], help="demo | hw5 | <prompt file> (repeatable)")
     ap.add_argument("--eval-name", help="registered name for an --eval <file> (default: the file's stem)")
+    ap.add_argument(
+        "--dev-n", type=int, default=DEV_N, help=f"hw5_dev prompts (default {DEV_N}; 0 = all 850)"
+    )
     ap.add_argument("--thresholds", help="curriculum answer-word thresholds, default 50,120")
     ap.add_argument("--curriculum-by", help="split the stages by tertiles of this strategy instead")
     ap.add_argument(
@@ -188,10 +250,14 @@ def run(a: argparse.Namespace) -> int:
     ctx.notes["near_dup"] = a.near_dup
     thresholds = parse_thresholds(a.thresholds)
     source = a.source or (None if a.eval else "demo")
-    evals = [eval_rows(e, None, a.shared) for e in a.eval]
+    evals = [(e, eval_rows(e, None, a.shared)) for e in a.eval]
     if a.eval_name and len(evals) == 1 and a.eval[0] not in ("demo", "hw5"):
-        evals = [(a.eval_name, *evals[0][1:])]
-    registry.check_conflicts({e[0]: {} for e in evals}, ddir, a.force)
+        evals = [(evals[0][0], (a.eval_name, *evals[0][1][1:]))]
+    devs = [(spec, d) for spec, e in evals if (d := dev_rows(spec, e[1], a.shared, a.dev_n))]
+    dev_names = {d[0] for _, d in devs}
+    evals += devs
+    registry.check_conflicts({e[0]: {} for _, e in evals}, ddir, a.force)
+    guard = guard_sets(ddir, {e[0]: e[1] for _, e in evals})
     if source:
         rows, src, pool_file = load_source(source, a.shape, a.shared)
         say(f"load: {source}: {src['rows']} rows, {src['duplicates_dropped']} duplicates dropped")
@@ -200,17 +266,19 @@ def run(a: argparse.Namespace) -> int:
         if a.all_strategies or a.strategies:
             study = a.strategies.split(",") if a.strategies else list(STUDY_STRATEGIES)
         names = [name] + [f"{name}_{s}" for s in ("easy", "medium", "hard")]
-        names += [f"{name}_by_{s}" for s in study] + [e[0] for e in evals]
+        names += [f"{name}_by_{s}" for s in study] + [e[0] for _, e in evals]
         strategies = [a.strategy] + study + ([a.curriculum_by] if a.curriculum_by else [])
         pipeline.plan(len(rows), a.n, strategies, names, ddir, a.force)
         if pool_file:
             pool_path = atomic_write_json(ddir / "generated" / "demo_pool.json", pool_file)
             src["files"][0]["sha256"] = sha256_file(pool_path)
+        ctx.notes["leakage_sets"] = guard
         sel = pipeline.select(rows, name, a.strategy, a.n, ctx, a.near_dup)
         say(f"select: {a.strategy}: top {a.n} of {len(rows)} in {sel.seconds:.2f} s; knee at rank {sel.knee}")
         m = pipeline.write_subset(
             rows, sel, ddir, src, ctx, True, thresholds, a.curriculum_by, not a.no_plot, a.force
         )
+        warn_leakage(m)
         c = m["curriculum"]["counts"]
         how = (
             f"thirds by {a.curriculum_by}"
@@ -229,15 +297,17 @@ def run(a: argparse.Namespace) -> int:
         )
         for s in study:
             sub = pipeline.select(rows, f"{name}_by_{s}", s, a.n, ctx, a.near_dup)
-            pipeline.write_subset(rows, sub, ddir, src, ctx, False, plot=not a.no_plot, force=a.force)
+            sm = pipeline.write_subset(rows, sub, ddir, src, ctx, False, plot=not a.no_plot, force=a.force)
+            warn_leakage(sm)
             extra = ""
             if "ifd" in sub.weights and "ifd" in ctx.notes:
                 n = ctx.notes["ifd"]
                 extra = f" (IFD on {n['candidates']} of {n['pool']} rows, {n['cache_hits']} from cache)"
             say(f"study: {name}_by_{s}: {s} in {sub.seconds:.2f} s{extra}")
-    for spec, (ename, erows, file, note) in zip(a.eval, evals, strict=True):
-        path = pipeline.write_eval(erows, ename, ddir, spec, a.force, file)
-        say(f"eval: {ename}: {len(erows)} prompts, {note} -> {path}")
+    for spec, (ename, erows, file, note) in evals:
+        role = "dev" if ename in dev_names else "test"
+        path = pipeline.write_eval(erows, ename, ddir, spec, a.force, file, role)
+        say(f"{role}: {ename}: {len(erows)} prompts, {note} -> {path}")
     return 0
 
 

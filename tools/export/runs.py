@@ -64,9 +64,9 @@ def run_info(run: Run) -> dict[str, Any]:
             + (f", missing {', '.join(missing)}" if missing else "")
             + f" in {out}): finish or retrain it first"
         )
-    acfg_path = out / "adapter_config.json"
+    acfg_path = run.adapter_dir / "adapter_config.json"  # an epoch's checkpoint folder, or the run's
     if not acfg_path.exists():
-        raise Refused(f"run {run}: no adapter_config.json in {out}")
+        raise Refused(f"run {run}: no adapter_config.json in {run.adapter_dir}")
     acfg = _read_json(acfg_path)
     profile = load_profile(run.model) or {}
     base = (
@@ -95,7 +95,7 @@ def run_info(run: Run) -> dict[str, Any]:
     rank_pattern = acfg.get("rank_pattern") or {}
     return {
         "run": run.name,
-        "adapter_dir": str(out),
+        "adapter_dir": str(run.adapter_dir),
         "model_name_or_path": base,
         "base_path": resolve_model_path(base),
         "template": template,
