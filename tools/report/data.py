@@ -83,3 +83,30 @@ def data_section(generated: Path | None = None) -> dict:
         manifests.append(entry)
     plots = sorted(generated.rglob("*.png"), key=lambda p: p.stat().st_mtime, reverse=True)[:MAX_PLOTS]
     return {"manifests": manifests, "plots": plots, "where": str(generated)}
+
+
+def leakage_lines(generated: Path | None = None, datasets: list[str] | None = None) -> list[str]:
+    """One line per selection manifest whose rows repeat a dev or test prompt (plugins.leakage's
+    `leakage` block), for the datasets named (default: every manifest there)."""
+    generated = Path(generated or GENERATED)
+    if datasets:
+        paths = [generated / f"{d}.manifest.json" for d in datasets]
+    else:
+        paths = sorted(generated.glob("*.manifest.json")) if generated.is_dir() else []
+    out = []
+    for p in paths:
+        try:
+            leak = json.loads(p.read_text(encoding="utf-8")).get("leakage") or {}
+        except (OSError, ValueError, AttributeError):
+            continue
+        overlaps = leak.get("overlaps") or []
+        if overlaps:
+            shown = ", ".join(
+                f"{o.get('id')}~{o.get('set')}:{o.get('eval_id')} ({o.get('kind')})" for o in overlaps[:6]
+            )
+            more = f" and {len(overlaps) - 6} more" if len(overlaps) > 6 else ""
+            out.append(
+                f"leakage: {leak.get('n_overlapping_rows', len(overlaps))} training row(s) of "
+                f"{p.name.removesuffix('.manifest.json')} repeat a dev/test prompt: {shown}{more}"
+            )
+    return out

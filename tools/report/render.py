@@ -65,40 +65,52 @@ def short_warnings(text: str) -> str:
     return ", ".join(kinds)
 
 
-def display(table: pd.DataFrame, sci: list[str]) -> tuple[list[str], list[dict]]:
-    """Column headers and rows of formatted cells for both templates."""
-    cols = ["run", "status", *sci, "steps", "loss final / best", "eval loss final / best", "judge"]
+def _judge_or_rouge(row, prefix: str) -> str:
+    """The dev cell: judge mean [interval], or ROUGE-L where the dev set was not judged."""
+    if pd.notna(row.get(f"{prefix}mean")):
+        return judge_cell(
+            {k.removeprefix(prefix): v for k, v in row.items() if k.startswith(prefix)}
+            | {
+                "judge_mean": row.get(f"{prefix}mean"),
+                "judge_ci_lo": row.get(f"{prefix}ci_lo"),
+                "judge_ci_hi": row.get(f"{prefix}ci_hi"),
+                "judge_offline": row.get(f"{prefix}offline"),
+                "judge_comparable": row.get(f"{prefix}comparable"),
+            }
+        )
+    rouge = row.get(f"{prefix}rougeL")
+    return "–" if rouge is None or pd.isna(rouge) else f"ROUGE-L {rouge:.3g}"
+
+
+def display(table: pd.DataFrame, sci: list[str], dev: str | None = None, testset: str | None = None):
+    """Column headers and rows of formatted cells for both templates: the decision first (the point
+    each arm is shown at, chosen on dev; its dev and test scores), then the rest. Counts, wall time and
+    memory are in runs.csv only, so a laptop-width page shows the scores without scrolling sideways."""
+    lead = ["run"]
+    if dev:
+        lead += ["point (chosen on dev)", f"dev {dev}"]
+    lead += [f"test {testset}" if dev and testset else "judge"]
+    cols = [*lead, "status", *sci, "steps", "loss final / best", "eval loss final / best"]
     general = "ppl_general" in table and table["ppl_general"].notna().any()
     cols += ["general ppl (vs base)"] if general else []
-    cols += [
-        "n",
-        "unparsed",
-        "answer words",
-        "ROUGE-L",
-        "truncated",
-        "wall s",
-        "peak MB (RAM / GPU)",
-        "warnings",
-    ]
+    cols += ["answer words", "ROUGE-L", "truncated", "warnings"]
     rows = []
     for _, r in table.iterrows():
         mark = "★ " if r.get("best") else ""
         trunc = r.get("truncated_share")
-        cells = [mark + str(r["label"]), str(r["status"])]
+        cells = [mark + str(r["label"])]
+        if dev:
+            cells += [str(r.get("point") or "–"), _judge_or_rouge(r, "dev_")]
+        cells += [judge_cell(r), str(r["status"])]
         cells += [_num(r.get(k)) for k in sci]
         cells += [
             _num(r.get("steps")),
             _pair(r.get("final_loss"), r.get("best_loss")),
             _pair(r.get("final_eval_loss"), r.get("best_eval_loss")),
-            judge_cell(r),
             *([forgetting_cell(r)] if general else []),
-            _num(r.get("judge_n")),
-            _num(r.get("judge_unparsed")),
             _num(r.get("answer_words"), 3),
             _num(r.get("rougeL"), 3),
             "–" if pd.isna(trunc) else f"{100 * float(trunc):.0f} %",
-            _num(r.get("wall_s"), 3),
-            _pair(r.get("peak_rss_mb"), r.get("peak_gpu_mb")),
             short_warnings(r.get("warnings") or ""),
         ]
         rows.append(

@@ -94,11 +94,15 @@ def curve_warnings(curves: Curves) -> list[str]:
 
 
 def pick_point(
-    records: list[RunRecord], testset: str | None = None, decoding: str | None = None
+    records: list[RunRecord],
+    testset: str | None = None,
+    decoding: str | None = None,
+    exclude: tuple[str, ...] = (),
 ) -> tuple[str | None, str | None]:
-    """The evaluation point the table shows: the test set most runs have (HW5's first), then greedy."""
+    """The evaluation point the table shows: the test set most runs have (HW5's first; never a set in
+    `exclude`, the dev set), then greedy."""
     if testset is None:
-        counts = Counter(e.testset for r in records for e in r.evals)
+        counts = Counter(e.testset for r in records for e in r.evals if e.testset not in exclude)
         if counts:
             top = max(counts.values())
             tied = [t for t, c in counts.items() if c == top]
@@ -240,9 +244,18 @@ def _judge_kinds(rows: pd.DataFrame) -> set:
 
 
 def build_table(
-    records: list[RunRecord], testset: str | None, decoding: str | None, axis: Axis
+    records: list[RunRecord],
+    testset: str | None,
+    decoding: str | None,
+    axis: Axis,
+    dev: str | None = None,
+    dev_points: dict | None = None,
 ) -> pd.DataFrame:
-    """One row per run: scientific hyperparameters, loss, judge, metrics, cost, status, warnings."""
+    """One row per run: scientific hyperparameters, loss, judge, metrics, cost, status, warnings.
+
+    With a dev set, each arm is shown at its own best point on dev (`dev_points`: run name -> Point of
+    tools.report.choose, its epoch and decoding), and its test columns at that same point."""
+    dev_points = dev_points or {}
     sci: list[str] = []
     for r in records:
         for k in r.info.get("scientific") or []:
@@ -250,8 +263,16 @@ def build_table(
                 sci.append(k)
     rows = []
     for r in records:
-        e = r.eval_point(testset, decoding)
+        pt = dev_points.get(r.run.name)
+        e = r.eval_point(testset, pt.decoding, pt.epoch) if pt else r.eval_point(testset, decoding)
         row = {"run": r.run.name, "label": r.label, "model": r.run.model, "is_base": r.is_base}
+        if dev:
+            d = r.eval_point(dev, pt.decoding, pt.epoch) if pt else r.eval_point(dev, decoding)
+            row["point"] = (
+                (f"@epoch{pt.epoch} " if pt.epoch is not None else "") + pt.decoding if pt else decoding
+            )
+            row.update({f"dev_{k.removeprefix('judge_')}": v for k, v in judge_of(d).items()})
+            row["dev_rougeL"] = ((d.metrics or {}) if d else {}).get("rougeL")
         row["status"] = r.status
         for k in sci:
             v = r.hparams.get(k)
@@ -269,7 +290,8 @@ def build_table(
         row["warnings"] = "; ".join(warn)
         missing = list(r.problems)
         if testset and e is None:
-            missing.append(f"no evaluation at {testset}/{decoding}")
+            where = f"{pt.run.rsplit('/', 1)[1]}/{pt.decoding}" if pt else decoding
+            missing.append(f"no evaluation at {testset}/{where}")
         row["missing"] = "; ".join(missing)
         rows.append(row)
     df = pd.DataFrame(rows)

@@ -71,7 +71,9 @@ def check_value(key: str, value: Any, where: str) -> None:
         want = " or ".join(t.__name__ for t in TEMPLATE_ONLY_TYPES[key])
     else:
         ann = _lf_field_types().get(key)
-        ok = ann is None or _accepts(ann, value)
+        # None leaves a key to the template (save_steps: none -> a checkpoint per epoch); where the
+        # template writes it out, LLaMA-Factory's own parse of the rendered file has the last word
+        ok = ann is None or value is None or _accepts(ann, value)
         want = ann.__name__ if isinstance(ann, type) else str(ann).replace("typing.", "")
     if not ok:
         raise ConfigError(f"{where}: {key} = {value!r} is a {type(value).__name__}; it must be {want}")
