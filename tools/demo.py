@@ -62,9 +62,9 @@ def step(label: str, argv: list[str], log_name: str, progress: bool = False) -> 
 
 def chosen_run(study: str = STUDY, model: str = MODEL, dev: str | None = None) -> Run | None:
     """The point chosen on the dev set (tools.report.choose: the same function the report uses)."""
-    from tools.report.choose import choose, dev_records
+    from tools.report import choose_on_dev, dev_records
 
-    return choose(dev_records(study, model), dev).run
+    return choose_on_dev(dev_records(study, model), dev).run
 
 
 def evaluate(

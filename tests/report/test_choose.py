@@ -11,7 +11,7 @@ import pytest
 
 from tools.core.paths import Run, report_dir
 from tools.report import build_report
-from tools.report.choose import choose, dev_records, role_of
+from tools.report.choose import choose_on_dev, dev_records, role_of
 from tools.report.choose import main as choose_main
 from tools.report.synthetic import standard_series, write_run
 
@@ -60,7 +60,7 @@ def test_roles_come_from_the_registry_then_the_name(tmp_path):
 def test_choice_is_made_on_dev_never_on_test(out_dir, capsys):
     # r8 is best on dev at epoch 2; on the test set r16@epoch3 would look best: the test set must not decide
     epochs_study({"r8": [5.0, 7.5, 6.0], "r16": [5.5, 6.0, 6.2]}, {"r8": [5, 6, 5], "r16": [5, 6, 8.5]})
-    choice = choose(dev_records("epochs"))
+    choice = choose_on_dev(dev_records("epochs"))
     assert choice.dev == "demo_dev" and choice.metric == "judge_mean"
     assert choice.best.run == "tiny/epochs/r8@epoch2" and choice.best.decoding == "greedy"
     assert len(choice.candidates) == 6
@@ -73,8 +73,8 @@ def test_choice_is_made_on_dev_never_on_test(out_dir, capsys):
     # the test column is the test score at the point chosen on dev, not the test-best point
     chosen_test = json.loads(Run.parse("tiny/epochs/r8@epoch2").scores("demo_eval", "greedy").read_text())
     assert row["judge_mean"] == pytest.approx(chosen_test["mean"])
-    assert rep.verdict.text.startswith("chosen on demo_dev by judge mean: tiny/epochs/r8@epoch2 (greedy)")
-    assert "paired dev prompts" in rep.verdict.text and "chosen - base model on demo_eval" in rep.verdict.text
+    assert rep.verdict.text.startswith("Chosen on demo_dev by judge mean: tiny/epochs/r8@epoch2 (greedy)")
+    assert "paired dev prompts" in rep.verdict.text and "Chosen - base model on demo_eval" in rep.verdict.text
     md = (report_dir("epochs") / "report.md").read_text()
     head = md.split("## Runs")[0]
     assert "## Decision" in head and "made on the dev set **demo_dev**" in head
@@ -100,7 +100,7 @@ def test_no_dev_set_means_no_choice_and_the_old_verdict(out_dir):
         {"lora_rank": 8},
         evals={("demo_eval", "greedy"): {"items": items(6, 1)}},
     )
-    assert choose(dev_records("rank")).best is None
+    assert choose_on_dev(dev_records("rank")).best is None
     rep = build_report("rank", with_base=False, data_dir=out_dir / "nodata")
     assert rep.verdict.text.startswith("only one arm evaluated: r8")
 
@@ -141,11 +141,11 @@ def test_random_floor_names_the_strategies_that_beat_it(out_dir):
     arms = {a["arm"]: a for a in f["arms"]}
     assert 1.0 < arms["ifd"]["diff"] < 2.0 and arms["ifd"]["ci95"][0] > 0
     assert arms["length"]["ci95"][0] < 0 < arms["length"]["ci95"][1] and arms["rating"]["below"]
-    assert "beat random: ifd +1." in f["text"] and "Below random: rating" in f["text"]
+    assert "Beat random: ifd +1." in f["text"] and "Below random: rating" in f["text"]
     assert "**Random floor:**" in (report_dir("data") / "report.md").read_text()
 
 
 def test_random_floor_says_when_no_strategy_beats_it(out_dir):
     data_study({"ifd": 0.0, "length": -0.05})
     f = build_report("data", data_dir=out_dir / "nodata").floor
-    assert f["beats"] == [] and f["text"].split(". ", 1)[1].startswith("no strategy beats random")
+    assert f["beats"] == [] and f["text"].split(". ", 1)[1].startswith("No strategy beats random")

@@ -32,7 +32,7 @@ import pandas as pd
 from plugins.fileio import atomic_dir, atomic_write_json, atomic_write_text
 from tools.core.paths import TEMPLATES, report_dir
 from tools.report.advice import Advice, intervals_overlap, run_advice
-from tools.report.choose import Choice, choose, split_sets
+from tools.report.choose import Choice, choose_on_dev, split_sets
 from tools.report.collect import RunRecord, collect, study_runs
 from tools.report.data import data_section, leakage_lines
 from tools.report.decision import decide, random_floor
@@ -135,7 +135,7 @@ def build_report(
     t_read, c_read = time.perf_counter(), time.process_time()
 
     dev, _ = split_sets(records)
-    choice = choose(records, dev)  # on the dev set only: the test set never takes part in a choice
+    choice = choose_on_dev(records, dev)  # on the dev set only: the test set never takes part in a choice
     testset, decoding = pick_point(records, testset, decoding, exclude=(dev,) if dev else ())
     axis = study_axis(records)
     dev_points: dict = {}

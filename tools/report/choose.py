@@ -101,7 +101,7 @@ def candidates(records: list[RunRecord], dev: str, metric: str) -> list[Point]:
     return out
 
 
-def choose(records: list[RunRecord], dev: str | None = None, dataset_dir: Path = DATA) -> Choice:
+def choose_on_dev(records: list[RunRecord], dev: str | None = None, dataset_dir: Path = DATA) -> Choice:
     """The best (run, epoch, decoding) on the dev set; Choice.best is None when nothing was scored there."""
     dev = dev or split_sets(records, dataset_dir)[0]
     if dev is None:
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dev", default=None, help="the dev set (default: the one most runs were evaluated on)")
     ap.add_argument("--dataset-dir", type=Path, default=DATA)
     a = ap.parse_args(argv)
-    choice = choose(dev_records(a.study, a.model), a.dev, a.dataset_dir)
+    choice = choose_on_dev(dev_records(a.study, a.model), a.dev, a.dataset_dir)
     atomic_write_json(report_dir(a.study) / "choice.json", choice.as_dict())
     if choice.best is None:
         print(f"choose: {choice.note}", file=sys.stderr)

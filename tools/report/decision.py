@@ -45,6 +45,14 @@ def _label(p: Point) -> str:
 def decide(
     records: list[RunRecord], choice: Choice, test: str | None, base_point: tuple | None = None
 ) -> Decision:
+    dec = _decide(records, choice, test, base_point)
+    dec.lines = [line[:1].upper() + line[1:] for line in dec.lines]
+    return dec
+
+
+def _decide(
+    records: list[RunRecord], choice: Choice, test: str | None, base_point: tuple | None = None
+) -> Decision:
     """Sentences for the page: chosen on dev (vs the best point of the runner-up arm, paired), then the
     test score of the chosen point (and chosen - base on test, paired) when the test set was scored."""
     dec = Decision(chosen=choice.best)
@@ -124,7 +132,7 @@ def random_floor(records: list[RunRecord], testsets: list[str], decoding: str = 
             if all(items.values()):
                 return _floor(rand, strategies, items, testset, decoding, metric)
     return {
-        "text": "random floor: no set on which every arm has per-prompt scores (judge.jsonl or "
+        "text": "Random floor: no set on which every arm has per-prompt scores (judge.jsonl or "
         "metrics_items.jsonl at the same decoding point); evaluate every arm on one set first",
         "beats": [],
     }
@@ -154,27 +162,27 @@ def _floor(rand, strategies, items, testset, decoding, metric) -> dict:
     what = "judge score" if metric == METRIC else FALLBACK
     shown = f"[{fci[0]:.3g}, {fci[1]:.3g}]" if fci else ""
     head = (
-        f"random floor on {testset} ({decoding}, {what}): {np.mean(list(floor.values())):.3g} "
+        f"Random floor on {testset} ({decoding}, {what}): {np.mean(list(floor.values())):.3g} "
         f"{shown} over {len(rand)} seed(s) "
         f"({', '.join(f'{k} {v:.3g}' for k, v in seed_means.items())}; spread across seeds {spread:.3g})."
     )
     winners = [x for x in rows if x["beats"]]
     if winners:
         body = (
-            "beat random: "
+            "Beat random: "
             + "; ".join(f"{x['arm']} {x['diff']:+.3g} {_fmt_ci(x['ci95'])}" for x in winners)
             + " (paired over prompts)."
         )
     elif rows:
         top = rows[0]
         body = (
-            f"no strategy beats random: the best, {top['arm']}, is {top['diff']:+.3g} {_fmt_ci(top['ci95'])} "
+            f"No strategy beats random: the best, {top['arm']}, is {top['diff']:+.3g} {_fmt_ci(top['ci95'])} "
             f"on {top['n']} paired prompts (0 inside)."
             if not top["beats"]
             else ""
         )
     else:
-        body = "no strategy shares prompts with the random arms."
+        body = "No strategy shares prompts with the random arms."
     below = [x["arm"] for x in rows if x["below"]]
     tail = f" Below random: {', '.join(below)}." if below else ""
     return {
