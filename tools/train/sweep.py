@@ -16,13 +16,16 @@ or joins the cluster in RAY_ADDRESS (e.g. RAY_ADDRESS=ray://head:10001 or auto);
 repository, its .venv and saves/ at the same paths (a shared filesystem), since tasks run the
 same command there and write the same folders. Ray is an optional extra (`make setup-extras`).
 
-After training (unless --no-eval), for the base model `<model>/base/base` and each finished run:
-tools.eval.generate, tools.eval.metrics, tools.judge (greedy), then tools.report for the study: each only
-where the module exists, each a child process whose failure is reported and does not stop the rest.
+After training (unless --no-eval): tools.eval.generate, tools.eval.metrics, tools.judge (greedy) - with a
+dev set (the profile's eval_dataset), for the base model and every epoch's checkpoint of every finished run
+(`<run>@epochN`) on dev, then for the base model and the point chosen on dev (tools.report.choose) on the
+test set (every run with --test-all); without one, for the base model and each run on the test set - then
+tools.report for the study: each only where the module exists, each a child process whose failure is
+reported and does not stop the rest.
 
 Usage:
     python -m tools.train.sweep --study rank --model smollm2_135m [--runner local|ray] [--only r4,r8]
-        [--no-eval] [--testset demo_eval] [--configs-dir DIR] [--dataset-dir data] [--set key=value ...]
+        [--no-eval] [--testset demo_eval] [--test-all] [--configs-dir DIR] [--dataset-dir data] [--set key=value ...]
     --set overrides a template variable for every run (e.g. max_steps_cap=4 for a quick look); such configs
     are rendered under cache/experiments/, and a later normal sweep retrains those runs (config changed).
 """
@@ -189,14 +192,38 @@ def evaluate(
     dataset_dir: Path = DATA,
     steps=EVAL_STEPS,
     report_module: str = "tools.report",
+    dev: str | None = None,
+    model: str | None = None,
+    test_all: bool = False,
 ) -> list[tuple[str, str, int]]:
     """generate -> metrics -> judge for each run, then the study's report; (run, step, returncode) rows.
 
+    With a dev set: first every epoch's checkpoint of every run (`<run>@epochN`; the run itself when
+    it kept none) and the base model on dev; then the point chosen there (tools.report.choose) and the
+    base model on the test set - every run too with `test_all`. The test set never takes part in a choice.
     Each step is a child process: a failure is printed (with its log) and the next run still goes.
     """
     rows = []
+    if dev:
+        points = [p for r in runs for p in ([r] if r.is_base else (r.epochs() or [r]))]
+        rows += _evaluate_points(points, dev, dataset_dir, steps)
+        chosen = choose_on_dev(study, model, dev)
+        print(f"  chosen on {dev}: {chosen or 'nothing (no dev scores)'}", flush=True)
+        tuned = [r for r in runs if not r.is_base]
+        runs = [r for r in runs if r.is_base] + (tuned if test_all else [chosen] if chosen else [])
+    rows += _evaluate_points(runs, testset, dataset_dir, steps)
+    if module_exists(report_module):
+        log = out_root() / "reports" / study / "sweep_report.log"
+        rc = run_child([sys.executable, "-m", report_module, "--study", study], log, cwd=ROOT).returncode
+        rows.append((study, "report", rc))
+        print(f"  report {study:<40} {'ok' if rc == 0 else f'FAILED ({rc}), see {log}'}", flush=True)
+    return rows
+
+
+def _evaluate_points(runs: list[Run], testset: str, dataset_dir: Path, steps) -> list[tuple[str, str, int]]:
+    rows = []
     for run in runs:
-        log = run.output_dir / "eval" / "sweep_eval.log"
+        log = run.eval_root / "sweep_eval.log"
         for module, extra in steps:
             if not module_exists(module):
                 continue
@@ -212,12 +239,20 @@ def evaluate(
             )
             if rc != 0:
                 break  # the later steps read this step's output
-    if module_exists(report_module):
-        log = out_root() / "reports" / study / "sweep_report.log"
-        rc = run_child([sys.executable, "-m", report_module, "--study", study], log, cwd=ROOT).returncode
-        rows.append((study, "report", rc))
-        print(f"  report {study:<40} {'ok' if rc == 0 else f'FAILED ({rc}), see {log}'}", flush=True)
     return rows
+
+
+def choose_on_dev(study: str, model: str | None, dev: str) -> Run | None:
+    """The point `python -m tools.report.choose` picks on the dev set (a child: train never imports report)."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "tools.report.choose", "--study", study, "--dev", dev]
+    cmd += ["--model", model] if model else []
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        print(f"  choose: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'failed'}")
+        return None
+    return Run.parse(proc.stdout.strip().splitlines()[-1])
 
 
 # ---------------------------------------------------------------------------------------- CLI
@@ -231,6 +266,7 @@ def sweep(
     configs_dir: Path | None = None,
     dataset_dir: Path = DATA,
     overrides: dict | None = None,
+    test_all: bool = False,
 ) -> list[dict]:
     jobs = plan(study, model, configs_dir, dataset_dir, only, overrides, testset)
     n, seen = len(jobs), []
@@ -253,8 +289,11 @@ def sweep(
     print(summary_table(results))
     if run_eval:
         testset = jobs[0]["eval_testset"]
+        dev = jobs[0]["resolved_config"].get("eval_dataset")
         finished = [Run.parse(r["run"]) for r in results if r["status"] in ("finished", "done")]
-        evaluate([Run.base(model), *finished], testset, study, dataset_dir)
+        evaluate(
+            [Run.base(model), *finished], testset, study, dataset_dir, dev=dev, model=model, test_all=test_all
+        )
     return results
 
 
@@ -266,6 +305,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default=None, help="comma-separated variants")
     ap.add_argument("--no-eval", action="store_true", help="train only")
     ap.add_argument("--testset", default=None, help="evaluation set (default: the profile's eval_testset)")
+    ap.add_argument(
+        "--test-all",
+        action="store_true",
+        help="score every run on the test set, not only the one chosen on dev",
+    )
     ap.add_argument("--configs-dir", type=Path, default=None, help="render into this folder")
     ap.add_argument(
         "--dataset-dir", type=Path, default=DATA, help="LLaMA-Factory dataset_dir (default data/)"
@@ -288,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
             a.configs_dir,
             a.dataset_dir,
             overrides,
+            a.test_all,
         )
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
