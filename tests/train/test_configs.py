@@ -77,7 +77,12 @@ def test_studies_cover_the_issue():
     assert names["rank"] == ["r4", "r8", "r16", "r32", "r64"]
     assert names["lr"] == ["lr1e-4", "lr2e-4", "lr5e-4"]
     assert names["target"] == ["qv", "qkvo", "all"]
-    assert names["epochs"] == ["ep1", "ep3", "ep5", "ep10", "ep15"]
+    # one run at the largest epoch count, a checkpoint and a dev eval loss per epoch (every epoch is a run)
+    assert names["epochs"] == ["ep15"]
+    ep = render_study("epochs", "llama2_7b")[0].config
+    assert (ep["num_train_epochs"], ep["save_strategy"], ep["save_total_limit"]) == (15, "epoch", None)
+    assert (ep["do_eval"], ep["eval_dataset"], ep["eval_strategy"]) == (True, "hw5_dev", "epoch")
+    assert ep["lr_scheduler_type"] == "constant_with_warmup" and ep["warmup_steps"] == 5
     assert set(names["data"]) >= {"random_s0", "random_s1", "random_s2", "rating", "hw5_default", "length"}
     assert set(names["data"]) >= {"long_is_more", "complexity", "ifd", "mix"}
     assert names["method"] == ["lora", "rslora", "dora", "pissa", "loraplus", "neftune", "qlora"]
