@@ -19,6 +19,14 @@ QUICK = (
 )
 
 
+def quick_steps(judge_model) -> tuple:
+    """generate (3 prompts, 4 tokens), metrics without a model, the offline judge on the tiny model."""
+    return (
+        *QUICK,
+        ("tools.judge", ("--decoding", "greedy", "--offline", "--offline-model", str(judge_model))),
+    )
+
+
 @pytest.mark.slow
 def test_one_run_gives_a_point_per_epoch_and_the_choice_is_made_on_dev(out_dir, tiny_model, tmp_path, capsys):
     data = tmp_path / "data"
@@ -47,10 +55,11 @@ def test_one_run_gives_a_point_per_epoch_and_the_choice_is_made_on_dev(out_dir, 
     state = json.loads((run.output_dir / "trainer_state.json").read_text())
     assert [h["epoch"] for h in state["log_history"] if "eval_loss" in h] == [1.0, 2.0]
 
-    rows = sweep.evaluate([run], "demo_eval", "epochs", data, steps=QUICK, dev="demo_dev", model="tiny")
+    steps = quick_steps(tiny_model)
+    rows = sweep.evaluate([run], "demo_eval", "epochs", data, steps=steps, dev="demo_dev", model="tiny")
     assert [r for r in rows if r[2] != 0] == []
     for e in range(1, EPOCHS + 1):
-        assert run.at_epoch(e).metrics("demo_dev", "greedy").exists()  # a point per epoch, on dev
+        assert run.at_epoch(e).scores("demo_dev", "greedy").exists()  # a judged point per epoch, on dev
     out = capsys.readouterr().out
     picked = out.split("chosen on demo_dev: ")[1].split()[0]
     assert picked.startswith("tiny/epochs/ep15@epoch")
@@ -58,6 +67,12 @@ def test_one_run_gives_a_point_per_epoch_and_the_choice_is_made_on_dev(out_dir, 
     tested = [r for r in (run, *run.epochs()) if r.predictions("demo_eval", "greedy").exists()]
     assert [r.name for r in tested] == [picked]
     rep = json.loads((report_dir("epochs") / "choice.json").read_text())
-    assert rep["best"]["run"] == picked and rep["metric"] == "rougeL" and rep["chosen_on"] == "demo_dev"
+    assert rep["best"]["run"] == picked and rep["metric"] == "judge_mean" and rep["chosen_on"] == "demo_dev"
     evals = pd.read_csv(report_dir("epochs") / "evals.csv")
     assert sorted(evals[evals.testset == "demo_dev"]["epoch"]) == list(range(1, EPOCHS + 1))
+    # the export takes the chosen epoch too: its checkpoint merged into the base, checked by logits
+    from tools.export import main as export_main
+
+    assert export_main(["--run", picked]) == 0
+    record = json.loads((Run.parse(picked).export_dir / "export.json").read_text())
+    assert record["adapter"] == str(Run.parse(picked).adapter_dir) and "checkpoint-" in record["adapter"]
