@@ -2,10 +2,14 @@
 
 Reads every run of the study (plus the base model run `<model>/base/base` where it exists): its
 TensorBoard events (train/loss, eval/loss, learning rate, grad norm), run.json, and each
-evaluation point's metrics.json and scores.json. Writes `reports/<study>/`:
+evaluation point's metrics.json and scores.json (the final adapter's and each epoch's). With a dev
+set, the best run, epoch and decoding are chosen there (tools.report.choose) and the page leads with
+that decision: dev and test side by side, paired intervals, the data study's random floor. Writes
+`reports/<study>/`:
 
-    report.md, index.html    table, verdict (best arm or "no clear winner"), warnings, plots, data
-    runs.csv, evals.csv      the table for pandas; every run x test set x decoding point
+    report.md, index.html    decision, table, warnings (leakage too), plots, data
+    runs.csv, evals.csv      the table for pandas; every run x epoch x set x decoding point
+    choice.json              the point chosen on dev (what the demo exports)
     plots/*.png              the figures (index.html embeds them, report.md links them)
     tb/                      HParams summaries: tensorboard --logdir reports/<study>/tb
 
@@ -258,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"report: {rep.out / 'index.html'} ({len(rep.records)} runs, {rep.timings['total']:.1f} s)")
     print(f"        {rep.verdict.text}")
+    if rep.floor:
+        print(f"        {rep.floor['text']}")
     for w in rep.warnings:
         print(f"  warning: {w}")
     print(f"        tensorboard --logdir {rep.out / 'tb'}")
