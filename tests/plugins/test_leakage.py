@@ -76,7 +76,7 @@ def test_planted_overlap_is_warned_and_recorded_by_the_data_pipeline(tmp_path, o
     # the report shows it
     from tools.report.data import leakage_lines
 
-    lines = leakage_lines(ddir / "generated", ["alpaca_top14"])
+    lines = leakage_lines(ddir / "generated", ["alpaca_top14_easy", "alpaca_top14_medium"])  # its stages
     assert len(lines) == 1 and "2 training row(s) of alpaca_top14 repeat a dev/test prompt" in lines[0]
     # a later selection without --eval still checks against the registered dev and test sets
     assert (

@@ -8,6 +8,7 @@ carry `n`/`count`/`rows`), so a new key shows up here without a change.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from tools.core.paths import DATA
@@ -89,8 +90,9 @@ def leakage_lines(generated: Path | None = None, datasets: list[str] | None = No
     """One line per selection manifest whose rows repeat a dev or test prompt (plugins.leakage's
     `leakage` block), for the datasets named (default: every manifest there)."""
     generated = Path(generated or GENERATED)
-    if datasets:
-        paths = [generated / f"{d}.manifest.json" for d in datasets]
+    if datasets:  # a curriculum stage's rows are its subset's: <subset>_easy -> <subset>'s manifest
+        names = {re.sub(r"_(easy|medium|hard)$", "", d) for d in datasets}
+        paths = [generated / f"{d}.manifest.json" for d in sorted(names)]
     else:
         paths = sorted(generated.glob("*.manifest.json")) if generated.is_dir() else []
     out = []
