@@ -25,9 +25,8 @@ import re
 import sys
 from dataclasses import asdict, dataclass, replace
 
-import yaml
-
 from tools.core.paths import TEMPLATES
+from tools.core.profiles import load_yaml
 
 GRIDS = TEMPLATES / "decoding"
 DEFAULT_SEED = 42
@@ -142,7 +141,9 @@ def load_grid(name: str, max_new_tokens: int | None = None, seed: int | None = N
     path = GRIDS / f"{name}.yaml"
     if not path.exists():
         raise ValueError(f"decoding grid {name!r}: no {path}; grids: {', '.join(grid_names()) or 'none'}")
-    spec = yaml.safe_load(path.read_text()) or {}
+    spec = load_yaml(path) or {}  # ConfigError (a ValueError) names the file and line
+    if not isinstance(spec, dict):
+        raise ValueError(f"{path}: a decoding grid is a mapping of keys to values")
     unknown = set(spec) - {"description", "greedy", "temperature", "top_p", "defaults"}
     if unknown:
         raise ValueError(f"{path}: unknown keys {sorted(unknown)}")

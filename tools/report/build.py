@@ -62,12 +62,12 @@ class Report:
 
 def study_question(study: str) -> str | None:
     """The question the study spec asks (templates/studies/<study>.yaml), shown under the title."""
-    import yaml
+    from tools.core.profiles import load_yaml
 
     spec = TEMPLATES / "studies" / f"{study}.yaml"
     try:
-        q = (yaml.safe_load(spec.read_text()) or {}).get("question")
-    except (OSError, yaml.YAMLError, AttributeError):
+        q = (load_yaml(spec) or {}).get("question")
+    except (ValueError, AttributeError):
         return None
     return str(q) if q else None
 

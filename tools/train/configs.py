@@ -85,7 +85,10 @@ def load_study(study: str) -> dict:
     if not isinstance(spec.get("scientific"), list) or not spec["scientific"]:
         raise ConfigError(f"{path}: `scientific` must list the keys the study varies")
     for name, values in spec["variants"].items():
-        Run("m", study, str(name))  # raises for a name that is not path-safe
+        try:
+            Run("m", study, str(name))  # raises for a name that is not path-safe
+        except ValueError as e:
+            raise ConfigError(f"{path}: variants: {e}") from None
         if not isinstance(values or {}, dict):
             raise ConfigError(f"{path}: variant {name!r} must be a mapping of keys to values")
     return spec
