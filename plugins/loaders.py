@@ -32,6 +32,7 @@ log = logging.getLogger("plugins.data")
 SHAPES = ("alpaca", "sharegpt", "openai", "prompt")
 PROMPT_KEYS = ("instruction", "Instruction", "prompt", "text", "question", "query")
 REFERENCE_KEYS = ("output", "reference", "answer", "response")
+ID_KEYS = ("id", "idx", "question_id", "example_id", "uid")
 USER_ROLES = {"human", "user"}
 ASSISTANT_ROLES = {"gpt", "assistant", "chatgpt", "bard", "model"}
 SYSTEM_ROLES = {"system"}
@@ -61,7 +62,11 @@ def read_records(path: str | Path) -> list[Any]:
         raise DataError(f"{path}: file not found (pass a JSON or JSONL file, `demo` or `hw5`)")
     if path.is_dir():
         raise DataError(f"{path}: is a folder, not a JSON or JSONL file")
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read it ({e.strerror or e})") from None
+    raw = _utf8(path, raw)
     if not raw.strip():
         raise DataError(f"{path}: the file is empty (no rows)")
     if path.suffix == ".jsonl" or (path.suffix != ".json" and raw.lstrip()[:1] == b"{"):
@@ -71,14 +76,39 @@ def read_records(path: str | Path) -> list[Any]:
     except ValueError as e:
         raise DataError(f"{path}: broken JSON: {_where(raw, e)}") from None
     if isinstance(data, dict):
-        # a {"data": [...]} wrapper is common; a bare object is one row
-        lists = [v for v in data.values() if isinstance(v, list) and v and isinstance(v[0], dict)]
-        if len(lists) == 1 and len(data) <= 3:
-            return lists[0]
-        return [data]
+        # only the documented wrapper {"data": [...]} (what `datasets` writes with field="data");
+        # any other object is refused, never taken as one row
+        if set(data) == {"data"} and isinstance(data["data"], list):
+            return data["data"]
+        raise DataError(
+            f'{path}: expected a JSON array of rows (or {{"data": [...]}}), found an object with keys '
+            f"{sorted(data)[:8]}"
+        )
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON array of rows, found {type(data).__name__}")
     return data
+
+
+_BOMS = {b"\xff\xfe": "UTF-16 LE", b"\xfe\xff": "UTF-16 BE"}
+
+
+def _utf8(path: Path, raw: bytes) -> bytes:
+    """The file's bytes as valid UTF-8 without a BOM; a byte that is not UTF-8 is named by its line."""
+    if raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 BOM (Windows editors): read as utf-8-sig
+        raw = raw[3:]
+    for bom, name in _BOMS.items():
+        if raw.startswith(bom):
+            raise DataError(f"{path}: the file is {name} text (a BOM at its start); save it as UTF-8")
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise DataError(
+            f"{path}: line {line} column {col}: byte 0x{raw[e.start]:02x} is not UTF-8 ({e.reason}); "
+            "save the file as UTF-8"
+        ) from None
+    return raw
 
 
 def _loads(raw: bytes) -> Any:
@@ -124,7 +154,7 @@ def detect_shape(rec: Any, path: Path | str = "<rows>", row: int = 0) -> str:
         raise DataError(f"{path}: row {row}: expected an object, found {type(rec).__name__}")
     if "conversations" in rec or "messages" in rec:
         key = "conversations" if "conversations" in rec else "messages"
-        turns = rec[key]
+        turns = _turns(rec[key])
         if isinstance(turns, list) and not any(_role(t) in ASSISTANT_ROLES for t in turns):
             return "prompt"
         return "sharegpt" if key == "conversations" else "openai"
@@ -137,6 +167,47 @@ def detect_shape(rec: Any, path: Path | str = "<rows>", row: int = 0) -> str:
         "(instruction, input, output), ShareGPT (conversations), OpenAI (messages) or a prompt "
         f"({', '.join(PROMPT_KEYS)}); force one with shape=/--shape"
     )
+
+
+def _turns(turns: Any) -> Any:
+    """Turns given as plain strings ["question", "answer", ...] alternate user and assistant."""
+    if isinstance(turns, list) and turns and all(isinstance(t, str) for t in turns):
+        return [{"from": "human" if j % 2 == 0 else "gpt", "value": t} for j, t in enumerate(turns)]
+    return turns
+
+
+def expand_instances(records: list, path: Path) -> list:
+    """Self-Instruct rows `{instruction, instances: [{input, output}, ...]}` -> one Alpaca record per
+    instance (ids `<id>` for one instance, `<id>-<k>` for several); other records pass unchanged."""
+    if not any(isinstance(r, dict) and "instances" in r for r in records[:1] + records[-1:]):
+        return records
+    out = []
+    for i, rec in enumerate(records):
+        if not isinstance(rec, dict) or "instances" not in rec:
+            out.append(rec)
+            continue
+        inst = rec["instances"]
+        if not isinstance(inst, list) or not inst:
+            raise DataError(
+                f"{path}: row {i}: field 'instances' must be a non-empty list of {{input, output}}"
+            )
+        rid = next((rec[k] for k in ID_KEYS if rec.get(k) not in (None, "")), None)
+        base = {k: v for k, v in rec.items() if k not in ("instances", *ID_KEYS)}
+        for k, x in enumerate(inst):
+            if not isinstance(x, dict):
+                raise DataError(
+                    f"{path}: row {i}: field 'instances[{k}]' must be an object with input/output"
+                )
+            for f in ("input", "output"):
+                if x.get(f) is not None and not isinstance(x[f], str):
+                    raise DataError(
+                        f"{path}: row {i}: field 'instances[{k}].{f}' must be a string, found {type(x[f]).__name__}"
+                    )
+            row = {**base, "input": x.get("input") or "", "output": x.get("output") or ""}
+            stem = str(rid) if rid is not None else f"{path.stem}-{i:05d}"
+            row["id"] = stem if len(inst) == 1 else f"{stem}-{k}"
+            out.append(row)
+    return out
 
 
 def _role(turn: Any) -> str:
@@ -176,7 +247,7 @@ def _str(val: Any, path: Path, row: int, name: str, required: bool) -> str:
 
 
 def _conversation(rec: dict, key: str, path: Path, row: int, need_answer: bool) -> tuple[str, str]:
-    turns = rec.get(key)
+    turns = _turns(rec.get(key))
     if not isinstance(turns, list):
         raise DataError(f"{path}: row {row}: field '{key}' must be a list of turns")
     question = answer = None
@@ -194,7 +265,10 @@ def _conversation(rec: dict, key: str, path: Path, row: int, need_answer: bool) 
     if question is None:
         raise DataError(f"{path}: row {row}: field '{key}' has no user/human turn")
     if answer is None and need_answer:
-        raise DataError(f"{path}: row {row}: field '{key}' has no answer (gpt/assistant turn); empty answer")
+        raise DataError(
+            f"{path}: row {row}: field '{key}' has no answer (gpt/assistant turn): a prompt-only "
+            "file cannot be a training pool"
+        )
     return question, answer or ""
 
 
@@ -218,7 +292,7 @@ def normalise(rec: Any, shape: str, path: Path, row: int, require_answer: bool =
     elif shape == "prompt":
         key = "conversations" if "conversations" in rec else "messages" if "messages" in rec else None
         if key:
-            instruction, output = _conversation(rec, key, path, row, need_answer=False)
+            instruction, output = _conversation(rec, key, path, row, need_answer=require_answer)
         else:
             name = next((k for k in PROMPT_KEYS if k in rec), None)
             if name is None:
@@ -227,7 +301,12 @@ def normalise(rec: Any, shape: str, path: Path, row: int, require_answer: bool =
                 )
             instruction = _str(rec[name], path, row, name, True)
             ref = next((k for k in REFERENCE_KEYS if rec.get(k) is not None), None)
-            output = _str(rec[ref], path, row, ref, False) if ref else ""
+            if ref is None and require_answer:
+                raise DataError(
+                    f"{path}: row {row}: no answer field ({', '.join(REFERENCE_KEYS)}): a prompt-only "
+                    "file cannot be a training pool (register it with --eval instead)"
+                )
+            output = _str(rec[ref], path, row, ref, require_answer) if ref else ""
         inp = _str(rec.get("input"), path, row, "input", False)
     else:
         raise DataError(f"unknown shape {shape!r}: use one of {', '.join(SHAPES)}")
@@ -236,7 +315,10 @@ def normalise(rec: Any, shape: str, path: Path, row: int, require_answer: bool =
         inp = inp or embedded
         if not instruction:
             raise DataError(f"{path}: row {row}: field 'instruction' is empty after the Alpaca preamble")
-    rid = rec.get("id", rec.get("idx"))
+    rid = next((rec[k] for k in ID_KEYS if rec.get(k) is not None), None)
+    if rid is not None and not isinstance(rid, str | int) or isinstance(rid, bool):
+        name = next(k for k in ID_KEYS if rec.get(k) is not None)
+        raise DataError(f"{path}: row {row}: field '{name}' must be a string or an integer, found {rid!r}")
     out = {
         "id": str(rid) if rid is not None and str(rid) != "" else f"{path.stem}-{row:05d}",
         "instruction": instruction.strip(),
@@ -296,6 +378,9 @@ def normalise_records(
         raise DataError(f"{path}: empty pool (no rows)")
     if shape is not None and shape not in SHAPES:
         raise DataError(f"unknown shape {shape!r}: use one of {', '.join(SHAPES)}")
+    if not isinstance(records, list):
+        raise DataError(f"{path}: expected a list of rows, found {type(records).__name__}")
+    records = expand_instances(records, path)
     shape = shape or detect_shape(records[0], path, 0)
     rows = _fast_sharegpt(records, path, require_answer) if shape == "sharegpt" else None
     if rows is None:
