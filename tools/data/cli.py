@@ -28,6 +28,7 @@ from plugins.fileio import atomic_write_json, sha256_file, sha256_text
 from plugins.loaders import DataError, Table, load_table, merge_tables, normalise_records
 from plugins.strategies import STUDY_STRATEGIES, Context
 from tools.core.paths import DATA, MODELS, ROOT, cache_dir
+from tools.data.derived import check_name
 
 SHARED = ROOT.parent / "shared" / "data"
 HW5_POOL = ("long_is_more/filtered_alpaca_1k_longest.json", "long_is_more/filtered_alpaca_1k_score.json")
@@ -138,7 +139,25 @@ def eval_rows(
         )
     t = load_table(Path(spec), shape or "prompt")
     missing = sum(1 for r in t.rows if not r["output"])
-    return Path(spec).stem, t.rows, None, f"{len(t.rows) - missing} with a reference, {missing} without"
+    note = f"{len(t.rows) - missing} with a reference, {missing} without"
+    if t.duplicates:  # an evaluation set that shrinks must say so: its n is part of every score
+        rows = ", ".join(f"{d['row']} (= {d['duplicate_of']})" for d in t.duplicates[:5])
+        note += f"; WARNING: {len(t.duplicates)} duplicate prompt(s) dropped, rows {rows}"
+    renamed = [r["id"] for r in t.rows if "#" in r["id"]]
+    if renamed:
+        note += f"; WARNING: {len(renamed)} reused id(s) renamed ({', '.join(renamed[:5])})"
+    return Path(spec).stem, t.rows, None, note
+
+
+def _share(text: str) -> float:
+    """--near-dup: a Jaccard share, 0 < x <= 1 (7 would skip nothing and say nothing)."""
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < x <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is outside (0, 1]: it is a share of shared words, e.g. 0.5")
+    return x
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--thresholds", help="curriculum answer-word thresholds, default 50,120")
     ap.add_argument("--curriculum-by", help="split the stages by tertiles of this strategy instead")
     ap.add_argument(
-        "--near-dup", type=float, help="skip rows sharing more than this Jaccard share (e.g. 0.5)"
+        "--near-dup", type=_share, help="skip rows sharing more than this Jaccard share, 0-1 (e.g. 0.5)"
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--shape", choices=["alpaca", "sharegpt", "openai", "prompt"])
@@ -186,11 +205,16 @@ def run(a: argparse.Namespace) -> int:
         progress=sys.stderr.isatty(),
     )
     ctx.notes["near_dup"] = a.near_dup
+    for flag, value in (("--name", a.name), ("--eval-name", a.eval_name)):
+        if value is not None:
+            check_name(value, flag)
     thresholds = parse_thresholds(a.thresholds)
     source = a.source or (None if a.eval else "demo")
     evals = [eval_rows(e, None, a.shared) for e in a.eval]
     if a.eval_name and len(evals) == 1 and a.eval[0] not in ("demo", "hw5"):
         evals = [(a.eval_name, *evals[0][1:])]
+    for spec, e in zip(a.eval, evals, strict=True):
+        check_name(e[0], f"--eval {spec} (its file name; pick one with --eval-name)")
     registry.check_conflicts({e[0]: {} for e in evals}, ddir, a.force)
     if source:
         rows, src, pool_file = load_source(source, a.shape, a.shared)
