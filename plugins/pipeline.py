@@ -1,8 +1,10 @@
 """From normalised rows to registered datasets: select, split, write, register.
 
 Everything that can fail on bad input (strategy names, N, registry conflicts) is checked by
-`plan` before anything is written; `write_subset` then writes each file atomically and
-registers the entries last, so a failure leaves dataset_info.json as it was.
+`plan` before anything is written; `write_subset` then writes the subset, its stages, manifest and
+plot into a private folder and publishes them as one unit (`plugins.publish`: a versioned folder
+switched in by one atomic rename, then registered), so a failure or a kill at any moment leaves the
+old set or the new one, never a mix.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 import plugins
-from plugins import curriculum, knee, registry
+from plugins import curriculum, knee, publish, registry
 from plugins.fileio import atomic_write_json, sha256_file
 from plugins.loaders import DataError, to_alpaca
 from plugins.strategies import UNSCORED, Context, parse_strategy, score, top_n, total_words
@@ -78,9 +80,21 @@ def write_subset(
     plot: bool = True,
     force: bool = False,
 ) -> dict:
-    """Write the subset (and its stages), manifest and plot under <dataset_dir>/generated/, then
-    register them. Returns the manifest."""
-    gen = Path(dataset_dir) / "generated"
+    """Write the subset (and its stages), manifest and plot under <dataset_dir>/generated/<name>/ and
+    register them, all as one unit. Returns the manifest."""
+    with publish.staging(dataset_dir, sel.name) as gen:
+        manifest, files = _write_subset_files(
+            gen, rows, sel, source, ctx, stages, thresholds, curriculum_by, plot
+        )
+        # stable across versions (the manifest holds strategy, n and hashes): a kill between the
+        # switch and the registry write can never leave the registry describing the other version
+        meta = {"kind": "train", "manifest": publish.rel_file(sel.name, f"{sel.name}.manifest.json")}
+        entries = {k: registry.entry(publish.rel_file(sel.name, v.name), **meta) for k, v in files.items()}
+        publish.commit(dataset_dir, sel.name, gen, entries, force=force)
+    return manifest
+
+
+def _write_subset_files(gen, rows, sel, source, ctx, stages, thresholds, curriculum_by, plot):
     chosen = [rows[i] for i in sel.indices]
     files = {sel.name: gen / f"{sel.name}.json"}
     counts = {}
@@ -129,16 +143,7 @@ def write_subset(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     atomic_write_json(gen / f"{sel.name}.manifest.json", manifest)
-    meta = {
-        "kind": "train",
-        "strategy": sel.strategy,
-        "n": sel.n,
-        "manifest": f"generated/{sel.name}.manifest.json",
-    }
-    # no hashes here: dataset_info.json is tracked, and the manifest holds them
-    entries = {k: registry.alpaca_entry(v, dataset_dir, **meta) for k, v in files.items()}
-    registry.register(entries, dataset_dir, force=force)
-    return manifest
+    return manifest, files
 
 
 def write_eval(
@@ -148,14 +153,18 @@ def write_eval(
     dataset_dir = Path(dataset_dir)
     if file is not None and not Path(file).resolve().is_relative_to(dataset_dir.resolve()):
         file = None  # a shipped file registered into another dataset_dir: write a copy there
-    path = file or dataset_dir / "generated" / f"{name}.json"
     registry.check_conflicts({name: {}}, dataset_dir, force)
-    if file is None:
-        atomic_write_json(path, [to_alpaca(r) for r in rows])
-    meta = {"kind": "eval", "rows": len(rows), "with_reference": sum(1 for r in rows if r["output"])}
-    registry.register(
-        {name: registry.alpaca_entry(path, dataset_dir, **meta, source=source)},
-        dataset_dir,
-        force=force,
-    )
-    return path
+    counts = {"rows": len(rows), "with_reference": sum(1 for r in rows if r["output"])}
+    if file is not None:  # a shipped file: one registry write, nothing else to switch
+        meta = {"kind": "eval", **counts, "source": source}
+        registry.register({name: registry.alpaca_entry(file, dataset_dir, **meta)}, dataset_dir, force=force)
+        return Path(file)
+    with publish.staging(dataset_dir, name) as tmp:
+        atomic_write_json(tmp / f"{name}.json", [to_alpaca(r) for r in rows])
+        atomic_write_json(
+            tmp / f"{name}.manifest.json", {"name": name, "kind": "eval", "source": source, **counts}
+        )
+        meta = {"kind": "eval", "source": source, "manifest": publish.rel_file(name, f"{name}.manifest.json")}
+        entry = registry.entry(publish.rel_file(name, f"{name}.json"), **meta)
+        publish.commit(dataset_dir, name, tmp, {name: entry}, force=force)
+    return publish.unit_dir(dataset_dir, name) / f"{name}.json"

@@ -149,7 +149,11 @@ def is_ours(entry: object) -> bool:
 
 def alpaca_entry(file: str | Path, dataset_dir: str | Path = DATA, **meta) -> dict:
     """An Alpaca-format entry for a file inside dataset_dir, marked as ours (meta goes in the marker)."""
-    rel = Path(file).resolve().relative_to(Path(dataset_dir).resolve()).as_posix()
+    return entry(Path(file).resolve().relative_to(Path(dataset_dir).resolve()).as_posix(), **meta)
+
+
+def entry(rel: str, **meta) -> dict:
+    """An Alpaca-format entry for `rel` (a path relative to dataset_dir), marked as ours."""
     return {
         "file_name": rel,
         "formatting": "alpaca",
@@ -158,15 +162,29 @@ def alpaca_entry(file: str | Path, dataset_dir: str | Path = DATA, **meta) -> di
     }
 
 
+_HELD: dict[str, int] = {}  # folders this process holds the lock on (re-entrant: publish + register)
+
+
 @contextlib.contextmanager
-def _locked(dataset_dir: Path) -> Iterator[None]:
+def locked(dataset_dir: str | Path) -> Iterator[None]:
     """Serialise read-modify-write of dataset_info.json across processes (lock on the folder)."""
+    dataset_dir = Path(dataset_dir)
     dataset_dir.mkdir(parents=True, exist_ok=True)
+    key = str(dataset_dir.resolve())
+    if _HELD.get(key):
+        _HELD[key] += 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+        return
     fd = os.open(dataset_dir, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
+        _HELD[key] = 1
         yield
     finally:
+        _HELD.pop(key, None)
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
 
@@ -190,7 +208,7 @@ def register(entries: dict[str, dict], dataset_dir: str | Path = DATA, force: bo
     for name, e in entries.items():
         if not isinstance(e, dict) or not ("file_name" in e or "hf_hub_url" in e):
             raise RegistryError(f"entry {name!r}: needs a 'file_name'")
-    with _locked(dataset_dir):
+    with locked(dataset_dir):
         check_conflicts(entries, dataset_dir, force)
         path = info_path(dataset_dir)
         text = _read_text(path)
@@ -209,7 +227,7 @@ def register(entries: dict[str, dict], dataset_dir: str | Path = DATA, force: bo
 def unregister(names: list[str], dataset_dir: str | Path = DATA) -> list[str]:
     """Remove our own entries (a user's are left alone); returns the names removed."""
     dataset_dir = Path(dataset_dir)
-    with _locked(dataset_dir):
+    with locked(dataset_dir):
         path = info_path(dataset_dir)
         text = _read_text(path)
         info = _parse(path, text)
