@@ -138,6 +138,28 @@ def heldout_rows(run: Run, name: str, n: int, dataset_dir: Path) -> tuple[list[d
     return kept[:n], len(rows) - len(kept)
 
 
+PRED_FIELDS = {"id": (str, int), "answer": (str,), "reference": (str, type(None))}
+PRED_OPTIONAL = {"new_tokens": (int, type(None)), "truncated": (bool, type(None))}
+
+
+def load_predictions(path: Path) -> list[dict]:
+    """predictions.jsonl, checked row by row: a wrong type is named (file, row, field), never a traceback."""
+    preds = list(read_jsonl(path))
+    if not preds:
+        raise GenerateError(f"{path}: empty")
+    for n, p in enumerate(preds, 1):
+        if not isinstance(p, dict):
+            raise GenerateError(f"{path}: row {n}: expected an object, found {type(p).__name__}")
+        for f, types in {**PRED_FIELDS, **PRED_OPTIONAL}.items():
+            if f not in p and f in PRED_FIELDS and f != "reference":
+                raise GenerateError(f"{path}: row {n}: missing field {f!r}")
+            x = p.get(f)
+            if f in p and (not isinstance(x, types) or (isinstance(x, bool) and bool not in types)):
+                want = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+                raise GenerateError(f"{path}: row {n}: field {f!r} must be {want}, found {type(x).__name__}")
+    return preds
+
+
 def compute(
     run: Run | str,
     testset: str,
@@ -161,9 +183,7 @@ def compute(
             + (" (generation unfinished: re-run tools.eval.generate to resume it)" if partial else "")
             + f"; run `python -m tools.eval.generate --run {run} --testset {testset} --decoding {decoding}`"
         )
-    preds = list(read_jsonl(pred_path))
-    if not preds:
-        raise GenerateError(f"{pred_path}: empty")
+    preds = load_predictions(pred_path)
     answers = [p["answer"] for p in preds]
     refs = [p.get("reference") for p in preds]
     rouge = rouge_items(answers, refs, chinese)
@@ -172,8 +192,8 @@ def compute(
             "id": p["id"],
             **(r or {"rouge1": None, "rouge2": None, "rougeL": None}),
             "answer_words": len(p["answer"].split()),
-            "answer_tokens": p["new_tokens"],
-            "truncated": p["truncated"],
+            "answer_tokens": p.get("new_tokens"),
+            "truncated": p.get("truncated"),
         }
         for p, r in zip(preds, rouge, strict=True)
     ]

@@ -40,9 +40,34 @@ def resolve_model_path(name: str) -> str:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise Refused(f"{path}: not UTF-8 text (byte {e.start})") from None
     except json.JSONDecodeError as e:
-        raise Refused(f"{path}: broken JSON ({e.msg}, line {e.lineno})") from e
+        raise Refused(f"{path}: broken JSON ({e.msg}, line {e.lineno})") from None
+    if not isinstance(data, dict):
+        raise Refused(f"{path}: expected a JSON object, found {type(data).__name__}")
+    return data
+
+
+def check_safetensors(path: Path) -> None:
+    """A .safetensors file whose header and tensor data are complete (a truncated copy is refused
+    here, by name, rather than failing inside PEFT or torch with a traceback)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if n <= 0 or 8 + n > size:
+            raise Refused(f"{path}: truncated or not a safetensors file ({size} bytes; header says {n})")
+        try:
+            header = json.loads(f.read(n))
+            end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, KeyError, TypeError, IndexError):
+            raise Refused(f"{path}: broken safetensors header") from None
+    if 8 + n + end != size:
+        raise Refused(
+            f"{path}: truncated ({size} bytes, its header needs {8 + n + end}): copy it again or retrain"
+        )
 
 
 def run_info(run: Run) -> dict[str, Any]:
@@ -68,6 +93,8 @@ def run_info(run: Run) -> dict[str, Any]:
     if not acfg_path.exists():
         raise Refused(f"run {run}: no adapter_config.json in {out}")
     acfg = _read_json(acfg_path)
+    for weights in out.glob("adapter_model*.safetensors"):
+        check_safetensors(weights)
     profile = load_profile(run.model) or {}
     base = (
         rj.get("model_name_or_path")
