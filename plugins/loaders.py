@@ -7,8 +7,15 @@ file has one). Shapes, detected from the first record or forced with `shape=`:
     sharegpt  {id?, conversations: [{from, value}], score?}       (FastChat: HW5, Long-Is-More)
     openai    {messages: [{role, content}]}
     prompt    prompt-only evaluation files: `instruction`/`Instruction`/`prompt`/`text`/`question`,
-              or a conversation with a user turn and no answer; `output` is "" unless a reference
-              is there (`output`, `reference`, `answer`, `response`).
+              MT-Bench's `turns` (the first), or a conversation with a user turn and no answer;
+              `output` is "" unless a reference is there (`output`, `reference`, `answer`,
+              `response`), the input is `input` or Dolly's `context`. A training pool must have one.
+
+Also read: Self-Instruct rows whose input/output pairs sit in `instances: [{input, output}]`
+(one row per instance), conversations given as plain strings (["question", "answer", ...], as
+LIMA writes them), ids under `id`, `idx`, `question_id`, `example_id` or `uid`, a UTF-8 BOM, and
+`{"data": [...]}`. Refused with the line or row named: bytes that are not UTF-8, UTF-16 files,
+any other JSON object in place of the list of rows.
 
 HW5's prompts embed the Alpaca preamble ("Below is an instruction ... ### Instruction: ...
 ### Input: ..."); it is parsed into instruction and input so lengths, scores and chat templates
@@ -30,7 +37,8 @@ from typing import Any
 log = logging.getLogger("plugins.data")
 
 SHAPES = ("alpaca", "sharegpt", "openai", "prompt")
-PROMPT_KEYS = ("instruction", "Instruction", "prompt", "text", "question", "query")
+PROMPT_KEYS = ("instruction", "Instruction", "prompt", "text", "question", "query", "turns")
+INPUT_KEYS = ("input", "context")  # Dolly names the input `context`
 REFERENCE_KEYS = ("output", "reference", "answer", "response")
 ID_KEYS = ("id", "idx", "question_id", "example_id", "uid")
 USER_ROLES = {"human", "user"}
@@ -299,7 +307,12 @@ def normalise(rec: Any, shape: str, path: Path, row: int, require_answer: bool =
                 raise DataError(
                     f"{path}: row {row}: no prompt field ({', '.join(PROMPT_KEYS)}); keys: {sorted(rec)}"
                 )
-            instruction = _str(rec[name], path, row, name, True)
+            value = rec[name]
+            if name == "turns":  # MT-Bench: a list of user turns; the first is the prompt
+                if not isinstance(value, list) or not value:
+                    raise DataError(f"{path}: row {row}: field 'turns' must be a non-empty list of strings")
+                value, name = value[0], "turns[0]"
+            instruction = _str(value, path, row, name, True)
             ref = next((k for k in REFERENCE_KEYS if rec.get(k) is not None), None)
             if ref is None and require_answer:
                 raise DataError(
@@ -307,7 +320,8 @@ def normalise(rec: Any, shape: str, path: Path, row: int, require_answer: bool =
                     "file cannot be a training pool (register it with --eval instead)"
                 )
             output = _str(rec[ref], path, row, ref, require_answer) if ref else ""
-        inp = _str(rec.get("input"), path, row, "input", False)
+        in_key = next((k for k in INPUT_KEYS if rec.get(k) is not None), "input")
+        inp = _str(rec.get(in_key), path, row, in_key, False)
     else:
         raise DataError(f"unknown shape {shape!r}: use one of {', '.join(SHAPES)}")
     if _INSTRUCTION in instruction:

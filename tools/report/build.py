@@ -227,6 +227,11 @@ def main(argv: list[str] | None = None) -> int:
         "--no-cache", action="store_true", help="re-read every event file (ignore cache/report_events)"
     )
     a = ap.parse_args(argv)
+    try:
+        report_dir(a.study)  # a study name is a folder name: `../x` would write outside reports/
+    except ValueError as e:
+        print(f"report: error: --study: {e}", file=sys.stderr)
+        return 2
     rep = build_report(
         a.study, a.model, a.testset, a.decoding, not a.no_base, a.workers, cache=not a.no_cache
     )
