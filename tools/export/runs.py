@@ -94,7 +94,10 @@ def run_info(run: Run) -> dict[str, Any]:
         raise Refused(f"run {run}: no adapter_config.json in {out}")
     acfg = _read_json(acfg_path)
     for weights in out.glob("adapter_model*.safetensors"):
-        check_safetensors(weights)
+        try:
+            check_safetensors(weights)
+        except Refused as e:
+            raise Refused(f"run {run}: {e}") from None
     profile = load_profile(run.model) or {}
     base = (
         rj.get("model_name_or_path")
