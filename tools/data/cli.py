@@ -249,7 +249,7 @@ def run(a: argparse.Namespace) -> int:
                 "move the cut with --thresholds or split by rank with --curriculum-by <strategy>"
             )
         say(
-            f"register: {name}, {name}_easy|medium|hard -> {ddir / 'generated'} ({m['files'][name]['sha256'][:12]})"
+            f"register: {name}, {name}_easy|medium|hard -> {ddir / 'generated' / name} ({m['files'][name]['sha256'][:12]})"
         )
         for s in study:
             sub = pipeline.select(rows, f"{name}_by_{s}", s, a.n, ctx, a.near_dup)
