@@ -12,7 +12,11 @@ or JSONL file in any supported shape, or a hub name (`tatsu-lab/alpaca`) through
 The subset is always registered as `alpaca_top<N>` (+ `_easy|_medium|_hard`), whatever the pool;
 `--all-strategies` adds `alpaca_top<N>_by_<strategy>` for the data study. `--eval hw5` registers
 `hw5_test` (HW5's 150 prompts, references joined by id from Long-Is-More), `--eval demo` the shipped
-`demo_eval`. Files go to data/generated/ (manifest and plot beside the subset).
+`demo_eval`. Files go to data/generated/<name>/ (manifest and plot beside the subset), published as
+one unit (plugins.publish), so a kill leaves the old set or the new one.
+
+Exit status 2 on bad input (a pool or name that cannot be used), with one message naming the file,
+the row or line and the field; nothing is written then.
 """
 
 from __future__ import annotations
