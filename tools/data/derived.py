@@ -38,25 +38,36 @@ def registered_rows(name: str, dataset_dir: Path = DATA) -> tuple[list[dict], Pa
 
 
 def publish(
-    name: str, rows: list[dict], manifest: dict, dataset_dir: Path = DATA, note: str = ""
+    name: str,
+    rows: list[dict],
+    manifest: dict,
+    dataset_dir: Path = DATA,
+    note: str = "",
+    also: dict[str, tuple[list[dict], dict, str]] | None = None,
 ) -> tuple[Path, Path]:
-    """Write rows and manifest under <dataset_dir>/generated/<name>/ and register `name`, as one unit."""
-    check_name(name)
-    registry.check_conflicts({name: {}}, dataset_dir)
-    rel = publish_unit.rel_file(name, f"{name}.json")
+    """Write rows and manifest under <dataset_dir>/generated/<name>/ and register `name`, as one unit;
+    `also` ({other name: (rows, manifest, note)}) are published in the same unit, so datasets that
+    must agree (a mix and its held-out set) are switched together."""
+    sets = {name: (rows, manifest, note), **(also or {})}
+    for n in sets:
+        check_name(n)
+    registry.check_conflicts(dict.fromkeys(sets, {}), dataset_dir)
+    entries = {}
     with publish_unit.staging(dataset_dir, name) as tmp:
-        file = atomic_write_json(tmp / f"{name}.json", rows)
-        man = {
-            **manifest,
-            "name": name,
-            "rows": len(rows),
-            "file": rel,
-            "sha256": sha256_file(file),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-        atomic_write_json(tmp / f"{name}.manifest.json", man)
-        manifest_rel = publish_unit.rel_file(name, f"{name}.manifest.json")
-        entry = registry.entry(rel, note=note, manifest=manifest_rel)
-        publish_unit.commit(dataset_dir, name, tmp, {name: entry})
+        for n, (r, m, nt) in sets.items():
+            rel = publish_unit.rel_file(name, f"{n}.json")
+            file = atomic_write_json(tmp / f"{n}.json", r)
+            man = {
+                **m,
+                "name": n,
+                "rows": len(r),
+                "file": rel,
+                "sha256": sha256_file(file),
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            }
+            atomic_write_json(tmp / f"{n}.manifest.json", man)
+            manifest_rel = publish_unit.rel_file(name, f"{n}.manifest.json")
+            entries[n] = registry.entry(rel, note=nt, manifest=manifest_rel)
+        publish_unit.commit(dataset_dir, name, tmp, entries)
     folder = publish_unit.unit_dir(dataset_dir, name)
     return folder / f"{name}.json", folder / f"{name}.manifest.json"
