@@ -547,3 +547,12 @@ def test_user_entries_keep_their_bytes(tmp_path, capsys):
     text = (data / "dataset_info.json").read_text()
     assert text.startswith(user[: user.rindex("}")].rstrip() + ",\n") and '"alpaca_top4_easy"' in text
     shutil.rmtree(data / "generated")
+
+
+def test_cached_out_of_range_score_is_kept_only_when_the_official_parser_flagged_it(tmp_path):
+    from tools.judge.cache import check_row
+
+    flagged = {"key": "k", "score_answer": 11.0, "quirk": "score out of 1-10"}
+    assert check_row(flagged, tmp_path / "c.jsonl", 1) is flagged
+    with pytest.raises(ValueError, match=r"c\.jsonl: line 4: field 'score_answer' = 11\.0 is outside"):
+        check_row({"key": "k", "score_answer": 11.0}, tmp_path / "c.jsonl", 4)

@@ -48,7 +48,7 @@ def _cut_torn_tail(path: Path) -> None:
 
 def check_row(row: object, path: Path, line: int) -> dict:
     """A cached judgment as written by this tool; anything else is a damaged cache, refused by line
-    (a score outside the protocol's range must never be averaged in)."""
+    (a score outside 1-10 must never be averaged in, unless the official parser counted and flagged it)."""
     where = f"{path}: line {line}"
     if not isinstance(row, dict):
         raise ValueError(f"{where}: not a judgment (a JSON {type(row).__name__}, not an object)")
@@ -58,7 +58,10 @@ def check_row(row: object, path: Path, line: int) -> dict:
         x = row.get(f)
         if x is None:
             continue
-        if isinstance(x, bool) or not isinstance(x, int | float) or not LO <= x <= HI:
+        if isinstance(x, bool) or not isinstance(x, int | float) or x != x:
+            raise ValueError(f"{where}: field {f!r} = {x!r} is not a number: the cache is damaged")
+        # HW5's official parser counts an out-of-range number on purpose and flags it (`quirk`)
+        if not LO <= x <= HI and not (isinstance(row.get("quirk"), str) and row["quirk"]):
             raise ValueError(
                 f"{where}: field {f!r} = {x!r} is outside the protocol's range {LO:g}-{HI:g}: the cache is "
                 "damaged; delete that line (it will be judged again) or the file"
