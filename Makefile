@@ -22,6 +22,7 @@ JUDGE_ARGS ?=
 DATA    ?= demo
 PYTEST_ARGS ?=
 DATA_ARGS ?=
+DEMO_ARGS ?=
 SWEEP_ARGS ?=
 ARGS    ?=
 # GPU profiles need no embedded model.
@@ -65,7 +66,7 @@ smoke: base-model ## one short LoRA run on the embedded model; prints where its 
 	$(PY) -m tools.train.smoke
 
 demo: base-model ## the whole study end to end on the embedded default (DATA=hw5 for the real data)
-	$(PY) -m tools.demo --data $(DATA)
+	$(PY) -m tools.demo --data $(DATA) $(DEMO_ARGS)
 
 # ---------------------------------------------------------------- quality
 test: setup lint browser ## lint, then every test (slow end-to-end ones included)

@@ -9,6 +9,7 @@ old set or the new one, never a mix.
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import time
 from dataclasses import dataclass, field
@@ -68,6 +69,24 @@ def select(
     return Selection(name, strategy, parse_strategy(strategy), n, idx, shown, k, skipped, seconds)
 
 
+def split_stages(
+    rows: list[dict],
+    sel: Selection,
+    ctx: Context,
+    thresholds: tuple[int, int] | None = curriculum.DEFAULT_THRESHOLDS,
+    curriculum_by: str | None = None,
+) -> dict[str, list[dict]]:
+    """The curriculum split of the chosen rows (a DataError, before anything is written, when
+    explicit thresholds leave a stage empty)."""
+    chosen = [rows[i] for i in sel.indices]
+    by = None
+    if curriculum_by:
+        # scored on the chosen rows alone: the pool's memoised scores are for the whole pool
+        own = dataclasses.replace(ctx, n=len(chosen), notes={}, _memo={})
+        by = score(chosen, curriculum_by, own)
+    return curriculum.split(chosen, thresholds, by)
+
+
 def write_subset(
     rows: list[dict],
     sel: Selection,
@@ -75,16 +94,19 @@ def write_subset(
     source: dict,
     ctx: Context,
     stages: bool = True,
-    thresholds: tuple[int, int] = curriculum.DEFAULT_THRESHOLDS,
+    thresholds: tuple[int, int] | None = curriculum.DEFAULT_THRESHOLDS,
     curriculum_by: str | None = None,
     plot: bool = True,
     force: bool = False,
+    parts: dict[str, list[dict]] | None = None,
 ) -> dict:
-    """Write the subset (and its stages), manifest and plot under <dataset_dir>/generated/<name>/ and
-    register them, all as one unit. Returns the manifest."""
+    """Write the subset (and its stages: `parts` from `split_stages`, else split here), manifest and
+    plot under <dataset_dir>/generated/<name>/ and register them, all as one unit. Returns the manifest."""
+    if stages and parts is None:
+        parts = split_stages(rows, sel, ctx, thresholds, curriculum_by)
     with publish.staging(dataset_dir, sel.name) as gen:
         manifest, files = _write_subset_files(
-            gen, rows, sel, source, ctx, stages, thresholds, curriculum_by, plot
+            gen, rows, sel, source, ctx, parts if stages else None, thresholds, curriculum_by, plot
         )
         # stable across versions (the manifest holds strategy, n and hashes): a kill between the
         # switch and the registry write can never leave the registry describing the other version
@@ -94,14 +116,13 @@ def write_subset(
     return manifest
 
 
-def _write_subset_files(gen, rows, sel, source, ctx, stages, thresholds, curriculum_by, plot):
+def _write_subset_files(gen, rows, sel, source, ctx, parts, thresholds, curriculum_by, plot):
     chosen = [rows[i] for i in sel.indices]
     files = {sel.name: gen / f"{sel.name}.json"}
     counts = {}
-    parts: dict[str, list[dict]] = {}
+    stages = parts is not None
+    parts = parts or {}
     if stages:
-        by = score(chosen, curriculum_by, ctx) if curriculum_by else None
-        parts = curriculum.split(chosen, thresholds, by)
         for st, part in parts.items():
             files[f"{sel.name}_{st}"] = gen / f"{sel.name}_{st}.json"
             counts[st] = len(part)
@@ -127,8 +148,9 @@ def _write_subset_files(gen, rows, sel, source, ctx, stages, thresholds, curricu
         "knee": sel.knee,
         "knee_note": "rank at the knee of the sorted scores (kneed), proposed as a cut" if sel.knee else None,
         "curriculum": {
-            "by": curriculum_by or "answer_words",
-            "thresholds": list(thresholds),
+            "by": curriculum_by or ("answer_words" if thresholds else "code_or_math_then_answer_words"),
+            "rule": "answer words by value (HW5)" if thresholds and not curriculum_by else "thirds by rank",
+            "thresholds": list(thresholds) if thresholds and not curriculum_by else None,
             "counts": counts,
         }
         if stages

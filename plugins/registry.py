@@ -20,7 +20,8 @@ from pathlib import Path
 
 from plugins.fileio import atomic_write_text
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+# $SMALLDATA_DATA, as tools.core.paths reads it (plugins never import tools)
+DATA = Path(os.environ.get("SMALLDATA_DATA", Path(__file__).resolve().parents[1] / "data"))
 INFO = "dataset_info.json"
 MARK = "smalldata"
 

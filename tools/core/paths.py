@@ -12,7 +12,8 @@ from a `Run`, so they never disagree:
     exports/<model>/<study>/<variant>/                       merged model
     reports/<study>/                                         report.md, index.html, runs.csv, tb/
 
-Outputs (saves, exports, reports, cache) go under $SMALLDATA_OUT when set, else the repo root.
+Outputs (saves, exports, reports, cache) go under $SMALLDATA_OUT when set, else the repo root;
+the registered datasets under $SMALLDATA_DATA when set, else data/.
 The base model itself is evaluated as the run `<model>/base/base` (no adapter).
 """
 
@@ -27,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[2]
 MODELS = Path(os.environ.get("SMALLDATA_MODELS", ROOT / "models"))
 EXPERIMENTS = ROOT / "experiments"
 TEMPLATES = ROOT / "templates"
-DATA = ROOT / "data"
+# LLaMA-Factory's dataset_dir; $SMALLDATA_DATA points it at a copy (tests never touch the user's registry)
+DATA = Path(os.environ.get("SMALLDATA_DATA", ROOT / "data"))
 
 
 def out_root() -> Path:

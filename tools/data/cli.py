@@ -26,7 +26,7 @@ import os
 import sys
 from pathlib import Path
 
-from plugins import pipeline, registry
+from plugins import curriculum, pipeline, registry
 from plugins.curriculum import parse_thresholds
 from plugins.fileio import atomic_write_json, sha256_file, sha256_text
 from plugins.loaders import DataError, Table, load_table, merge_tables, normalise_records
@@ -174,8 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--strategies", help="comma-separated list for the data study (default: all)")
     ap.add_argument("--eval", action="append", default=[], help="demo | hw5 | <prompt file> (repeatable)")
     ap.add_argument("--eval-name", help="registered name for an --eval <file> (default: the file's stem)")
-    ap.add_argument("--thresholds", help="curriculum answer-word thresholds, default 50,120")
-    ap.add_argument("--curriculum-by", help="split the stages by tertiles of this strategy instead")
+    ap.add_argument(
+        "--thresholds", help="HW5's cut by answer words, e.g. 50,120 (default: thirds by rank of difficulty)"
+    )
+    ap.add_argument("--curriculum-by", help="split the stages by thirds of this strategy's ranks instead")
     ap.add_argument(
         "--near-dup", type=_share, help="skip rows sharing more than this Jaccard share, 0-1 (e.g. 0.5)"
     )
@@ -231,26 +233,30 @@ def run(a: argparse.Namespace) -> int:
         names += [f"{name}_by_{s}" for s in study] + [e[0] for e in evals]
         strategies = [a.strategy] + study + ([a.curriculum_by] if a.curriculum_by else [])
         pipeline.plan(len(rows), a.n, strategies, names, ddir, a.force)
+        sel = pipeline.select(rows, name, a.strategy, a.n, ctx, a.near_dup)
+        say(f"select: {a.strategy}: top {a.n} of {len(rows)} in {sel.seconds:.2f} s; knee at rank {sel.knee}")
+        parts = pipeline.split_stages(
+            rows, sel, ctx, thresholds, a.curriculum_by
+        )  # may refuse: nothing written yet
         if pool_file:
             pool_path = atomic_write_json(ddir / "generated" / "demo_pool.json", pool_file)
             src["files"][0]["sha256"] = sha256_file(pool_path)
-        sel = pipeline.select(rows, name, a.strategy, a.n, ctx, a.near_dup)
-        say(f"select: {a.strategy}: top {a.n} of {len(rows)} in {sel.seconds:.2f} s; knee at rank {sel.knee}")
         m = pipeline.write_subset(
-            rows, sel, ddir, src, ctx, True, thresholds, a.curriculum_by, not a.no_plot, a.force
+            rows, sel, ddir, src, ctx, True, thresholds, a.curriculum_by, not a.no_plot, a.force, parts
         )
-        c = m["curriculum"]["counts"]
         how = (
             f"thirds by {a.curriculum_by}"
             if a.curriculum_by
-            else f"answer words {thresholds[0]}/{thresholds[1]}"
+            else f"answer words {thresholds[0]}/{thresholds[1]}, code or math hard"
+            if thresholds
+            else "thirds by rank: code or math hardest, then answer words"
         )
-        say(f"curriculum: easy {c['easy']}, medium {c['medium']}, hard {c['hard']} ({how})")
-        empty = [st for st, k in c.items() if k == 0]
-        if empty:
+        say(f"curriculum: {curriculum.word_ranges(parts)} ({how})")
+        empty = [st for st, part in parts.items() if not part]
+        if empty:  # only fewer than 3 rows can leave a stage empty now
             say(
                 f"warning: stage {', '.join(empty)} is empty (LLaMA-Factory cannot train on an empty dataset); "
-                "move the cut with --thresholds or split by rank with --curriculum-by <strategy>"
+                "select at least 3 rows for the curriculum study"
             )
         say(
             f"register: {name}, {name}_easy|medium|hard -> {ddir / 'generated' / name} ({m['files'][name]['sha256'][:12]})"
