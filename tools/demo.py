@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         "tools.train.sweep", ["tools.train.sweep", "--study", STUDY, "--model", model, "--no-eval"], "2-train"
     )
     print(
-        f"[3/6] evaluate on {testset}: answers (greedy, {a.max_new_tokens} new tokens) and metrics", flush=True
+        f"[3/6] evaluate on {testset}: answers (greedy, {a.max_new_tokens} new tokens) and metrics",
+        flush=True,
     )
     for r in runs:
         slug = r.name.replace("/", "_")

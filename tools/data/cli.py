@@ -235,9 +235,8 @@ def run(a: argparse.Namespace) -> int:
         pipeline.plan(len(rows), a.n, strategies, names, ddir, a.force)
         sel = pipeline.select(rows, name, a.strategy, a.n, ctx, a.near_dup)
         say(f"select: {a.strategy}: top {a.n} of {len(rows)} in {sel.seconds:.2f} s; knee at rank {sel.knee}")
-        parts = pipeline.split_stages(
-            rows, sel, ctx, thresholds, a.curriculum_by
-        )  # may refuse: nothing written yet
+        # the split may refuse (thresholds that empty a stage): before anything is written
+        parts = pipeline.split_stages(rows, sel, ctx, thresholds, a.curriculum_by)
         if pool_file:
             pool_path = atomic_write_json(ddir / "generated" / "demo_pool.json", pool_file)
             src["files"][0]["sha256"] = sha256_file(pool_path)
