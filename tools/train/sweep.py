@@ -23,6 +23,9 @@ where the module exists, each a child process whose failure is reported and does
 Usage:
     python -m tools.train.sweep --study rank --model smollm2_135m [--runner local|ray] [--only r4,r8]
         [--no-eval] [--testset demo_eval] [--configs-dir DIR] [--dataset-dir data] [--set key=value ...]
+        [--skip-preflight]
+    Before training, tools.train.preflight checks the GPU, the base model, disk and the memory bill of
+    each run, and refuses (exit 2, nothing written) when one fails.
     --set overrides a template variable for every run (e.g. max_steps_cap=4 for a quick look); such configs
     are rendered under cache/experiments/, and a later normal sweep retrains those runs (config changed).
 """
@@ -231,8 +234,23 @@ def sweep(
     configs_dir: Path | None = None,
     dataset_dir: Path = DATA,
     overrides: dict | None = None,
+    skip_preflight: bool = False,
 ) -> list[dict]:
+    bills = {}
+    if skip_preflight:
+        print("preflight skipped (--skip-preflight)")
+    else:  # GPU, model, disk, memory: refused here, before anything is written or spent
+        from tools.train.preflight import PreflightError, check
+
+        rep = check(render_study(study, model, overrides, only), model)
+        print("\n".join(rep.lines()), flush=True)
+        if not rep.ok:
+            bad = "; ".join(f"{name}: {detail}" for name, ok, detail in rep.checks if not ok)
+            raise PreflightError(f"preflight refused the sweep ({bad}); --skip-preflight overrides")
+        bills = rep.bills
     jobs = plan(study, model, configs_dir, dataset_dir, only, overrides, testset)
+    for job in jobs:
+        job["memory_estimate"] = bills.get(job["variant"])
     n, seen = len(jobs), []
     print(
         f"sweep {study} x {model}: {n} run(s), runner {runner}, outputs under {out_root() / 'saves' / model}"
@@ -273,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a template variable"
     )
+    ap.add_argument("--skip-preflight", action="store_true", help="train even when a preflight check fails")
     a = ap.parse_args(argv)
     try:
         overrides = parse_set(a.set)
@@ -288,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             a.configs_dir,
             a.dataset_dir,
             overrides,
+            a.skip_preflight,
         )
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -113,6 +113,8 @@ def _train_one_locked(job: dict) -> dict:
         "git_commit": job["git_commit"],
         "versions": job["versions"],
         "log": str(log),
+        # tools.train.memory's bill (MB), set beside the measured peak_gpu_mb / peak_rss_mb
+        "memory_estimate": job.get("memory_estimate"),
     }
 
     def fail(note: str, **extra) -> dict:
