@@ -48,7 +48,11 @@ def test_named_strategies_rank_as_documented():
     ctx = Context()
     assert [r["id"] for r in (POOL[i] for i in top_n(POOL, score(POOL, "length", ctx), 1)[0])] == ["r1"]
     rating = score(POOL, "rating", ctx)
-    assert list(top_n(POOL, rating, 2)[0]) == [0, 3]  # ties keep pool order
+    assert list(top_n(POOL, rating, 2)[0]) == [0, 3]
+    # ties are broken by id, whatever the file's order: the same rows from a reversed pool
+    rev = POOL[::-1]
+    assert [rev[i]["id"] for i in top_n(rev, score(rev, "rating", Context()), 2)[0]] == ["r0", "r3"]
+    assert [POOL[i]["id"] for i in top_n(POOL, np.zeros(4), 3)[0]] == ["r0", "r1", "r2"]
     hw5 = score(POOL, "hw5_default", ctx)
     assert np.allclose(hw5, rating + 1e-5 * total_words(POOL))
     assert top_n(POOL, hw5, 1)[0] == [3]  # the longer of the two 5.0 rows
