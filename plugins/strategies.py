@@ -301,7 +301,7 @@ def top_n(
     rows: list[dict], scores: np.ndarray, n: int, near_dup: float | None = None
 ) -> tuple[list[int], list[dict]]:
     """Indices of the N best rows, ties broken by id (ascending), so the pick does not depend on the
-    file's order (the 2k real pool has 1,250 rows rated 4.5); with `near_dup`, a row whose instruction
+    file's order (the 2k real pool has 1,238 rows rated 4.5); with `near_dup`, a row whose instruction
     shares more than that Jaccard share of word pairs with one already picked is skipped."""
     if n <= 0:
         raise DataError(f"N must be positive, got {n}")

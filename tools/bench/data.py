@@ -28,7 +28,11 @@ POOL_FILES = ("long_is_more/filtered_alpaca_1k_longest.json", "long_is_more/filt
 def seed_rows() -> tuple[list[dict], str]:
     """FastChat records to scale up, and where they came from."""
     if all((SHARED / f).exists() for f in POOL_FILES):
-        recs = [r for f in POOL_FILES for r in json.loads((SHARED / f).read_text())]
+        recs, seen = [], set()
+        for r in (r for f in POOL_FILES for r in json.loads((SHARED / f).read_text())):
+            if r["id"] not in seen:  # the two files share 28 ids: keep the first, so no copy has duplicates
+                seen.add(r["id"])
+                recs.append(r)
         return recs, "the real 2k Alpaca rows of ../shared/data"
     from plugins import demo_pool
 

@@ -100,7 +100,7 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def _load_hub(name: str, shape: str | None) -> tuple[list[dict], dict, list]:
-    if not _hub_reachable():
+    if os.environ.get("HF_HUB_OFFLINE") not in ("1", "true", "True") and not _hub_reachable():
         # offline: a copy in the local cache still loads; anything else fails at once, not after retries
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
