@@ -1,4 +1,5 @@
-"""Data benchmark: selection on a 52k-row pool vs bare `json.load`; IFD vs a bare forward pass.
+"""Data benchmark: selection on a 52k-row pool vs bare `json.load`; the whole `tools.data` command
+(load, select, curriculum, write, register) on it; IFD vs a bare forward pass.
 
 The 52k-row pool is SYNTHETIC: the real ~2k Alpaca rows of ../shared/data (or, without it, the
 demo pool) repeated, each copy's instruction tagged so no row is a duplicate, written in
@@ -87,6 +88,39 @@ def bench_selection(path: Path, strategies: tuple[str, ...], repeat: int) -> lis
     return lines
 
 
+CHEAP_STUDY = "random_s0,random_s1,random_s2,rating,hw5_default,length,complexity"
+
+
+def bench_pipeline(path: Path, t_json: float) -> list[str]:
+    """`python -m tools.data --source <52k file>` in this process, into a scratch dataset dir: the
+    default subset with its curriculum, then with the cheap half of the data study (the model-based
+    strategies, long_is_more and IFD, are model time, measured by the IFD line below)."""
+    import contextlib
+    import io
+
+    from tools.data import main as data_main
+
+    lines = []
+    for label, extra, target in (
+        ("select + curriculum + register", [], 3.0),
+        (f"+ {len(CHEAP_STUDY.split(','))} study strategies", ["--strategies", CHEAP_STUDY], 5.0),
+    ):
+        with tempfile.TemporaryDirectory() as d:
+            argv = ["--source", str(path), "--dataset-dir", d, "--no-plot", *extra]
+            t0 = time.perf_counter()
+            with contextlib.redirect_stdout(io.StringIO()) as out:
+                rc = data_main(argv)
+            t = time.perf_counter() - t0
+        if rc != 0:
+            return [f"tools.data failed ({rc}): {out.getvalue()[-300:]}"]
+        curriculum = next((x for x in out.getvalue().splitlines() if "curriculum:" in x), "")
+        lines.append(
+            f"tools.data {label}: {t:.2f} s = {t / t_json:.2f}x json.load (target <= {target:.0f}x)"
+            + (f"; {curriculum.split('curriculum: ')[1].split(' (')[0]}" if not extra and curriculum else "")
+        )
+    return lines
+
+
 def bench_ifd(rows: list[dict], model: Path, batch_tokens: int) -> list[str]:
     """IFD tokens/s vs a bare forward pass (full logits) over the same sequences and batches."""
     import torch
@@ -133,6 +167,8 @@ def bench(quick: bool = False) -> list[str]:
         lines.append("pool: " + make_pool(path, 10_000 if quick else 52_002))
         strategies = ("length", "rating") if quick else ("length", "rating", "hw5_default", "complexity")
         lines += bench_selection(path, strategies, 1 if quick else 5)
+        t_json = _best(lambda: json.load(open(path, encoding="utf-8")), 1 if quick else 3)
+        lines += bench_pipeline(path, t_json)
         rows = load_table(path).rows
     model = MODELS / "smollm2-135m-instruct"
     if not (model / "config.json").exists():
