@@ -78,6 +78,7 @@ def display(table: pd.DataFrame, sci: list[str]) -> tuple[list[str], list[dict]]
         "truncated",
         "wall s",
         "peak MB (RAM / GPU)",
+        "billed MB",
         "warnings",
     ]
     rows = []
@@ -99,6 +100,7 @@ def display(table: pd.DataFrame, sci: list[str]) -> tuple[list[str], list[dict]]
             "–" if pd.isna(trunc) else f"{100 * float(trunc):.0f} %",
             _num(r.get("wall_s"), 3),
             _pair(r.get("peak_rss_mb"), r.get("peak_gpu_mb")),
+            _num(r.get("memory_estimate_mb"), 3),
             short_warnings(r.get("warnings") or ""),
         ]
         rows.append(
