@@ -66,7 +66,7 @@ def test_last_checkpoint_is_the_newest_complete_one(tmp_path):
     assert sweep.last_checkpoint(tmp_path / "nothing") is None
 
 
-def test_unregistered_dataset_fails_the_run_not_the_sweep(out_dir, tmp_path, capsys):
+def test_unregistered_dataset_fails_the_run_not_the_sweep(out_dir, tmp_path, tiny_model, capsys):
     empty = tmp_path / "nodata"
     empty.mkdir()
     assert sweep.main(args(empty)) == 1
