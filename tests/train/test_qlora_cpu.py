@@ -4,14 +4,14 @@ profile's quantised setting trains for real here, through llamafactory-cli, on t
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from tools.core.paths import Run
+from tools.core.paths import ROOT, Run
 from tools.train import sweep
-
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture()
@@ -23,6 +23,22 @@ def bnb():
     return bitsandbytes
 
 
+def test_gpu_extras_are_pinned_once_and_installed_as_pinned():
+    lock = [x.strip() for x in (ROOT / "requirements-gpu.lock").read_text().splitlines()]
+    pins = sorted(x for x in lock if x and not x.startswith("#"))
+    assert pins == ["bitsandbytes==0.50.2", "liger-kernel==0.8.5", "optimum==2.3.0"]
+    extra = re.search(r"^gpu = \[(.*)\]$", (ROOT / "pyproject.toml").read_text(), re.M)
+    assert sorted(x.strip().strip('"') for x in extra[1].split(",")) == pins
+    dry = subprocess.run(["make", "-n", "-o", "setup", "setup-gpu"], cwd=ROOT, capture_output=True, text=True)
+    assert re.search(r"pip install -q -r requirements-gpu.lock", dry.stdout), dry.stdout
+    try:
+        import bitsandbytes
+    except ImportError:
+        return
+    assert f"bitsandbytes=={bitsandbytes.__version__}" in pins
+
+
+@pytest.mark.slow
 def test_qlora_4bit_trains_on_the_tiny_model_on_cpu(bnb, tiny_model, out_dir, tmp_path, capsys):
     data = tmp_path / "data"
     data.mkdir()
