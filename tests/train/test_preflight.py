@@ -83,6 +83,10 @@ def test_a_gpu_profile_on_a_cpu_machine_is_refused_before_anything_is_written(ou
     # the same on an H100: every check passes, the bill is printed
     ok = pf.preflight("rank", "llama2_7b", only=["r8"], dev=H100)
     assert ok.ok and any("preflight memory r8: 16.19 GB (weights 12.55" in x for x in ok.lines())
+    # runs sent to a Ray cluster are not refused for this machine's lack of a GPU
+    r8 = pf.render_study("rank", "llama2_7b", None, ["r8"])
+    remote = pf.check(r8, "llama2_7b", NO_GPU, remote="ray://head:10001")
+    assert remote.ok and "Ray cluster at ray://head:10001" in remote.lines()[0]
     # the sweep refuses with exit 2 and writes nothing
     assert sweep.main(["--study", "rank", "--model", "llama2_7b", "--only", "r8", "--no-eval"]) == 2
     err = capsys.readouterr().err

@@ -144,15 +144,23 @@ def _hub_config(ref: str) -> tuple[dict | None, str]:
 
 # ---------------------------------------------------------------------------------------- checks
 def check(
-    rendered: list[Rendered], model: str, dev: dict | None = None, disk_root: Path | None = None
+    rendered: list[Rendered],
+    model: str,
+    dev: dict | None = None,
+    disk_root: Path | None = None,
+    remote: str | None = None,
 ) -> Report:
-    """Every check for these runs of one profile; nothing is written."""
+    """Every check for these runs of one profile; nothing is written. `remote`: the runs train on a Ray
+    cluster at that address, so this machine's GPU and memory are not the ones that count."""
     rep = Report()
     prof = load_profile(model)
     caps = set(prof.get("capabilities") or [])
     dev = dev if dev is not None else device_info()
     gpu = "cuda" in caps
-    if gpu:
+    if remote:
+        rep.add("gpu", True, f"runs go to the Ray cluster at {remote}: its GPUs are not checked from here")
+        dev = dict(dev, gpu_mb=None, ram_mb=None)
+    elif gpu:
         ok = dev["cuda"]
         rep.add(
             "gpu",

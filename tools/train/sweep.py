@@ -242,7 +242,8 @@ def sweep(
     else:  # GPU, model, disk, memory: refused here, before anything is written or spent
         from tools.train.preflight import PreflightError, check
 
-        rep = check(render_study(study, model, overrides, only), model)
+        remote = os.environ.get("RAY_ADDRESS") if runner == "ray" else None
+        rep = check(render_study(study, model, overrides, only), model, remote=remote)
         print("\n".join(rep.lines()), flush=True)
         if not rep.ok:
             bad = "; ".join(f"{name}: {detail}" for name, ok, detail in rep.checks if not ok)
