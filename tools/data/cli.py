@@ -13,7 +13,9 @@ The subset is always registered as `alpaca_top<N>` (+ `_easy|_medium|_hard`), wh
 `--all-strategies` adds `alpaca_top<N>_by_<strategy>` for the data study. `--eval hw5` registers
 `hw5_test` (HW5's 150 prompts, references joined by id from Long-Is-More), `--eval demo` the shipped
 `demo_eval`. Files go to data/generated/<name>/ (manifest and plot beside the subset), published as
-one unit (plugins.publish), so a kill leaves the old set or the new one.
+one unit (plugins.publish), so a kill leaves the old set or the new one. The stages are thirds by rank
+of difficulty (never empty); `--thresholds 50,120` is HW5's cut by value, refused (exit 2) when it would
+empty a stage. Ties in every strategy are broken by id.
 
 Exit status 2 on bad input (a pool or name that cannot be used), with one message naming the file,
 the row or line and the field; nothing is written then.
