@@ -65,14 +65,16 @@ def test_a_52k_pool_through_every_strategy_the_curriculum_and_the_chain(
     out = capsys.readouterr().out
     assert "load: " + str(pool_52k) + ": 52002 rows, 0 duplicates dropped" in out
     assert "IFD on 12 of 52002 rows" in out  # prefiltered on a CPU, and the manifest says so
-    m = json.loads((ddir / "generated/alpaca_top100.manifest.json").read_text())
+    m = json.loads((ddir / "generated/alpaca_top100/alpaca_top100.manifest.json").read_text())
     counts = m["curriculum"]["counts"]
     assert sum(counts.values()) == 100 and min(counts.values()) >= 33  # thirds: never an empty stage
     info = load_info(ddir)
     for s in ("random_s0", "rating", "hw5_default", "length", "long_is_more", "complexity", "ifd", "mix"):
         assert len(load_rows(resolve(f"alpaca_top100_by_{s}", ddir))) == 100
         assert info[f"alpaca_top100_by_{s}"]["smalldata"]["kind"] == "train"
-    ifd = json.loads((ddir / "generated/alpaca_top100_by_ifd.manifest.json").read_text())["ifd"]
+    ifd = json.loads(
+        (ddir / "generated/alpaca_top100_by_ifd/alpaca_top100_by_ifd.manifest.json").read_text()
+    )["ifd"]
     assert ifd["prefiltered"] and ifd["candidates"] == 12 and ifd["pool"] == 52_002
     assert len(load_rows(resolve("hw5_test", ddir))) == 150
     # the chained curriculum (stage1_easy -> stage2_easy_medium -> stage3_all) trains on these stages
@@ -149,9 +151,12 @@ def test_the_hub_path_offline_from_a_populated_cache(pool_52k, tmp_path, monkeyp
         capsys.readouterr().err
     )
     assert f"load: {HUB_NAME}: 52002 rows, 0 duplicates dropped" in capsys.readouterr().out
-    m = json.loads((ddir / "generated/alpaca_top100.manifest.json").read_text())
+    m = json.loads((ddir / "generated/alpaca_top100/alpaca_top100.manifest.json").read_text())
     assert m["source"]["kind"] == "hub" and m["source"]["files"][0]["path"] == f"hf://{HUB_NAME}"
     # the same rows as the file itself gives
     fdir = tmp_path / "f"
     assert data_main(["--source", str(pool_52k), "--dataset-dir", str(fdir), "--no-plot"]) == 0
-    assert json.loads((fdir / "generated/alpaca_top100.manifest.json").read_text())["ids"] == m["ids"]
+    assert (
+        json.loads((fdir / "generated/alpaca_top100/alpaca_top100.manifest.json").read_text())["ids"]
+        == m["ids"]
+    )
