@@ -153,7 +153,8 @@ class Engine:
                 self.base = self.model.get_base_model()
             else:
                 self.base = unload()
-        if "peft_config" in vars(self.base):  # left by PEFT; a new PeftModel would take it as a second adapter
+        # PEFT leaves this behind; a new PeftModel would take it for a second adapter
+        if "peft_config" in vars(self.base):
             del self.base.peft_config
         self.model, self._names = self.base, {}
 
