@@ -33,74 +33,85 @@ def _prompts(n: int) -> list[dict]:
     return demo_prompts(n)
 
 
-def bare_hf(model_dir: Path, rows: list[dict], dtype: str, batch: int, new_tokens: int) -> tuple[float, list]:
-    """(tokens/s, answers) of plain transformers: no LLaMA-Factory, no engine of ours."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+class BareHF:
+    """Plain transformers: AutoModelForCausalLM, the tokenizer's chat template, left padding."""
 
-    from tools.eval import user_message
+    def __init__(self, model_dir: Path, dtype: str):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).eval()
-    texts = [
-        tok.apply_chat_template(
-            [{"role": "user", "content": user_message(r)}], tokenize=False, add_generation_prompt=True
-        )
-        for r in rows
-    ]
-    order = sorted(range(len(texts)), key=lambda i: len(tok(texts[i])["input_ids"]))
-    answers: list = [None] * len(rows)
-    with torch.inference_mode():
-        model.generate(**tok(texts[:1], return_tensors="pt"), max_new_tokens=2, do_sample=False)  # warm-up
-        t0, tokens = time.perf_counter(), 0
-        for b in range(0, len(order), batch):
-            idx = order[b : b + batch]
-            enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True)
-            out = model.generate(
+        self.tok = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).eval()
+
+    def text(self, row: dict) -> str:
+        from tools.eval import user_message
+
+        msgs = [{"role": "user", "content": user_message(row)}]
+        return self.tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+
+    def generate(self, rows: list[dict], new_tokens: int) -> tuple[int, list[str]]:
+        import torch
+
+        enc = self.tok([self.text(r) for r in rows], return_tensors="pt", padding=True)
+        with torch.inference_mode():
+            out = self.model.generate(
                 **enc, max_new_tokens=new_tokens, do_sample=False, temperature=None, top_p=None, top_k=None
             )
-            for i, seq in zip(idx, out[:, enc["input_ids"].shape[1] :].tolist(), strict=True):
-                end = next((k for k, t in enumerate(seq) if t == tok.eos_token_id), len(seq))
-                tokens += end
-                answers[i] = tok.decode(seq[:end], skip_special_tokens=True).strip()
-        dt = time.perf_counter() - t0
-    return tokens / dt, answers
-
-
-def engine_rate(model_dir: Path, rows: list[dict], batch: int, new_tokens: int, dtype: str | None) -> tuple:
-    """(tokens/s, dtype) of tools.eval's engine on the same prompts (its own batching: length-sorted)."""
-    from tools.core.paths import Run
-    from tools.eval import DecodingPoint, Engine, Source
-
-    extra = {"infer_dtype": dtype} if dtype else {}
-    engine = Engine(Source(Run.base("smollm2_135m"), "base", str(model_dir), "smollm2", extra=extra))
-    point = DecodingPoint.greedy(max_new_tokens=new_tokens)
-    encoded = sorted((engine.encode(r)[0] for r in rows), key=len)
-    engine.generate(encoded[:1], DecodingPoint.greedy(max_new_tokens=2), 0)  # warm-up
-    t0, tokens = time.perf_counter(), 0
-    for b in range(0, len(encoded), batch):
-        tokens += sum(r["new_tokens"] for r in engine.generate(encoded[b : b + batch], point, b))
-    return tokens / (time.perf_counter() - t0), str(engine.dtype).replace("torch.", "")
+        tokens, answers = 0, []
+        for seq in out[:, enc["input_ids"].shape[1] :].tolist():
+            end = next((k for k, t in enumerate(seq) if t == self.tok.eos_token_id), len(seq))
+            tokens += end
+            answers.append(self.tok.decode(seq[:end], skip_special_tokens=True).strip())
+        return tokens, answers
 
 
 def bench_generation(n_prompts: int, batch: int, new_tokens: int) -> list[str]:
-    from tools.eval import rouge_items
+    """fp32, bf16 and the engine, batch by batch in turn, so a neighbour's load hits all three alike."""
+    import torch
+
+    from tools.core.paths import Run
+    from tools.eval import DecodingPoint, Engine, Source, rouge_items
     from tools.models import BASE_MODEL_DIR, build
 
     build(BASE_MODEL_DIR)
+    torch.set_num_threads(1)  # on a shared CPU, OpenMP threads spin-waiting for cores slow decoding ~20x
     rows = _prompts(n_prompts)
-    r32, a32 = bare_hf(BASE_MODEL_DIR, rows, "float32", batch, new_tokens)
-    r16, a16 = bare_hf(BASE_MODEL_DIR, rows, "bfloat16", batch, new_tokens)
+    bare = {d: BareHF(BASE_MODEL_DIR, d) for d in ("float32", "bfloat16")}
+    engine = Engine(Source(Run.base("smollm2_135m"), "base", str(BASE_MODEL_DIR), "smollm2"))
+    point = DecodingPoint.greedy(max_new_tokens=new_tokens)
+    order = sorted(range(len(rows)), key=lambda i: len(engine.encode(rows[i])[0]))
+    secs = {"float32": 0.0, "bfloat16": 0.0, "engine": 0.0}
+    toks = dict.fromkeys(secs, 0)
+    answers = {d: [None] * len(rows) for d in bare}
+    for m in bare.values():  # warm-up
+        m.generate(rows[:1], 2)
+    engine.generate([engine.encode(rows[0])[0]], DecodingPoint.greedy(max_new_tokens=2), 0)
+    for b in range(0, len(order), batch):
+        idx = order[b : b + batch]
+        for name, m in bare.items():
+            t0 = time.perf_counter()
+            n, ans = m.generate([rows[i] for i in idx], new_tokens)
+            secs[name] += time.perf_counter() - t0
+            toks[name] += n
+            for i, a in zip(idx, ans, strict=True):
+                answers[name][i] = a
+        t0 = time.perf_counter()
+        res = engine.generate([engine.encode(rows[i])[0] for i in idx], point, b)
+        secs["engine"] += time.perf_counter() - t0
+        toks["engine"] += sum(r["new_tokens"] for r in res)
+    rate = {k: toks[k] / secs[k] for k in secs}
+    a32, a16 = answers["float32"], answers["bfloat16"]
     same = sum(a == b for a, b in zip(a32, a16, strict=True)) / len(rows)
     rl = [s["rougeL"] for s in rouge_items(a16, a32)]
-    eng, dtype = engine_rate(BASE_MODEL_DIR, rows, batch, new_tokens, None)
-    best = max(r32, r16)
+    best = max(rate["float32"], rate["bfloat16"])
+    dtype = str(engine.dtype).replace("torch.", "")
     return [
-        f"bare HF generate, smollm2-135m cpu, {len(rows)} prompts x <= {new_tokens} tokens, batch {batch}: "
-        f"fp32 {r32:.1f} tokens/s, bf16 {r16:.1f} tokens/s (bf16 x{r16 / r32:.2f})",
+        f"bare HF generate, smollm2-135m cpu (1 thread), {len(rows)} prompts x <= {new_tokens} tokens, "
+        f"batch {batch}: fp32 {rate['float32']:.1f} tokens/s, bf16 {rate['bfloat16']:.1f} tokens/s "
+        f"(bf16 x{rate['bfloat16'] / rate['float32']:.2f})",
         f"greedy answers bf16 vs fp32: {same:.0%} identical, mean ROUGE-L {sum(rl) / len(rl):.3f}",
-        f"engine (tools.eval, default dtype {dtype}), batch {batch}: {eng:.1f} tokens/s = "
-        f"x{eng / best:.2f} the faster bare HF run (target >= 0.9)",
+        f"engine (tools.eval, default dtype {dtype}), batch {batch}: {rate['engine']:.1f} tokens/s = "
+        f"x{rate['engine'] / best:.2f} the faster bare HF run (target >= 0.9)",
     ]
 
 

@@ -48,7 +48,12 @@ JUDGES = ("auto", "offline", "openai", "none")
 def study_runs(model: str, study: str, base: bool = True) -> list[Run]:
     """The base model and every finished run of a study, by name (unfinished ones are left out)."""
     root = saves_dir() / model / "lora" / study
-    runs = [Run(model, study, d.name) for d in sorted(root.iterdir()) if d.is_dir()] if root.is_dir() else []
+    dirs = (
+        sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        if root.is_dir()
+        else []
+    )
+    runs = [Run(model, study, d.name) for d in dirs]  # .<variant>.stale-* folders are set-aside runs
     for r in runs:
         if not r.is_finished():
             log.warning("%s is not finished: left out", r)
