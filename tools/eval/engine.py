@@ -74,6 +74,13 @@ class Engine:
         self.tokenizer = load_tokenizer(model_args)["tokenizer"]
         self.template = get_template_and_fix_tokenizer(self.tokenizer, data_args)
         self.base = load_model(self.tokenizer, model_args, finetuning_args, is_trainable=False)
+        # LLaMA-Factory 0.9.5 loads weights in the checkpoint's dtype ("auto") whatever infer_dtype says
+        import torch
+
+        want = getattr(torch, self.infer_dtype, None)
+        quantized = any(k.startswith("quantization") for k in source.extra)
+        if want is not None and not quantized and self.base.dtype != want:
+            self.base.to(want)
         self.base.eval()
         self.model = self.base
         self.source = source
