@@ -181,7 +181,7 @@ def test_swapped_adapters_answer_as_a_fresh_engine_per_run(study_runs):
 
 @pytest.mark.slow
 def test_study_writes_every_file_once_per_process_and_resumes(
-    study_runs, dataset_dir, tiny_model, monkeypatch
+    study_runs, dataset_dir, tiny_model, monkeypatch, capsys
 ):
     loads = {"engine": 0, "judge": 0}
     real_engine, real_factory = study.Engine, study.Study.offline_judge
@@ -209,20 +209,20 @@ def test_study_writes_every_file_once_per_process_and_resumes(
     ]
     argv += ["--judge", "offline", "--offline-model", str(tiny_model), "--no-similarity"]
 
-    # killed while judging the third run: the first two are complete, the third has answers only
-    real_judge = study.evaluate_run.__globals__["compute"]
+    # killed while scoring the third run: the first two are complete, the third has answers only
+    real_compute = study.compute
     calls = []
 
     def kill_on_third(run, *a, **k):
         calls.append(run)
         if len(calls) == 3:
             raise KeyboardInterrupt("killed")
-        return real_judge(run, *a, **k)
+        return real_compute(run, *a, **k)
 
     monkeypatch.setattr(study, "compute", kill_on_third)
     with pytest.raises(KeyboardInterrupt):
         study.main(argv)
-    monkeypatch.setattr(study, "compute", real_judge)
+    monkeypatch.setattr(study, "compute", real_compute)
     assert study_runs[1].scores("mini_eval", "greedy").exists()
     assert not study_runs[2].metrics("mini_eval", "greedy").exists()
     assert study.main([*argv, "--timings", str(dataset_dir / "t.json")]) == 0
@@ -243,5 +243,14 @@ def test_study_writes_every_file_once_per_process_and_resumes(
     # a re-run finds everything done: nothing loaded, nothing rewritten but the judge's summary
     loads.update(engine=0, judge=0)
     mtime = study_runs[2].predictions("mini_eval", "greedy").stat().st_mtime_ns
-    assert study.main(argv) == 0 and loads == {"engine": 0, "judge": 0}
+    by_study = [
+        "--study",
+        "swap",
+        "--model",
+        "tiny",
+        *argv[1 + len(names) :],
+    ]  # the base and every finished run
+    capsys.readouterr()
+    assert study.main(by_study) == 0 and loads == {"engine": 0, "judge": 0}
+    assert "evaluated 4 run(s)" in capsys.readouterr().out
     assert study_runs[2].predictions("mini_eval", "greedy").stat().st_mtime_ns == mtime
