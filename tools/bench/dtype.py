@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -135,7 +136,10 @@ def train_steps(bf16: bool, steps: int, root: Path) -> dict:
     cfg = yaml.safe_load(cfg_path.read_text())
     cfg.update(report_to="none", bf16=bf16, cutoff_len=128)
     cfg_path.write_text(yaml.safe_dump(cfg))
-    subprocess.run([llamafactory_cli(), "train", str(cfg_path)], check=True, capture_output=True)
+    # one thread, as for generation: on a shared CPU two OpenMP threads spin-waiting for each other
+    # make a step ~10x slower and the comparison meaningless
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    subprocess.run([llamafactory_cli(), "train", str(cfg_path)], check=True, capture_output=True, env=env)
     log = [json.loads(x) for x in (out / "trainer_log.jsonl").read_text().splitlines() if x.strip()]
     # elapsed_time is "H:MM:SS" in LLaMA-Factory's log: use its per-step timestamps where given
     times = [_secs(r["elapsed_time"]) for r in log]
@@ -155,7 +159,7 @@ def bench_training(steps: int) -> list[str]:
     fmt = lambda xs: " ".join(f"{x:.3f}" for x in xs if x is not None)  # noqa: E731
     diff = max(abs(a - b) for a, b in zip(f32["loss"], b16["loss"], strict=False) if a and b)
     return [
-        f"llamafactory-cli train, smollm2-135m cpu, LoRA r8, 4 rows x 128 tokens a step, {steps} steps: "
+        f"llamafactory-cli train, smollm2-135m cpu (1 thread), LoRA r8, 4 rows x 128 tokens a step, {steps} steps: "
         f"fp32 {f32['s_per_step']:.2f} s/step, bf16 mixed {b16['s_per_step']:.2f} s/step "
         f"(bf16 x{f32['s_per_step'] / max(b16['s_per_step'], 1e-9):.2f} faster)",
         f"loss fp32: {fmt(f32['loss'])}",
