@@ -254,3 +254,16 @@ def test_study_writes_every_file_once_per_process_and_resumes(
     assert study.main(by_study) == 0 and loads == {"engine": 0, "judge": 0}
     assert "evaluated 4 run(s)" in capsys.readouterr().out
     assert study_runs[2].predictions("mini_eval", "greedy").stat().st_mtime_ns == mtime
+
+
+def test_study_runs_are_the_base_and_the_finished_runs(out_dir):
+    done, running = Run("tiny", "swap", "r8"), Run("tiny", "swap", "r4")
+    for run in (done, running):
+        run.output_dir.mkdir(parents=True)
+        (run.output_dir / "adapter_model.safetensors").write_bytes(b"")
+    write_run(done)
+    (done.output_dir.parent / ".r16.stale-20260101").mkdir()  # a set-aside run is no run
+    assert study.study_runs("tiny", "swap") == [Run.base("tiny"), done]
+    assert study.study_runs("tiny", "swap", base=False) == [done]
+    with pytest.raises(study.GenerateError, match="no finished run"):
+        study.study_runs("tiny", "other", base=False)
