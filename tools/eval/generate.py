@@ -10,8 +10,11 @@ call `model.generate` with the template's stop tokens, because:
 - LLaMA-Factory's `ChatModel` huggingface engine answers one conversation per call (no batching);
 - its predict stage (`do_predict` + `predict_with_generate`) writes its file only at the end, so
   a killed run starts over, and one process per decoding point reloads the model each time.
-Batches are fixed by the prompt set (length-sorted, then chunked) and each batch is seeded from
-(seed, batch number), so a resumed run gives the same answers as an uninterrupted one.
+Batches are fixed by the prompt set (length-sorted, then chunked: by default the whole set in one
+batch, unless memory says otherwise, see `engine.auto_batch_size`) and each batch is seeded from
+(seed, batch number); a resumed point keeps the batch size it started with, so it gives the same
+answers as an uninterrupted one. The engine loads the base once and swaps adapters (`Engine.use`),
+which `tools.eval.study` uses to evaluate a whole study in one process.
 
 Sources (where the model comes from):
 - `--run <model>/base/base`: the profile's base model (`templates/profiles/<model>.yaml`);
