@@ -135,6 +135,8 @@ def train_steps(bf16: bool, steps: int, root: Path) -> dict:
 
     cfg = yaml.safe_load(cfg_path.read_text())
     cfg.update(report_to="none", bf16=bf16, cutoff_len=128)
+    if bf16:  # transformers refuses bf16 without a GPU unless told it is on the CPU on purpose
+        cfg["use_cpu"] = True
     cfg_path.write_text(yaml.safe_dump(cfg))
     # one thread, as for generation: on a shared CPU two OpenMP threads spin-waiting for each other
     # make a step ~10x slower and the comparison meaningless
