@@ -2,10 +2,10 @@
 
 The base model is loaded once (LLaMA-Factory's `load_model`, no adapter); an adapter is attached
 with PEFT, unmerged, and `use(source)` swaps it for another run's adapter (any adapter folder: a
-run's output or one of its checkpoints) or drops it for the base run, without reloading the base.
-Adapters of the same PEFT type share one PeftModel (`load_adapter`, `set_adapter`,
-`delete_adapter`; each keeps its own rank and target modules); another type, or the base run,
-unloads the adapter layers first, which gives back the untouched base modules.
+run's output or one of its checkpoints) or drops it for the base run, without reloading the base:
+the previous adapter's layers are unloaded (PEFT's `unload`, which gives back the untouched base
+modules) and the next one wraps the base (`PeftModel.from_pretrained`), whatever its PEFT type,
+rank or target modules.
 
 Dtype: on a GPU the profile's precision (LLaMA-Factory's `infer_dtype`); on a CPU `CPU_DTYPE`,
 chosen by measurement (`python -m tools.bench.dtype`, figures in the README), unless a source or
@@ -123,27 +123,18 @@ class Engine:
             return
         if adapter is not None and not (adapter / "adapter_config.json").exists():
             raise GenerateError(f"{adapter}: no adapter_config.json (not an adapter folder)")
-        new_type = PeftConfig.from_pretrained(str(adapter)).peft_type if adapter else None
-        old_name = self._names.get(self.adapter) if self.adapter else None
-        if isinstance(self.model, PeftModel) and new_type is not None and new_type == self._peft_type():
-            # same PEFT type: one more adapter beside the current one, switch, drop the old one
-            name = self._name(adapter)
-            self.model.load_adapter(str(adapter), adapter_name=name, is_trainable=False)
-            self.model.set_adapter(name)
-            if old_name is not None:
-                self.model.delete_adapter(old_name)
-                self._names.pop(self.adapter, None)
-        else:
-            self._detach()
-            if adapter is not None:
-                self.model = PeftModel.from_pretrained(
-                    self.base, str(adapter), adapter_name=self._name(adapter), is_trainable=False
-                )
+        # Always unload, then wrap anew: PEFT's load_adapter/set_adapter/delete_adapter beside a loaded
+        # adapter matched a fresh engine in fp32 but not in bf16 (a LoRA r8 on all linear layers, then r4
+        # on q,v: other greedy answers, tests/eval/test_study.py); unloading gives back the untouched base
+        # modules, so the result is exactly base + this adapter, whatever its type, rank or targets.
+        self._detach()
+        if adapter is not None:
+            PeftConfig.from_pretrained(str(adapter))  # a clear error for a broken config before wrapping
+            self.model = PeftModel.from_pretrained(
+                self.base, str(adapter), adapter_name=self._name(adapter), is_trainable=False
+            )
         self.model.eval()
         self.adapter = adapter
-
-    def _peft_type(self):
-        return self.model.peft_config[self.model.active_adapter].peft_type
 
     def _name(self, adapter: Path) -> str:
         self._count += 1
