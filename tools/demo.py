@@ -6,15 +6,17 @@ Alpaca rows and HW5's 150 prompts from ../shared/data (`--data hw5`):
   1. select 100 rows from the pool, split the curriculum, register the datasets;
   2. render the demo study (two ranks and the three chained curriculum stages, steps cut to fit
      a 2-core CPU) and train it, skipping runs already finished;
-  3. generate answers for the evaluation prompts from the base model and every tuned run;
-  4. score ROUGE and the other automatic metrics;
-  5. judge: GPT-4o-mini when OPENAI_API_KEY is set, else the offline judge (the embedded model,
-     scores labelled as not comparable with GPT-4o-mini's);
-  6. export the best run (merged, verified by logits);
-  7. write the report, the base model beside the tuned runs, and print its path.
+  3. evaluate, in one process (tools.eval.study: the base model loaded once, each run's adapter
+     swapped in): answers for the evaluation prompts from the base model and every tuned run,
+     ROUGE, perplexity and the other automatic metrics, and the judge's scores: GPT-4o-mini when
+     OPENAI_API_KEY is set, else the offline judge (the embedded model, scores labelled as not
+     comparable with GPT-4o-mini's);
+  4. export the best run (merged, verified by logits);
+  5. write the report, the base model beside the tuned runs, and print its path.
 
 Every step is a tool of its own, run as a subprocess and resumable, so a second `make demo`
 finds everything done and finishes in seconds; a failed step stops the demo and names its log.
+Each step prints its wall time, and the evaluation its split between model compute and loading.
 
 `--model tiny` trains the tiny random test model instead (same study, seconds a step): the tests run
 `make demo DATA=hw5 DEMO_ARGS="--model tiny --limit 2 --max-new-tokens 8"` that way.
@@ -89,7 +91,6 @@ def main(argv: list[str] | None = None) -> int:
     # HW5's 150 prompts x 5 models at 256 new tokens is over half an hour on 2 CPU cores.
     limit = a.limit if a.limit is not None else (32 if a.data == "hw5" else None)
     offline = a.judge == "offline" or (a.judge == "auto" and not os.environ.get("OPENAI_API_KEY"))
-    judge_args = ["--offline"] if offline else []
     lim = ["--limit", str(limit)] if limit else []
 
     from tools.train import render_study
@@ -99,38 +100,28 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     # The curriculum splits into thirds by rank by default, so no stage is empty on either pool.
     data_args = ["--source", a.data] + (["--eval", "hw5"] if a.data == "hw5" else [])
-    print(f"[1/6] data: select 100 from the {a.data} pool, split the curriculum, register", flush=True)
+    print(f"[1/5] data: select 100 from the {a.data} pool, split the curriculum, register", flush=True)
     step("tools.data", ["tools.data", *data_args], "1-data")
-    print(f"[2/6] train: study '{STUDY}' on {model} ({names}); finished runs are skipped", flush=True)
+    print(f"[2/5] train: study '{STUDY}' on {model} ({names}); finished runs are skipped", flush=True)
     step(
         "tools.train.sweep", ["tools.train.sweep", "--study", STUDY, "--model", model, "--no-eval"], "2-train"
     )
+    who = "offline judge: the embedded model, NOT comparable with GPT-4o-mini" if offline else "GPT-4o-mini"
     print(
-        f"[3/6] evaluate on {testset}: answers (greedy, {a.max_new_tokens} new tokens) and metrics",
+        f"[3/5] evaluate on {testset} in one process: answers (greedy, {a.max_new_tokens} new tokens), "
+        f"metrics, {who}",
         flush=True,
     )
-    for r in runs:
-        slug = r.name.replace("/", "_")
-        gen = ["--run", r.name, "--testset", testset, "--max-new-tokens", str(a.max_new_tokens), *lim]
-        step(f"generate {r.name}", ["tools.eval.generate", *gen], f"3-generate-{slug}", progress=True)
-        pred, met = r.predictions(testset, "greedy"), r.metrics(testset, "greedy")
-        if met.exists() and met.stat().st_mtime >= pred.stat().st_mtime:
-            print(f"  metrics  {r.name}: up to date", flush=True)  # perplexity reloads the model: skip it
-            continue
-        metrics = ["tools.eval.metrics", "--run", r.name, "--testset", testset]
-        step(f"metrics  {r.name}", metrics, f"3-metrics-{slug}")
-    who = "offline judge: the embedded model, NOT comparable with GPT-4o-mini" if offline else "GPT-4o-mini"
-    print(f"[4/6] judge ({who})", flush=True)
-    for r in runs:
-        judge = ["--run", r.name, "--testset", testset, "--decoding", "greedy", *judge_args]
-        step(f"judge {r.name}", ["tools.judge", *judge], f"4-judge-{r.name.replace('/', '_')}")
+    ev = ["--runs", *[r.name for r in runs], "--testset", testset, "--max-new-tokens", str(a.max_new_tokens)]
+    ev += ["--judge", "offline" if offline else "openai", *lim]
+    step("tools.eval.study", ["tools.eval.study", *ev], "3-evaluate")
     best = best_run(runs[1:], testset)
     if best is not None:
-        print(f"[5/6] export the best tuned run by judge score: {best.name}", flush=True)
-        step(f"export {best.name}", ["tools.export", "--run", best.name], "5-export")
-    print("[6/6] report", flush=True)
+        print(f"[4/5] export the best tuned run by judge score: {best.name}", flush=True)
+        step(f"export {best.name}", ["tools.export", "--run", best.name], "4-export")
+    print("[5/5] report", flush=True)
     step(
-        "tools.report", ["tools.report", "--study", STUDY, "--model", model, "--testset", testset], "6-report"
+        "tools.report", ["tools.report", "--study", STUDY, "--model", model, "--testset", testset], "5-report"
     )
     print(f"\ndemo finished in {time.time() - t0:.0f} s")
     print(f"report: {report_dir(STUDY) / 'index.html'}")

@@ -257,7 +257,7 @@ def test_killed_generation_resumes_where_it_stopped(adapter_run, dataset_dir, tm
         f.write('{"id": "p9", "answ')  # torn line of a writer killed mid-append
     loaded = []
     real_engine = gen.Engine
-    monkeypatch.setattr(gen, "Engine", lambda src: loaded.append(1) or real_engine(src))
+    monkeypatch.setattr(gen, "Engine", lambda src, *a: loaded.append(1) or real_engine(src, *a))
     gen.generate(adapter_run, "mini_eval", [point], 2, None, dataset_dir, progress=False)
     resumed = _answers(final)
     assert list(resumed) == ["p1", "p2", "p3", "p4", "p5"] and not part.exists()

@@ -11,7 +11,8 @@ __getattr__, __all__ = lazy_face(
             ["GenerateError", "load_prompts", "load_rows", "resolve_dataset", "user_message"], "prompts"
         ),
         **dict.fromkeys(["Source", "resolve_source"], "source"),
-        **dict.fromkeys(["Engine", "peak_mem_mb"], "engine"),
+        **dict.fromkeys(["Engine", "peak_mem_mb", "auto_batch_size", "default_dtype", "CPU_DTYPE"], "engine"),
+        **dict.fromkeys(["Study", "evaluate_study", "study_runs"], "study"),
         **dict.fromkeys(["generate", "generate_point", "partial_path", "sidecar_path"], "generate"),
         **dict.fromkeys(["DecodingPoint", "load_grid", "grid_names"], "decoding"),
         **dict.fromkeys(["rouge_items", "perplexity", "compute"], "metrics"),

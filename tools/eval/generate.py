@@ -10,8 +10,11 @@ call `model.generate` with the template's stop tokens, because:
 - LLaMA-Factory's `ChatModel` huggingface engine answers one conversation per call (no batching);
 - its predict stage (`do_predict` + `predict_with_generate`) writes its file only at the end, so
   a killed run starts over, and one process per decoding point reloads the model each time.
-Batches are fixed by the prompt set (length-sorted, then chunked) and each batch is seeded from
-(seed, batch number), so a resumed run gives the same answers as an uninterrupted one.
+Batches are fixed by the prompt set (length-sorted, then chunked: by default the whole set in one
+batch, unless memory says otherwise, see `engine.auto_batch_size`) and each batch is seeded from
+(seed, batch number); a resumed point keeps the batch size it started with, so it gives the same
+answers as an uninterrupted one. The engine loads the base once and swaps adapters (`Engine.use`),
+which `tools.eval.study` uses to evaluate a whole study in one process.
 
 Sources (where the model comes from):
 - `--run <model>/base/base`: the profile's base model (`templates/profiles/<model>.yaml`);
@@ -28,7 +31,7 @@ into place. Re-running a finished point does nothing (`--force` regenerates).
 
 Usage:
     python -m tools.eval.generate --run smollm2_135m/base/base --testset demo_eval [--grid hw5 | --decoding greedy ...]
-        [--batch-size 8] [--max-new-tokens 512] [--seed 42] [--limit K] [--dataset-dir data]
+        [--batch-size N] [--dtype bfloat16] [--max-new-tokens 512] [--seed 42] [--limit K] [--dataset-dir data]
         [--references NAME] [--model-path DIR --template T] [--base-model DIR] [--force]
 """
 
@@ -46,7 +49,7 @@ from pathlib import Path
 from plugins.fileio import append_jsonl, atomic_write_json, atomic_write_jsonl, read_jsonl
 from tools.core.paths import DATA, Run
 from tools.eval.decoding import DEFAULT_MAX_NEW_TOKENS, DecodingPoint, load_grid
-from tools.eval.engine import Engine, peak_mem_mb
+from tools.eval.engine import DTYPES, Engine, auto_batch_size, peak_mem_mb
 from tools.eval.prompts import GenerateError, load_prompts
 from tools.eval.source import Source, resolve_source
 
@@ -81,7 +84,7 @@ def generate_point(
     testset: str,
     prompts: list[dict],
     point: DecodingPoint,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     force: bool = False,
     on_batch=None,
     progress: bool = True,
@@ -108,15 +111,21 @@ def generate_point(
     if part.exists():  # drop a torn last line from a killed writer before appending again
         atomic_write_jsonl(part, read_jsonl(part))
 
-    engine = engine or engine_factory()
+    engine = engine.use(source) if engine is not None else engine_factory()
     encoded = {p["id"]: engine.encode(p)[0] for p in prompts}
     order = sorted(range(len(prompts)), key=lambda i: (len(encoded[prompts[i]["id"]]), i))
-    batches = [[prompts[i] for i in order[b : b + batch_size]] for b in range(0, len(order), batch_size)]
-    todo = [(k, b) for k, b in enumerate(batches) if any(p["id"] not in done for p in b)]
     stats_path = part.with_name(".generation.partial.json")
     stats = (
         json.loads(stats_path.read_text()) if stats_path.exists() and part.exists() else {"peak_mem_mb": 0.0}
     )
+    # a resumed point keeps the batches it started with (answers depend on the batch and its seed)
+    batch_size = stats.get("batch_size") or batch_size
+    if batch_size is None:  # the whole prompt set in one batch, unless memory says otherwise
+        widest = max(len(e) for e in encoded.values()) + point.max_new_tokens
+        batch_size = auto_batch_size(engine, len(prompts), widest)
+    stats["batch_size"] = batch_size
+    batches = [[prompts[i] for i in order[b : b + batch_size]] for b in range(0, len(order), batch_size)]
+    todo = [(k, b) for k, b in enumerate(batches) if any(p["id"] not in done for p in b)]
     bar = tqdm(
         total=len(wanted),
         initial=len(wanted) - sum(p["id"] not in done for p in prompts),
@@ -172,6 +181,7 @@ def generate_point(
             "source": source.describe(),
             "engine": "llamafactory (load_model + template.encode_oneturn) + transformers generate",
             "batch_size": batch_size,
+            "dtype": str(engine.dtype).replace("torch.", ""),
             "n": len(rows),
             "n_without_reference": sum(r["reference"] is None for r in rows),
             "new_tokens": tokens,
@@ -204,7 +214,7 @@ def generate(
     run: Run | str | None,
     testset: str,
     points: list[DecodingPoint],
-    batch_size: int = 8,
+    batch_size: int | None = None,
     limit: int | None = None,
     dataset_dir: Path = DATA,
     references: str | None = None,
@@ -214,9 +224,10 @@ def generate(
     force: bool = False,
     on_batch=None,
     progress: bool = True,
+    dtype: str | None = None,
 ) -> list[Path]:
     """Every decoding point for one source and prompt set; the model is loaded once, and only if needed."""
-    if batch_size < 1 or (limit is not None and limit < 1):
+    if (batch_size is not None and batch_size < 1) or (limit is not None and limit < 1):
         raise GenerateError("--batch-size and --limit must be at least 1")
     source = resolve_source(run, model_path, template, base_model)
     prompts = load_prompts(testset, dataset_dir, references)[:limit]
@@ -226,7 +237,7 @@ def generate(
 
     def factory() -> Engine:
         if not engine:
-            engine.append(Engine(source))
+            engine.append(Engine(source, dtype))
         return engine[0]
 
     return [
@@ -255,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--grid", help="a grid in templates/decoding/ (hw5, quick, default)")
     g.add_argument("--decoding", nargs="+", default=None, help="decoding names, e.g. greedy t0.7_p0.9")
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=None, help="default: all prompts, within memory")
+    ap.add_argument("--dtype", choices=DTYPES, help="default: the profile's on GPU, bfloat16 on a bf16 CPU")
     ap.add_argument("--max-new-tokens", type=int, default=None, help=f"default {DEFAULT_MAX_NEW_TOKENS}")
     ap.add_argument("--seed", type=int, default=None, help="seed of sampled points in a --grid")
     ap.add_argument("--limit", type=int, default=None, help="only the first K prompts")
@@ -290,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
             a.base_model,
             a.force,
             progress=not a.quiet,
+            dtype=a.dtype,
         )
     except (GenerateError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -102,8 +102,13 @@ def run_judge(
     second_model: str | None = None,
     say=print,
     progress_bar: bool = True,
+    judge_factory=None,
 ) -> dict:
-    """Judge one run's predictions; returns {scores, estimate, rows} ({estimate} only on a dry run)."""
+    """Judge one run's predictions; returns {scores, estimate, rows} ({estimate} only on a dry run).
+
+    `judge_factory(model_dir) -> OfflineJudge` lets a caller share one loaded offline judge across
+    runs (tools.eval.study); it is called only when a judgment is missing from the cache.
+    """
     r = Run.parse(run)
     pred = r.predictions(testset, decoding)
     items = load_items(pred)
@@ -170,7 +175,8 @@ def run_judge(
         if mode == "offline":
             from tools.judge.offline import OfflineJudge
 
-            failures, stats = judge_offline(todo, proto, spec, OfflineJudge(offline_model), cache, progress)
+            judge = (judge_factory or OfflineJudge)(offline_model)
+            failures, stats = judge_offline(todo, proto, spec, judge, cache, progress)
         else:
             ep = Endpoint(
                 model=model,

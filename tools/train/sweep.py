@@ -16,9 +16,10 @@ or joins the cluster in RAY_ADDRESS (e.g. RAY_ADDRESS=ray://head:10001 or auto);
 repository, its .venv and saves/ at the same paths (a shared filesystem), since tasks run the
 same command there and write the same folders. Ray is an optional extra (`make setup-extras`).
 
-After training (unless --no-eval), for the base model `<model>/base/base` and each finished run:
-tools.eval.generate, tools.eval.metrics, tools.judge (greedy), then tools.report for the study: each only
-where the module exists, each a child process whose failure is reported and does not stop the rest.
+After training (unless --no-eval), the base model `<model>/base/base` and every finished run are
+evaluated in one child process, `tools.eval.study` (base loaded once, adapters swapped; answers,
+metrics and judge scores, greedy), then tools.report for the study; a failure is reported with its
+log and does not stop the rest.
 
 Usage:
     python -m tools.train.sweep --study rank --model smollm2_135m [--runner local|ray] [--only r4,r8]
@@ -177,12 +178,7 @@ def module_exists(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
-EVAL_STEPS = (
-    ("tools.eval.generate", ()),
-    ("tools.eval.metrics", ()),
-    ("tools.judge", ("--decoding", "greedy")),
-)
-TAKES_DATASET_DIR = ("tools.eval.generate", "tools.eval.metrics")
+EVAL_MODULE = "tools.eval.study"
 
 
 def evaluate(
@@ -190,31 +186,29 @@ def evaluate(
     testset: str,
     study: str,
     dataset_dir: Path = DATA,
-    steps=EVAL_STEPS,
+    module: str = EVAL_MODULE,
     report_module: str = "tools.report",
 ) -> list[tuple[str, str, int]]:
-    """generate -> metrics -> judge for each run, then the study's report; (run, step, returncode) rows.
+    """Answers, metrics and judge scores (greedy) of every run in ONE child process, then the report.
 
-    Each step is a child process: a failure is printed (with its log) and the next run still goes.
+    tools.eval.study loads the base model once and swaps the runs' adapters; a run that fails there
+    is reported in its log and the others still go. (step, returncode) rows for the study.
     """
     rows = []
-    for run in runs:
-        log = run.output_dir / "eval" / "sweep_eval.log"
-        for module, extra in steps:
-            if not module_exists(module):
-                continue
-            cmd = [sys.executable, "-m", module, "--run", run.name, "--testset", testset, *extra]
-            if module in TAKES_DATASET_DIR and Path(dataset_dir).resolve() != DATA.resolve():
-                cmd += ["--dataset-dir", str(dataset_dir)]
-            rc = run_child(cmd, log, cwd=ROOT).returncode
-            step = module.split(".")[-1]
-            rows.append((run.name, step, rc))
-            print(
-                f"  eval {run.name:<42} {step:<8} {'ok' if rc == 0 else f'FAILED ({rc}), see {log}'}",
-                flush=True,
-            )
-            if rc != 0:
-                break  # the later steps read this step's output
+    if runs and module_exists(module):
+        log = out_root() / "saves" / runs[0].model / "lora" / study / "sweep_eval.log"
+        cmd = [sys.executable, "-m", module, "--runs", *[r.name for r in runs], "--testset", testset]
+        if Path(dataset_dir).resolve() != DATA.resolve():
+            cmd += ["--dataset-dir", str(dataset_dir)]
+        res = run_child(cmd, log, cwd=ROOT)
+        rows.append((study, "evaluate", res.returncode))
+        for run in runs:
+            ok = run.scores(testset, "greedy").exists()
+            print(f"  eval {run.name:<42} {'ok' if ok else f'FAILED, see {log}'}", flush=True)
+        print(
+            f"  evaluate {len(runs)} run(s) in one process in {res.wall_s:.0f} s: exit {res.returncode}, log {log}",
+            flush=True,
+        )
     if module_exists(report_module):
         log = out_root() / "reports" / study / "sweep_report.log"
         rc = run_child([sys.executable, "-m", report_module, "--study", study], log, cwd=ROOT).returncode
