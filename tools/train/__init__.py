@@ -1,5 +1,5 @@
 """Training: render study specs into airtight LLaMA-Factory YAML (`configs`, `template`, `validate`),
-train one run resumably (`trainer`), run a study's grid locally or on Ray (`sweep`, `ray_runner`),
+train one run resumably (`trainer`) and record its cost (`trainstats`), run a study's grid locally or on Ray (`sweep`, `ray_runner`),
 and the one-run smoke test (`smoke`). Imports the core and `tools.models`."""
 
 from tools.core.face import lazy_face
@@ -16,5 +16,6 @@ __getattr__, __all__ = lazy_face(
         "yaml_scalar": "template",
         **dict.fromkeys(["train_one", "last_checkpoint", "config_hash"], "trainer"),
         **dict.fromkeys(["plan", "sweep", "evaluate"], "sweep"),
+        **dict.fromkeys(["run_stats", "trainable_params", "train_command"], "trainstats"),
     },
 )
