@@ -20,7 +20,7 @@ from tools.train.configs import render_study, skipped_variants
 from tools.train import trainable_params
 
 ADAPTER_TYPES = {"adalora": "ADALORA", "vera": "VERA", "loha": "LOHA", "lokr": "LOKR", "oft": "OFT"}
-FULL_MODEL = ("freeze", "full", "galore", "apollo", "badam")
+FULL_MODEL = ("freeze", "full", "galore", "apollo", "badam", "llama_pro")
 TINY_VARIANTS = [r.run.variant for r in render_study("method", "tiny")]
 
 
@@ -51,6 +51,12 @@ def test_every_method_renders_with_its_why_and_only_its_own_keys():
     assert full["finetuning_type"] == "full" and full["use_galore"] and full["optim"] == "adamw_torch"
     assert "lora_rank" not in full and full["learning_rate"] == 1.0e-5
     assert rendered["freeze"].config["freeze_trainable_layers"] == 2
+    pro = rendered["llama_pro"]
+    assert pro.config["model_name_or_path"] == "models/llama2_7b_pro8" and pro.config["use_llama_pro"]
+    assert pro.config["freeze_trainable_layers"] == 8 and "--blocks 8 --out models/llama2_7b_pro8" in pro.text
+    assert "llama_pro" in skipped_variants("method", "llama2_7b_t4") and "loha" in skipped_variants(
+        "method", "llama2_7b_t4"
+    )
     assert rendered["badam"].config["use_badam"] and rendered["apollo"].config["use_apollo"]
     assert "qlora" in skipped_variants("method", "tiny")
 
@@ -94,8 +100,13 @@ def test_trainable_params_are_read_from_the_last_loader_line(tmp_path):
 # ------------------------------------------------------------------------------------ slow
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", TINY_VARIANTS)
-def test_every_method_trains_on_the_tiny_model(variant, out_dir, tiny_model, method_data):
-    (job,) = sweep.plan("method", "tiny", dataset_dir=method_data, only=[variant])
+def test_every_method_trains_on_the_tiny_model(variant, out_dir, tiny_model, method_data, tmp_path):
+    overrides = {}
+    if variant == "llama_pro":  # the expanded model the config names, built here (2 layers + 2 blocks)
+        from tools.models.llama_pro import expand
+
+        overrides["llama_pro_model"] = str(expand(str(tiny_model), 2, tmp_path / "tiny_pro2"))
+    (job,) = sweep.plan("method", "tiny", dataset_dir=method_data, only=[variant], overrides=overrides)
     res = sweep.train_one(job)
     run = Run("tiny", "method", variant)
     assert res["status"] == "finished", run.log.read_text()[-3000:]
@@ -111,8 +122,10 @@ def test_every_method_trains_on_the_tiny_model(variant, out_dir, tiny_model, met
 
             assert export(["--run", run.name]) == 2  # nothing to merge: said, nothing written
             assert not run.export_dir.exists()
-        if variant == "freeze":  # the last 2 of 2 layers, not the embeddings
+        if variant in ("freeze", "llama_pro"):  # 2 decoder layers (the last / the new ones), not the embeddings
             assert rec["trainable_params"] < rec["all_params"] / 2
+        if variant == "llama_pro":
+            assert "Set trainable layers: .1.,.3." in log  # LLaMA-Factory found the two new blocks
         return
     adapter = json.loads((run.output_dir / "adapter_config.json").read_text())
     assert adapter["peft_type"] == ADAPTER_TYPES.get(variant, "LORA")  # the adapter names its own type

@@ -17,6 +17,8 @@ TEMPLATE_ONLY_TYPES: dict[str, tuple[type, ...]] = {
     "max_steps_cap": (int,),
     "eval_testset": (str,),
     "peft_type": (str,),
+    "llama_pro_blocks": (int,),
+    "llama_pro_model": (str,),
 }
 # Keys of our own that ride in the rendered YAML (LLaMA-Factory's parser refuses them): plugins.peft_train
 # removes them before LLaMA-Factory reads the rest.
