@@ -15,9 +15,8 @@ import pytest
 
 from plugins import peft_train, peft_types
 from tools.core.paths import Run
-from tools.train import sweep
+from tools.train import sweep, trainable_params
 from tools.train.configs import render_study, skipped_variants
-from tools.train import trainable_params
 
 ADAPTER_TYPES = {"adalora": "ADALORA", "vera": "VERA", "loha": "LOHA", "lokr": "LOKR", "oft": "OFT"}
 FULL_MODEL = ("freeze", "full", "galore", "apollo", "badam", "llama_pro")
@@ -44,7 +43,10 @@ def test_every_method_renders_with_its_why_and_only_its_own_keys():
     for name, r in rendered.items():
         assert "#   this variant: `" + name + "`" in r.text  # each variant's own why heads its file
     assert rendered["adalora"].config["peft_type"] == "adalora"
-    assert "python -m plugins.peft_train experiments/method/llama2_7b_lora_sft_vera.yaml" in rendered["vera"].text
+    assert (
+        "python -m plugins.peft_train experiments/method/llama2_7b_lora_sft_vera.yaml"
+        in rendered["vera"].text
+    )
     assert "peft_type" not in rendered["lora"].config and "llamafactory-cli train" in rendered["lora"].text
     assert rendered["oft"].config["finetuning_type"] == "oft" and "use_rslora" not in rendered["oft"].config
     full = rendered["galore"].config
@@ -93,7 +95,11 @@ def test_trainable_params_are_read_from_the_last_loader_line(tmp_path):
         "x >> trainable params: 1,000 || all params: 9,000 || trainable%: 11.1111\n"
         "resumed >> trainable params: 36,992 || all params: 3,219,776 || trainable%: 1.1489\n"
     )
-    assert trainable_params(log) == {"trainable_params": 36992, "all_params": 3219776, "trainable_pct": 1.1489}
+    assert trainable_params(log) == {
+        "trainable_params": 36992,
+        "all_params": 3219776,
+        "trainable_pct": 1.1489,
+    }
     assert trainable_params(tmp_path / "none.log") == {}
 
 
@@ -122,7 +128,10 @@ def test_every_method_trains_on_the_tiny_model(variant, out_dir, tiny_model, met
 
             assert export(["--run", run.name]) == 2  # nothing to merge: said, nothing written
             assert not run.export_dir.exists()
-        if variant in ("freeze", "llama_pro"):  # 2 decoder layers (the last / the new ones), not the embeddings
+        if variant in (
+            "freeze",
+            "llama_pro",
+        ):  # 2 decoder layers (the last / the new ones), not the embeddings
             assert rec["trainable_params"] < rec["all_params"] / 2
         if variant == "llama_pro":
             assert "Set trainable layers: .1.,.3." in log  # LLaMA-Factory found the two new blocks
