@@ -128,6 +128,12 @@ def test_every_method_trains_on_the_tiny_model(variant, out_dir, tiny_model, met
 
             assert export(["--run", run.name]) == 2  # nothing to merge: said, nothing written
             assert not run.export_dir.exists()
+            from tools.eval.generate import main as generate
+
+            argv = ["--run", run.name, "--testset", "demo_eval", "--limit", "1", "--max-new-tokens", "2"]
+            assert generate(argv) == 0  # the run folder is loaded as the model itself
+            gen = json.loads((run.eval_dir("demo_eval", "greedy") / "generation.json").read_text())
+            assert json.dumps(gen).count(str(run.output_dir)) >= 1
         if variant in (
             "freeze",
             "llama_pro",
