@@ -120,7 +120,7 @@ sweep-rank: ; @$(MAKE) --no-print-directory sweep STUDY=rank ## LoRA rank 4..64,
 sweep-lr: ; @$(MAKE) --no-print-directory sweep STUDY=lr ## learning rate 1e-4, 2e-4, 5e-4
 sweep-target: ; @$(MAKE) --no-print-directory sweep STUDY=target ## target modules q,v / q,k,v,o / all
 sweep-curriculum: ; @$(MAKE) --no-print-directory sweep STUDY=curriculum ## chained Easy->Medium->Hard vs ordered vs shuffled
-sweep-method: ; @$(MAKE) --no-print-directory sweep STUDY=method ## LoRA, rsLoRA, DoRA, PiSSA, LoRA+, NEFTune (QLoRA on GPU)
+sweep-method: ; @$(MAKE) --no-print-directory sweep STUDY=method ## the LoRA family: LoRA variants, AdaLoRA, VeRA, LoHa, LoKr, OFT, freeze, full, GaLore, APOLLO, BAdam
 sweep-epochs: ; @$(MAKE) --no-print-directory sweep STUDY=epochs ## 1, 3, 5, 10, 15 epochs on 100 samples
 sweep-improve: ; @$(MAKE) --no-print-directory sweep STUDY=improve ## the 100 as they are, refined, with general data mixed in
 

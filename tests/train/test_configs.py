@@ -80,7 +80,19 @@ def test_studies_cover_the_issue():
     assert names["epochs"] == ["ep1", "ep3", "ep5", "ep10", "ep15"]
     assert set(names["data"]) >= {"random_s0", "random_s1", "random_s2", "rating", "hw5_default", "length"}
     assert set(names["data"]) >= {"long_is_more", "complexity", "ifd", "mix"}
-    assert names["method"] == ["lora", "rslora", "dora", "pissa", "loraplus", "neftune", "qlora"]
+    assert names["method"] == ["lora", "rslora", "dora", "pissa", "loraplus", "neftune", "qlora"] + [
+        "adalora",
+        "vera",
+        "loha",
+        "lokr",
+        "oft",
+        "freeze",
+        "full",
+        "galore",
+        "apollo",
+        "badam",
+        "llama_pro",
+    ]
     by = {r.run.variant: r.config for r in render_study("method", "llama2_7b")}
     assert by["rslora"]["use_rslora"] and by["dora"]["use_dora"] and by["pissa"]["pissa_init"]
     assert by["loraplus"]["loraplus_lr_ratio"] == 16.0 and by["neftune"]["neftune_noise_alpha"] == 5.0

@@ -138,8 +138,20 @@ class Run:
     def adapter(self) -> Path:
         return self.output_dir / "adapter_model.safetensors"
 
+    @property
+    def full_weights(self) -> Path:
+        """Where a full-parameter run (full, freeze, GaLore, APOLLO, BAdam) saves its whole model."""
+        return self.output_dir / "model.safetensors"
+
+    @property
+    def is_full_model(self) -> bool:
+        """A run that saved a whole model (config.json + weights) and no adapter."""
+        out = self.output_dir
+        weights = self.full_weights.exists() or (out / "model.safetensors.index.json").exists()
+        return not self.adapter.exists() and weights and (out / "config.json").exists()
+
     def is_finished(self) -> bool:
-        return self.done_marker.exists() and self.adapter.exists()
+        return self.done_marker.exists() and (self.adapter.exists() or self.is_full_model)
 
     # -- evaluation ---------------------------------------------------------------------------
     def eval_dir(self, testset: str, decoding: str) -> Path:

@@ -88,6 +88,11 @@ def check_sources(runs: list[Run], method: str, weights: list[float] | None) -> 
     infos = [run_info(r) for r in runs]
     for info in infos:
         refuse_quantised_base(info)
+        if info["peft_type"] != "LORA":  # add_weighted_adapter and the mergekit path are LoRA-only
+            raise Refused(
+                f"run {info['run']}: a {info['peft_type']} adapter; combining adapters needs LoRA ones "
+                "(export it alone: python -m tools.export --run ...)"
+            )
         if info["use_dora"] and method in PEFT_METHODS:
             raise Refused(f"run {info['run']}: DoRA adapters carry magnitudes PEFT's weighted merge drops")
     if any(not same_model(i["base_path"], infos[0]["base_path"]) for i in infos[1:]):

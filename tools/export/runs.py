@@ -20,6 +20,19 @@ class Refused(Exception):
     """Something that cannot work, said clearly before anything is written."""
 
 
+# PEFT adapter types whose update folds into the base weights (merge_and_unload), as PEFT 0.18 implements
+# them; any other type is refused by name before anything is loaded.
+MERGEABLE_PEFT_TYPES = frozenset({"LORA", "ADALORA", "VERA", "LOHA", "LOKR", "OFT"})
+
+
+def _rank(acfg: dict) -> int:
+    """The largest rank: LoRA's rank_pattern holds ints, AdaLoRA's a keep-mask per module (its rank = kept)."""
+    ranks = [int(acfg.get("r", 0) or 0)]
+    for value in (acfg.get("rank_pattern") or {}).values():
+        ranks.append(sum(map(bool, value)) if isinstance(value, list) else int(value))
+    return max(ranks)
+
+
 # ---------------------------------------------------------------- what a run is made of
 def load_profile(model: str) -> dict | None:
     """The model profile, or None when there is no such profile (a broken one is still an error)."""
@@ -89,6 +102,12 @@ def run_info(run: Run) -> dict[str, Any]:
             + (f", missing {', '.join(missing)}" if missing else "")
             + f" in {out}): finish or retrain it first"
         )
+    if run.is_full_model:
+        raise Refused(
+            f"run {run} trained the model's own weights (finetuning_type "
+            f"{(rj.get('resolved_config') or {}).get('finetuning_type', 'full')}): {out} already is the whole "
+            "model, with no adapter to merge; evaluate or copy it as it is"
+        )
     acfg_path = out / "adapter_config.json"
     if not acfg_path.exists():
         raise Refused(f"run {run}: no adapter_config.json in {out}")
@@ -98,6 +117,12 @@ def run_info(run: Run) -> dict[str, Any]:
             check_safetensors(weights)
         except Refused as e:
             raise Refused(f"run {run}: {e}") from None
+    peft_type = str(acfg.get("peft_type") or "LORA").upper()
+    if peft_type not in MERGEABLE_PEFT_TYPES:
+        raise Refused(
+            f"run {run}: its adapter is a {peft_type} adapter ({acfg_path}), which PEFT cannot merge into the "
+            f"base weights (mergeable: {', '.join(sorted(MERGEABLE_PEFT_TYPES))}); serve it as an adapter"
+        )
     profile = load_profile(run.model) or {}
     base = (
         rj.get("model_name_or_path")
@@ -122,7 +147,6 @@ def run_info(run: Run) -> dict[str, Any]:
             "its folder holds only the top adapter; merge the earlier one first"
         )
     qbit = resolved.get("quantization_bit") or (rj.get("hparams") or {}).get("quantization_bit")
-    rank_pattern = acfg.get("rank_pattern") or {}
     return {
         "run": run.name,
         "adapter_dir": str(out),
@@ -130,7 +154,8 @@ def run_info(run: Run) -> dict[str, Any]:
         "base_path": resolve_model_path(base),
         "template": template,
         "quantization_bit": qbit,
-        "rank": max([int(acfg.get("r", 0)), *map(int, rank_pattern.values())]),
+        "rank": _rank(acfg),
+        "peft_type": peft_type,
         "use_dora": bool(acfg.get("use_dora")),
         "run_json": rj,
         "profile": profile,

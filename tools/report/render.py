@@ -55,6 +55,14 @@ def forgetting_cell(row) -> str:
     return f"{ppl:.4g}" + ("" if rel is None or pd.isna(rel) else f" ({100 * rel:+.0f} %)")
 
 
+def params_cell(row) -> str:
+    """Trainable parameters and their share of the model: '36,992 (1.15 %)'."""
+    n, pct = row.get("trainable_params"), row.get("trainable_pct")
+    if n is None or pd.isna(n):
+        return "–"
+    return f"{int(n):,}" + ("" if pct is None or pd.isna(pct) else f" ({float(pct):.3g} %)")
+
+
 def short_warnings(text: str) -> str:
     """'diverged, still improving' from the full warnings (the page lists them in full below)."""
     kinds = []
@@ -70,12 +78,14 @@ def display(table: pd.DataFrame, sci: list[str]) -> tuple[list[str], list[dict]]
     cols = ["run", "status", *sci, "steps", "loss final / best", "eval loss final / best", "judge"]
     general = "ppl_general" in table and table["ppl_general"].notna().any()
     cols += ["general ppl (vs base)"] if general else []
+    cost = "trainable_params" in table and table["trainable_params"].notna().any()
     cols += [
         "n",
         "unparsed",
         "answer words",
         "ROUGE-L",
         "truncated",
+        *(["trainable params", "s / step"] if cost else []),
         "wall s",
         "peak MB (RAM / GPU)",
         "billed MB",
@@ -98,6 +108,7 @@ def display(table: pd.DataFrame, sci: list[str]) -> tuple[list[str], list[dict]]
             _num(r.get("answer_words"), 3),
             _num(r.get("rougeL"), 3),
             "–" if pd.isna(trunc) else f"{100 * float(trunc):.0f} %",
+            *([params_cell(r), _num(r.get("s_per_step"), 3)] if cost else []),
             _num(r.get("wall_s"), 3),
             _pair(r.get("peak_rss_mb"), r.get("peak_gpu_mb")),
             _num(r.get("memory_estimate_mb"), 3),

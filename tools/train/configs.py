@@ -51,7 +51,7 @@ COMMITTED_PROFILES = ("smollm2_135m", "llama2_7b")
 STUDY_ORDER = ("data", "rank", "lr", "target", "curriculum", "method", "epochs")
 PROFILE_META = frozenset({"description", "capabilities"})
 STUDY_KEYS = frozenset({"question", "scientific", "nuisance", "fixed", "why", "variants"})
-VARIANT_META = frozenset({"requires", "excludes"})
+VARIANT_META = frozenset({"requires", "excludes", "why"})  # `why`: what this variant changes, for its header
 
 
 class Rendered(NamedTuple):
@@ -99,6 +99,9 @@ def _study_comment(study: str, spec: dict, values: dict, cfg: dict, overrides: d
     """The header's account of the study: each scientific, nuisance and fixed value, and why."""
     why = spec.get("why") or {}
     lines = [f"# Study `{study}`: {spec.get('question', '').strip()}"]
+    if values.get("why"):
+        lines.append(f"#   this variant: `{values['variant']}`")
+        lines += [f"#              {wl}" for wl in textwrap.wrap(str(values["why"]), 96)]
 
     def block(label: str, keys: list[str]) -> None:
         for key in keys:
@@ -167,6 +170,7 @@ def render_study(
             continue
         run = Run(model, study, name)
         body = {k: v for k, v in vvalues.items() if k not in VARIANT_META}
+        variant_why = {"why": vvalues["why"], "variant": name} if vvalues.get("why") else {}
         values = {
             **{k: v for k, v in prof.items() if k not in PROFILE_META},
             **(spec.get("fixed") or {}),
@@ -189,7 +193,9 @@ def render_study(
         try:
             # Twice: the header quotes the values the first pass resolved (template defaults included).
             first = yaml.safe_load(template.render(**context)) or {}
-            context["study_comment"] = _study_comment(study, spec, values, first, overrides)
+            context["study_comment"] = _study_comment(
+                study, spec, {**values, **variant_why}, first, overrides
+            )
             text = template.render(**context)
         except Exception as e:  # jinja2 errors: undefined variables, arithmetic on a wrong type
             raise ConfigError(f"{rel(TRAIN_TEMPLATE)} rendering {where}: {type(e).__name__}: {e}") from e
