@@ -10,6 +10,10 @@ Strategies (names used on the command line and in dataset names `alpaca_top100_b
     ifd           instruction-following difficulty with the small model (plugins.ifd, Superfiltering)
     random, random_s0..random_s2   uniform random with a seed (the floor every strategy must beat)
     mix           rating + long_is_more + ifd, equal weights
+    length_window HW5's sort among answers of 100..400 words, the rest below (plugins.quota)
+    diversity     k-center greedy over MiniLM embeddings of the top rows by HW5's sort (plugins.diversity)
+
+A selection of parts, `quota:60*length_window,20*complexity,20*diversity`, is plugins.quota.
 
 Combinations are written `name:weight,name:weight`; each score is turned into its percentile
 rank in the pool first, so weights mean the same whatever the scale.
@@ -24,11 +28,24 @@ from pathlib import Path
 
 import numpy as np
 
+from plugins.diversity import s_diversity
 from plugins.loaders import DataError, no_gc
+from plugins.quota import DEFAULT_WINDOW, s_length_window
 
 MIX = "rating:1,long_is_more:1,ifd:1"
 UNSCORED = -1e6  # offset of rows a strategy did not score (IFD outside its candidates): below the rest
-STRATEGIES = ("length", "rating", "hw5_default", "long_is_more", "complexity", "ifd", "random", "mix")
+STRATEGIES = (
+    "length",
+    "rating",
+    "hw5_default",
+    "long_is_more",
+    "complexity",
+    "ifd",
+    "random",
+    "mix",
+    "length_window",
+    "diversity",
+)
 STUDY_STRATEGIES = (
     "random_s0",
     "random_s1",
@@ -40,6 +57,8 @@ STUDY_STRATEGIES = (
     "complexity",
     "ifd",
     "mix",
+    "length_window",
+    "diversity",
 )
 
 
@@ -59,6 +78,10 @@ class Context:
     ifd_max_tokens: int | None = None  # per sequence; None = 512 on a GPU, 256 on CPU
     progress: bool = True
     device: str | None = None
+    embedding: str = "auto"  # diversity: minilm | hashed | auto (plugins.diversity)
+    diversity_prefilter: str | None = "hw5_default"  # DEITA's order: quality first; "none" = whole pool
+    diversity_candidates: int | None = None  # None = 20N, at least 2000 (plugins.diversity)
+    length_window: tuple[int, int] = DEFAULT_WINDOW  # answer words, for length_window
     notes: dict = field(default_factory=dict)  # what ran, for the manifest (IFD candidates, cache hits)
     _memo: dict = field(default_factory=dict)
 
@@ -236,6 +259,8 @@ BASE: dict[str, Callable[[list[dict], Context], np.ndarray]] = {
     "complexity": s_complexity,
     "ifd": s_ifd,
     "random": s_random,
+    "length_window": s_length_window,
+    "diversity": s_diversity,
 }
 CHEAP = ("length", "rating", "hw5_default", "complexity", "random")
 

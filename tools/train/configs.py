@@ -50,7 +50,8 @@ COMMITTED_PROFILES = ("smollm2_135m", "llama2_7b")
 # Studies render in this order (then any other spec, alphabetically): the data study is HW5's question.
 STUDY_ORDER = ("data", "rank", "lr", "target", "curriculum", "method", "epochs")
 PROFILE_META = frozenset({"description", "capabilities"})
-STUDY_KEYS = frozenset({"question", "scientific", "nuisance", "fixed", "why", "variants"})
+# `selections`: named datasets the study needs that `make data --all-strategies` registers (tools.data)
+STUDY_KEYS = frozenset({"question", "scientific", "nuisance", "fixed", "why", "variants", "selections"})
 VARIANT_META = frozenset({"requires", "excludes"})
 
 
