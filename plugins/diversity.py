@@ -111,20 +111,17 @@ def default_candidates(n: int, pool: int) -> int:
     return min(pool, max(20 * n, 2000))
 
 
-def pick(rows: list[dict], m: int, ctx, taken: list[int] | None = None) -> tuple[np.ndarray, list[int]]:
-    """Order the quality-filtered candidates by k-center greedy, `taken` rows counting as picked.
-
-    Returns (a score per row: picks first, in pick order, then the other candidates farthest first,
-    then the rows outside the candidates in quality order, far below; the m picked indices).
+def pick(
+    rows: list[dict], m: int, ctx, quality: np.ndarray | None, taken: list[int] | None = None
+) -> tuple[np.ndarray, list[int], np.ndarray]:
+    """k-center greedy over the top candidates by `quality` (None: every row), `taken` rows counting
+    as picked. Returns (candidate indices, the m picked positions in it, each candidate's distance
+    to its nearest pick); the strategy table (plugins.strategies) turns these into a score per row.
     """
     import time
 
-    from plugins.strategies import UNSCORED, percentile, score
-
     t0 = time.perf_counter()
     taken = list(taken or [])
-    pre = ctx.diversity_prefilter
-    quality = None if pre in (None, "none") else score(rows, pre, ctx)
     order = np.argsort(-quality, kind="stable") if quality is not None else np.arange(len(rows))
     order = order[~np.isin(order, taken)] if taken else order
     k = len(order) if quality is None else ctx.diversity_candidates or default_candidates(ctx.n, len(rows))
@@ -135,21 +132,13 @@ def pick(rows: list[dict], m: int, ctx, taken: list[int] | None = None) -> tuple
     xc, xf = x[: len(cand)], (x[len(cand) :] if taken else None)
     prio = quality[cand] if quality is not None else -np.arange(len(cand), dtype=np.float64)
     picks, nearest = k_center(xc, m, first=0, fixed=xf, priority=prio)
-    out = UNSCORED + (percentile(quality) if quality is not None else np.zeros(len(rows)))
-    out[cand] = np.minimum(nearest, 2.0)  # cosine distance: 0..2
-    out[cand[picks]] = 3.0 + (len(picks) - np.arange(len(picks))) / max(1, len(picks))
     ctx.notes["diversity"] = {
         "method": "k-center greedy (cosine distance), first centre = best candidate by the prefilter",
         "embedding": label,
-        "prefilter": pre if quality is not None else None,
+        "prefilter": ctx.diversity_prefilter if quality is not None else None,
         "candidates": int(len(cand)),
         "fixed_centres": len(taken),
         "pool": len(rows),
         "seconds": round(time.perf_counter() - t0, 3),
     }
-    return out, [int(cand[i]) for i in picks]
-
-
-def s_diversity(rows: list[dict], ctx) -> np.ndarray:
-    """The `diversity` strategy: ctx.n rows by k-center greedy over the quality-filtered candidates."""
-    return pick(rows, min(ctx.n, len(rows)), ctx)[0]
+    return cand, picks, nearest

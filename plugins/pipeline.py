@@ -20,7 +20,7 @@ import plugins
 from plugins import curriculum, knee, publish, quota, registry
 from plugins.fileio import atomic_write_json, sha256_file
 from plugins.loaders import DataError, to_alpaca
-from plugins.strategies import UNSCORED, Context, parse_strategy, score, top_n, total_words
+from plugins.strategies import UNSCORED, Context, parse_strategy, score, select_quota, top_n, total_words
 
 
 @dataclass
@@ -53,7 +53,7 @@ def plan(
     if n > pool_size:
         raise DataError(f"N={n} is larger than the pool ({pool_size} rows after dropping duplicates)")
     for s in strategies:
-        quota.parse_quota(s, n) if quota.is_quota(s) else parse_strategy(s)
+        quota.parse_quota(s, n, parse_strategy) if quota.is_quota(s) else parse_strategy(s)
     registry.check_conflicts({k: {} for k in names}, dataset_dir, force)
 
 
@@ -72,7 +72,7 @@ def select(
 
 
 def _select_quota(rows: list[dict], name: str, strategy: str, n: int, ctx: Context, t0: float) -> Selection:
-    idx, _, block = quota.select_quota(rows, strategy, n, ctx)
+    idx, _, block = select_quota(rows, strategy, n, ctx)
     shown = np.full(len(rows), np.nan)  # no single score: the plot shows the picks in part order
     shown[idx] = np.arange(n, 0, -1, dtype=np.float64)
     weights = {p["label"]: p["count"] for p in block["parts"]}

@@ -7,8 +7,8 @@ import pytest
 
 from plugins import diversity, pipeline
 from plugins.loaders import DataError
-from plugins.quota import parse_quota, select_quota
-from plugins.strategies import Context, score, top_n
+from plugins.quota import parse_quota
+from plugins.strategies import Context, parse_strategy, score, select_quota, top_n
 
 TOPICS = {
     "cooking": "recipe bake oven flour sugar butter dough",
@@ -104,10 +104,11 @@ def test_quota_spec_errors_and_combinations():
         "5*rating:1,length:1",
         "5*diversity",
     ]
-    with pytest.raises(DataError, match="add up to 9 rows, not N=10"):
-        parse_quota("quota:5*rating,4*length", 10)
+    # counts that do not add up to N are shares, scaled by largest remainder
+    assert [p.count for p in parse_quota("quota:60*rating,20*length,20*diversity", 10)] == [6, 2, 2]
+    assert [p.count for p in parse_quota("quota:60*rating,20*length,20*diversity", 7)] == [4, 2, 1]
     with pytest.raises(DataError, match="unknown strategy 'best'"):
-        parse_quota("quota:5*best,5*rating", 10)
+        parse_quota("quota:5*best,5*rating", 10, parse_strategy)
     with pytest.raises(DataError, match="write quota:<count>"):
         parse_quota("quota:rating", 10)
 
@@ -121,5 +122,5 @@ def test_quota_through_the_pipeline_records_each_rows_part(tmp_path):
     m = pipeline.write_subset(rows, sel, tmp_path, {"kind": "test"}, ctx, stages=False, plot=False)
     assert len(m["ids"]) == 8 and m["weights"] == {"4*hw5_default": 4, "4*diversity": 4}
     assert [m["quota"]["chosen_by"][i] for i in m["ids"]] == ["4*hw5_default"] * 4 + ["4*diversity"] * 4
-    with pytest.raises(DataError, match="not N=9"):
-        pipeline.plan(len(rows), 9, [spec], ["q9"], tmp_path, False)
+    with pytest.raises(DataError, match="needs a positive count"):
+        pipeline.plan(len(rows), 9, ["quota:0*rating,4*length"], ["q9"], tmp_path, False)
