@@ -66,6 +66,21 @@ def embed(texts: list[str], kind: str = "auto", device: str | None = None) -> tu
     return x.astype(np.float32), HASHED_LABEL
 
 
+def _embed_memo(texts: list[str], ctx) -> tuple[np.ndarray, str]:
+    """MiniLM vectors are per text: kept in ctx._memo, so a second diversity pass in one data run (the
+    data study's `diversity`, then a quota's diversity part) embeds only the new texts. Hashed TF-IDF
+    is fitted on each candidate set (its IDF), so it is recomputed (seconds)."""
+    kind = ctx.embedding
+    if kind == "hashed" or (kind == "auto" and not minilm_available()):
+        return embed(texts, "hashed")
+    memo = ctx._memo.setdefault("minilm_vectors", {})
+    new = list(dict.fromkeys(t for t in texts if t not in memo))
+    if new:
+        x, _ = embed(new, "minilm", ctx.device)
+        memo.update(zip(new, x, strict=True))
+    return np.stack([memo[t] for t in texts]), MINILM_LABEL
+
+
 @functools.cache
 def _minilm(device: str):
     """Loaded once per process (a data run may select by diversity more than once)."""
@@ -128,7 +143,7 @@ def pick(
     cand = order[:k]
     if len(cand) < m:
         raise DataError(f"diversity: only {len(cand)} candidate rows for {m} picks")
-    x, label = embed([text_of(rows[i]) for i in [*cand, *taken]], ctx.embedding, ctx.device)
+    x, label = _embed_memo([text_of(rows[i]) for i in [*cand, *taken]], ctx)
     xc, xf = x[: len(cand)], (x[len(cand) :] if taken else None)
     prio = quality[cand] if quality is not None else -np.arange(len(cand), dtype=np.float64)
     picks, nearest = k_center(xc, m, first=0, fixed=xf, priority=prio)

@@ -77,7 +77,11 @@ def test_all_strategies_for_the_data_study(tmp_path, out_dir, tiny_model, capsys
     m = json.loads((tmp_path / "generated/alpaca_top6_by_ifd/alpaca_top6_by_ifd.manifest.json").read_text())
     assert m["ifd"]["prefiltered"] and m["ifd"]["candidates"] == 8 and m["ifd"]["prefilter"] == "hw5_default"
     assert "IFD on 8 of" in out
-    q = json.loads((tmp_path / "generated/alpaca_top6_by_quota_60_20_20.manifest.json").read_text())
+    q = json.loads(
+        (
+            tmp_path / "generated/alpaca_top6_by_quota_60_20_20/alpaca_top6_by_quota_60_20_20.manifest.json"
+        ).read_text()
+    )
     assert [p["count"] for p in q["quota"]["parts"]] == [4, 1, 1] and q["quota"]["scaled_to_n"]
     assert sorted(q["quota"]["chosen_by"]) == sorted(picks["quota_60_20_20"])
     # a second run takes IFD from the cache

@@ -50,6 +50,33 @@ def test_the_recipe_datasets_are_what_make_data_registers():
     assert load_study("recipes")["selections"] == {"quota_60_20_20": named["quota_60_20_20"]}
 
 
+def test_the_sweep_evaluates_each_run_with_its_decoding_list(out_dir, monkeypatch):
+    jobs = {j["variant"]: j for j in sweep.plan("recipes", "tiny", out_dir / "cfg")}
+    assert jobs["r512_stage3"]["decoding"] == ["greedy", "bytype_recipe"]
+    assert jobs["r475"]["decoding"] == ["greedy", "bytype_greedy_1024"]
+    calls = []
+
+    class Done:
+        returncode = 0
+
+    monkeypatch.setattr(sweep, "run_child", lambda cmd, log, cwd: calls.append(cmd[2:]) or Done())
+    run = Run("tiny", "recipes", "r475")
+    sweep.evaluate(
+        [run], "demo_eval", "recipes", decodings={run.name: jobs["r475"]["decoding"]}, report_module="tools.no_such_report"
+    )
+    tail = [c[c.index("--testset") + 2 :] for c in calls]
+    assert [c[0] for c in calls] == [
+        "tools.eval.generate",
+        "tools.eval.metrics",
+        "tools.judge",
+        "tools.judge",
+    ]
+    assert tail == [["--decoding", "greedy", "bytype_greedy_1024"]] * 2 + [
+        ["--decoding", "greedy"],
+        ["--decoding", "bytype_greedy_1024"],
+    ]
+
+
 @pytest.fixture()
 def recipe_data(tmp_path) -> Path:
     d = tmp_path / "data"

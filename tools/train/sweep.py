@@ -98,6 +98,7 @@ def plan(
                 "scientific": list(r.scientific),
                 "hparams": r.hparams,
                 "eval_testset": testset,
+                "decoding": list(r.decoding),
                 "git_commit": commit,
                 "versions": versions,
                 "cli": llamafactory_cli(),
@@ -180,6 +181,7 @@ EVAL_STEPS = (
     ("tools.judge", ("--decoding", "greedy")),
 )
 TAKES_DATASET_DIR = ("tools.eval.generate", "tools.eval.metrics")
+TAKES_DECODINGS = ("tools.eval.generate", "tools.eval.metrics")  # the judge takes one name per call
 
 
 def evaluate(
@@ -189,21 +191,32 @@ def evaluate(
     dataset_dir: Path = DATA,
     steps=EVAL_STEPS,
     report_module: str = "tools.report",
+    decodings: dict[str, list[str]] | None = None,
 ) -> list[tuple[str, str, int]]:
     """generate -> metrics -> judge for each run, then the study's report; (run, step, returncode) rows.
 
     Each step is a child process: a failure is printed (with its log) and the next run still goes.
+    `decodings` maps a run's name to the decoding names it is evaluated with (the study's `decoding`);
+    without an entry a run gets each step's own default (greedy).
     """
     rows = []
     for run in runs:
         log = run.output_dir / "eval" / "sweep_eval.log"
+        names = (decodings or {}).get(run.name)
         for module, extra in steps:
             if not module_exists(module):
                 continue
-            cmd = [sys.executable, "-m", module, "--run", run.name, "--testset", testset, *extra]
-            if module in TAKES_DATASET_DIR and Path(dataset_dir).resolve() != DATA.resolve():
-                cmd += ["--dataset-dir", str(dataset_dir)]
-            rc = run_child(cmd, log, cwd=ROOT).returncode
+            calls = [extra]
+            if names and module in TAKES_DECODINGS:
+                calls = [("--decoding", *names)]
+            elif names and module == "tools.judge":
+                calls = [("--decoding", n) for n in names]
+            rc = 0
+            for args in calls:
+                cmd = [sys.executable, "-m", module, "--run", run.name, "--testset", testset, *args]
+                if module in TAKES_DATASET_DIR and Path(dataset_dir).resolve() != DATA.resolve():
+                    cmd += ["--dataset-dir", str(dataset_dir)]
+                rc = rc or run_child(cmd, log, cwd=ROOT).returncode
             step = module.split(".")[-1]
             rows.append((run.name, step, rc))
             print(
@@ -254,7 +267,9 @@ def sweep(
     if run_eval:
         testset = jobs[0]["eval_testset"]
         finished = [Run.parse(r["run"]) for r in results if r["status"] in ("finished", "done")]
-        evaluate([Run.base(model), *finished], testset, study, dataset_dir)
+        names = {j["run"]: j["decoding"] for j in jobs}
+        names[Run.base(model).name] = list(dict.fromkeys(d for j in jobs for d in j["decoding"]))
+        evaluate([Run.base(model), *finished], testset, study, dataset_dir, decodings=names)
     return results
 
 
