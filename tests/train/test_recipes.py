@@ -62,7 +62,11 @@ def test_the_sweep_evaluates_each_run_with_its_decoding_list(out_dir, monkeypatc
     monkeypatch.setattr(sweep, "run_child", lambda cmd, log, cwd: calls.append(cmd[2:]) or Done())
     run = Run("tiny", "recipes", "r475")
     sweep.evaluate(
-        [run], "demo_eval", "recipes", decodings={run.name: jobs["r475"]["decoding"]}, report_module="tools.no_such_report"
+        [run],
+        "demo_eval",
+        "recipes",
+        decodings={run.name: jobs["r475"]["decoding"]},
+        report_module="tools.no_such_report",
     )
     tail = [c[c.index("--testset") + 2 :] for c in calls]
     assert [c[0] for c in calls] == [
