@@ -30,7 +30,7 @@ NEEDS   := $(if $(filter smollm2_135m tiny,$(MODEL)),base-model,setup)
 
 .PHONY: help setup setup-extras setup-gpu lock base-model tiny-model smoke demo test test-fast lint format browser \
         data refine mix configs configs-check sweep sweep-data sweep-rank sweep-lr sweep-target sweep-curriculum \
-        sweep-method sweep-epochs sweep-improve eval judge submit export merge report tensorboard webui bench bench-gpu clean
+        sweep-method sweep-epochs sweep-improve sweep-recipes eval judge submit export merge report tensorboard webui bench bench-gpu clean
 
 help: ## this map: every target, one line each
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z0-9_-]+:.*## /{printf "  \033[1m%-17s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -123,6 +123,7 @@ sweep-curriculum: ; @$(MAKE) --no-print-directory sweep STUDY=curriculum ## chai
 sweep-method: ; @$(MAKE) --no-print-directory sweep STUDY=method ## the LoRA family: LoRA variants, AdaLoRA, VeRA, LoHa, LoKr, OFT, freeze, full, GaLore, APOLLO, BAdam
 sweep-epochs: ; @$(MAKE) --no-print-directory sweep STUDY=epochs ## 1, 3, 5, 10, 15 epochs on 100 samples
 sweep-improve: ; @$(MAKE) --no-print-directory sweep STUDY=improve ## the 100 as they are, refined, with general data mixed in
+sweep-recipes: ; @$(MAKE) --no-print-directory sweep STUDY=recipes ## the best public HW5 recipes (5.12: quota data, 3 chained stages; 4.75)
 
 # ---------------------------------------------------------------- evaluation, export, report
 eval: base-model ## answers + automatic metrics for RUN (model/study/variant) on TESTSET

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 
 import plugins
-from plugins import curriculum, knee, publish, registry
+from plugins import curriculum, knee, publish, quota, registry
 from plugins.fileio import atomic_write_json, sha256_file
 from plugins.loaders import DataError, to_alpaca
-from plugins.strategies import UNSCORED, Context, parse_strategy, score, top_n, total_words
+from plugins.strategies import UNSCORED, Context, parse_strategy, score, select_quota, top_n, total_words
 
 
 @dataclass
@@ -35,6 +35,7 @@ class Selection:
     knee: int | None
     near_duplicates: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    quota: dict | None = None  # a quota selection: its parts and which part chose each row
 
 
 def plan(
@@ -53,7 +54,7 @@ def plan(
     if n > pool_size:
         raise DataError(f"N={n} is larger than the pool ({pool_size} rows after dropping duplicates)")
     for s in strategies:
-        parse_strategy(s)
+        quota.parse_quota(s, n, parse_strategy) if quota.is_quota(s) else parse_strategy(s)
     registry.check_conflicts({k: {} for k in names}, dataset_dir, force)
 
 
@@ -61,6 +62,8 @@ def select(
     rows: list[dict], name: str, strategy: str, n: int, ctx: Context, near_dup: float | None = None
 ) -> Selection:
     t0 = time.perf_counter()
+    if quota.is_quota(strategy):
+        return _select_quota(rows, name, strategy, n, ctx, t0)
     s = score(rows, strategy, ctx)
     idx, skipped = top_n(rows, s, n, near_dup)
     seconds = time.perf_counter() - t0  # the knee is not part of selecting (kneed imports scipy: ~2 s)
@@ -85,6 +88,14 @@ def split_stages(
         own = dataclasses.replace(ctx, n=len(chosen), notes={}, _memo={})
         by = score(chosen, curriculum_by, own)
     return curriculum.split(chosen, thresholds, by)
+
+
+def _select_quota(rows: list[dict], name: str, strategy: str, n: int, ctx: Context, t0: float) -> Selection:
+    idx, _, block = select_quota(rows, strategy, n, ctx)
+    shown = np.full(len(rows), np.nan)  # no single score: the plot shows the picks in part order
+    shown[idx] = np.arange(n, 0, -1, dtype=np.float64)
+    weights = {p["label"]: p["count"] for p in block["parts"]}
+    return Selection(name, strategy, weights, n, idx, shown, None, [], time.perf_counter() - t0, block)
 
 
 def write_subset(
@@ -156,6 +167,9 @@ def _write_subset_files(gen, rows, sel, source, ctx, parts, thresholds, curricul
         if stages
         else None,
         "ifd": ctx.notes.get("ifd") if "ifd" in sel.weights else None,
+        "diversity": ctx.notes.get("diversity") if "diversity" in sel.weights else None,
+        "length_window": ctx.notes.get("length_window") if "length_window" in sel.weights else None,
+        "quota": sel.quota,
         "ids": [r["id"] for r in chosen],
         "files": {k: {"path": v.name, "sha256": sha256_file(v)} for k, v in files.items()},
         "plot": png.name if png else None,

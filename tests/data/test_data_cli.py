@@ -65,18 +65,25 @@ def test_demo_pool_selects_splits_registers(tmp_path, out_dir, capsys):
 
 def test_all_strategies_for_the_data_study(tmp_path, out_dir, tiny_model, capsys):
     args = ["--source", "demo", "--n", 6, "--all-strategies", "--dataset-dir", tmp_path, "--no-plot"]
-    args += ["--model", tiny_model, "--ifd-candidates", 8, "--ifd-max-tokens", 48]
+    args += ["--model", tiny_model, "--ifd-candidates", 8, "--ifd-max-tokens", 48, "--embedding", "hashed"]
     rc, out, err = run_cli(capsys, *args)
     assert rc == 0, err
     info = load_info(tmp_path)
     study = ["random_s0", "random_s1", "random_s2", "rating", "hw5_default", "length"]
-    study += ["long_is_more", "complexity", "ifd", "mix"]
+    study += ["long_is_more", "complexity", "ifd", "mix", "length_window", "diversity", "quota_60_20_20"]
     picks = {s: [r["id"] for r in load_rows(resolve(f"alpaca_top6_by_{s}", tmp_path))] for s in study}
     assert all(len(p) == 6 for p in picks.values()) and set(info) >= {f"alpaca_top6_by_{s}" for s in study}
     assert picks["random_s0"] != picks["random_s1"] and picks["length"] != picks["rating"]
     m = json.loads((tmp_path / "generated/alpaca_top6_by_ifd/alpaca_top6_by_ifd.manifest.json").read_text())
     assert m["ifd"]["prefiltered"] and m["ifd"]["candidates"] == 8 and m["ifd"]["prefilter"] == "hw5_default"
     assert "IFD on 8 of" in out
+    q = json.loads(
+        (
+            tmp_path / "generated/alpaca_top6_by_quota_60_20_20/alpaca_top6_by_quota_60_20_20.manifest.json"
+        ).read_text()
+    )
+    assert [p["count"] for p in q["quota"]["parts"]] == [4, 1, 1] and q["quota"]["scaled_to_n"]
+    assert sorted(q["quota"]["chosen_by"]) == sorted(picks["quota_60_20_20"])
     # a second run takes IFD from the cache
     run_cli(capsys, *args)
     m = json.loads((tmp_path / "generated/alpaca_top6_by_ifd/alpaca_top6_by_ifd.manifest.json").read_text())

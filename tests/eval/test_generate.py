@@ -40,6 +40,8 @@ FIELDS = {
     "reference",
     "decoding",
     "gen",
+    "point",
+    "prompt_type",
     "new_tokens",
     "truncated",
     "seconds",
@@ -217,6 +219,26 @@ def test_two_points_write_contract_rows_and_rerun_does_nothing(adapter_run, data
     assert greedy.stat().st_mtime_ns == before
     # ... but another budget for the same point is refused rather than mixed in
     assert gen.main([*common, "--decoding", "greedy", "--max-new-tokens", "8"]) == 2
+
+
+@pytest.mark.slow
+def test_a_policy_decodes_each_prompt_type_with_its_point_and_records_it(adapter_run, dataset_dir):
+    argv = ["--run", adapter_run.name, "--testset", "mini_eval", "--dataset-dir", str(dataset_dir), "--quiet"]
+    assert gen.main([*argv, "--decoding", "bytype_recipe", "--max-new-tokens", "6", "--batch-size", "2"]) == 0
+    path = adapter_run.predictions("mini_eval", "bytype_recipe")
+    rows = {r["id"]: r for r in read_jsonl(path)}
+    types = {i: r["prompt_type"] for i, r in rows.items()}
+    assert types == {"p1": "open", "p2": "open", "p3": "open", "p4": "writing", "p5": "math"}
+    assert all(set(r) == FIELDS and r["decoding"] == "bytype_recipe" for r in rows.values())
+    assert rows["p5"]["point"] == "greedy" and rows["p5"]["gen"]["do_sample"] is False
+    assert rows["p4"]["point"] == "t0.7_p0.9" and rows["p4"]["gen"]["temperature"] == 0.7
+    assert rows["p1"]["gen"]["repetition_penalty"] == 1.1 and rows["p1"]["gen"]["max_new_tokens"] == 6
+    side = json.loads(gen.sidecar_path(path).read_text())
+    assert side["policy"] and side["prompt_types"] == {"coding": 0, "math": 1, "writing": 1, "open": 3}
+    assert side["gen"]["math"]["decoding"] == "greedy"
+    # a finished policy point is left alone; the same name with another budget is refused
+    assert gen.main([*argv, "--decoding", "bytype_recipe", "--max-new-tokens", "6"]) == 0
+    assert gen.main([*argv, "--decoding", "bytype_recipe", "--max-new-tokens", "9"]) == 2
 
 
 @pytest.mark.slow

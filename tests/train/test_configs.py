@@ -251,9 +251,11 @@ def test_any_study_renders_for_any_profile():
 def test_dataset_names_match_what_the_data_plugin_registers():
     from plugins.curriculum import STAGES
     from plugins.strategies import STUDY_STRATEGIES
+    from tools.data import study_selections
 
     data = {r.run.variant: r.config["dataset"] for r in render_study("data", "smollm2_135m")}
-    assert list(data) == list(STUDY_STRATEGIES)
-    assert all(data[s] == f"alpaca_top100_by_{s}" for s in STUDY_STRATEGIES)
+    named = list(study_selections())
+    assert list(data) == [*STUDY_STRATEGIES, *named]
+    assert all(data[s] == f"alpaca_top100_by_{s}" for s in [*STUDY_STRATEGIES, *named])
     stage3 = render_run("curriculum", "smollm2_135m", "stage3_all")[1]
     assert f"dataset: {','.join(f'alpaca_top100_{s}' for s in STAGES)}\n" in stage3

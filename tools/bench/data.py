@@ -1,5 +1,6 @@
 """Data benchmark: selection on a 52k-row pool vs bare `json.load`; the whole `tools.data` command
-(load, select, curriculum, write, register) on it; IFD vs a bare forward pass.
+(load, select, curriculum, write, register) on it; diversity (k-center) and the quota selection on the
+same pool; IFD vs a bare forward pass.
 
 The 52k-row pool is SYNTHETIC: the real ~2k Alpaca rows of ../shared/data (or, without it, the
 demo pool) repeated, each copy's instruction tagged so no row is a duplicate, written in
@@ -120,6 +121,33 @@ def bench_pipeline(path: Path, t_json: float) -> list[str]:
             f"tools.data {label}: {t:.2f} s = {t / t_json:.2f}x json.load (target <= {target:.0f}x)"
             + (f"; {curriculum.split('curriculum: ')[1].split(' (')[0]}" if not extra and curriculum else "")
         )
+
+
+def bench_diversity(rows: list[dict], quick: bool) -> list[str]:
+    """k-center diversity on the pool: after the quality prefilter (DEITA's order) and alone, and the
+    5.12 recipe's quota; hashed TF-IDF always, MiniLM (if installed) on the prefiltered candidates."""
+    from plugins.diversity import minilm_available
+    from plugins.strategies import select_quota
+
+    cases = [("hashed", "hw5_default"), ("hashed", "none")]
+    if minilm_available() and not quick:
+        cases.append(("minilm", "hw5_default"))
+    lines = []
+    for emb, pre in cases:
+        ctx = Context(n=100, embedding=emb, diversity_prefilter=pre)
+        t0 = time.perf_counter()
+        top_n(rows, score(rows, "diversity", ctx), 100)
+        n = ctx.notes["diversity"]
+        lines.append(
+            f"diversity ({emb}, prefilter {n['prefilter']}): 100 of {n['candidates']} candidates "
+            f"in {time.perf_counter() - t0:.2f} s"
+        )
+    ctx = Context(n=100, embedding="hashed")
+    t0 = time.perf_counter()
+    select_quota(rows, "quota:60*length_window,20*complexity,20*diversity", 100, ctx)
+    lines.append(
+        f"quota 60*length_window,20*complexity,20*diversity (hashed): {time.perf_counter() - t0:.2f} s"
+    )
     return lines
 
 
@@ -172,6 +200,7 @@ def bench(quick: bool = False) -> list[str]:
         t_json = _best(lambda: json.load(open(path, encoding="utf-8")), 1 if quick else 3)
         lines += bench_pipeline(path, t_json)
         rows = load_table(path).rows
+        lines += bench_diversity(rows, quick)
     model = MODELS / "smollm2-135m-instruct"
     if not (model / "config.json").exists():
         model = MODELS / "tiny-smollm2"

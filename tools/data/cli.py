@@ -5,12 +5,16 @@ Usage:
                          [--all-strategies] [--eval demo|hw5|<file>] [--name NAME] [--eval-name NAME]
                          [--thresholds 50,120] [--curriculum-by STRATEGY] [--near-dup 0.5] [--seed 0]
                          [--ifd-candidates K] [--shape alpaca|sharegpt|openai|prompt] [--force]
+                         [--embedding auto|minilm|hashed] [--diversity-prefilter hw5_default|none]
+                         [--diversity-candidates K] [--length-window 100,400]
 
 Sources: `demo` (built from Python's own documentation, see plugins/demo_pool.py), `hw5` (the two
 ../shared/data/long_is_more/filtered_alpaca_1k_*.json files merged, duplicates dropped), a JSON
 or JSONL file in any supported shape, or a hub name (`tatsu-lab/alpaca`) through `datasets`.
 The subset is always registered as `alpaca_top<N>` (+ `_easy|_medium|_hard`), whatever the pool;
-`--all-strategies` adds `alpaca_top<N>_by_<strategy>` for the data study. `--eval hw5` registers
+`--all-strategies` adds `alpaca_top<N>_by_<strategy>` for the data study, and `alpaca_top<N>_by_<name>`
+for each named selection in the study specs' `selections:` blocks (quota compositions such as
+`quota:60*length_window,20*complexity,20*diversity`: plugins/quota.py; `--strategy` takes one directly). `--eval hw5` registers
 `hw5_test` (HW5's 150 prompts, references joined by id from Long-Is-More), `--eval demo` the shipped
 `demo_eval`. Files go to data/generated/<name>/ (manifest and plot beside the subset), published as
 one unit (plugins.publish), so a kill leaves the old set or the new one. The stages are thirds by rank
@@ -33,7 +37,7 @@ from plugins.curriculum import parse_thresholds
 from plugins.fileio import atomic_write_json, sha256_file, sha256_text
 from plugins.loaders import DataError, Table, load_table, merge_tables, normalise_records
 from plugins.strategies import STUDY_STRATEGIES, Context
-from tools.core.paths import DATA, MODELS, ROOT, cache_dir
+from tools.core.paths import DATA, MODELS, ROOT, TEMPLATES, cache_dir
 from tools.data.derived import check_name
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -166,6 +170,22 @@ def _share(text: str) -> float:
     return x
 
 
+def study_selections(studies: Path = TEMPLATES / "studies") -> dict[str, str]:
+    """Named selections the study specs declare (`selections: {name: strategy}`), for --all-strategies."""
+    import yaml
+
+    out: dict[str, str] = {}
+    for path in sorted(studies.glob("*.yaml")):
+        spec = yaml.safe_load(path.read_text()) or {}
+        for name, strategy in (spec.get("selections") or {}).items():
+            if out.get(name, strategy) != strategy:
+                raise DataError(
+                    f"{path}: selection {name!r} is {strategy!r} here and {out[name]!r} elsewhere"
+                )
+            out[name] = strategy
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--source", help="demo | hw5 | <file> | <hub name> (default demo unless only --eval)")
@@ -192,6 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--ifd-prefilter", default="hw5_default")
     ap.add_argument("--ifd-max-tokens", type=int, help="tokens per sequence (default 512 on GPU, 256 on CPU)")
+    ap.add_argument("--embedding", default="auto", help="diversity: minilm | hashed (fallback) | auto")
+    ap.add_argument("--diversity-prefilter", default="hw5_default", help="quality first (DEITA); none = all")
+    ap.add_argument(
+        "--diversity-candidates", type=int, help="rows the diversity pass sees (default 20N, >= 2000)"
+    )
+    ap.add_argument("--length-window", help="length_window: answer words lo,hi (default 100,400)")
     ap.add_argument("--model", type=Path, default=EMBEDDED, help="tokenizer/LM for long_is_more and IFD")
     ap.add_argument("--dataset-dir", type=Path, default=DATA)
     ap.add_argument("--shared", type=Path, default=SHARED, help=argparse.SUPPRESS)
@@ -211,7 +237,15 @@ def run(a: argparse.Namespace) -> int:
         ifd_prefilter=a.ifd_prefilter,
         ifd_max_tokens=a.ifd_max_tokens,
         progress=sys.stderr.isatty(),
+        embedding=a.embedding,
+        diversity_prefilter=a.diversity_prefilter,
+        diversity_candidates=a.diversity_candidates,
     )
+    if a.length_window:
+        lo, _, hi = a.length_window.partition(",")
+        if not (lo.strip().isdigit() and hi.strip().isdigit() and int(lo) <= int(hi)):
+            raise DataError(f"--length-window {a.length_window!r}: write lo,hi answer words, e.g. 100,400")
+        ctx.length_window = (int(lo), int(hi))
     ctx.notes["near_dup"] = a.near_dup
     for flag, value in (("--name", a.name), ("--eval-name", a.eval_name)):
         if value is not None:
@@ -228,12 +262,14 @@ def run(a: argparse.Namespace) -> int:
         rows, src, pool_file = load_source(source, a.shape, a.shared)
         say(f"load: {source}: {src['rows']} rows, {src['duplicates_dropped']} duplicates dropped")
         name = a.name or f"alpaca_top{a.n}"
-        study = []
+        study: dict[str, str] = {}  # dataset suffix -> strategy
         if a.all_strategies or a.strategies:
-            study = a.strategies.split(",") if a.strategies else list(STUDY_STRATEGIES)
+            named = study_selections()
+            picked = a.strategies.split(",") if a.strategies else [*STUDY_STRATEGIES, *named]
+            study = {s: named.get(s, s) for s in picked}
         names = [name] + [f"{name}_{s}" for s in ("easy", "medium", "hard")]
         names += [f"{name}_by_{s}" for s in study] + [e[0] for e in evals]
-        strategies = [a.strategy] + study + ([a.curriculum_by] if a.curriculum_by else [])
+        strategies = [a.strategy, *study.values()] + ([a.curriculum_by] if a.curriculum_by else [])
         pipeline.plan(len(rows), a.n, strategies, names, ddir, a.force)
         sel = pipeline.select(rows, name, a.strategy, a.n, ctx, a.near_dup)
         say(f"select: {a.strategy}: top {a.n} of {len(rows)} in {sel.seconds:.2f} s; knee at rank {sel.knee}")
@@ -262,14 +298,14 @@ def run(a: argparse.Namespace) -> int:
         say(
             f"register: {name}, {name}_easy|medium|hard -> {ddir / 'generated' / name} ({m['files'][name]['sha256'][:12]})"
         )
-        for s in study:
-            sub = pipeline.select(rows, f"{name}_by_{s}", s, a.n, ctx, a.near_dup)
+        for s, strategy in study.items():
+            sub = pipeline.select(rows, f"{name}_by_{s}", strategy, a.n, ctx, a.near_dup)
             pipeline.write_subset(rows, sub, ddir, src, ctx, False, plot=not a.no_plot, force=a.force)
             extra = ""
             if "ifd" in sub.weights and "ifd" in ctx.notes:
                 n = ctx.notes["ifd"]
                 extra = f" (IFD on {n['candidates']} of {n['pool']} rows, {n['cache_hits']} from cache)"
-            say(f"study: {name}_by_{s}: {s} in {sub.seconds:.2f} s{extra}")
+            say(f"study: {name}_by_{s}: {strategy} in {sub.seconds:.2f} s{extra}")
     for spec, (ename, erows, file, note) in zip(a.eval, evals, strict=True):
         path = pipeline.write_eval(erows, ename, ddir, spec, a.force, file)
         say(f"eval: {ename}: {len(erows)} prompts, {note} -> {path}")

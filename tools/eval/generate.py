@@ -50,6 +50,7 @@ from plugins.fileio import append_jsonl, atomic_write_json, atomic_write_jsonl, 
 from tools.core.paths import DATA, Run
 from tools.eval.decoding import DEFAULT_MAX_NEW_TOKENS, DecodingPoint, load_grid
 from tools.eval.engine import DTYPES, Engine, auto_batch_size, peak_mem_mb
+from tools.eval.policy import Policy, classify, is_policy, load_policy
 from tools.eval.prompts import GenerateError, load_prompts
 from tools.eval.source import Source, resolve_source
 
@@ -69,11 +70,19 @@ def sidecar_path(final: Path) -> Path:
     return final.with_name("generation.json")
 
 
-def _check_settings(rows: list[dict], point: DecodingPoint, where: Path) -> None:
-    for r in rows[:1]:
-        if r.get("gen") != point.as_gen():
+def route(point: DecodingPoint | Policy, row: dict) -> tuple[str, DecodingPoint]:
+    """(the prompt's type, the decoding point it is answered with): a policy's point for its type."""
+    if isinstance(point, Policy):
+        return point.point_for(row)
+    return classify(row.get("instruction", ""), row.get("input", "")), point
+
+
+def _check_settings(rows: list[dict], point: DecodingPoint | Policy, where: Path) -> None:
+    for r in rows if isinstance(point, Policy) else rows[:1]:
+        want = point.points.get(r.get("prompt_type")) if isinstance(point, Policy) else point
+        if want is None or r.get("gen") != want.as_gen():
             raise GenerateError(
-                f"{where} was generated with {r.get('gen')}, not {point.as_gen()}; "
+                f"{where} was generated with {r.get('gen')}, not {want.as_gen() if want else point.describe()}; "
                 "pass --force to regenerate it (or pick another decoding point)"
             )
 
@@ -83,7 +92,7 @@ def generate_point(
     source: Source,
     testset: str,
     prompts: list[dict],
-    point: DecodingPoint,
+    point: DecodingPoint | Policy,
     batch_size: int | None = None,
     force: bool = False,
     on_batch=None,
@@ -113,7 +122,12 @@ def generate_point(
 
     engine = engine.use(source) if engine is not None else engine_factory()
     encoded = {p["id"]: engine.encode(p)[0] for p in prompts}
-    order = sorted(range(len(prompts)), key=lambda i: (len(encoded[prompts[i]["id"]]), i))
+    routes = {p["id"]: route(point, p) for p in prompts}
+    # a batch shares one decoding point: a policy's prompts are grouped by it (one group for a plain point)
+    order = sorted(
+        range(len(prompts)),
+        key=lambda i: (routes[prompts[i]["id"]][1].name, len(encoded[prompts[i]["id"]]), i),
+    )
     stats_path = part.with_name(".generation.partial.json")
     stats = (
         json.loads(stats_path.read_text()) if stats_path.exists() and part.exists() else {"peak_mem_mb": 0.0}
@@ -121,10 +135,15 @@ def generate_point(
     # a resumed point keeps the batches it started with (answers depend on the batch and its seed)
     batch_size = stats.get("batch_size") or batch_size
     if batch_size is None:  # the whole prompt set in one batch, unless memory says otherwise
-        widest = max(len(e) for e in encoded.values()) + point.max_new_tokens
+        longest = max(r[1].max_new_tokens for r in routes.values())
+        widest = max(len(e) for e in encoded.values()) + longest
         batch_size = auto_batch_size(engine, len(prompts), widest)
     stats["batch_size"] = batch_size
-    batches = [[prompts[i] for i in order[b : b + batch_size]] for b in range(0, len(order), batch_size)]
+    batches = [
+        [prompts[i] for i in chunk]
+        for group in _groups(order, lambda i: routes[prompts[i]["id"]][1].name)
+        for chunk in (group[b : b + batch_size] for b in range(0, len(group), batch_size))
+    ]
     todo = [(k, b) for k, b in enumerate(batches) if any(p["id"] not in done for p in b)]
     bar = tqdm(
         total=len(wanted),
@@ -135,7 +154,8 @@ def generate_point(
     )
     for k, batch in todo:
         t0 = time.perf_counter()
-        results = engine.generate([encoded[p["id"]] for p in batch], point, batch_seed(point.seed, k))
+        bpoint = routes[batch[0]["id"]][1]
+        results = engine.generate([encoded[p["id"]] for p in batch], bpoint, batch_seed(point.seed, k))
         seconds = (time.perf_counter() - t0) / len(batch)
         for p, res in zip(batch, results, strict=True):
             if p["id"] in done:
@@ -148,7 +168,9 @@ def generate_point(
                 "answer": res["answer"],
                 "reference": p["reference"],
                 "decoding": point.name,
-                "gen": point.as_gen(),
+                "gen": bpoint.as_gen(),
+                "point": bpoint.name,
+                "prompt_type": routes[p["id"]][0],
                 "new_tokens": res["new_tokens"],
                 "truncated": res["truncated"],
                 "seconds": round(seconds, 4),
@@ -177,7 +199,11 @@ def generate_point(
             "run": run.name,
             "testset": testset,
             "decoding": point.name,
-            "gen": point.as_gen(),
+            "gen": point.describe() if isinstance(point, Policy) else point.as_gen(),
+            "policy": isinstance(point, Policy),
+            "prompt_types": {
+                t: sum(r.get("prompt_type") == t for r in rows) for t in ("coding", "math", "writing", "open")
+            },
             "source": source.describe(),
             "engine": "llamafactory (load_model + template.encode_oneturn) + transformers generate",
             "batch_size": batch_size,
@@ -198,6 +224,17 @@ def generate_point(
     return final
 
 
+def _groups(order: list[int], key) -> list[list[int]]:
+    """Consecutive runs of `order` sharing a key (order is sorted by that key first)."""
+    out: list[list[int]] = []
+    for i in order:
+        if out and key(out[-1][0]) == key(i):
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
+
+
 def _versions() -> dict:
     import llamafactory
     import torch
@@ -213,7 +250,7 @@ def _versions() -> dict:
 def generate(
     run: Run | str | None,
     testset: str,
-    points: list[DecodingPoint],
+    points: list[DecodingPoint | Policy],
     batch_size: int | None = None,
     limit: int | None = None,
     dataset_dir: Path = DATA,
@@ -265,7 +302,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--grid", help="a grid in templates/decoding/ (hw5, quick, default)")
-    g.add_argument("--decoding", nargs="+", default=None, help="decoding names, e.g. greedy t0.7_p0.9")
+    g.add_argument(
+        "--decoding",
+        nargs="+",
+        default=None,
+        help="decoding names, e.g. greedy t0.7_p0.9, or a policy by prompt type (bytype_recipe: tools/eval/policy.py)",
+    )
     ap.add_argument("--batch-size", type=int, default=None, help="default: all prompts, within memory")
     ap.add_argument("--dtype", choices=DTYPES, help="default: the profile's on GPU, bfloat16 on a bf16 CPU")
     ap.add_argument("--max-new-tokens", type=int, default=None, help=f"default {DEFAULT_MAX_NEW_TOKENS}")
@@ -288,7 +330,10 @@ def main(argv: list[str] | None = None) -> int:
             kw = {"max_new_tokens": a.max_new_tokens or DEFAULT_MAX_NEW_TOKENS}
             if a.seed is not None:
                 kw["seed"] = a.seed
-            points = [DecodingPoint.parse(n, **kw) for n in (a.decoding or ["greedy"])]
+            points = [
+                load_policy(n, a.max_new_tokens, a.seed) if is_policy(n) else DecodingPoint.parse(n, **kw)
+                for n in (a.decoding or ["greedy"])
+            ]
         paths = generate(
             a.run,
             a.testset,

@@ -38,6 +38,7 @@ from tools.eval.decoding import DEFAULT_MAX_NEW_TOKENS, DecodingPoint, load_grid
 from tools.eval.engine import DTYPES, Engine, _base_key
 from tools.eval.generate import generate_point
 from tools.eval.metrics import compute
+from tools.eval.policy import is_policy, load_policy
 from tools.eval.prompts import GenerateError, load_prompts
 from tools.eval.source import Source, resolve_source
 
@@ -276,7 +277,10 @@ def main(argv: list[str] | None = None) -> int:
             points = load_grid(a.grid, a.max_new_tokens)
         else:
             kw = {"max_new_tokens": a.max_new_tokens or DEFAULT_MAX_NEW_TOKENS}
-            points = [DecodingPoint.parse(n, **kw) for n in (a.decoding or ["greedy"])]
+            points = [
+                load_policy(n, a.max_new_tokens) if is_policy(n) else DecodingPoint.parse(n, **kw)
+                for n in (a.decoding or ["greedy"])
+            ]
         runs = a.runs or study_runs(a.model, a.study, not a.no_base)
         out = evaluate_study(
             runs,

@@ -50,8 +50,14 @@ COMMITTED_PROFILES = ("smollm2_135m", "llama2_7b")
 # Studies render in this order (then any other spec, alphabetically): the data study is HW5's question.
 STUDY_ORDER = ("data", "rank", "lr", "target", "curriculum", "method", "epochs")
 PROFILE_META = frozenset({"description", "capabilities"})
-STUDY_KEYS = frozenset({"question", "scientific", "nuisance", "fixed", "why", "variants"})
-VARIANT_META = frozenset({"requires", "excludes", "why"})  # `why`: what this variant changes, for its header
+# `selections`: named datasets the study needs that `make data --all-strategies` registers (tools.data)
+# `decoding`: the decoding names (points or policies, tools.eval) the sweep evaluates; a variant may set its own
+STUDY_KEYS = frozenset(
+    {"question", "scientific", "nuisance", "fixed", "why", "variants", "selections", "decoding"}
+)
+VARIANT_META = frozenset(
+    {"requires", "excludes", "decoding", "why"}
+)  # `why`: what this variant changes, for its header
 
 
 class Rendered(NamedTuple):
@@ -61,6 +67,7 @@ class Rendered(NamedTuple):
     parent: str | None  # the variant this one continues (curriculum stages)
     scientific: dict  # the scientific hyperparameters' values for this variant
     hparams: dict  # scientific + the main fixed values, for reports
+    decoding: tuple = ("greedy",)  # what the sweep evaluates this run with (study or variant `decoding`)
 
 
 # ---------------------------------------------------------------------------------------- reading
@@ -219,7 +226,10 @@ def render_study(
             "dataset",
         )
         hparams = {**{k: cfg[k] for k in keep if k in cfg}, **sci}
-        out.append(Rendered(run, text, cfg, parent, sci, hparams))
+        decoding = vvalues.get("decoding") or spec.get("decoding") or ["greedy"]
+        if not isinstance(decoding, list) or not all(isinstance(d, str) for d in decoding):
+            raise ConfigError(f"{where}: `decoding` must list decoding names, e.g. [greedy, bytype_recipe]")
+        out.append(Rendered(run, text, cfg, parent, sci, hparams, tuple(decoding)))
     return out
 
 

@@ -102,6 +102,7 @@ def plan(
                 "scientific": list(r.scientific),
                 "hparams": r.hparams,
                 "eval_testset": testset,
+                "decoding": list(r.decoding),
                 "git_commit": commit,
                 "versions": versions,
                 "cli": llamafactory_cli(),
@@ -188,25 +189,32 @@ def evaluate(
     dataset_dir: Path = DATA,
     module: str = EVAL_MODULE,
     report_module: str = "tools.report",
+    decodings: dict[str, list[str]] | None = None,
 ) -> list[tuple[str, str, int]]:
     """Answers, metrics and judge scores (greedy) of every run in ONE child process, then the report.
 
     tools.eval.study loads the base model once and swaps the runs' adapters; a run that fails there
-    is reported in its log and the others still go. (step, returncode) rows for the study.
+    is reported in its log and the others still go. `decodings` maps a run's name to the decoding names
+    (points or policies) it is evaluated with (the study's `decoding`); runs sharing a list share one
+    process; without an entry a run gets greedy. (step, returncode) rows for the study.
     """
     rows = []
-    if runs and module_exists(module):
-        log = out_root() / "saves" / runs[0].model / "lora" / study / "sweep_eval.log"
-        cmd = [sys.executable, "-m", module, "--runs", *[r.name for r in runs], "--testset", testset]
+    groups: dict[tuple[str, ...], list[Run]] = {}
+    for run in runs:
+        groups.setdefault(tuple((decodings or {}).get(run.name) or ()), []).append(run)
+    for names, members in groups.items() if module_exists(module) else ():
+        log = out_root() / "saves" / members[0].model / "lora" / study / "sweep_eval.log"
+        cmd = [sys.executable, "-m", module, "--runs", *[r.name for r in members], "--testset", testset]
+        cmd += ["--decoding", *names] if names else []
         if Path(dataset_dir).resolve() != DATA.resolve():
             cmd += ["--dataset-dir", str(dataset_dir)]
         res = run_child(cmd, log, cwd=ROOT)
         rows.append((study, "evaluate", res.returncode))
-        for run in runs:
-            ok = run.scores(testset, "greedy").exists()
+        for run in members:
+            ok = all(run.scores(testset, n).exists() for n in names or ("greedy",))
             print(f"  eval {run.name:<42} {'ok' if ok else f'FAILED, see {log}'}", flush=True)
         print(
-            f"  evaluate {len(runs)} run(s) in one process in {res.wall_s:.0f} s: exit {res.returncode}, log {log}",
+            f"  evaluate {len(members)} run(s) in one process in {res.wall_s:.0f} s: exit {res.returncode}, log {log}",
             flush=True,
         )
     if module_exists(report_module):
@@ -267,7 +275,9 @@ def sweep(
     if run_eval:
         testset = jobs[0]["eval_testset"]
         finished = [Run.parse(r["run"]) for r in results if r["status"] in ("finished", "done")]
-        evaluate([Run.base(model), *finished], testset, study, dataset_dir)
+        names = {j["run"]: j["decoding"] for j in jobs}
+        names[Run.base(model).name] = list(dict.fromkeys(d for j in jobs for d in j["decoding"]))
+        evaluate([Run.base(model), *finished], testset, study, dataset_dir, decodings=names)
     return results
 
 
