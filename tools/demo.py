@@ -6,20 +6,26 @@ Alpaca rows and HW5's 150 prompts from ../shared/data (`--data hw5`):
   1. select 100 rows from the pool, split the curriculum, register the datasets;
   2. render the demo study (two ranks and the three chained curriculum stages, steps cut to fit
      a 2-core CPU) and train it, skipping runs already finished;
-  3. on the dev set (demo_dev, or hw5_dev): answers and metrics for the base model and every epoch
-     of every tuned run (`<run>@epochN`, one checkpoint per epoch);
-  4. judge them: GPT-4o-mini when OPENAI_API_KEY is set, else the offline judge (the embedded model,
-     scores labelled as not comparable with GPT-4o-mini's);
-  5. choose the best run, epoch and decoding point on the dev set (tools.report.choose), then score
-     the test set (demo_eval, or hw5_test) once: for the chosen point and the base model only;
-  6. export the chosen point (merged, verified by logits);
-  7. write the report (the decision first: dev and test side by side) and print its path.
+  3. on the dev set (demo_dev, or hw5_dev), in one process (tools.eval.study: the base model loaded
+     once, each adapter swapped in): answers, metrics and judge scores for the base model and every
+     epoch of every tuned run (`<run>@epochN`, one checkpoint per epoch); the judge is GPT-4o-mini when
+     OPENAI_API_KEY is set, else the offline judge (the embedded model, scores labelled as not
+     comparable with GPT-4o-mini's);
+  4. choose the best run, epoch and decoding point on the dev set (tools.report.choose), then score
+     the test set (demo_eval, or hw5_test) once, the same way: for the chosen point and the base model only;
+  5. export the chosen point (merged, verified by logits);
+  6. write the report (the decision first: dev and test side by side) and print its path.
 
 Every step is a tool of its own, run as a subprocess and resumable, so a second `make demo`
 finds everything done and finishes in seconds; a failed step stops the demo and names its log.
+Each step prints its wall time, and the evaluation its split between model compute and loading.
+
+`--model tiny` trains the tiny random test model instead (same study, seconds a step): the tests run
+`make demo DATA=hw5 DEMO_ARGS="--model tiny --limit 2 --max-new-tokens 8"` that way.
 
 Usage:
-    python -m tools.demo [--data demo|hw5] [--limit N] [--judge auto|offline|openai]
+    python -m tools.demo [--data demo|hw5] [--limit N] [--judge auto|offline|openai] [--model smollm2_135m|tiny]
+                     [--max-new-tokens 128]
 """
 
 from __future__ import annotations
@@ -60,35 +66,18 @@ def step(label: str, argv: list[str], log_name: str, progress: bool = False) -> 
     return dt
 
 
-def chosen_run(study: str = STUDY, model: str = MODEL, dev: str | None = None) -> Run | None:
+def chosen_run(study: str, model: str, dev: str | None = None) -> Run | None:
     """The point chosen on the dev set (tools.report.choose: the same function the report uses)."""
     from tools.report import choose_on_dev, dev_records
 
     return choose_on_dev(dev_records(study, model), dev).run
 
 
-def evaluate(
-    label: str, runs: list[Run], testset: str, lim: list[str], judge_args: list[str], n: int
-) -> None:
-    """Answers (greedy), metrics and judgments for each run on one set; each step resumable."""
-    print(f"[{n}/7] {label}: answers (greedy, {MAX_NEW_TOKENS} new tokens), metrics, judge", flush=True)
-    for r in runs:
-        slug = r.name.replace("/", "_")
-        gen = ["--run", r.name, "--testset", testset, "--max-new-tokens", str(MAX_NEW_TOKENS), *lim]
-        step(
-            f"generate {r.name}",
-            ["tools.eval.generate", *gen],
-            f"{n}-generate-{testset}-{slug}",
-            progress=True,
-        )
-        pred, met = r.predictions(testset, "greedy"), r.metrics(testset, "greedy")
-        if met.exists() and met.stat().st_mtime >= pred.stat().st_mtime:
-            print(f"  metrics  {r.name}: up to date", flush=True)  # perplexity reloads the model: skip it
-        else:
-            metrics = ["tools.eval.metrics", "--run", r.name, "--testset", testset]
-            step(f"metrics  {r.name}", metrics, f"{n}-metrics-{testset}-{slug}")
-        judge = ["--run", r.name, "--testset", testset, "--decoding", "greedy", *judge_args]
-        step(f"judge    {r.name}", ["tools.judge", *judge], f"{n}-judge-{testset}-{slug}")
+def evaluate(label: str, runs: list[Run], testset: str, extra: list[str], max_new: int, n: int) -> None:
+    """Answers (greedy), metrics and judgments for the runs on one set, in one resumable process."""
+    print(f"[{n}/6] {label}: answers (greedy, {max_new} new tokens), metrics, judge", flush=True)
+    ev = ["--runs", *[r.name for r in runs], "--testset", testset, "--max-new-tokens", str(max_new), *extra]
+    step(f"tools.eval.study on {testset}", ["tools.eval.study", *ev], f"{n}-evaluate-{testset}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,58 +85,61 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", choices=["demo", "hw5"], default="demo")
     ap.add_argument("--limit", type=int, default=None, help="evaluate on the first N prompts only")
     ap.add_argument("--judge", choices=["auto", "offline", "openai"], default="auto")
+    ap.add_argument(
+        "--model", choices=[MODEL, "tiny"], default=MODEL, help="the profile to train (tiny: for tests)"
+    )
+    ap.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS, help="answer length cap")
     a = ap.parse_args(argv)
+    model = a.model
 
     testset, devset = TESTSETS[a.data], DEVSETS[a.data]
     # HW5's 150 prompts x 5 models at 256 new tokens is over half an hour on 2 CPU cores.
     limit = a.limit if a.limit is not None else (32 if a.data == "hw5" else None)
     offline = a.judge == "offline" or (a.judge == "auto" and not os.environ.get("OPENAI_API_KEY"))
-    judge_args = ["--offline"] if offline else []
     lim = ["--limit", str(limit)] if limit else []
 
     from tools.train import render_study
 
-    trained = [r.run for r in render_study(STUDY, MODEL)]
+    trained = [r.run for r in render_study(STUDY, model)]
     names = ", ".join(r.variant for r in trained)
     t0 = time.time()
-    # Real HW5 rows are mostly long: HW5's word thresholds leave Medium empty, so split by rank.
-    data_args = ["--source", a.data] + (
-        ["--eval", "hw5", "--curriculum-by", "length"] if a.data == "hw5" else []
-    )
-    print(f"[1/7] data: select 100 from the {a.data} pool, split the curriculum, register", flush=True)
+    # The curriculum splits into thirds by rank by default, so no stage is empty on either pool.
+    data_args = ["--source", a.data] + (["--eval", "hw5"] if a.data == "hw5" else [])
+    print(f"[1/6] data: select 100 from the {a.data} pool, split the curriculum, register", flush=True)
     step("tools.data", ["tools.data", *data_args], "1-data")
-    print(f"[2/7] train: study '{STUDY}' on {MODEL} ({names}); finished runs are skipped", flush=True)
+    print(f"[2/6] train: study '{STUDY}' on {model} ({names}); finished runs are skipped", flush=True)
     step(
-        "tools.train.sweep", ["tools.train.sweep", "--study", STUDY, "--model", MODEL, "--no-eval"], "2-train"
+        "tools.train.sweep", ["tools.train.sweep", "--study", STUDY, "--model", model, "--no-eval"], "2-train"
     )
     points = [p for r in trained for p in (r.epochs() or [r])]  # every epoch's checkpoint
     who = "offline judge: the embedded model, NOT comparable with GPT-4o-mini" if offline else "GPT-4o-mini"
     print(f"      judge: {who}", flush=True)
+    judge = ["--judge", "offline" if offline else "openai"]
     evaluate(
         f"dev set {devset}, {len(points)} checkpoints + base",
-        [Run.base(MODEL), *points],
+        [Run.base(model), *points],
         devset,
-        lim,
-        judge_args,
+        [*lim, *judge],
+        a.max_new_tokens,
         3,
     )
-    best = chosen_run(STUDY, MODEL, devset)
+    best = chosen_run(STUDY, model, devset)
     if best is None:
         raise SystemExit(f"demo: no tuned run has a score on {devset}: nothing to choose")
-    print(f"[4/7] chosen on {devset}: {best.name} (greedy)", flush=True)
+    print(f"      chosen on {devset}: {best.name} (greedy)", flush=True)
     evaluate(
         f"test set {testset}, scored once: the chosen point and the base",
-        [Run.base(MODEL), best],
+        [Run.base(model), best],
         testset,
-        lim,
-        judge_args,
-        5,
+        [*lim, *judge],
+        a.max_new_tokens,
+        4,
     )
-    print(f"[6/7] export the chosen point: {best.name}", flush=True)
-    step(f"export {best.name}", ["tools.export", "--run", best.name], "6-export")
-    print("[7/7] report", flush=True)
+    print(f"[5/6] export the chosen point: {best.name}", flush=True)
+    step(f"export {best.name}", ["tools.export", "--run", best.name], "5-export")
+    print("[6/6] report", flush=True)
     step(
-        "tools.report", ["tools.report", "--study", STUDY, "--model", MODEL, "--testset", testset], "7-report"
+        "tools.report", ["tools.report", "--study", STUDY, "--model", model, "--testset", testset], "6-report"
     )
     print(f"\ndemo finished in {time.time() - t0:.0f} s")
     print(f"report: {report_dir(STUDY) / 'index.html'}")

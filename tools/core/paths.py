@@ -18,7 +18,8 @@ checkpoint's trainer_state.json), its evaluations go to `<output_dir>/eval@epoch
 and its export to `exports/<model>/<study>/<variant>@epoch3/`; run.json, DONE and the events are the
 training run's.
 
-Outputs (saves, exports, reports, cache) go under $SMALLDATA_OUT when set, else the repo root.
+Outputs (saves, exports, reports, cache) go under $SMALLDATA_OUT when set, else the repo root;
+the registered datasets under $SMALLDATA_DATA when set, else data/.
 The base model itself is evaluated as the run `<model>/base/base` (no adapter).
 """
 
@@ -33,7 +34,8 @@ ROOT = Path(__file__).resolve().parents[2]
 MODELS = Path(os.environ.get("SMALLDATA_MODELS", ROOT / "models"))
 EXPERIMENTS = ROOT / "experiments"
 TEMPLATES = ROOT / "templates"
-DATA = ROOT / "data"
+# LLaMA-Factory's dataset_dir; $SMALLDATA_DATA points it at a copy (tests never touch the user's registry)
+DATA = Path(os.environ.get("SMALLDATA_DATA", ROOT / "data"))
 
 
 def out_root() -> Path:
@@ -170,8 +172,20 @@ class Run:
     def adapter(self) -> Path:
         return self.adapter_dir / "adapter_model.safetensors"
 
+    @property
+    def full_weights(self) -> Path:
+        """Where a full-parameter run (full, freeze, GaLore, APOLLO, BAdam) saves its whole model."""
+        return self.output_dir / "model.safetensors"
+
+    @property
+    def is_full_model(self) -> bool:
+        """A run that saved a whole model (config.json + weights) and no adapter."""
+        out = self.output_dir
+        weights = self.full_weights.exists() or (out / "model.safetensors.index.json").exists()
+        return not self.adapter.exists() and weights and (out / "config.json").exists()
+
     def is_finished(self) -> bool:
-        return self.done_marker.exists() and self.adapter.exists()
+        return self.done_marker.exists() and (self.adapter.exists() or self.is_full_model)
 
     def epochs(self) -> list[Run]:
         """One run per epoch that has a checkpoint, in order (empty when none was kept)."""

@@ -96,6 +96,9 @@ def resolve_source(
             f"run {run} is not finished (run.json status {status!r}, "
             f"{'no DONE marker' if not run.done_marker.exists() else 'no adapter_model.safetensors'} in {out})"
         )
+    if run.is_full_model:  # full / freeze / GaLore / APOLLO / BAdam: the run folder is the whole model
+        tpl = template or info.get("template") or _profile_template(run.model)
+        return Source(run, "merged", str(out.resolve()), tpl)
     cfg_path = run.adapter_dir / "adapter_config.json"  # an epoch's checkpoint folder, or the run's
     adapter_cfg = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
     adapter_base = adapter_cfg.get("base_model_name_or_path")

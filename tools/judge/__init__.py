@@ -21,5 +21,6 @@ __getattr__, __all__ = lazy_face(
         **dict.fromkeys(["agreement", "winner_agreement"], "agree"),
         "build_submission": "submit",
         **dict.fromkeys(["read_references", "provenance"], "references"),
+        "OfflineJudge": "offline",
     },
 )

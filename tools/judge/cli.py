@@ -26,6 +26,10 @@ which references it used. --second-judge-base-url/--second-judge-model: a second
 answers, its agreement in scores.json (and `python -m tools.judge.agree` across two runs); its key,
 if its endpoint needs one, is read from SECOND_JUDGE_API_KEY (OPENAI_API_KEY when it is OpenAI's).
 
+Exit status: 0 judged; 1 some judgments failed (endpoint down, HTTP errors, malformed bodies: what
+was judged is written and cached, the failures are retried by the next run); 2 bad input or a
+refused run (nothing written).
+
 Usage:
     python -m tools.judge --run R --testset T --decoding D [--protocol auto|hw5_pairwise|single] [--swap]
         [--base-url URL] [--model gpt-4o-mini] [--concurrency 8] [--timeout 60] [--max-retries 5]
@@ -37,6 +41,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -64,6 +69,7 @@ from tools.judge.run import (
     score_summary,
     write_results,
 )
+from tools.judge.serve import ServeError
 from tools.judge.stats import paired_difference
 
 DEFAULT_OFFLINE_MODEL = MODELS / "smollm2-135m-instruct"
@@ -96,8 +102,13 @@ def run_judge(
     second_model: str | None = None,
     say=print,
     progress_bar: bool = True,
+    judge_factory=None,
 ) -> dict:
-    """Judge one run's predictions; returns {scores, estimate, rows} ({estimate} only on a dry run)."""
+    """Judge one run's predictions; returns {scores, estimate, rows} ({estimate} only on a dry run).
+
+    `judge_factory(model_dir) -> OfflineJudge` lets a caller share one loaded offline judge across
+    runs (tools.eval.study); it is called only when a judgment is missing from the cache.
+    """
     r = Run.parse(run)
     pred = r.predictions(testset, decoding)
     items = load_items(pred)
@@ -114,6 +125,8 @@ def run_judge(
 
     api_key = os.environ.get("OPENAI_API_KEY") or None
     if serve_local:
+        if not (Path(serve_local) / "config.json").is_file():
+            raise JudgeError(f"--serve-local {serve_local}: not a model folder (no config.json there)")
         mode, spec = "serve", local_spec(Path(serve_local).name, "local")
     elif offline or (offline is None and not base_url and not api_key):
         offline_model = Path(offline_model or DEFAULT_OFFLINE_MODEL)
@@ -144,7 +157,7 @@ def run_judge(
     if est["cost_usd"] is not None and est["cost_usd"] > max_cost:
         raise JudgeError(
             f"estimated cost {_money(est['cost_usd'])} is above the limit ${max_cost:.2f}: "
-            f"raise it with --max-cost {est['cost_usd'] * 1.2:.2f} if you mean it"
+            f"raise it with --max-cost {max(0.01, math.ceil(est['cost_usd'] * 120) / 100):.2f} if you mean it"
         )
 
     failures, stats = {}, CallStats()
@@ -162,7 +175,8 @@ def run_judge(
         if mode == "offline":
             from tools.judge.offline import OfflineJudge
 
-            failures, stats = judge_offline(todo, proto, spec, OfflineJudge(offline_model), cache, progress)
+            judge = (judge_factory or OfflineJudge)(offline_model)
+            failures, stats = judge_offline(todo, proto, spec, judge, cache, progress)
         else:
             ep = Endpoint(
                 model=model,
@@ -301,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--second-judge-model", default=None, help="a second judge: its model (agreement)")
     a = ap.parse_args(argv)
     try:
-        run_judge(
+        res = run_judge(
             a.run,
             a.testset,
             a.decoding,
@@ -322,9 +336,20 @@ def main(argv: list[str] | None = None) -> int:
             second_base_url=a.second_judge_base_url,
             second_model=a.second_judge_model,
         )
+        failed = (res.get("scores") or {}).get("n_failed", 0) + (
+            (res.get("scores") or {}).get("swap") or {}
+        ).get("n_failed", 0)
+        if failed:  # endpoint down, HTTP 400, a malformed body: the mean is not over the whole set
+            s = res["scores"]
+            print(
+                f"judge: error: {failed} judgment(s) failed (n={s['n']} of {s['n_items']} scored); the failures "
+                "are not cached: fix the endpoint and re-run to judge them",
+                file=sys.stderr,
+            )
+            return 1
         if a.compare and not a.dry_run:
             compare_runs(a.run, a.compare, a.testset, a.decoding)
-    except (JudgeError, ValueError) as e:
+    except (JudgeError, ValueError, ServeError) as e:
         print(f"judge: error: {e}", file=sys.stderr)
         return 2
     return 0

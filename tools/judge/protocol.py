@@ -8,12 +8,12 @@ Orders for the pairwise kind: "ab" = reference is Assistant 1, answer is Assista
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from tools.core.paths import TEMPLATES
+from tools.core.profiles import ConfigError, load_yaml
 
 JUDGE_TEMPLATES = TEMPLATES / "judge"
 REQUIRED = ("name", "version", "kind", "system", "prompt", "max_tokens", "expected_completion_tokens")
@@ -64,6 +64,27 @@ def available() -> list[str]:
     return sorted(p.stem for p in JUDGE_TEMPLATES.glob("*.yaml") if p.stem != "prices")
 
 
+PLACEHOLDERS = {"pairwise": {"question", "answer_1", "answer_2"}, "single": {"question", "answer"}}
+
+
+def _check_placeholders(path: Path, d: dict) -> None:
+    """Every `{name}` in the prompts is one the protocol fills; a stray one would fail mid-run."""
+    allowed = PLACEHOLDERS[d["kind"]]
+    for field in ("prompt", "system"):
+        if not isinstance(d[field], str):
+            raise ProtocolError(f"{path}: field {field!r} must be a string")
+    try:
+        used = {f for _, f, _, _ in string.Formatter().parse(d["prompt"]) if f is not None}
+    except ValueError as e:
+        raise ProtocolError(f"{path}: field 'prompt': {e} (write a literal brace as {{{{ or }}}})") from None
+    unknown = sorted(used - allowed)
+    if unknown:
+        raise ProtocolError(
+            f"{path}: field 'prompt': unknown placeholder(s) {', '.join('{' + u + '}' for u in unknown)}; "
+            f"a {d['kind']} protocol fills {', '.join(sorted(allowed))}"
+        )
+
+
 def load_protocol(name_or_path: str) -> Protocol:
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
@@ -72,12 +93,18 @@ def load_protocol(name_or_path: str) -> Protocol:
         raise ProtocolError(
             f"no judge protocol {name_or_path!r} ({path}); available: {', '.join(available())}"
         )
-    d = yaml.safe_load(path.read_text()) or {}
+    try:
+        d = load_yaml(path) or {}
+    except ConfigError as e:
+        raise ProtocolError(str(e)) from None
+    if not isinstance(d, dict):
+        raise ProtocolError(f"{path}: a judge protocol is a mapping of keys to values")
     missing = [k for k in REQUIRED if k not in d]
     if missing:
         raise ProtocolError(f"{path}: missing field(s) {', '.join(missing)}")
     if d["kind"] not in ("pairwise", "single"):
         raise ProtocolError(f"{path}: kind must be pairwise or single, not {d['kind']!r}")
+    _check_placeholders(path, d)
     offline = {k: v for k, v in d.items() if k.startswith("offline_")}
     parser = d.get("parser", "robust")
     if parser not in ("robust", "official"):

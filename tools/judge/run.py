@@ -76,11 +76,19 @@ def load_items(path: Path) -> list[Item]:
     except ValueError as e:
         raise JudgeError(str(e)) from e
     for n, row in enumerate(rows, 1):
+        if not isinstance(row, dict):
+            raise JudgeError(f"{path}: row {n}: expected an object, found {type(row).__name__}")
         for f in ("id", "instruction", "answer"):
             if f not in row or row[f] is None:
                 raise JudgeError(f"{path}: row {n}: missing field {f!r}")
-        if not isinstance(row["answer"], str):
-            raise JudgeError(f"{path}: row {n}: field 'answer' is not a string")
+        for f in ("instruction", "answer", "input", "reference"):
+            # a non-string reference must not quietly become "no reference" (and switch the protocol)
+            if row.get(f) is not None and not isinstance(row[f], str):
+                raise JudgeError(
+                    f"{path}: row {n}: field {f!r} must be a string, found {type(row[f]).__name__}"
+                )
+        if isinstance(row["id"], bool) or not isinstance(row["id"], str | int):
+            raise JudgeError(f"{path}: row {n}: field 'id' must be a string or an integer")
         rid = str(row["id"])
         if rid in seen:
             raise JudgeError(f"{path}: row {n}: duplicate id {rid!r}")

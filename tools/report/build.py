@@ -70,12 +70,12 @@ class Report:
 
 def study_question(study: str) -> str | None:
     """The question the study spec asks (templates/studies/<study>.yaml), shown under the title."""
-    import yaml
+    from tools.core.profiles import load_yaml
 
     spec = TEMPLATES / "studies" / f"{study}.yaml"
     try:
-        q = (yaml.safe_load(spec.read_text()) or {}).get("question")
-    except (OSError, yaml.YAMLError, AttributeError):
+        q = (load_yaml(spec) or {}).get("question")
+    except (ValueError, AttributeError):
         return None
     return str(q) if q else None
 
@@ -257,6 +257,11 @@ def main(argv: list[str] | None = None) -> int:
         "--no-cache", action="store_true", help="re-read every event file (ignore cache/report_events)"
     )
     a = ap.parse_args(argv)
+    try:
+        report_dir(a.study)  # a study name is a folder name: `../x` would write outside reports/
+    except ValueError as e:
+        print(f"report: error: --study: {e}", file=sys.stderr)
+        return 2
     rep = build_report(
         a.study, a.model, a.testset, a.decoding, not a.no_base, a.workers, cache=not a.no_cache
     )

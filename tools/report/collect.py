@@ -35,6 +35,8 @@ class RunRecord:
     evals: list[EvalPoint] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     show_model: bool = False  # set when the study holds several models, so labels stay unique
+    step_offset: int = 0  # a chained stage: the steps of the stages before it (one continuous axis)
+    chain: str | None = None  # a chained stage: the variant its chain starts from (one colour per chain)
 
     @property
     def is_base(self) -> bool:
@@ -154,4 +156,32 @@ def collect(runs: list[Run], workers: int | None = None, cache: bool = True) -> 
         rec.problems.extend(curves.problems)
     for rec in records:
         rec.evals = read_evals(rec.run, rec.problems)
+    chain_steps(records)
     return records
+
+
+def chain_steps(records: list[RunRecord]) -> None:
+    """Put chained stages (run.json `parent`) on one step axis: a stage starts where its parent ended.
+
+    Each stage restarts its own step count at 1 (its own optimizer and schedule); the offset is the
+    last logged step of every stage before it, so a three-stage chain reads as one run in the plots.
+    """
+    by_key = {(r.run.model, r.run.variant): r for r in records if not r.is_base}
+
+    def last_step(rec: RunRecord) -> int:
+        return max((s[-1] for s, _ in rec.curves.series.values() if s), default=0)
+
+    def resolve(rec: RunRecord, seen: tuple = ()) -> tuple[int, str]:
+        parent = by_key.get((rec.run.model, rec.info.get("parent")))
+        if parent is None or parent in seen:
+            return 0, rec.run.variant
+        offset, root = resolve(parent, (*seen, rec))
+        return offset + last_step(parent), root
+
+    for rec in by_key.values():
+        if rec.info.get("parent"):
+            rec.step_offset, rec.chain = resolve(rec)
+            if rec.chain == rec.run.variant:  # the parent is not in this report: nothing to chain to
+                rec.chain = None
+            else:
+                by_key[(rec.run.model, rec.chain)].chain = rec.chain

@@ -64,12 +64,18 @@ def facts(manifest: dict) -> dict[str, str]:
     }
 
 
+def _hidden(p: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in p.relative_to(root).parts)
+
+
 def data_section(generated: Path | None = None) -> dict:
     """{'manifests': [{name, path, facts, stages, problem}], 'plots': [Path]}; empty when nothing exists."""
     generated = Path(generated or GENERATED)
     if not generated.is_dir():
         return {"manifests": [], "plots": [], "where": str(generated)}
-    found = sorted(generated.rglob("*manifest*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    # hidden folders are data runs still writing (plugins.publish): not published, not shown
+    found = [p for p in generated.rglob("*manifest*.json") if not _hidden(p, generated)]
+    found.sort(key=lambda p: p.stat().st_mtime, reverse=True)
     manifests = []
     for p in found[:MAX_MANIFESTS]:
         entry = {"name": p.name, "path": str(p), "facts": {}, "stages": {}, "problem": None}
@@ -82,7 +88,8 @@ def data_section(generated: Path | None = None) -> dict:
         except (OSError, ValueError) as e:
             entry["problem"] = f"unreadable: {e}"
         manifests.append(entry)
-    plots = sorted(generated.rglob("*.png"), key=lambda p: p.stat().st_mtime, reverse=True)[:MAX_PLOTS]
+    plots = [p for p in generated.rglob("*.png") if not _hidden(p, generated)]
+    plots = sorted(plots, key=lambda p: p.stat().st_mtime, reverse=True)[:MAX_PLOTS]
     return {"manifests": manifests, "plots": plots, "where": str(generated)}
 
 

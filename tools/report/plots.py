@@ -48,11 +48,23 @@ def curves_png(records: list[RunRecord], name: str, ylabel: str, eval_too: bool 
         return None
     fig = Figure(figsize=(7.5, 4))
     ax = fig.add_subplot()
-    for r, c in zip(runs, _colors(len(runs)), strict=True):
-        ax.plot(*_thin(r.curves.steps(name), r.curves.values(name)), color=c, lw=1.2, label=r.label)
+    # chained stages share their chain's colour and continue its step axis (collect.chain_steps)
+    keys = list(dict.fromkeys((r.run.model, r.chain or r.run.variant) for r in runs))
+    colour = dict(zip(keys, _colors(len(keys)), strict=True))
+    for r in runs:
+        c = colour[(r.run.model, r.chain or r.run.variant)]
+        steps = [s + r.step_offset for s in r.curves.steps(name)]
+        ax.plot(*_thin(steps, r.curves.values(name)), color=c, lw=1.2, label=r.label)
+        if r.step_offset:
+            ax.axvline(r.step_offset, color=c, lw=0.6, ls=":")  # where this stage began
         if eval_too and r.curves.steps("eval_loss"):
-            ax.plot(r.curves.steps("eval_loss"), r.curves.values("eval_loss"), "--o", color=c, lw=1, ms=3)
-    ax.set_xlabel("step")
+            ev = [s + r.step_offset for s in r.curves.steps("eval_loss")]
+            ax.plot(ev, r.curves.values("eval_loss"), "--o", color=c, lw=1, ms=3)
+    ax.set_xlabel(
+        "step (chained stages continue the previous stage's axis)"
+        if any(r.step_offset for r in runs)
+        else "step"
+    )
     ax.set_ylabel(ylabel)
     if eval_too:
         ax.set_title("solid: train, dashed: eval", fontsize=9)

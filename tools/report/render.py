@@ -55,6 +55,14 @@ def forgetting_cell(row) -> str:
     return f"{ppl:.4g}" + ("" if rel is None or pd.isna(rel) else f" ({100 * rel:+.0f} %)")
 
 
+def params_cell(row) -> str:
+    """Trainable parameters and their share of the model: '36,992 (1.15 %)'."""
+    n, pct = row.get("trainable_params"), row.get("trainable_pct")
+    if n is None or pd.isna(n):
+        return "–"
+    return f"{int(n):,}" + ("" if pct is None or pd.isna(pct) else f" ({float(pct):.3g} %)")
+
+
 def short_warnings(text: str) -> str:
     """'diverged, still improving' from the full warnings (the page lists them in full below)."""
     kinds = []
@@ -93,7 +101,12 @@ def display(table: pd.DataFrame, sci: list[str], dev: str | None = None, testset
     cols = [*lead, "status", *sci, "steps", "loss final / best", "eval loss final / best"]
     general = "ppl_general" in table and table["ppl_general"].notna().any()
     cols += ["general ppl (vs base)"] if general else []
-    cols += ["answer words", "ROUGE-L", "truncated", "warnings"]
+    cost = "trainable_params" in table and table["trainable_params"].notna().any()
+    mem = "memory_estimate_mb" in table and table["memory_estimate_mb"].notna().any()
+    cols += ["answer words", "ROUGE-L", "truncated"]
+    cols += ["trainable params", "s / step"] if cost else []
+    cols += ["peak MB (RAM / GPU)", "billed MB"] if mem else []
+    cols += ["warnings"]
     rows = []
     for _, r in table.iterrows():
         mark = "★ " if r.get("best") else ""
@@ -111,6 +124,12 @@ def display(table: pd.DataFrame, sci: list[str], dev: str | None = None, testset
             _num(r.get("answer_words"), 3),
             _num(r.get("rougeL"), 3),
             "–" if pd.isna(trunc) else f"{100 * float(trunc):.0f} %",
+            *([params_cell(r), _num(r.get("s_per_step"), 3)] if cost else []),
+            *(
+                [_pair(r.get("peak_rss_mb"), r.get("peak_gpu_mb")), _num(r.get("memory_estimate_mb"), 3)]
+                if mem
+                else []
+            ),
             short_warnings(r.get("warnings") or ""),
         ]
         rows.append(

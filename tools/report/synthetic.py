@@ -79,6 +79,7 @@ def write_run(
             "wall_s": wall_s,
             "peak_rss_mb": 1234.5,
             "peak_gpu_mb": None,
+            "memory_estimate": {"total_mb": 1300.0, "device": "cpu"},  # preflight's bill
         },
     )
     if done if done is not None else status == "finished":

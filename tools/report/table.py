@@ -284,6 +284,11 @@ def build_table(
         row["wall_s"] = r.info.get("wall_s")
         row["peak_rss_mb"] = r.info.get("peak_rss_mb")
         row["peak_gpu_mb"] = r.info.get("peak_gpu_mb")
+        # preflight's memory bill (tools/train/memory.py), beside the measured peaks
+        row["memory_estimate_mb"] = (r.info.get("memory_estimate") or {}).get("total_mb")
+        # what a method costs (tools.train.trainstats, from LLaMA-Factory's log and trainer files)
+        for k in ("trainable_params", "trainable_pct", "s_per_step"):
+            row[k] = r.info.get(k)
         warn = curve_warnings(r.curves)
         if r.status == "failed":
             warn.insert(0, f"failed (returncode {r.info.get('returncode')})")

@@ -16,7 +16,13 @@ TEMPLATE_ONLY_TYPES: dict[str, tuple[type, ...]] = {
     "step_budget_epochs": (int, float),
     "max_steps_cap": (int,),
     "eval_testset": (str,),
+    "peft_type": (str,),
+    "llama_pro_blocks": (int,),
+    "llama_pro_model": (str,),
 }
+# Keys of our own that ride in the rendered YAML (LLaMA-Factory's parser refuses them): plugins.peft_train
+# removes them before LLaMA-Factory reads the rest.
+PLUGIN_KEYS = frozenset({"peft_type"})
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
@@ -68,6 +74,11 @@ def check_value(key: str, value: Any, where: str) -> None:
         ok = value is None or (isinstance(value, TEMPLATE_ONLY_TYPES[key]) and not isinstance(value, bool))
         if key == "precision" and value not in PRECISIONS:
             raise ConfigError(f"{where}: precision = {value!r}: use one of {PRECISIONS}")
+        if key == "peft_type":
+            from plugins.peft_types import PEFT_TYPES
+
+            if value not in PEFT_TYPES:
+                raise ConfigError(f"{where}: peft_type = {value!r}: use one of {', '.join(PEFT_TYPES)}")
         want = " or ".join(t.__name__ for t in TEMPLATE_ONLY_TYPES[key])
     else:
         ann = _lf_field_types().get(key)
@@ -101,8 +112,11 @@ def validate_config(cfg: dict, where: str) -> None:
     from llamafactory.hparams.parser import _verify_model_args
 
     for key, value in cfg.items():
-        if key in _lf_field_types():
+        if key in _lf_field_types() or key in PLUGIN_KEYS:
             check_value(key, value, where)
+    if cfg.get("peft_type", "lora") != "lora" and cfg.get("finetuning_type", "lora") != "lora":
+        raise ConfigError(f"{where}: peft_type {cfg['peft_type']} needs finetuning_type: lora")
+    cfg = {k: v for k, v in cfg.items() if k not in PLUGIN_KEYS}
     parser = _train_parser()
     logging.disable(logging.WARNING)
     try:
