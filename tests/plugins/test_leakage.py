@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from plugins import leakage
+from plugins.registry import resolve
 from tools.data import main
 
 TEST = [
@@ -59,13 +60,13 @@ def test_planted_overlap_is_warned_and_recorded_by_the_data_pipeline(tmp_path, o
     src.write_text(json.dumps(pool))
     ddir = tmp_path / "data"
     argv = ["--source", src, "--strategy", "length", "--n", 14, "--eval", "demo", "--dataset-dir", ddir]
-    assert main([str(a) for a in [*argv, "--no-plot", "--thresholds", "1,2"]]) == 0
+    assert main([str(a) for a in [*argv, "--no-plot"]]) == 0
     out = capsys.readouterr().out
     assert "warning: leakage: 2 row(s) of alpaca_top14 repeat a dev/test prompt" in out
     assert (
         "leak_test~demo_eval:demo_eval_18 (exact)" in out and "leak_dev~demo_dev:demo_dev_07 (exact)" in out
     )
-    m = json.loads((ddir / "generated/alpaca_top14.manifest.json").read_text())
+    m = json.loads((ddir / "generated/alpaca_top14/alpaca_top14.manifest.json").read_text())
     assert m["leakage"]["checked_against"] == {"demo_eval": 20, "demo_dev": 8}
     assert {(o["id"], o["set"]) for o in m["leakage"]["overlaps"]} == {
         ("leak_test", "demo_eval"),
@@ -100,7 +101,7 @@ def test_planted_overlap_is_warned_and_recorded_by_the_data_pipeline(tmp_path, o
         )
         == 0
     )
-    m2 = json.loads((ddir / "generated/other.manifest.json").read_text())
+    m2 = json.loads((ddir / "generated/other/other.manifest.json").read_text())
     assert m2["leakage"]["checked_against"] == {"demo_eval": 20, "demo_dev": 8}
 
 
@@ -108,7 +109,10 @@ def test_hw5_dev_is_disjoint_from_hw5_test(tmp_path, shared_data, capsys):
     ddir = tmp_path / "data"
     assert main(["--eval", "hw5", "--dataset-dir", str(ddir), "--shared", str(shared_data)]) == 0
     info = json.loads((ddir / "dataset_info.json").read_text())
-    assert info["hw5_dev"]["smalldata"]["role"] == "dev" and info["hw5_dev"]["smalldata"]["rows"] == 150
+    assert (
+        info["hw5_dev"]["smalldata"]["role"] == "dev"
+        and len(json.loads(resolve("hw5_dev", ddir).read_text())) == 150
+    )
     dev = json.loads((ddir / info["hw5_dev"]["file_name"]).read_text())
     test = json.loads((ddir / info["hw5_test"]["file_name"]).read_text())
     assert not {r["id"] for r in dev} & {r["id"] for r in test}

@@ -17,10 +17,16 @@ EPOCHS = {"r8": 2, "r16": 2, "stage1_easy": 1, "stage2_easy_medium": 1, "stage3_
 DEV = {"r8@epoch1": 5.0, "r8@epoch2": 5.5, "r16@epoch1": 6.5, "r16@epoch2": 6.0}
 
 
+def study_runs(argv: list[str]) -> list[str]:
+    """The run names after --runs, up to the next option."""
+    rest = argv[argv.index("--runs") + 1 :]
+    return rest[: next((i for i, x in enumerate(rest) if x.startswith("--")), len(rest))]
+
+
 def fake_tools(calls: list[list[str]]):
     def step(label, argv, log_name, progress=False):
         calls.append(argv)
-        mod, args = argv[0], dict(zip(argv[1::2], argv[2::2], strict=False))
+        mod = argv[0]
         if mod == "tools.train.sweep":
             for variant, n in EPOCHS.items():
                 out = Run(demo.MODEL, demo.STUDY, variant).output_dir
@@ -31,18 +37,18 @@ def fake_tools(calls: list[list[str]]):
                 atomic_write_text(out / "adapter_model.safetensors", "x")
                 atomic_write_json(out / "run.json", {"status": "finished", "scientific": ["lora_rank"]})
                 atomic_write_json(out / "DONE", {})
-        run = Run.parse(args["--run"]) if "--run" in args else None
-        if mod == "tools.eval.generate":
-            atomic_write_text(run.predictions(args["--testset"], "greedy"), "{}\n")
-        elif mod == "tools.eval.metrics":
-            atomic_write_json(run.metrics(args["--testset"], "greedy"), metrics(0.2))
-        elif mod == "tools.judge":
-            key = run.name.rsplit("/", 1)[1]
-            mean = DEV.get(key, 4.0) if args["--testset"] == "demo_dev" else (7.0 if run.is_base else 5.0)
-            items = {f"p{i}": mean + (i % 3 - 1) * 0.5 for i in range(9)}
-            d = run.eval_dir(args["--testset"], "greedy")
-            write_judgments(d, items)
-            atomic_write_json(d / "scores.json", judged_scores(items))
+        if mod == "tools.eval.study":  # answers, metrics and judgments of every run named
+            testset = argv[argv.index("--testset") + 1]
+            for name in study_runs(argv):
+                run = Run.parse(name)
+                atomic_write_text(run.predictions(testset, "greedy"), "{}\n")
+                atomic_write_json(run.metrics(testset, "greedy"), metrics(0.2))
+                key = run.name.rsplit("/", 1)[1]
+                mean = DEV.get(key, 4.0) if testset == "demo_dev" else (7.0 if run.is_base else 5.0)
+                items = {f"p{i}": mean + (i % 3 - 1) * 0.5 for i in range(9)}
+                d = run.eval_dir(testset, "greedy")
+                write_judgments(d, items)
+                atomic_write_json(d / "scores.json", judged_scores(items))
         return 0.0
 
     return step
@@ -57,7 +63,7 @@ def test_demo_chooses_on_dev_scores_test_once_and_exports_the_choice(out_dir, mo
     assert f"chosen on demo_dev: {chosen}" in out
 
     def generated(testset: str) -> list[str]:
-        return [c[c.index("--run") + 1] for c in calls if c[0] == "tools.eval.generate" and testset in c]
+        return [r for c in calls if c[0] == "tools.eval.study" and testset in c for r in study_runs(c)]
 
     epochs = [f"{demo.MODEL}/demo/{v}@epoch{e}" for v, n in EPOCHS.items() for e in range(1, n + 1)]
     assert generated("demo_dev") == [f"{demo.MODEL}/base/base", *epochs]  # every epoch, on dev

@@ -58,6 +58,7 @@ def test_the_sweep_evaluates_each_run_with_its_decoding_list(out_dir, monkeypatc
 
     class Done:
         returncode = 0
+        wall_s = 0.0
 
     monkeypatch.setattr(sweep, "run_child", lambda cmd, log, cwd: calls.append(cmd[2:]) or Done())
     run = Run("tiny", "recipes", "r475")

@@ -99,9 +99,17 @@ def leakage_lines(generated: Path | None = None, datasets: list[str] | None = No
     generated = Path(generated or GENERATED)
     if datasets:  # a curriculum stage's rows are its subset's: <subset>_easy -> <subset>'s manifest
         names = {re.sub(r"_(easy|medium|hard)$", "", d) for d in datasets}
-        paths = [generated / f"{d}.manifest.json" for d in sorted(names)]
+        # a published set lives in generated/<name>/ (plugins.publish); older ones beside it
+        candidates = [
+            (generated / d / f"{d}.manifest.json", generated / f"{d}.manifest.json") for d in sorted(names)
+        ]
+        paths = [next((p for p in c if p.exists()), c[0]) for c in candidates]
     else:
-        paths = sorted(generated.glob("*.manifest.json")) if generated.is_dir() else []
+        paths = (
+            sorted(p for p in generated.rglob("*.manifest.json") if not _hidden(p, generated))
+            if generated.is_dir()
+            else []
+        )
     out = []
     for p in paths:
         try:

@@ -209,7 +209,7 @@ def evaluate(
     rows = []
     if dev:
         points = [p for r in runs for p in ([r] if r.is_base else (r.epochs() or [r]))]
-        rows += _evaluate_points(points, dev, study, dataset_dir, module, decodings)
+        rows += _evaluate_points(points, dev, study, dataset_dir, module, decodings, f"sweep_eval_{dev}.log")
         chosen = choose_on_dev(study, model, dev)
         print(f"  chosen on {dev}: {chosen or 'nothing (no dev scores)'}", flush=True)
         tuned = [r for r in runs if not r.is_base]
@@ -230,7 +230,13 @@ def _decodings_of(run: Run, decodings: dict[str, list[str]] | None) -> tuple[str
 
 
 def _evaluate_points(
-    runs: list[Run], testset: str, study: str, dataset_dir: Path, module: str, decodings
+    runs: list[Run],
+    testset: str,
+    study: str,
+    dataset_dir: Path,
+    module: str,
+    decodings,
+    log_name: str = "sweep_eval.log",
 ) -> list[tuple[str, str, int]]:
     """The runs on one prompt set, in one tools.eval.study process per decoding list."""
     rows = []
@@ -238,7 +244,7 @@ def _evaluate_points(
     for run in runs:
         groups.setdefault(_decodings_of(run, decodings), []).append(run)
     for names, members in groups.items() if runs and module_exists(module) else ():
-        log = out_root() / "saves" / members[0].model / "lora" / study / f"sweep_eval_{testset}.log"
+        log = out_root() / "saves" / members[0].model / "lora" / study / log_name
         cmd = [sys.executable, "-m", module, "--runs", *[r.name for r in members], "--testset", testset]
         cmd += ["--decoding", *names] if names else []
         if Path(dataset_dir).resolve() != DATA.resolve():
@@ -249,7 +255,7 @@ def _evaluate_points(
             ok = all(run.scores(testset, n).exists() for n in names or ("greedy",))
             print(f"  eval {run.name:<42} {testset:<10} {'ok' if ok else f'FAILED, see {log}'}", flush=True)
         print(
-            f"  evaluate {len(members)} point(s) on {testset} in one process in {res.wall_s:.0f} s: "
+            f"  evaluate {len(members)} run(s) in one process on {testset} in {res.wall_s:.0f} s: "
             f"exit {res.returncode}, log {log}",
             flush=True,
         )
