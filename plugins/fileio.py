@@ -58,9 +58,21 @@ def read_jsonl(path: str | Path, skip_torn: bool = True) -> Iterator[dict]:
     path = Path(path)
     if not path.exists():
         return
-    with open(path, encoding="utf-8") as f:
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder, not a JSONL file")
+    with open(path, "rb") as f:
         lines = f.readlines()
-    for i, line in enumerate(lines):
+    if lines and lines[0].startswith(b"\xef\xbb\xbf"):  # a UTF-8 BOM: read as utf-8-sig
+        lines[0] = lines[0][3:]
+    for i, raw in enumerate(lines):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            if skip_torn and i == len(lines) - 1 and not raw.endswith(b"\n"):
+                return  # a writer killed inside a multi-byte character
+            raise ValueError(
+                f"{path}: line {i + 1}: byte 0x{raw[e.start]:02x} at column {e.start + 1} is not UTF-8"
+            ) from None
         if not line.strip():
             continue
         try:

@@ -7,8 +7,15 @@ file has one). Shapes, detected from the first record or forced with `shape=`:
     sharegpt  {id?, conversations: [{from, value}], score?}       (FastChat: HW5, Long-Is-More)
     openai    {messages: [{role, content}]}
     prompt    prompt-only evaluation files: `instruction`/`Instruction`/`prompt`/`text`/`question`,
-              or a conversation with a user turn and no answer; `output` is "" unless a reference
-              is there (`output`, `reference`, `answer`, `response`).
+              MT-Bench's `turns` (the first), or a conversation with a user turn and no answer;
+              `output` is "" unless a reference is there (`output`, `reference`, `answer`,
+              `response`), the input is `input` or Dolly's `context`. A training pool must have one.
+
+Also read: Self-Instruct rows whose input/output pairs sit in `instances: [{input, output}]`
+(one row per instance), conversations given as plain strings (["question", "answer", ...], as
+LIMA writes them), ids under `id`, `idx`, `question_id`, `example_id` or `uid`, a UTF-8 BOM, and
+`{"data": [...]}`. Refused with the line or row named: bytes that are not UTF-8, UTF-16 files,
+any other JSON object in place of the list of rows.
 
 HW5's prompts embed the Alpaca preamble ("Below is an instruction ... ### Instruction: ...
 ### Input: ..."); it is parsed into instruction and input so lengths, scores and chat templates
@@ -20,18 +27,21 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from plugins.readfile import DataError, read_records  # noqa: F401 - re-exported: loaders' public names
+
 log = logging.getLogger("plugins.data")
 
 SHAPES = ("alpaca", "sharegpt", "openai", "prompt")
-PROMPT_KEYS = ("instruction", "Instruction", "prompt", "text", "question", "query")
+PROMPT_KEYS = ("instruction", "Instruction", "prompt", "text", "question", "query", "turns")
+INPUT_KEYS = ("input", "context")  # Dolly names the input `context`
 REFERENCE_KEYS = ("output", "reference", "answer", "response")
+ID_KEYS = ("id", "idx", "question_id", "example_id", "uid")
 USER_ROLES = {"human", "user"}
 ASSISTANT_ROLES = {"gpt", "assistant", "chatgpt", "bard", "model"}
 SYSTEM_ROLES = {"system"}
@@ -39,10 +49,6 @@ SYSTEM_ROLES = {"system"}
 _INSTRUCTION = "### Instruction:"
 _INPUT = "### Input:"
 _RESPONSE = "### Response:"
-
-
-class DataError(ValueError):
-    """Bad input data: the message names the file, the row and the field."""
 
 
 @dataclass
@@ -53,78 +59,13 @@ class Table:
     duplicates: list[dict] = field(default_factory=list)  # {id, row, duplicate_of}
 
 
-# ------------------------------------------------------------------------------------------- reading
-def read_records(path: str | Path) -> list[Any]:
-    """The records of a JSON array or a JSONL file (one object a line), with file/line on errors."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: file not found (pass a JSON or JSONL file, `demo` or `hw5`)")
-    if path.is_dir():
-        raise DataError(f"{path}: is a folder, not a JSON or JSONL file")
-    raw = path.read_bytes()
-    if not raw.strip():
-        raise DataError(f"{path}: the file is empty (no rows)")
-    if path.suffix == ".jsonl" or (path.suffix != ".json" and raw.lstrip()[:1] == b"{"):
-        return _read_jsonl(path, raw)
-    try:
-        data = _loads(raw)
-    except ValueError as e:
-        raise DataError(f"{path}: broken JSON: {_where(raw, e)}") from None
-    if isinstance(data, dict):
-        # a {"data": [...]} wrapper is common; a bare object is one row
-        lists = [v for v in data.values() if isinstance(v, list) and v and isinstance(v[0], dict)]
-        if len(lists) == 1 and len(data) <= 3:
-            return lists[0]
-        return [data]
-    if not isinstance(data, list):
-        raise DataError(f"{path}: expected a JSON array of rows, found {type(data).__name__}")
-    return data
-
-
-def _loads(raw: bytes) -> Any:
-    try:
-        import orjson  # about 1.5x faster than json on a 61 MB pool
-
-        return orjson.loads(raw)
-    except ImportError:  # pragma: no cover - orjson is in the lock
-        return json.loads(raw)
-
-
-def _where(raw: bytes, err: Exception) -> str:
-    """orjson reports a char position; turn it into line and column like json does."""
-    if isinstance(err, json.JSONDecodeError):
-        return f"line {err.lineno} column {err.colno}: {err.msg}"
-    try:
-        json.loads(raw)
-    except json.JSONDecodeError as e:
-        return f"line {e.lineno} column {e.colno}: {e.msg}"
-    return str(err)
-
-
-def _read_jsonl(path: Path, raw: bytes) -> list[Any]:
-    out = []
-    for i, line in enumerate(raw.splitlines()):
-        if not line.strip():
-            continue
-        try:
-            out.append(_loads(line))
-        except ValueError:
-            try:
-                json.loads(line)
-                msg = "broken JSON"
-            except json.JSONDecodeError as e:
-                msg = f"column {e.colno}: {e.msg}"
-            raise DataError(f"{path}: line {i + 1}: broken JSONL line ({msg})") from None
-    return out
-
-
 # ------------------------------------------------------------------------------------------- shapes
 def detect_shape(rec: Any, path: Path | str = "<rows>", row: int = 0) -> str:
     if not isinstance(rec, dict):
         raise DataError(f"{path}: row {row}: expected an object, found {type(rec).__name__}")
     if "conversations" in rec or "messages" in rec:
         key = "conversations" if "conversations" in rec else "messages"
-        turns = rec[key]
+        turns = _turns(rec[key])
         if isinstance(turns, list) and not any(_role(t) in ASSISTANT_ROLES for t in turns):
             return "prompt"
         return "sharegpt" if key == "conversations" else "openai"
@@ -137,6 +78,47 @@ def detect_shape(rec: Any, path: Path | str = "<rows>", row: int = 0) -> str:
         "(instruction, input, output), ShareGPT (conversations), OpenAI (messages) or a prompt "
         f"({', '.join(PROMPT_KEYS)}); force one with shape=/--shape"
     )
+
+
+def _turns(turns: Any) -> Any:
+    """Turns given as plain strings ["question", "answer", ...] alternate user and assistant."""
+    if isinstance(turns, list) and turns and all(isinstance(t, str) for t in turns):
+        return [{"from": "human" if j % 2 == 0 else "gpt", "value": t} for j, t in enumerate(turns)]
+    return turns
+
+
+def expand_instances(records: list, path: Path) -> list:
+    """Self-Instruct rows `{instruction, instances: [{input, output}, ...]}` -> one Alpaca record per
+    instance (ids `<id>` for one instance, `<id>-<k>` for several); other records pass unchanged."""
+    if not any(isinstance(r, dict) and "instances" in r for r in records[:1] + records[-1:]):
+        return records
+    out = []
+    for i, rec in enumerate(records):
+        if not isinstance(rec, dict) or "instances" not in rec:
+            out.append(rec)
+            continue
+        inst = rec["instances"]
+        if not isinstance(inst, list) or not inst:
+            raise DataError(
+                f"{path}: row {i}: field 'instances' must be a non-empty list of {{input, output}}"
+            )
+        rid = next((rec[k] for k in ID_KEYS if rec.get(k) not in (None, "")), None)
+        base = {k: v for k, v in rec.items() if k not in ("instances", *ID_KEYS)}
+        for k, x in enumerate(inst):
+            if not isinstance(x, dict):
+                raise DataError(
+                    f"{path}: row {i}: field 'instances[{k}]' must be an object with input/output"
+                )
+            for f in ("input", "output"):
+                if x.get(f) is not None and not isinstance(x[f], str):
+                    raise DataError(
+                        f"{path}: row {i}: field 'instances[{k}].{f}' must be a string, found {type(x[f]).__name__}"
+                    )
+            row = {**base, "input": x.get("input") or "", "output": x.get("output") or ""}
+            stem = str(rid) if rid is not None else f"{path.stem}-{i:05d}"
+            row["id"] = stem if len(inst) == 1 else f"{stem}-{k}"
+            out.append(row)
+    return out
 
 
 def _role(turn: Any) -> str:
@@ -176,7 +158,7 @@ def _str(val: Any, path: Path, row: int, name: str, required: bool) -> str:
 
 
 def _conversation(rec: dict, key: str, path: Path, row: int, need_answer: bool) -> tuple[str, str]:
-    turns = rec.get(key)
+    turns = _turns(rec.get(key))
     if not isinstance(turns, list):
         raise DataError(f"{path}: row {row}: field '{key}' must be a list of turns")
     question = answer = None
@@ -194,7 +176,10 @@ def _conversation(rec: dict, key: str, path: Path, row: int, need_answer: bool) 
     if question is None:
         raise DataError(f"{path}: row {row}: field '{key}' has no user/human turn")
     if answer is None and need_answer:
-        raise DataError(f"{path}: row {row}: field '{key}' has no answer (gpt/assistant turn); empty answer")
+        raise DataError(
+            f"{path}: row {row}: field '{key}' has no answer (gpt/assistant turn): a prompt-only "
+            "file cannot be a training pool"
+        )
     return question, answer or ""
 
 
@@ -218,17 +203,28 @@ def normalise(rec: Any, shape: str, path: Path, row: int, require_answer: bool =
     elif shape == "prompt":
         key = "conversations" if "conversations" in rec else "messages" if "messages" in rec else None
         if key:
-            instruction, output = _conversation(rec, key, path, row, need_answer=False)
+            instruction, output = _conversation(rec, key, path, row, need_answer=require_answer)
         else:
             name = next((k for k in PROMPT_KEYS if k in rec), None)
             if name is None:
                 raise DataError(
                     f"{path}: row {row}: no prompt field ({', '.join(PROMPT_KEYS)}); keys: {sorted(rec)}"
                 )
-            instruction = _str(rec[name], path, row, name, True)
+            value = rec[name]
+            if name == "turns":  # MT-Bench: a list of user turns; the first is the prompt
+                if not isinstance(value, list) or not value:
+                    raise DataError(f"{path}: row {row}: field 'turns' must be a non-empty list of strings")
+                value, name = value[0], "turns[0]"
+            instruction = _str(value, path, row, name, True)
             ref = next((k for k in REFERENCE_KEYS if rec.get(k) is not None), None)
-            output = _str(rec[ref], path, row, ref, False) if ref else ""
-        inp = _str(rec.get("input"), path, row, "input", False)
+            if ref is None and require_answer:
+                raise DataError(
+                    f"{path}: row {row}: no answer field ({', '.join(REFERENCE_KEYS)}): a prompt-only "
+                    "file cannot be a training pool (register it with --eval instead)"
+                )
+            output = _str(rec[ref], path, row, ref, require_answer) if ref else ""
+        in_key = next((k for k in INPUT_KEYS if rec.get(k) is not None), "input")
+        inp = _str(rec.get(in_key), path, row, in_key, False)
     else:
         raise DataError(f"unknown shape {shape!r}: use one of {', '.join(SHAPES)}")
     if _INSTRUCTION in instruction:
@@ -236,7 +232,10 @@ def normalise(rec: Any, shape: str, path: Path, row: int, require_answer: bool =
         inp = inp or embedded
         if not instruction:
             raise DataError(f"{path}: row {row}: field 'instruction' is empty after the Alpaca preamble")
-    rid = rec.get("id", rec.get("idx"))
+    rid = next((rec[k] for k in ID_KEYS if rec.get(k) is not None), None)
+    if rid is not None and not isinstance(rid, str | int) or isinstance(rid, bool):
+        name = next(k for k in ID_KEYS if rec.get(k) is not None)
+        raise DataError(f"{path}: row {row}: field '{name}' must be a string or an integer, found {rid!r}")
     out = {
         "id": str(rid) if rid is not None and str(rid) != "" else f"{path.stem}-{row:05d}",
         "instruction": instruction.strip(),
@@ -296,6 +295,9 @@ def normalise_records(
         raise DataError(f"{path}: empty pool (no rows)")
     if shape is not None and shape not in SHAPES:
         raise DataError(f"unknown shape {shape!r}: use one of {', '.join(SHAPES)}")
+    if not isinstance(records, list):
+        raise DataError(f"{path}: expected a list of rows, found {type(records).__name__}")
+    records = expand_instances(records, path)
     shape = shape or detect_shape(records[0], path, 0)
     rows = _fast_sharegpt(records, path, require_answer) if shape == "sharegpt" else None
     if rows is None:

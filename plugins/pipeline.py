@@ -1,12 +1,15 @@
 """From normalised rows to registered datasets: select, split, write, register.
 
 Everything that can fail on bad input (strategy names, N, registry conflicts) is checked by
-`plan` before anything is written; `write_subset` then writes each file atomically and
-registers the entries last, so a failure leaves dataset_info.json as it was.
+`plan` before anything is written; `write_subset` then writes the subset, its stages, manifest and
+plot into a private folder and publishes them as one unit (`plugins.publish`: a versioned folder
+switched in by one atomic rename, then registered), so a failure or a kill at any moment leaves the
+old set or the new one, never a mix.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import time
 from dataclasses import dataclass, field
@@ -15,10 +18,10 @@ from pathlib import Path
 import numpy as np
 
 import plugins
-from plugins import curriculum, knee, registry
+from plugins import curriculum, knee, leakage, publish, quota, registry
 from plugins.fileio import atomic_write_json, sha256_file
 from plugins.loaders import DataError, to_alpaca
-from plugins.strategies import UNSCORED, Context, parse_strategy, score, top_n, total_words
+from plugins.strategies import UNSCORED, Context, parse_strategy, score, select_quota, top_n, total_words
 
 
 @dataclass
@@ -32,6 +35,7 @@ class Selection:
     knee: int | None
     near_duplicates: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    quota: dict | None = None  # a quota selection: its parts and which part chose each row
 
 
 def plan(
@@ -50,7 +54,7 @@ def plan(
     if n > pool_size:
         raise DataError(f"N={n} is larger than the pool ({pool_size} rows after dropping duplicates)")
     for s in strategies:
-        parse_strategy(s)
+        quota.parse_quota(s, n, parse_strategy) if quota.is_quota(s) else parse_strategy(s)
     registry.check_conflicts({k: {} for k in names}, dataset_dir, force)
 
 
@@ -58,12 +62,40 @@ def select(
     rows: list[dict], name: str, strategy: str, n: int, ctx: Context, near_dup: float | None = None
 ) -> Selection:
     t0 = time.perf_counter()
+    if quota.is_quota(strategy):
+        return _select_quota(rows, name, strategy, n, ctx, t0)
     s = score(rows, strategy, ctx)
     idx, skipped = top_n(rows, s, n, near_dup)
     seconds = time.perf_counter() - t0  # the knee is not part of selecting (kneed imports scipy: ~2 s)
     shown = np.where(s <= UNSCORED / 2, np.nan, s)  # rows the strategy did not score: not plotted
     k = None if strategy.startswith("random") else knee.find_knee(shown)
     return Selection(name, strategy, parse_strategy(strategy), n, idx, shown, k, skipped, seconds)
+
+
+def split_stages(
+    rows: list[dict],
+    sel: Selection,
+    ctx: Context,
+    thresholds: tuple[int, int] | None = curriculum.DEFAULT_THRESHOLDS,
+    curriculum_by: str | None = None,
+) -> dict[str, list[dict]]:
+    """The curriculum split of the chosen rows (a DataError, before anything is written, when
+    explicit thresholds leave a stage empty)."""
+    chosen = [rows[i] for i in sel.indices]
+    by = None
+    if curriculum_by:
+        # scored on the chosen rows alone: the pool's memoised scores are for the whole pool
+        own = dataclasses.replace(ctx, n=len(chosen), notes={}, _memo={})
+        by = score(chosen, curriculum_by, own)
+    return curriculum.split(chosen, thresholds, by)
+
+
+def _select_quota(rows: list[dict], name: str, strategy: str, n: int, ctx: Context, t0: float) -> Selection:
+    idx, _, block = select_quota(rows, strategy, n, ctx)
+    shown = np.full(len(rows), np.nan)  # no single score: the plot shows the picks in part order
+    shown[idx] = np.arange(n, 0, -1, dtype=np.float64)
+    weights = {p["label"]: p["count"] for p in block["parts"]}
+    return Selection(name, strategy, weights, n, idx, shown, None, [], time.perf_counter() - t0, block)
 
 
 def write_subset(
@@ -73,21 +105,35 @@ def write_subset(
     source: dict,
     ctx: Context,
     stages: bool = True,
-    thresholds: tuple[int, int] = curriculum.DEFAULT_THRESHOLDS,
+    thresholds: tuple[int, int] | None = curriculum.DEFAULT_THRESHOLDS,
     curriculum_by: str | None = None,
     plot: bool = True,
     force: bool = False,
+    parts: dict[str, list[dict]] | None = None,
 ) -> dict:
-    """Write the subset (and its stages), manifest and plot under <dataset_dir>/generated/, then
-    register them. Returns the manifest."""
-    gen = Path(dataset_dir) / "generated"
+    """Write the subset (and its stages: `parts` from `split_stages`, else split here), manifest and
+    plot under <dataset_dir>/generated/<name>/ and register them, all as one unit. Returns the manifest."""
+    if stages and parts is None:
+        parts = split_stages(rows, sel, ctx, thresholds, curriculum_by)
+    with publish.staging(dataset_dir, sel.name) as gen:
+        manifest, files = _write_subset_files(
+            gen, rows, sel, source, ctx, parts if stages else None, thresholds, curriculum_by, plot
+        )
+        # stable across versions (the manifest holds strategy, n and hashes): a kill between the
+        # switch and the registry write can never leave the registry describing the other version
+        meta = {"kind": "train", "manifest": publish.rel_file(sel.name, f"{sel.name}.manifest.json")}
+        entries = {k: registry.entry(publish.rel_file(sel.name, v.name), **meta) for k, v in files.items()}
+        publish.commit(dataset_dir, sel.name, gen, entries, force=force)
+    return manifest
+
+
+def _write_subset_files(gen, rows, sel, source, ctx, parts, thresholds, curriculum_by, plot):
     chosen = [rows[i] for i in sel.indices]
     files = {sel.name: gen / f"{sel.name}.json"}
     counts = {}
-    parts: dict[str, list[dict]] = {}
+    stages = parts is not None
+    parts = parts or {}
     if stages:
-        by = score(chosen, curriculum_by, ctx) if curriculum_by else None
-        parts = curriculum.split(chosen, thresholds, by)
         for st, part in parts.items():
             files[f"{sel.name}_{st}"] = gen / f"{sel.name}_{st}.json"
             counts[st] = len(part)
@@ -101,6 +147,7 @@ def write_subset(
         png = knee.plot(
             gen / f"{sel.name}.png", words, sel.scores, sel.indices, sel.knee, f"{sel.name}: {sel.strategy}"
         )
+    sets = ctx.notes.get("leakage_sets") or {}
     manifest = {
         "name": sel.name,
         "source": source,
@@ -113,14 +160,20 @@ def write_subset(
         "knee": sel.knee,
         "knee_note": "rank at the knee of the sorted scores (kneed), proposed as a cut" if sel.knee else None,
         "curriculum": {
-            "by": curriculum_by or "answer_words",
-            "thresholds": list(thresholds),
+            "by": curriculum_by or ("answer_words" if thresholds else "code_or_math_then_answer_words"),
+            "rule": "answer words by value (HW5)" if thresholds and not curriculum_by else "thirds by rank",
+            "thresholds": list(thresholds) if thresholds and not curriculum_by else None,
             "counts": counts,
         }
         if stages
         else None,
         "ifd": ctx.notes.get("ifd") if "ifd" in sel.weights else None,
+        "diversity": ctx.notes.get("diversity") if "diversity" in sel.weights else None,
+        "length_window": ctx.notes.get("length_window") if "length_window" in sel.weights else None,
+        "quota": sel.quota,
         "ids": [r["id"] for r in chosen],
+        # training rows that repeat a dev or test prompt (plugins.leakage): warned about, shown in the report
+        "leakage": leakage.summary(leakage.check(chosen, sets), sets) if sets else None,
         "files": {k: {"path": v.name, "sha256": sha256_file(v)} for k, v in files.items()},
         "plot": png.name if png else None,
         "seconds": round(sel.seconds, 3),
@@ -129,33 +182,41 @@ def write_subset(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     atomic_write_json(gen / f"{sel.name}.manifest.json", manifest)
-    meta = {
-        "kind": "train",
-        "strategy": sel.strategy,
-        "n": sel.n,
-        "manifest": f"generated/{sel.name}.manifest.json",
-    }
-    # no hashes here: dataset_info.json is tracked, and the manifest holds them
-    entries = {k: registry.alpaca_entry(v, dataset_dir, **meta) for k, v in files.items()}
-    registry.register(entries, dataset_dir, force=force)
-    return manifest
+    return manifest, files
 
 
 def write_eval(
-    rows: list[dict], name: str, dataset_dir: Path, source: str, force: bool = False, file: Path | None = None
+    rows: list[dict],
+    name: str,
+    dataset_dir: Path,
+    source: str,
+    force: bool = False,
+    file: Path | None = None,
+    role: str = "test",
 ) -> Path:
-    """An evaluation set: Alpaca rows with ids (output = reference or ""), registered as `name`."""
+    """An evaluation set: Alpaca rows with ids (output = reference or ""), registered as `name`;
+    `role` says what it is for: `dev` (choices are made on it) or `test` (the final score)."""
     dataset_dir = Path(dataset_dir)
     if file is not None and not Path(file).resolve().is_relative_to(dataset_dir.resolve()):
         file = None  # a shipped file registered into another dataset_dir: write a copy there
-    path = file or dataset_dir / "generated" / f"{name}.json"
     registry.check_conflicts({name: {}}, dataset_dir, force)
-    if file is None:
-        atomic_write_json(path, [to_alpaca(r) for r in rows])
-    meta = {"kind": "eval", "rows": len(rows), "with_reference": sum(1 for r in rows if r["output"])}
-    registry.register(
-        {name: registry.alpaca_entry(path, dataset_dir, **meta, source=source)},
-        dataset_dir,
-        force=force,
-    )
-    return path
+    counts = {"rows": len(rows), "with_reference": sum(1 for r in rows if r["output"])}
+    if file is not None:  # a shipped file: one registry write, nothing else to switch
+        meta = {"kind": "eval", "role": role, **counts, "source": source}
+        registry.register({name: registry.alpaca_entry(file, dataset_dir, **meta)}, dataset_dir, force=force)
+        return Path(file)
+    with publish.staging(dataset_dir, name) as tmp:
+        atomic_write_json(tmp / f"{name}.json", [to_alpaca(r) for r in rows])
+        atomic_write_json(
+            tmp / f"{name}.manifest.json",
+            {"name": name, "kind": "eval", "role": role, "source": source, **counts},
+        )
+        meta = {
+            "kind": "eval",
+            "role": role,
+            "source": source,
+            "manifest": publish.rel_file(name, f"{name}.manifest.json"),
+        }
+        entry = registry.entry(publish.rel_file(name, f"{name}.json"), **meta)
+        publish.commit(dataset_dir, name, tmp, {name: entry}, force=force)
+    return publish.unit_dir(dataset_dir, name) / f"{name}.json"

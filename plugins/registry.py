@@ -4,7 +4,9 @@ Our entries carry a marker key, `"smalldata": {...}`, which LLaMA-Factory 0.9.5 
 `DatasetAttr.join` reads only the keys it knows, and the web UI only calls `.get("ranking")`).
 Registration merges with what is there, under a lock, and writes atomically, so a crash never
 clobbers the file; an entry of the same name without our marker is a user's and is only replaced
-when asked (`force=True`), while our own entries are replaced on every run.
+when asked (`force=True`), while our own entries are replaced on every run. Only our entries' text
+is ever rewritten: a user's entries keep their exact bytes (number spellings, escapes, a key given
+twice), because the file is spliced rather than re-serialised.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from pathlib import Path
 
 from plugins.fileio import atomic_write_text
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+# $SMALLDATA_DATA, as tools.core.paths reads it (plugins never import tools)
+DATA = Path(os.environ.get("SMALLDATA_DATA", Path(__file__).resolve().parents[1] / "data"))
 INFO = "dataset_info.json"
 MARK = "smalldata"
 
@@ -31,17 +34,91 @@ def info_path(dataset_dir: str | Path = DATA) -> Path:
     return Path(dataset_dir) / INFO
 
 
-def load_info(dataset_dir: str | Path = DATA) -> dict:
-    path = info_path(dataset_dir)
+def _read_text(path: Path) -> str:
     if not path.exists():
-        return {}
+        return ""
+    if not path.is_file():
+        raise RegistryError(f"{path}: is not a file (a folder?); move it away and re-run `make data`")
+    raw = path.read_bytes()
     try:
-        info = json.loads(path.read_text(encoding="utf-8") or "{}")
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise RegistryError(
+            f"{path}: line {line}: byte 0x{raw[e.start]:02x} is not UTF-8 ({e.reason}); save it as UTF-8"
+        ) from None
+
+
+def _parse(path: Path, text: str) -> dict:
+    try:
+        info = json.loads(text or "{}")
     except json.JSONDecodeError as e:
         raise RegistryError(f"{path}: broken JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
     if not isinstance(info, dict):
         raise RegistryError(f"{path}: expected an object of dataset entries, found {type(info).__name__}")
     return info
+
+
+def load_info(dataset_dir: str | Path = DATA) -> dict:
+    path = info_path(dataset_dir)
+    return _parse(path, _read_text(path))
+
+
+def _members(text: str) -> tuple[str, list[list], str]:
+    """The top-level object as (text before the first member, [[key, member text, text after it, ours]],
+    closing text): user entries are written back byte for byte, duplicated keys included."""
+    dec = json.JSONDecoder()
+    i = text.index("{") + 1
+    members: list[list] = []
+    ws = json.decoder.WHITESPACE.match
+    j = ws(text, i).end()
+    head_end = j
+    while text[j] != "}":
+        key, k_end = json.decoder.scanstring(text, j + 1)
+        colon = ws(text, k_end).end()
+        value, v_end = dec.raw_decode(text, ws(text, colon + 1).end())
+        nxt = ws(text, v_end).end()
+        if text[nxt] == ",":
+            nxt = ws(text, nxt + 1).end()
+        members.append([key, text[j:v_end], text[v_end:nxt], is_ours(value)])
+        j = nxt
+    if members:
+        tail = members[-1][2]
+        members[-1][2] = ""
+        return text[:head_end], members, tail + text[j:]  # the last member's spacing goes with "}"
+    return text[:head_end], members, text[j:]
+
+
+def _member(name: str, entry: dict) -> str:
+    body = json.dumps(entry, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+    return f"{json.dumps(name, ensure_ascii=False)}: {body}"
+
+
+def _spliced(text: str, updates: dict[str, dict | None]) -> str:
+    """dataset_info.json with `updates` applied (None removes): only those members' text changes."""
+    if not text.strip() or not _members(text)[1]:
+        info = {k: v for k, v in updates.items() if v is not None}
+        return json.dumps(info, indent=2, ensure_ascii=False) + "\n"
+    head, members, tail = _members(text)
+    out, done = [], set()
+    for key, body, sep, ours in members:
+        if key in updates:
+            if updates[key] is None and not ours:
+                out.append([key, body, sep])  # removing never touches a user's entry
+                continue
+            if key in done or updates[key] is None:
+                continue  # a second copy of a replaced entry, or a removed one
+            body = _member(key, updates[key])
+            done.add(key)
+        out.append([key, body, sep])
+    out += [[k, _member(k, e), ""] for k, e in updates.items() if e is not None and k not in done]
+    for m in out[:-1]:
+        m[2] = m[2] if m[2].startswith(",") else ",\n  "
+    if out:
+        out[-1][2] = ""
+    if not out:
+        return "{}\n"
+    return head + "".join(b + s for _, b, s in out) + tail
 
 
 def resolve(name: str, dataset_dir: str | Path = DATA) -> Path:
@@ -73,7 +150,11 @@ def is_ours(entry: object) -> bool:
 
 def alpaca_entry(file: str | Path, dataset_dir: str | Path = DATA, **meta) -> dict:
     """An Alpaca-format entry for a file inside dataset_dir, marked as ours (meta goes in the marker)."""
-    rel = Path(file).resolve().relative_to(Path(dataset_dir).resolve()).as_posix()
+    return entry(Path(file).resolve().relative_to(Path(dataset_dir).resolve()).as_posix(), **meta)
+
+
+def entry(rel: str, **meta) -> dict:
+    """An Alpaca-format entry for `rel` (a path relative to dataset_dir), marked as ours."""
     return {
         "file_name": rel,
         "formatting": "alpaca",
@@ -82,15 +163,29 @@ def alpaca_entry(file: str | Path, dataset_dir: str | Path = DATA, **meta) -> di
     }
 
 
+_HELD: dict[str, int] = {}  # folders this process holds the lock on (re-entrant: publish + register)
+
+
 @contextlib.contextmanager
-def _locked(dataset_dir: Path) -> Iterator[None]:
+def locked(dataset_dir: str | Path) -> Iterator[None]:
     """Serialise read-modify-write of dataset_info.json across processes (lock on the folder)."""
+    dataset_dir = Path(dataset_dir)
     dataset_dir.mkdir(parents=True, exist_ok=True)
+    key = str(dataset_dir.resolve())
+    if _HELD.get(key):
+        _HELD[key] += 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+        return
     fd = os.open(dataset_dir, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
+        _HELD[key] = 1
         yield
     finally:
+        _HELD.pop(key, None)
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
 
@@ -114,26 +209,30 @@ def register(entries: dict[str, dict], dataset_dir: str | Path = DATA, force: bo
     for name, e in entries.items():
         if not isinstance(e, dict) or not ("file_name" in e or "hf_hub_url" in e):
             raise RegistryError(f"entry {name!r}: needs a 'file_name'")
-    with _locked(dataset_dir):
+    with locked(dataset_dir):
         check_conflicts(entries, dataset_dir, force)
-        info = load_info(dataset_dir)
+        path = info_path(dataset_dir)
+        text = _read_text(path)
+        _parse(path, text)
+        updates = {}
         for name, e in entries.items():
             e = dict(e)
             e.setdefault(MARK, {"generated_by": "plugins.registry"})
-            info[name] = e
-        return atomic_write_text(
-            info_path(dataset_dir), json.dumps(info, indent=2, ensure_ascii=False) + "\n"
-        )
+            updates[name] = e
+        new = _spliced(text, updates)
+        if new == text:
+            return path  # nothing changed: the tracked file keeps its mtime
+        return atomic_write_text(path, new)
 
 
 def unregister(names: list[str], dataset_dir: str | Path = DATA) -> list[str]:
     """Remove our own entries (a user's are left alone); returns the names removed."""
     dataset_dir = Path(dataset_dir)
-    with _locked(dataset_dir):
-        info = load_info(dataset_dir)
+    with locked(dataset_dir):
+        path = info_path(dataset_dir)
+        text = _read_text(path)
+        info = _parse(path, text)
         gone = [n for n in names if n in info and is_ours(info[n])]
         if gone:
-            for n in gone:
-                del info[n]
-            atomic_write_text(info_path(dataset_dir), json.dumps(info, indent=2, ensure_ascii=False) + "\n")
+            atomic_write_text(path, _spliced(text, dict.fromkeys(gone)))
         return gone

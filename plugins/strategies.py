@@ -10,6 +10,10 @@ Strategies (names used on the command line and in dataset names `alpaca_top100_b
     ifd           instruction-following difficulty with the small model (plugins.ifd, Superfiltering)
     random, random_s0..random_s2   uniform random with a seed (the floor every strategy must beat)
     mix           rating + long_is_more + ifd, equal weights
+    length_window HW5's sort among answers of 100..400 words (Context.length_window), the rest below
+    diversity     k-center greedy over MiniLM embeddings of the top rows by HW5's sort (plugins.diversity)
+
+A selection of parts, `quota:60*length_window,20*complexity,20*diversity`, is plugins.quota.
 
 Combinations are written `name:weight,name:weight`; each score is turned into its percentile
 rank in the pool first, so weights mean the same whatever the scale.
@@ -24,11 +28,23 @@ from pathlib import Path
 
 import numpy as np
 
+from plugins import diversity, quota
 from plugins.loaders import DataError, no_gc
 
 MIX = "rating:1,long_is_more:1,ifd:1"
 UNSCORED = -1e6  # offset of rows a strategy did not score (IFD outside its candidates): below the rest
-STRATEGIES = ("length", "rating", "hw5_default", "long_is_more", "complexity", "ifd", "random", "mix")
+STRATEGIES = (
+    "length",
+    "rating",
+    "hw5_default",
+    "long_is_more",
+    "complexity",
+    "ifd",
+    "random",
+    "mix",
+    "length_window",
+    "diversity",
+)
 STUDY_STRATEGIES = (
     "random_s0",
     "random_s1",
@@ -40,6 +56,8 @@ STUDY_STRATEGIES = (
     "complexity",
     "ifd",
     "mix",
+    "length_window",
+    "diversity",
 )
 
 
@@ -59,6 +77,10 @@ class Context:
     ifd_max_tokens: int | None = None  # per sequence; None = 512 on a GPU, 256 on CPU
     progress: bool = True
     device: str | None = None
+    embedding: str = "auto"  # diversity: minilm | hashed | auto (plugins.diversity)
+    diversity_prefilter: str | None = "hw5_default"  # DEITA's order: quality first; "none" = whole pool
+    diversity_candidates: int | None = None  # None = 20N, at least 2000 (plugins.diversity)
+    length_window: tuple[int, int] = (100, 400)  # answer words, for length_window
     notes: dict = field(default_factory=dict)  # what ran, for the manifest (IFD candidates, cache hits)
     _memo: dict = field(default_factory=dict)
 
@@ -224,6 +246,42 @@ def s_ifd(rows: list[dict], ctx: Context) -> np.ndarray:
     return out
 
 
+def s_length_window(rows: list[dict], ctx: Context) -> np.ndarray:
+    """HW5's default sort among answers of ctx.length_window words; the rest rank below, same order."""
+    lo, hi = ctx.length_window
+    words = answer_words(rows)
+    inside = (words >= lo) & (words <= hi)
+    base = percentile(score(rows, "hw5_default", ctx))
+    ctx.notes["length_window"] = {"answer_words": [int(lo), int(hi)], "inside": int(inside.sum())}
+    return np.where(inside, base, UNSCORED + base)
+
+
+def _quality(rows: list[dict], ctx: Context) -> np.ndarray | None:
+    pre = ctx.diversity_prefilter
+    return None if pre in (None, "none") else score(rows, pre, ctx)
+
+
+def pick_diverse(rows: list[dict], m: int, ctx: Context, taken: list[int] | None = None) -> list[int]:
+    """m rows by k-center greedy after the quality prefilter, `taken` rows counting as picked."""
+    cand, picks, _ = diversity.pick(rows, m, ctx, _quality(rows, ctx), taken)
+    return [int(cand[i]) for i in picks]
+
+
+def s_diversity(rows: list[dict], ctx: Context) -> np.ndarray:
+    """Picks first in pick order, then the other candidates farthest first, then the rest by quality."""
+    quality = _quality(rows, ctx)
+    cand, picks, nearest = diversity.pick(rows, min(ctx.n, len(rows)), ctx, quality)
+    out = UNSCORED + (percentile(quality) if quality is not None else np.zeros(len(rows)))
+    out[cand] = np.minimum(nearest, 2.0)  # cosine distance: 0..2
+    out[cand[picks]] = 3.0 + (len(picks) - np.arange(len(picks))) / max(1, len(picks))
+    return out
+
+
+def select_quota(rows: list[dict], spec: str, n: int, ctx: Context) -> tuple[list[int], list[str], dict]:
+    """A quota composition (plugins.quota) with this module's strategies."""
+    return quota.select_quota(rows, spec, n, ctx, score, pick_diverse, parse_strategy)
+
+
 def s_random(rows: list[dict], ctx: Context, seed: int | None = None) -> np.ndarray:
     return np.random.default_rng(ctx.seed if seed is None else seed).random(len(rows))
 
@@ -236,6 +294,8 @@ BASE: dict[str, Callable[[list[dict], Context], np.ndarray]] = {
     "complexity": s_complexity,
     "ifd": s_ifd,
     "random": s_random,
+    "length_window": s_length_window,
+    "diversity": s_diversity,
 }
 CHEAP = ("length", "rating", "hw5_default", "complexity", "random")
 
@@ -292,21 +352,25 @@ def score(rows: list[dict], strategy: str, ctx: Context | None = None) -> np.nda
 
 
 # ------------------------------------------------------------------------------------------- top-N
-def _shingles(text: str) -> set[str]:
+def _shingles(text: str, n: int = 2) -> set[str]:
+    """Runs of `n` words (lower-cased); a text shorter than n words is one shingle. The top-N filter
+    uses word pairs; the leakage guard (plugins.leakage) long runs."""
     w = re.findall(r"\w+", text.lower())
-    return {" ".join(w[i : i + 2]) for i in range(max(1, len(w) - 1))}
+    return {" ".join(w[i : i + n]) for i in range(max(1, len(w) - n + 1))}
 
 
 def top_n(
     rows: list[dict], scores: np.ndarray, n: int, near_dup: float | None = None
 ) -> tuple[list[int], list[dict]]:
-    """Indices of the N best rows (ties keep pool order); with `near_dup`, a row whose instruction
+    """Indices of the N best rows, ties broken by id (ascending), so the pick does not depend on the
+    file's order (the 2k real pool has 1,238 rows rated 4.5); with `near_dup`, a row whose instruction
     shares more than that Jaccard share of word pairs with one already picked is skipped."""
     if n <= 0:
         raise DataError(f"N must be positive, got {n}")
     if n > len(rows):
         raise DataError(f"N={n} is larger than the pool ({len(rows)} rows after dropping duplicates)")
-    order = np.argsort(-scores, kind="stable")
+    ids = np.array([str(r["id"]) for r in rows])
+    order = np.lexsort((ids, -np.asarray(scores, dtype=np.float64)))  # last key first: score, then id
     if not near_dup:
         return [int(i) for i in order[:n]], []
     picked, sets, skipped = [], [], []

@@ -6,24 +6,31 @@ Alpaca rows and HW5's 150 prompts from ../shared/data (`--data hw5`):
   1. select 100 rows from the pool, split the curriculum, register the datasets;
   2. render the demo study (two ranks and the three chained curriculum stages, steps cut to fit
      a 2-core CPU) and train it, skipping runs already finished;
-  3. generate answers for the evaluation prompts from the base model and every tuned run;
-  4. score ROUGE and the other automatic metrics;
-  5. judge: GPT-4o-mini when OPENAI_API_KEY is set, else the offline judge (the embedded model,
-     scores labelled as not comparable with GPT-4o-mini's);
-  6. export the best run (merged, verified by logits);
-  7. write the report, the base model beside the tuned runs, and print its path.
+  3. on the dev set (demo_dev, or hw5_dev), in one process (tools.eval.study: the base model loaded
+     once, each adapter swapped in): answers, metrics and judge scores for the base model and every
+     epoch of every tuned run (`<run>@epochN`, one checkpoint per epoch); the judge is GPT-4o-mini when
+     OPENAI_API_KEY is set, else the offline judge (the embedded model, scores labelled as not
+     comparable with GPT-4o-mini's);
+  4. choose the best run, epoch and decoding point on the dev set (tools.report.choose), then score
+     the test set (demo_eval, or hw5_test) once, the same way: for the chosen point and the base model only;
+  5. export the chosen point (merged, verified by logits);
+  6. write the report (the decision first: dev and test side by side) and print its path.
 
 Every step is a tool of its own, run as a subprocess and resumable, so a second `make demo`
 finds everything done and finishes in seconds; a failed step stops the demo and names its log.
+Each step prints its wall time, and the evaluation its split between model compute and loading.
+
+`--model tiny` trains the tiny random test model instead (same study, seconds a step): the tests run
+`make demo DATA=hw5 DEMO_ARGS="--model tiny --limit 2 --max-new-tokens 8"` that way.
 
 Usage:
-    python -m tools.demo [--data demo|hw5] [--limit N] [--judge auto|offline|openai]
+    python -m tools.demo [--data demo|hw5] [--limit N] [--judge auto|offline|openai] [--model smollm2_135m|tiny]
+                     [--max-new-tokens 128]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -34,6 +41,7 @@ from tools.core.paths import Run, cache_dir, report_dir
 MODEL = "smollm2_135m"
 STUDY = "demo"
 TESTSETS = {"demo": "demo_eval", "hw5": "hw5_test"}
+DEVSETS = {"demo": "demo_dev", "hw5": "hw5_dev"}
 # LLaMA-Factory and transformers log every config they load at INFO: keep the progress bars readable.
 QUIET = dict(os.environ, LLAMAFACTORY_VERBOSITY="WARN", TRANSFORMERS_VERBOSITY="error")
 # Answers long enough to judge, short enough for a 2-core CPU.
@@ -58,15 +66,18 @@ def step(label: str, argv: list[str], log_name: str, progress: bool = False) -> 
     return dt
 
 
-def best_run(runs: list[Run], testset: str) -> Run | None:
-    scored = []
-    for run in runs:
-        path = run.scores(testset, "greedy")
-        if path.exists():
-            s = json.loads(path.read_text())
-            if s.get("mean") is not None:
-                scored.append((s["mean"], run.name, run))
-    return max(scored)[2] if scored else None
+def chosen_run(study: str, model: str, dev: str | None = None) -> Run | None:
+    """The point chosen on the dev set (tools.report.choose: the same function the report uses)."""
+    from tools.report import choose_on_dev, dev_records
+
+    return choose_on_dev(dev_records(study, model), dev).run
+
+
+def evaluate(label: str, runs: list[Run], testset: str, extra: list[str], max_new: int, n: int) -> None:
+    """Answers (greedy), metrics and judgments for the runs on one set, in one resumable process."""
+    print(f"[{n}/6] {label}: answers (greedy, {max_new} new tokens), metrics, judge", flush=True)
+    ev = ["--runs", *[r.name for r in runs], "--testset", testset, "--max-new-tokens", str(max_new), *extra]
+    step(f"tools.eval.study on {testset}", ["tools.eval.study", *ev], f"{n}-evaluate-{testset}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,61 +85,66 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", choices=["demo", "hw5"], default="demo")
     ap.add_argument("--limit", type=int, default=None, help="evaluate on the first N prompts only")
     ap.add_argument("--judge", choices=["auto", "offline", "openai"], default="auto")
+    ap.add_argument(
+        "--model", choices=[MODEL, "tiny"], default=MODEL, help="the profile to train (tiny: for tests)"
+    )
+    ap.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS, help="answer length cap")
     a = ap.parse_args(argv)
+    model = a.model
 
-    testset = TESTSETS[a.data]
+    testset, devset = TESTSETS[a.data], DEVSETS[a.data]
     # HW5's 150 prompts x 5 models at 256 new tokens is over half an hour on 2 CPU cores.
     limit = a.limit if a.limit is not None else (32 if a.data == "hw5" else None)
     offline = a.judge == "offline" or (a.judge == "auto" and not os.environ.get("OPENAI_API_KEY"))
-    judge_args = ["--offline"] if offline else []
     lim = ["--limit", str(limit)] if limit else []
 
     from tools.train import render_study
 
-    runs = [Run.base(MODEL)] + [r.run for r in render_study(STUDY, MODEL)]
-    names = ", ".join(r.variant for r in runs[1:])
+    trained = [r.run for r in render_study(STUDY, model)]
+    names = ", ".join(r.variant for r in trained)
     t0 = time.time()
-    # Real HW5 rows are mostly long: HW5's word thresholds leave Medium empty, so split by rank.
-    data_args = ["--source", a.data] + (
-        ["--eval", "hw5", "--curriculum-by", "length"] if a.data == "hw5" else []
-    )
+    # The curriculum splits into thirds by rank by default, so no stage is empty on either pool.
+    data_args = ["--source", a.data] + (["--eval", "hw5"] if a.data == "hw5" else [])
     print(f"[1/6] data: select 100 from the {a.data} pool, split the curriculum, register", flush=True)
     step("tools.data", ["tools.data", *data_args], "1-data")
-    print(f"[2/6] train: study '{STUDY}' on {MODEL} ({names}); finished runs are skipped", flush=True)
+    print(f"[2/6] train: study '{STUDY}' on {model} ({names}); finished runs are skipped", flush=True)
     step(
-        "tools.train.sweep", ["tools.train.sweep", "--study", STUDY, "--model", MODEL, "--no-eval"], "2-train"
+        "tools.train.sweep", ["tools.train.sweep", "--study", STUDY, "--model", model, "--no-eval"], "2-train"
     )
-    print(
-        f"[3/6] evaluate on {testset}: answers (greedy, {MAX_NEW_TOKENS} new tokens) and metrics", flush=True
-    )
-    for r in runs:
-        slug = r.name.replace("/", "_")
-        gen = ["--run", r.name, "--testset", testset, "--max-new-tokens", str(MAX_NEW_TOKENS), *lim]
-        step(f"generate {r.name}", ["tools.eval.generate", *gen], f"3-generate-{slug}", progress=True)
-        pred, met = r.predictions(testset, "greedy"), r.metrics(testset, "greedy")
-        if met.exists() and met.stat().st_mtime >= pred.stat().st_mtime:
-            print(f"  metrics  {r.name}: up to date", flush=True)  # perplexity reloads the model: skip it
-            continue
-        metrics = ["tools.eval.metrics", "--run", r.name, "--testset", testset]
-        step(f"metrics  {r.name}", metrics, f"3-metrics-{slug}")
+    points = [p for r in trained for p in (r.epochs() or [r])]  # every epoch's checkpoint
     who = "offline judge: the embedded model, NOT comparable with GPT-4o-mini" if offline else "GPT-4o-mini"
-    print(f"[4/6] judge ({who})", flush=True)
-    for r in runs:
-        judge = ["--run", r.name, "--testset", testset, "--decoding", "greedy", *judge_args]
-        step(f"judge {r.name}", ["tools.judge", *judge], f"4-judge-{r.name.replace('/', '_')}")
-    best = best_run(runs[1:], testset)
-    if best is not None:
-        print(f"[5/6] export the best tuned run by judge score: {best.name}", flush=True)
-        step(f"export {best.name}", ["tools.export", "--run", best.name], "5-export")
+    print(f"      judge: {who}", flush=True)
+    judge = ["--judge", "offline" if offline else "openai"]
+    evaluate(
+        f"dev set {devset}, {len(points)} checkpoints + base",
+        [Run.base(model), *points],
+        devset,
+        [*lim, *judge],
+        a.max_new_tokens,
+        3,
+    )
+    best = chosen_run(STUDY, model, devset)
+    if best is None:
+        raise SystemExit(f"demo: no tuned run has a score on {devset}: nothing to choose")
+    print(f"      chosen on {devset}: {best.name} (greedy)", flush=True)
+    evaluate(
+        f"test set {testset}, scored once: the chosen point and the base",
+        [Run.base(model), best],
+        testset,
+        [*lim, *judge],
+        a.max_new_tokens,
+        4,
+    )
+    print(f"[5/6] export the chosen point: {best.name}", flush=True)
+    step(f"export {best.name}", ["tools.export", "--run", best.name], "5-export")
     print("[6/6] report", flush=True)
     step(
-        "tools.report", ["tools.report", "--study", STUDY, "--model", MODEL, "--testset", testset], "6-report"
+        "tools.report", ["tools.report", "--study", STUDY, "--model", model, "--testset", testset], "6-report"
     )
     print(f"\ndemo finished in {time.time() - t0:.0f} s")
     print(f"report: {report_dir(STUDY) / 'index.html'}")
     print(f"        {report_dir(STUDY) / 'report.md'}")
-    if best is not None:
-        print(f"best run: {best.name} -> exported to {best.export_dir}")
+    print(f"chosen on {devset}: {best.name} -> exported to {best.export_dir}")
     return 0
 
 

@@ -21,10 +21,10 @@ MAY_IMPORT = {
     # refinement calls an endpoint: it reuses the judge's client, cache and prices
     "refine": {"data", "judge"},
     "train": {"models"},
-    "eval": set(),
+    "eval": {"judge"},  # a study's evaluation scores answers with the judge in the same process
     "judge": set(),
     "export": set(),
-    "report": set(),
+    "report": {"judge"},  # its statistics (paired bootstrap), through the face
     "bench": set(STAGES),
     "demo": set(STAGES),
 }

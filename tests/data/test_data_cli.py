@@ -38,19 +38,19 @@ def test_demo_pool_selects_splits_registers(tmp_path, out_dir, capsys):
     stages = [load_rows(resolve(f"alpaca_top100_{s}", tmp_path)) for s in ("easy", "medium", "hard")]
     assert len(subset) == 100 and all(stages)
     assert sorted(r["id"] for st in stages for r in st) == sorted(r["id"] for r in subset)
-    m = json.loads((tmp_path / "generated/alpaca_top100.manifest.json").read_text())
+    m = json.loads((tmp_path / "generated/alpaca_top100/alpaca_top100.manifest.json").read_text())
     assert m["source"]["kind"] == "demo" and m["strategy"] == "hw5_default" and m["n"] == 100
     assert m["source"]["files"][0]["sha256"] and m["package_version"] and m["seed"] == 0
     assert sum(m["curriculum"]["counts"].values()) == 100 and m["ids"] == [r["id"] for r in subset]
-    assert (tmp_path / "generated/alpaca_top100.png").stat().st_size > 10_000
+    assert (tmp_path / "generated/alpaca_top100/alpaca_top100.png").stat().st_size > 10_000
     assert all(info[k]["smalldata"]["kind"] == "train" for k in info)
     # LLaMA-Factory's own parser reads the entries (the marker key is ignored)
     from llamafactory.data.parser import get_dataset_list
 
     attrs = get_dataset_list(["alpaca_top100_easy", "alpaca_top100_medium"], str(tmp_path))
     assert [a.dataset_name for a in attrs] == [
-        "generated/alpaca_top100_easy.json",
-        "generated/alpaca_top100_medium.json",
+        "generated/alpaca_top100/alpaca_top100_easy.json",
+        "generated/alpaca_top100/alpaca_top100_medium.json",
     ]
     # re-running replaces our own entries; a user's entry elsewhere in the file survives
     info["mine"] = {"file_name": "mine.json"}
@@ -65,21 +65,28 @@ def test_demo_pool_selects_splits_registers(tmp_path, out_dir, capsys):
 
 def test_all_strategies_for_the_data_study(tmp_path, out_dir, tiny_model, capsys):
     args = ["--source", "demo", "--n", 6, "--all-strategies", "--dataset-dir", tmp_path, "--no-plot"]
-    args += ["--model", tiny_model, "--ifd-candidates", 8, "--ifd-max-tokens", 48]
+    args += ["--model", tiny_model, "--ifd-candidates", 8, "--ifd-max-tokens", 48, "--embedding", "hashed"]
     rc, out, err = run_cli(capsys, *args)
     assert rc == 0, err
     info = load_info(tmp_path)
     study = ["random_s0", "random_s1", "random_s2", "rating", "hw5_default", "length"]
-    study += ["long_is_more", "complexity", "ifd", "mix"]
+    study += ["long_is_more", "complexity", "ifd", "mix", "length_window", "diversity", "quota_60_20_20"]
     picks = {s: [r["id"] for r in load_rows(resolve(f"alpaca_top6_by_{s}", tmp_path))] for s in study}
     assert all(len(p) == 6 for p in picks.values()) and set(info) >= {f"alpaca_top6_by_{s}" for s in study}
     assert picks["random_s0"] != picks["random_s1"] and picks["length"] != picks["rating"]
-    m = json.loads((tmp_path / "generated/alpaca_top6_by_ifd.manifest.json").read_text())
+    m = json.loads((tmp_path / "generated/alpaca_top6_by_ifd/alpaca_top6_by_ifd.manifest.json").read_text())
     assert m["ifd"]["prefiltered"] and m["ifd"]["candidates"] == 8 and m["ifd"]["prefilter"] == "hw5_default"
     assert "IFD on 8 of" in out
+    q = json.loads(
+        (
+            tmp_path / "generated/alpaca_top6_by_quota_60_20_20/alpaca_top6_by_quota_60_20_20.manifest.json"
+        ).read_text()
+    )
+    assert [p["count"] for p in q["quota"]["parts"]] == [4, 1, 1] and q["quota"]["scaled_to_n"]
+    assert sorted(q["quota"]["chosen_by"]) == sorted(picks["quota_60_20_20"])
     # a second run takes IFD from the cache
     run_cli(capsys, *args)
-    m = json.loads((tmp_path / "generated/alpaca_top6_by_ifd.manifest.json").read_text())
+    m = json.loads((tmp_path / "generated/alpaca_top6_by_ifd/alpaca_top6_by_ifd.manifest.json").read_text())
     assert m["ifd"]["cache_hits"] == 8 and m["ifd"]["scored"] == 0
 
 

@@ -53,7 +53,9 @@ def test_cli_registers_the_mix_and_its_heldout_set(tmp_path, out_dir, capsys):
     held = json.loads(resolve("alpaca_top100_mix_general_heldout", tmp_path).read_text())
     assert len(mixed) == 106 and sum(r["general"] for r in mixed) == 6
     assert not {r["id"] for r in mixed} & {r["id"] for r in held}
-    man = json.loads((tmp_path / "generated" / "alpaca_top100_mix.manifest.json").read_text())
+    man = json.loads(
+        (tmp_path / "generated" / "alpaca_top100_mix" / "alpaca_top100_mix.manifest.json").read_text()
+    )
     assert man["from"] == "alpaca_top100" and len(man["general_rows"]) == 6 and man["share"] == 0.05
 
 

@@ -40,6 +40,8 @@ FIELDS = {
     "reference",
     "decoding",
     "gen",
+    "point",
+    "prompt_type",
     "new_tokens",
     "truncated",
     "seconds",
@@ -220,6 +222,26 @@ def test_two_points_write_contract_rows_and_rerun_does_nothing(adapter_run, data
 
 
 @pytest.mark.slow
+def test_a_policy_decodes_each_prompt_type_with_its_point_and_records_it(adapter_run, dataset_dir):
+    argv = ["--run", adapter_run.name, "--testset", "mini_eval", "--dataset-dir", str(dataset_dir), "--quiet"]
+    assert gen.main([*argv, "--decoding", "bytype_recipe", "--max-new-tokens", "6", "--batch-size", "2"]) == 0
+    path = adapter_run.predictions("mini_eval", "bytype_recipe")
+    rows = {r["id"]: r for r in read_jsonl(path)}
+    types = {i: r["prompt_type"] for i, r in rows.items()}
+    assert types == {"p1": "open", "p2": "open", "p3": "open", "p4": "writing", "p5": "math"}
+    assert all(set(r) == FIELDS and r["decoding"] == "bytype_recipe" for r in rows.values())
+    assert rows["p5"]["point"] == "greedy" and rows["p5"]["gen"]["do_sample"] is False
+    assert rows["p4"]["point"] == "t0.7_p0.9" and rows["p4"]["gen"]["temperature"] == 0.7
+    assert rows["p1"]["gen"]["repetition_penalty"] == 1.1 and rows["p1"]["gen"]["max_new_tokens"] == 6
+    side = json.loads(gen.sidecar_path(path).read_text())
+    assert side["policy"] and side["prompt_types"] == {"coding": 0, "math": 1, "writing": 1, "open": 3}
+    assert side["gen"]["math"]["decoding"] == "greedy"
+    # a finished policy point is left alone; the same name with another budget is refused
+    assert gen.main([*argv, "--decoding", "bytype_recipe", "--max-new-tokens", "6"]) == 0
+    assert gen.main([*argv, "--decoding", "bytype_recipe", "--max-new-tokens", "9"]) == 2
+
+
+@pytest.mark.slow
 def test_decoding_settings_are_applied(adapter_run, dataset_dir):
     source = gen.resolve_source(adapter_run)
     engine = gen.Engine(source)  # loaded once for all the points
@@ -257,7 +279,7 @@ def test_killed_generation_resumes_where_it_stopped(adapter_run, dataset_dir, tm
         f.write('{"id": "p9", "answ')  # torn line of a writer killed mid-append
     loaded = []
     real_engine = gen.Engine
-    monkeypatch.setattr(gen, "Engine", lambda src: loaded.append(1) or real_engine(src))
+    monkeypatch.setattr(gen, "Engine", lambda src, *a: loaded.append(1) or real_engine(src, *a))
     gen.generate(adapter_run, "mini_eval", [point], 2, None, dataset_dir, progress=False)
     resumed = _answers(final)
     assert list(resumed) == ["p1", "p2", "p3", "p4", "p5"] and not part.exists()

@@ -67,10 +67,11 @@ def install(src_root: Path, out_dir: Path) -> None:
 def fake_finished_run(
     out_dir: Path, run: Run = RUN, base: str = "models/tiny-smollm2", rank: int = 8, **run_json
 ) -> Run:
-    """Files only (no weights): enough for rendering and refusals, which must not load a model."""
+    """Files only (no weights: a safetensors file holding no tensor): enough for rendering and
+    refusals, which must not load a model."""
     d = run.output_dir
     d.mkdir(parents=True)
-    (d / "adapter_model.safetensors").write_bytes(b"")
+    (d / "adapter_model.safetensors").write_bytes((2).to_bytes(8, "little") + b"{}")
     (d / "adapter_config.json").write_text(json.dumps({"r": rank, "base_model_name_or_path": base}))
     rj = {"model_name_or_path": base, "template": "smollm2", "status": "finished", **run_json}
     (d / "run.json").write_text(json.dumps(rj))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -46,7 +48,11 @@ def test_named_strategies_rank_as_documented():
     ctx = Context()
     assert [r["id"] for r in (POOL[i] for i in top_n(POOL, score(POOL, "length", ctx), 1)[0])] == ["r1"]
     rating = score(POOL, "rating", ctx)
-    assert list(top_n(POOL, rating, 2)[0]) == [0, 3]  # ties keep pool order
+    assert list(top_n(POOL, rating, 2)[0]) == [0, 3]
+    # ties are broken by id, whatever the file's order: the same rows from a reversed pool
+    rev = POOL[::-1]
+    assert [rev[i]["id"] for i in top_n(rev, score(rev, "rating", Context()), 2)[0]] == ["r0", "r3"]
+    assert [POOL[i]["id"] for i in top_n(POOL, np.zeros(4), 3)[0]] == ["r0", "r1", "r2"]
     hw5 = score(POOL, "hw5_default", ctx)
     assert np.allclose(hw5, rating + 1e-5 * total_words(POOL))
     assert top_n(POOL, hw5, 1)[0] == [3]  # the longer of the two 5.0 rows
@@ -100,17 +106,44 @@ def test_curriculum_thresholds_code_and_tertiles():
         ("d", "Use this:\n```python\nprint(1)\n```", 5),
         ("e", "So 3 + 4 = 7.", 5),
     )
-    st = curriculum.split(pool)
+    st = curriculum.split(pool, curriculum.parse_thresholds("50,120"))  # HW5's cut by value
     assert [r["instruction"] for r in st["easy"]] == ["a"]
     assert [r["instruction"] for r in st["medium"]] == ["b"]
     assert [r["instruction"] for r in st["hard"]] == ["c", "d", "e"]
-    st2 = curriculum.split(pool, curriculum.parse_thresholds("5,100"))
-    assert [r["instruction"] for r in st2["medium"]] == ["a", "b"]
+    st2 = curriculum.split(pool, curriculum.parse_thresholds("12,100"))
+    assert [[r["instruction"] for r in st2[s]] for s in curriculum.STAGES] == [["a"], ["b"], ["c", "d", "e"]]
+    with pytest.raises(DataError, match="--thresholds 5,100 leave stage easy empty"):
+        curriculum.split(pool, curriculum.parse_thresholds("5,100"))
+    # the default: thirds by rank, code or math hardest, then answer words (2 / 2 / 1 of 5)
+    default = curriculum.split(pool)
+    names = [[r["instruction"] for r in default[s]] for s in curriculum.STAGES]
+    assert names == [["a", "b"], ["c", "d"], ["e"]]
+    assert curriculum.parse_thresholds(None) is None
     by = curriculum.split(pool, by_scores=np.arange(5.0))
     assert sum(len(v) for v in by.values()) == 5 and by["hard"][-1]["instruction"] == "e"
+    with pytest.raises(ValueError, match="2 scores for 5 rows"):  # the pool's scores for a subset
+        curriculum.split(pool, by_scores=np.arange(2.0))
     with pytest.raises(DataError, match="two increasing positive word counts"):
         curriculum.parse_thresholds("120,50")
     assert not curriculum.has_code_or_math("From the start, for example: it was fine.")
+
+
+def test_curriculum_thresholds_that_empty_a_stage_propose_the_subsets_tertiles():
+    # a bimodal subset like the real pool's top 100: short answers and long ones, nothing between
+    pool = rows_of(*[(f"s{i}", "word " * (3 + i), 5) for i in range(10)])
+    pool += rows_of(*[(f"l{i}", "word " * (200 + 5 * i), 5) for i in range(20)])
+    with pytest.raises(DataError, match=r"leave stage medium empty \(easy 10, medium 0, hard 20 of 30") as e:
+        curriculum.split(pool, (50, 120))
+    prop = re.search(r"try --thresholds (\d+),(\d+)", str(e.value))
+    st = curriculum.split(pool, curriculum.parse_thresholds(f"{prop[1]},{prop[2]}"))
+    assert [len(st[s]) for s in curriculum.STAGES] == [10, 10, 10]
+    assert all(curriculum.split(pool)[s] for s in curriculum.STAGES)  # the default never empties one
+    # no cut by value can split rows that all have the same length: the message says to drop --thresholds
+    same = rows_of(*[(f"x{i}", "word " * 9, 5) for i in range(6)])
+    with pytest.raises(DataError, match="drop --thresholds") as e:
+        curriculum.split(same, (50, 120))
+    assert "try --thresholds" not in str(e.value)
+    assert [len(v) for v in curriculum.split(same).values()] == [2, 2, 2]
 
 
 def test_demo_pool_is_deterministic_and_covers_every_stage():
@@ -119,7 +152,7 @@ def test_demo_pool_is_deterministic_and_covers_every_stage():
     assert not any(" at 0x" in r["output"] for r in a)  # no memory addresses: same rows in every process
     assert len({r["instruction"] for r in a}) == len(a)
     assert {r["score"] for r in a} <= {3.0, 3.5, 4.0, 4.5, 5.0} and len({r["score"] for r in a}) >= 3
-    st = curriculum.split(a)
+    st = curriculum.split(a, curriculum.HW5_THRESHOLDS)
     assert all(len(v) >= 20 for v in st.values())
     assert any("```" in r["output"] or ">>>" in r["output"] for r in a)
 

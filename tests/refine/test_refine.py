@@ -112,7 +112,7 @@ def test_dry_run_cost_limit_kill_resume_and_publish(tmp_path, out_dir, tiny_api,
     assert len(keys) == len(set(keys)) == 6
     rows = json.loads(resolve("small_refined", tmp_path).read_text())
     assert [r["refined_from"] for r in rows] == ids and all(r["output"].strip() for r in rows)
-    man = json.loads((tmp_path / "generated" / "small_refined.manifest.json").read_text())
+    man = json.loads((tmp_path / "generated" / "small_refined" / "small_refined.manifest.json").read_text())
     assert man["from"] == "small" and man["prompt"]["name"] == "detail" and man["model"].startswith("tiny@")
     assert (
         [p["id"] for p in man["rows_provenance"]] == ids and man["billed"] is False and man["cost_usd"] == 0

@@ -73,6 +73,7 @@ def test_table_numbers_match_the_events_they_came_from(out_dir):
             (sc["mean"], *sc["ci95"])
         )
         assert row["judge_n"] == 12 and row["judge_unparsed"] == sc["n_unparsed"]
+        assert (row["peak_rss_mb"], row["memory_estimate_mb"]) == (1234.5, 1300.0)  # bill beside the peak
         m = json.loads(run.metrics("demo_eval", "greedy").read_text())
         assert row["rougeL"] == pytest.approx(m["rougeL"]) and row["answer_words"] == m["answer_words_mean"]
     # 7.5 [7.2, 7.8] against 6.2 [5.9, 6.5]: apart, so a clear winner, in the middle of the grid

@@ -94,6 +94,14 @@ def _study_for_the_page(out_dir: Path) -> Path:
         evals = {("demo_eval", "greedy"): {"metrics": metrics(0.2 + i / 100), "scores": scores(6 + i / 2)}}
         evals[("demo_eval", "t0.7_p0.9")] = {"scores": scores(5 + i)}
         evals[("demo_eval", "t1.0_p0.9")] = {"scores": scores(4 + i)}
+        for epoch in (
+            1,
+            2,
+        ):  # a dev score per epoch: the choice is made there; the test set scored at epoch 2
+            evals[("demo_dev", "greedy", epoch)] = {
+                "items": {f"d{k}": 4.0 + i + epoch / 2 + k % 3 for k in range(9)}
+            }
+        evals[("demo_eval", "greedy", 2)] = {"metrics": metrics(0.3), "scores": scores(6.5 + i / 2)}
         write_run(
             Run("tiny", "rank", f"r{r}"), standard_series(50, eval_every=10), {"lora_rank": r}, evals=evals
         )
@@ -131,13 +139,23 @@ def test_page_renders_in_chromium_with_every_image(out_dir):
             page.screenshot(path=str(shot), full_page=True)
             verdict = page.inner_text("#verdict")
             rows = page.eval_on_selector_all("#runs tbody tr", "els => els.map(e => e.dataset.run)")
+            # a laptop-width window: the decision comes before the table, and the dev and test scores
+            # are on screen without scrolling sideways
+            page.set_viewport_size({"width": 1280, "height": 800})
+            box = "e => { const r = e.getBoundingClientRect(); return [r.top, r.right]; }"
+            heads = page.eval_on_selector_all("#runs thead th", "els => els.map(e => e.innerText)")
+            dev_top, _ = page.eval_on_selector("#verdict", box)
+            table_top, _ = page.eval_on_selector("#runs", box)
+            _, test_right = page.eval_on_selector("#runs thead th:nth-child(4)", box)
         finally:
             browser.close()
     titles = [i["alt"] for i in images]
     assert len(images) >= 6, titles  # loss, lr, grad norm, axis, decoding grid, data plot
     assert all(i["ok"] for i in images), [i for i in images if not i["ok"]]
     assert "length_vs_score.png" in titles and any(t.startswith("Decoding grid") for t in titles)
-    assert "best arm: r16" in verdict or "no clear winner" in verdict
+    assert verdict.startswith("Chosen on demo_dev by judge mean: tiny/rank/r16@epoch2 (greedy)")
+    assert heads[:4] == ["run", "point (chosen on dev)", "dev demo_dev", "test demo_eval"]
+    assert dev_top < table_top and test_right <= 1280
     assert rows == ["tiny/rank/r4", "tiny/rank/r8", "tiny/rank/r16", "tiny/rank/r32"]
     assert shot.stat().st_size > 20_000
 

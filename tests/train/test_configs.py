@@ -77,10 +77,27 @@ def test_studies_cover_the_issue():
     assert names["rank"] == ["r4", "r8", "r16", "r32", "r64"]
     assert names["lr"] == ["lr1e-4", "lr2e-4", "lr5e-4"]
     assert names["target"] == ["qv", "qkvo", "all"]
-    assert names["epochs"] == ["ep1", "ep3", "ep5", "ep10", "ep15"]
+    # one run at the largest epoch count, a checkpoint and a dev eval loss per epoch (every epoch is a run)
+    assert names["epochs"] == ["ep15"]
+    ep = render_study("epochs", "llama2_7b")[0].config
+    assert (ep["num_train_epochs"], ep["save_strategy"], ep["save_total_limit"]) == (15, "epoch", None)
+    assert (ep["do_eval"], ep["eval_dataset"], ep["eval_strategy"]) == (True, "hw5_dev", "epoch")
+    assert ep["lr_scheduler_type"] == "constant_with_warmup" and ep["warmup_steps"] == 5
     assert set(names["data"]) >= {"random_s0", "random_s1", "random_s2", "rating", "hw5_default", "length"}
     assert set(names["data"]) >= {"long_is_more", "complexity", "ifd", "mix"}
-    assert names["method"] == ["lora", "rslora", "dora", "pissa", "loraplus", "neftune", "qlora"]
+    assert names["method"] == ["lora", "rslora", "dora", "pissa", "loraplus", "neftune", "qlora"] + [
+        "adalora",
+        "vera",
+        "loha",
+        "lokr",
+        "oft",
+        "freeze",
+        "full",
+        "galore",
+        "apollo",
+        "badam",
+        "llama_pro",
+    ]
     by = {r.run.variant: r.config for r in render_study("method", "llama2_7b")}
     assert by["rslora"]["use_rslora"] and by["dora"]["use_dora"] and by["pissa"]["pissa_init"]
     assert by["loraplus"]["loraplus_lr_ratio"] == 16.0 and by["neftune"]["neftune_noise_alpha"] == 5.0
@@ -239,9 +256,11 @@ def test_any_study_renders_for_any_profile():
 def test_dataset_names_match_what_the_data_plugin_registers():
     from plugins.curriculum import STAGES
     from plugins.strategies import STUDY_STRATEGIES
+    from tools.data import study_selections
 
     data = {r.run.variant: r.config["dataset"] for r in render_study("data", "smollm2_135m")}
-    assert list(data) == list(STUDY_STRATEGIES)
-    assert all(data[s] == f"alpaca_top100_by_{s}" for s in STUDY_STRATEGIES)
+    named = list(study_selections())
+    assert list(data) == [*STUDY_STRATEGIES, *named]
+    assert all(data[s] == f"alpaca_top100_by_{s}" for s in [*STUDY_STRATEGIES, *named])
     stage3 = render_run("curriculum", "smollm2_135m", "stage3_all")[1]
     assert f"dataset: {','.join(f'alpaca_top100_{s}' for s in STAGES)}\n" in stage3

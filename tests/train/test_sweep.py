@@ -66,7 +66,7 @@ def test_last_checkpoint_is_the_newest_complete_one(tmp_path):
     assert sweep.last_checkpoint(tmp_path / "nothing") is None
 
 
-def test_unregistered_dataset_fails_the_run_not_the_sweep(out_dir, tmp_path, capsys):
+def test_unregistered_dataset_fails_the_run_not_the_sweep(out_dir, tmp_path, tiny_model, capsys):
     empty = tmp_path / "nodata"
     empty.mkdir()
     assert sweep.main(args(empty)) == 1
@@ -87,7 +87,7 @@ def test_a_failed_run_is_recorded_and_the_next_one_still_runs(out_dir, tiny_data
     seen = []
     results = sweep.run_local(jobs, seen.append)
     assert [r["status"] for r in results] == ["failed", "failed"] == [r["status"] for r in seen]
-    assert "exited 1" in results[0]["note"] and "no adapter was saved" in results[1]["note"]
+    assert "exited 1" in results[0]["note"] and "no adapter or model was saved" in results[1]["note"]
     assert run_json("r4")["returncode"] == 1 and run_json("r8")["returncode"] == 0
     assert run_json("r8")["status"] == "failed"
 
@@ -196,16 +196,22 @@ def test_two_run_sweep_through_ray_on_cpu(out_dir, tiny_model, tiny_data, capsys
         assert rec["pid"] != os.getpid()  # trained from a Ray worker, not this process
 
 
-def test_evaluation_steps_are_isolated_and_logged(out_dir, capsys):
-    """A failing step is reported with its log; the run's later steps are skipped, other runs still go."""
+def test_evaluation_is_one_child_process_and_logged(out_dir, capsys):
+    """Every run goes to one evaluation process; its failure is reported with its log, the report still runs."""
     runs = [Run.base("tiny"), Run("tiny", "rank", "r4")]
-    steps = (("tools.train.configs", ()), ("tools.no_such_step", ()), ("tools.train.configs", ("list",)))
-    rows = sweep.evaluate(runs, "demo_eval", "rank", steps=steps, report_module="tools.train.configs")
-    # `python -m tools.train.configs --run ...` is a usage error (exit 2): each run tries it, then stops
-    assert rows == [("tiny/base/base", "configs", 2), ("tiny/rank/r4", "configs", 2), ("rank", "report", 2)]
+    # `python -m tools.train.configs --runs ...` is a usage error (exit 2): stands in for a failing evaluation
+    rows = sweep.evaluate(
+        runs, "demo_eval", "rank", module="tools.train.configs", report_module="tools.train.configs"
+    )
+    assert rows == [("rank", "evaluate", 2), ("rank", "report", 2)]
     out = capsys.readouterr().out
-    assert "FAILED (2), see" in out and "sweep_eval.log" in out
-    assert "invalid choice" in (runs[1].output_dir / "eval" / "sweep_eval.log").read_text()
+    assert "evaluate 2 run(s) in one process" in out and out.count("FAILED, see") == 2
+    log = out_dir / "saves/tiny/lora/rank/sweep_eval.log"
+    text = log.read_text()
+    assert "--runs tiny/base/base tiny/rank/r4 --testset demo_eval" in text and "invalid choice" in text
+    assert (
+        sweep.evaluate(runs, "demo_eval", "rank", module="tools.no_such", report_module="tools.no_such") == []
+    )
 
 
 def test_gpu_memory_is_read_per_process_from_nvidia_smi():

@@ -4,7 +4,7 @@ Runs every `tools/bench/<topic>.py` that exposes `bench(quick: bool) -> list[str
 order, and prints its lines; one failing benchmark is reported and the others still run.
 
 Usage:
-    python -m tools.bench [--only data,generate,judge,report] [--quick]
+    python -m tools.bench [--only data,generate,dtype,study,judge,report] [--quick]
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 import time
 import traceback
 
-TOPICS = ["data", "generate", "judge", "report"]
+TOPICS = ["data", "generate", "dtype", "study", "judge", "report"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -145,7 +145,9 @@ def cached_rerun(url: str, stub: Stub, n: int = 150) -> list[str]:
             for i in range(n)
         ]  # fmt: skip
         atomic_write_jsonl(run.predictions("hw5_test", "greedy"), rows)
-        kw = dict(base_url=url, model="stub", concurrency=16, max_retries=0, say=lambda *a: None)
+        kw = dict(
+            base_url=url, model="stub", concurrency=16, max_retries=0, say=lambda *a: None, progress_bar=False
+        )
         t0 = time.perf_counter()
         first = run_judge(run.name, "hw5_test", "greedy", **kw)["scores"]
         t_first = time.perf_counter() - t0

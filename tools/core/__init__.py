@@ -17,7 +17,8 @@ __getattr__, __all__ = lazy_face(
             "runinfo",
         ),
         **dict.fromkeys(
-            ["ConfigError", "list_profiles", "load_profile", "resolve_model_path", "same_model"], "profiles"
+            ["ConfigError", "list_profiles", "load_profile", "load_yaml", "resolve_model_path", "same_model"],
+            "profiles",
         ),
     },
 )

@@ -12,7 +12,14 @@ from a `Run`, so they never disagree:
     exports/<model>/<study>/<variant>/                       merged model
     reports/<study>/                                         report.md, index.html, runs.csv, tb/
 
-Outputs (saves, exports, reports, cache) go under $SMALLDATA_OUT when set, else the repo root.
+One epoch of a run is a run name too, `<model>/<study>/<variant>@epoch3`: its adapter is the
+checkpoint LLaMA-Factory saved at the end of that epoch (checkpoint-<step>, found through each
+checkpoint's trainer_state.json), its evaluations go to `<output_dir>/eval@epoch3/<testset>/<decoding>/`
+and its export to `exports/<model>/<study>/<variant>@epoch3/`; run.json, DONE and the events are the
+training run's.
+
+Outputs (saves, exports, reports, cache) go under $SMALLDATA_OUT when set, else the repo root;
+the registered datasets under $SMALLDATA_DATA when set, else data/.
 The base model itself is evaluated as the run `<model>/base/base` (no adapter).
 """
 
@@ -27,7 +34,8 @@ ROOT = Path(__file__).resolve().parents[2]
 MODELS = Path(os.environ.get("SMALLDATA_MODELS", ROOT / "models"))
 EXPERIMENTS = ROOT / "experiments"
 TEMPLATES = ROOT / "templates"
-DATA = ROOT / "data"
+# LLaMA-Factory's dataset_dir; $SMALLDATA_DATA points it at a copy (tests never touch the user's registry)
+DATA = Path(os.environ.get("SMALLDATA_DATA", ROOT / "data"))
 
 
 def out_root() -> Path:
@@ -53,6 +61,7 @@ def cache_dir() -> Path:
 
 BASE_STUDY = "base"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+_EPOCH = re.compile(r"^(.*)@epoch(\d+)$")
 
 
 def _check(part: str, what: str) -> str:
@@ -66,15 +75,24 @@ class Run:
     model: str
     study: str
     variant: str
+    epoch: int | None = None  # None: the run's final adapter; N: its checkpoint at the end of epoch N
 
     def __post_init__(self) -> None:
         _check(self.model, "model")
         _check(self.study, "study")
         _check(self.variant, "variant")
+        if self.epoch is not None:
+            if isinstance(self.epoch, bool) or not isinstance(self.epoch, int) or self.epoch < 1:
+                raise ValueError(f"bad epoch {self.epoch!r}: epochs count from 1")
+            if self.study == BASE_STUDY:
+                raise ValueError("the base model has no epochs (it is not trained)")
 
     @classmethod
     def parse(cls, name: str) -> Run:
-        """Accept `model/study/variant`, a config path or an output folder."""
+        """Accept `model/study/variant[@epochN]`, a config path or an output folder."""
+        m = _EPOCH.match(str(name))
+        if m:
+            return cls.parse(m.group(1)).at_epoch(int(m.group(2)))
         p = Path(name)
         if p.suffix in (".yaml", ".yml"):
             study = p.parent.name
@@ -100,9 +118,19 @@ class Run:
     def is_base(self) -> bool:
         return self.study == BASE_STUDY
 
+    def at_epoch(self, epoch: int | None) -> Run:
+        """The same training run at the end of epoch `epoch` (None: its final adapter)."""
+        return Run(self.model, self.study, self.variant, epoch)
+
+    @property
+    def trained(self) -> Run:
+        """The training run this one belongs to (itself when it names no epoch)."""
+        return self.at_epoch(None)
+
     @property
     def name(self) -> str:
-        return f"{self.model}/{self.study}/{self.variant}"
+        tail = f"@epoch{self.epoch}" if self.epoch is not None else ""
+        return f"{self.model}/{self.study}/{self.variant}{tail}"
 
     def __str__(self) -> str:
         return self.name
@@ -133,15 +161,43 @@ class Run:
         return self.output_dir / "train.log"
 
     @property
+    def adapter_dir(self) -> Path:
+        """The adapter folder: the output folder, or for an epoch the checkpoint saved at its end."""
+        if self.epoch is None:
+            return self.output_dir
+        found = epoch_checkpoints(self.output_dir).get(self.epoch)
+        return found if found is not None else self.output_dir / f"checkpoint-of-epoch{self.epoch}-missing"
+
+    @property
     def adapter(self) -> Path:
-        return self.output_dir / "adapter_model.safetensors"
+        return self.adapter_dir / "adapter_model.safetensors"
+
+    @property
+    def full_weights(self) -> Path:
+        """Where a full-parameter run (full, freeze, GaLore, APOLLO, BAdam) saves its whole model."""
+        return self.output_dir / "model.safetensors"
+
+    @property
+    def is_full_model(self) -> bool:
+        """A run that saved a whole model (config.json + weights) and no adapter."""
+        out = self.output_dir
+        weights = self.full_weights.exists() or (out / "model.safetensors.index.json").exists()
+        return not self.adapter.exists() and weights and (out / "config.json").exists()
 
     def is_finished(self) -> bool:
-        return self.done_marker.exists() and self.adapter.exists()
+        return self.done_marker.exists() and (self.adapter.exists() or self.is_full_model)
+
+    def epochs(self) -> list[Run]:
+        """One run per epoch that has a checkpoint, in order (empty when none was kept)."""
+        return [self.at_epoch(e) for e in sorted(epoch_checkpoints(self.output_dir))]
 
     # -- evaluation ---------------------------------------------------------------------------
+    @property
+    def eval_root(self) -> Path:
+        return self.output_dir / ("eval" if self.epoch is None else f"eval@epoch{self.epoch}")
+
     def eval_dir(self, testset: str, decoding: str) -> Path:
-        return self.output_dir / "eval" / _check(testset, "test set") / _check(decoding, "decoding")
+        return self.eval_root / _check(testset, "test set") / _check(decoding, "decoding")
 
     def predictions(self, testset: str, decoding: str) -> Path:
         return self.eval_dir(testset, decoding) / "predictions.jsonl"
@@ -158,11 +214,34 @@ class Run:
     # -- export -------------------------------------------------------------------------------
     @property
     def export_dir(self) -> Path:
-        return exports_dir() / self.model / self.study / self.variant
+        return exports_dir() / self.model / self.study / self.name.rsplit("/", 1)[1]
 
     @property
     def export_config(self) -> Path:
         return EXPERIMENTS / self.study / f"{self.model}_lora_export_{self.variant}.yaml"
+
+
+def epoch_checkpoints(output_dir: Path) -> dict[int, Path]:
+    """{epoch: checkpoint folder}: each complete checkpoint-<step> (trainer_state.json, written last)
+    belongs to the epoch its `epoch` value falls in (1.0 -> 1, 1.5 -> 2; a run cut short by max_steps
+    ends inside its last epoch); several in one epoch (save_steps) -> the last of them."""
+    import json
+    import math
+
+    found: dict[int, tuple[int, Path]] = {}
+    for p in Path(output_dir).glob("checkpoint-*"):
+        step = p.name.split("-", 1)[1]
+        state = p / "trainer_state.json"
+        if not (p.is_dir() and step.isdigit() and state.exists()):
+            continue
+        try:
+            epoch = float(json.loads(state.read_text()).get("epoch") or 0)
+        except (OSError, ValueError, AttributeError):
+            continue
+        e = max(1, math.ceil(round(epoch, 6)))
+        if e not in found or int(step) > found[e][0]:
+            found[e] = (int(step), p)
+    return {e: p for e, (_, p) in sorted(found.items())}
 
 
 def report_dir(study: str) -> Path:

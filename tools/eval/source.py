@@ -1,4 +1,5 @@
-"""Where a run's model comes from: the profile's base model, a finished adapter run, or a merged folder."""
+"""Where a run's model comes from: the profile's base model, a finished adapter run (or one epoch's
+checkpoint of it, `<run>@epochN`), or a merged folder."""
 
 from __future__ import annotations
 
@@ -83,13 +84,22 @@ def resolve_source(
             f"run {run}: no output folder {out} (not trained yet? `make sweep STUDY={run.study}`)"
         )
     info = json.loads(run.run_json.read_text()) if run.run_json.exists() else {}
+    if run.epoch is not None and run.done_marker.exists() and not run.adapter.exists():
+        have = ", ".join(f"@epoch{r.epoch}" for r in run.trained.epochs()) or "none"
+        raise GenerateError(
+            f"run {run}: no checkpoint of epoch {run.epoch} in {out} (epochs with a checkpoint: {have}; "
+            "a run keeps one per epoch when trained with save_strategy: epoch)"
+        )
     if not run.is_finished():
         status = info.get("status", "unknown")
         raise GenerateError(
             f"run {run} is not finished (run.json status {status!r}, "
             f"{'no DONE marker' if not run.done_marker.exists() else 'no adapter_model.safetensors'} in {out})"
         )
-    cfg_path = out / "adapter_config.json"
+    if run.is_full_model:  # full / freeze / GaLore / APOLLO / BAdam: the run folder is the whole model
+        tpl = template or info.get("template") or _profile_template(run.model)
+        return Source(run, "merged", str(out.resolve()), tpl)
+    cfg_path = run.adapter_dir / "adapter_config.json"  # an epoch's checkpoint folder, or the run's
     adapter_cfg = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
     adapter_base = adapter_cfg.get("base_model_name_or_path")
     prof = None
@@ -112,7 +122,7 @@ def resolve_source(
         extra = _profile_extra(prof)
     except (GenerateError, FileNotFoundError, ValueError):
         pass
-    return Source(run, "adapter", _model_path(str(base)), tpl, adapter=out, extra=extra)
+    return Source(run, "adapter", _model_path(str(base)), tpl, adapter=run.adapter_dir, extra=extra)
 
 
 def _profile_template(model: str) -> str:

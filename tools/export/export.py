@@ -183,12 +183,12 @@ def export_run(
         raise Refused(f"dtype {dtype!r}: use one of {', '.join(TOLERANCE)}")
     tol = TOLERANCE[dtype] if tolerance is None else tolerance
     prompts = prompts or CHECK_PROMPTS
-    config = run.output_dir / "export.yaml"
+    config = run.adapter_dir / "export.yaml"  # beside the adapter it merges (an epoch's: its checkpoint)
     atomic_write_text(config, render_config(run, info, final, dtype=dtype, device=device))
     t0 = time.time()
     try:
         with atomic_dir(final) as tmp:
-            llamafactory_export(config, tmp, run.output_dir / "export.log")
+            llamafactory_export(config, tmp, run.adapter_dir / "export.log")
             check = logit_check(info["base_path"], info["adapter_dir"], tmp, prompts, tol)
             if not check["passed"]:
                 raise CheckFailed(
@@ -259,7 +259,7 @@ def _export_one(run: Run, a: argparse.Namespace) -> None:
         info = run_info(run)
         dtype = a.dtype or default_dtype(info)
         text = render_config(run, info, run.export_dir, dtype, a.device)
-        print(f"export config: {atomic_write_text(run.output_dir / 'export.yaml', text)}")
+        print(f"export config: {atomic_write_text(run.adapter_dir / 'export.yaml', text)}")
         return
     rec = export_run(run, a.dtype, a.device, a.tolerance, None, a.full_precision_base, a.force)
     c = rec["check"]

@@ -88,6 +88,11 @@ def check_sources(runs: list[Run], method: str, weights: list[float] | None) -> 
     infos = [run_info(r) for r in runs]
     for info in infos:
         refuse_quantised_base(info)
+        if info["peft_type"] != "LORA":  # add_weighted_adapter and the mergekit path are LoRA-only
+            raise Refused(
+                f"run {info['run']}: a {info['peft_type']} adapter; combining adapters needs LoRA ones "
+                "(export it alone: python -m tools.export --run ...)"
+            )
         if info["use_dora"] and method in PEFT_METHODS:
             raise Refused(f"run {info['run']}: DoRA adapters carry magnitudes PEFT's weighted merge drops")
     if any(not same_model(i["base_path"], infos[0]["base_path"]) for i in infos[1:]):
@@ -123,15 +128,15 @@ def merge_adapters(
     seed: int = 0,
 ) -> Run:
     """PEFT weighted-adapter merge into a new adapter run (`saves/<model>/lora/merge/<method>_<name>`)."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
     if method not in PEFT_METHODS:
         raise Refused(f"method {method!r} is not a PEFT adapter merge; use one of {', '.join(PEFT_METHODS)}")
     if method in DENSITY_METHODS and not 0.0 < density <= 1.0:
         raise Refused(f"density {density}: must be in (0, 1]")
     infos = check_sources(runs, method, weights)
+    import torch  # after the checks: a refusal costs no torch import
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
     weights = weights or default_weights(method, len(runs))
     out = merged_run(runs[0].model, method, name)
     started, t0 = _now(), time.time()
@@ -266,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     try:
         runs = [Run.parse(r) for r in a.runs]
+        merged_run(runs[0].model, a.method, a.name)  # a --name that is not path-safe is refused first
         if a.method in MERGEKIT_METHODS:
             print(f"merged model: {merge_models(runs, a.method, a.name, a.weights, a.t)}")
         else:

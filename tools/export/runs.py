@@ -20,6 +20,19 @@ class Refused(Exception):
     """Something that cannot work, said clearly before anything is written."""
 
 
+# PEFT adapter types whose update folds into the base weights (merge_and_unload), as PEFT 0.18 implements
+# them; any other type is refused by name before anything is loaded.
+MERGEABLE_PEFT_TYPES = frozenset({"LORA", "ADALORA", "VERA", "LOHA", "LOKR", "OFT"})
+
+
+def _rank(acfg: dict) -> int:
+    """The largest rank: LoRA's rank_pattern holds ints, AdaLoRA's a keep-mask per module (its rank = kept)."""
+    ranks = [int(acfg.get("r", 0) or 0)]
+    for value in (acfg.get("rank_pattern") or {}).values():
+        ranks.append(sum(map(bool, value)) if isinstance(value, list) else int(value))
+    return max(ranks)
+
+
 # ---------------------------------------------------------------- what a run is made of
 def load_profile(model: str) -> dict | None:
     """The model profile, or None when there is no such profile (a broken one is still an error)."""
@@ -40,9 +53,34 @@ def resolve_model_path(name: str) -> str:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise Refused(f"{path}: not UTF-8 text (byte {e.start})") from None
     except json.JSONDecodeError as e:
-        raise Refused(f"{path}: broken JSON ({e.msg}, line {e.lineno})") from e
+        raise Refused(f"{path}: broken JSON ({e.msg}, line {e.lineno})") from None
+    if not isinstance(data, dict):
+        raise Refused(f"{path}: expected a JSON object, found {type(data).__name__}")
+    return data
+
+
+def check_safetensors(path: Path) -> None:
+    """A .safetensors file whose header and tensor data are complete (a truncated copy is refused
+    here, by name, rather than failing inside PEFT or torch with a traceback)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if n <= 0 or 8 + n > size:
+            raise Refused(f"{path}: truncated or not a safetensors file ({size} bytes; header says {n})")
+        try:
+            header = json.loads(f.read(n))
+            end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, KeyError, TypeError, IndexError):
+            raise Refused(f"{path}: broken safetensors header") from None
+    if 8 + n + end != size:
+        raise Refused(
+            f"{path}: truncated ({size} bytes, its header needs {8 + n + end}): copy it again or retrain"
+        )
 
 
 def run_info(run: Run) -> dict[str, Any]:
@@ -64,10 +102,27 @@ def run_info(run: Run) -> dict[str, Any]:
             + (f", missing {', '.join(missing)}" if missing else "")
             + f" in {out}): finish or retrain it first"
         )
-    acfg_path = out / "adapter_config.json"
+    if run.is_full_model:
+        raise Refused(
+            f"run {run} trained the model's own weights (finetuning_type "
+            f"{(rj.get('resolved_config') or {}).get('finetuning_type', 'full')}): {out} already is the whole "
+            "model, with no adapter to merge; evaluate or copy it as it is"
+        )
+    acfg_path = run.adapter_dir / "adapter_config.json"  # an epoch's checkpoint folder, or the run's
     if not acfg_path.exists():
-        raise Refused(f"run {run}: no adapter_config.json in {out}")
+        raise Refused(f"run {run}: no adapter_config.json in {run.adapter_dir}")
     acfg = _read_json(acfg_path)
+    for weights in run.adapter_dir.glob("adapter_model*.safetensors"):
+        try:
+            check_safetensors(weights)
+        except Refused as e:
+            raise Refused(f"run {run}: {e}") from None
+    peft_type = str(acfg.get("peft_type") or "LORA").upper()
+    if peft_type not in MERGEABLE_PEFT_TYPES:
+        raise Refused(
+            f"run {run}: its adapter is a {peft_type} adapter ({acfg_path}), which PEFT cannot merge into the "
+            f"base weights (mergeable: {', '.join(sorted(MERGEABLE_PEFT_TYPES))}); serve it as an adapter"
+        )
     profile = load_profile(run.model) or {}
     base = (
         rj.get("model_name_or_path")
@@ -92,15 +147,15 @@ def run_info(run: Run) -> dict[str, Any]:
             "its folder holds only the top adapter; merge the earlier one first"
         )
     qbit = resolved.get("quantization_bit") or (rj.get("hparams") or {}).get("quantization_bit")
-    rank_pattern = acfg.get("rank_pattern") or {}
     return {
         "run": run.name,
-        "adapter_dir": str(out),
+        "adapter_dir": str(run.adapter_dir),
         "model_name_or_path": base,
         "base_path": resolve_model_path(base),
         "template": template,
         "quantization_bit": qbit,
-        "rank": max([int(acfg.get("r", 0)), *map(int, rank_pattern.values())]),
+        "rank": _rank(acfg),
+        "peft_type": peft_type,
         "use_dora": bool(acfg.get("use_dora")),
         "run_json": rj,
         "profile": profile,

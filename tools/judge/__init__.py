@@ -1,6 +1,8 @@
 """The judge, FastChat `llm_judge`-style: protocols as data (`protocol`), the OpenAI-compatible client
 (`client`), the append-only cache (`cache`), cost (`cost`), parsing (`parse`), statistics (`stats`),
-the offline judge (`offline`), a local server (`serve`) and the run that ties them (`run`, `cli`).
+the offline judge (`offline`), a local server (`serve`) and the run that ties them (`run`, `cli`);
+HW5's submission file (`submit`), reference provenance (`references`), the length-controlled score
+(`length`), two judges' agreement (`agree`), the progress bar (`progress`).
 `python -m tools.judge --help`. Imports the core."""
 
 from tools.core.face import lazy_face
@@ -15,5 +17,10 @@ __getattr__, __all__ = lazy_face(
         **dict.fromkeys(["JudgeError", "JudgeSpec", "api_spec"], "run"),
         **dict.fromkeys(["cost_usd", "messages_tokens", "price_of"], "cost"),
         "JudgeCache": "cache",
+        **dict.fromkeys(["length_controlled"], "length"),
+        **dict.fromkeys(["agreement", "winner_agreement"], "agree"),
+        "build_submission": "submit",
+        **dict.fromkeys(["read_references", "provenance"], "references"),
+        "OfflineJudge": "offline",
     },
 )

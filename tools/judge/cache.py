@@ -15,6 +15,7 @@ from pathlib import Path
 
 from plugins.fileio import append_jsonl, read_jsonl, sha256_text
 from tools.core.paths import cache_dir
+from tools.judge.parse import HI, LO
 
 
 def judgment_key(
@@ -45,12 +46,38 @@ def _cut_torn_tail(path: Path) -> None:
         f.truncate(data.rfind(b"\n") + 1)
 
 
+def check_row(row: object, path: Path, line: int) -> dict:
+    """A cached judgment as written by this tool; anything else is a damaged cache, refused by line
+    (a score outside 1-10 must never be averaged in, unless the official parser counted and flagged it)."""
+    where = f"{path}: line {line}"
+    if not isinstance(row, dict):
+        raise ValueError(f"{where}: not a judgment (a JSON {type(row).__name__}, not an object)")
+    if not isinstance(row.get("key"), str) or not row["key"]:
+        raise ValueError(f"{where}: not a judgment (field 'key' missing or not a string)")
+    for f in ("score_answer", "score_reference"):
+        x = row.get(f)
+        if x is None:
+            continue
+        if isinstance(x, bool) or not isinstance(x, int | float) or x != x:
+            raise ValueError(f"{where}: field {f!r} = {x!r} is not a number: the cache is damaged")
+        # HW5's official parser counts an out-of-range number on purpose and flags it (`quirk`)
+        if not LO <= x <= HI and not (isinstance(row.get("quirk"), str) and row["quirk"]):
+            raise ValueError(
+                f"{where}: field {f!r} = {x!r} is outside the protocol's range {LO:g}-{HI:g}: the cache is "
+                "damaged; delete that line (it will be judged again) or the file"
+            )
+    if not isinstance(row.get("usage", {}), dict):
+        raise ValueError(f"{where}: field 'usage' must be an object")
+    return row
+
+
 class JudgeCache:
     def __init__(self, path: Path):
         self.path = Path(path)
         _cut_torn_tail(self.path)
         self.rows: dict[str, dict] = {}
-        for row in read_jsonl(self.path):
+        for n, row in enumerate(read_jsonl(self.path), 1):
+            row = check_row(row, self.path, n)
             self.rows.setdefault(row["key"], row)  # first answer wins: a duplicate never counts twice
 
     def __contains__(self, key: str) -> bool:

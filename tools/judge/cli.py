@@ -16,29 +16,42 @@ Who judges:
 - --serve-local DIR: that model served by `llamafactory-cli api` on a free loopback port (started
   and stopped here), judged through the API path: for a local model big enough to follow the prompt.
 
-Protocols (templates/judge/*.yaml): hw5_pairwise (HW5's: reference = Assistant 1, answer =
-Assistant 2; the mean of Assistant 2's scores), single (MT-Bench `Rating: [[N]]`, no reference);
-`auto` picks hw5_pairwise when every prompt has a reference. --swap judges both orders and reports
-each, their mean and the position bias.
+Protocols (templates/judge/*.yaml): hw5_official (HW5's evaluate.py byte for byte: max_tokens 5,
+its parse and average; quirky replies counted and flagged), hw5_pairwise (the same prompt, 512
+tokens, the robust parser), single (MT-Bench `Rating: [[N]]`, no reference); `auto` picks
+hw5_official on HW5's test sets (hw5_*), hw5_pairwise elsewhere when every prompt has a reference,
+else single. --swap judges both orders and reports each, their mean, the position bias and the flip
+rate. --references FILE judges against other reference answers (joined by id); scores.json records
+which references it used. --second-judge-base-url/--second-judge-model: a second judge on the same
+answers, its agreement in scores.json (and `python -m tools.judge.agree` across two runs); its key,
+if its endpoint needs one, is read from SECOND_JUDGE_API_KEY (OPENAI_API_KEY when it is OpenAI's).
+
+Exit status: 0 judged; 1 some judgments failed (endpoint down, HTTP errors, malformed bodies: what
+was judged is written and cached, the failures are retried by the next run); 2 bad input or a
+refused run (nothing written).
 
 Usage:
     python -m tools.judge --run R --testset T --decoding D [--protocol auto|hw5_pairwise|single] [--swap]
         [--base-url URL] [--model gpt-4o-mini] [--concurrency 8] [--timeout 60] [--max-retries 5]
         [--dry-run] [--max-cost 1.0] [--offline] [--offline-model DIR]
-        [--serve-local DIR [--serve-template T]] [--compare OTHER_RUN]
+        [--serve-local DIR [--serve-template T]] [--compare OTHER_RUN] [--references FILE]
+        [--second-judge-base-url URL --second-judge-model M]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
 
-from plugins.fileio import read_jsonl
+from plugins.fileio import atomic_write_jsonl, read_jsonl
 from tools.core.paths import MODELS, Run
 from tools.judge.client import CallStats, Endpoint
+from tools.judge.progress import JudgeProgress
 from tools.judge.protocol import ProtocolError, load_protocol
+from tools.judge.references import ReferenceError, join_references, label, provenance, read_references
 from tools.judge.run import (
     DEFAULT_MODEL,
     JudgeError,
@@ -56,6 +69,7 @@ from tools.judge.run import (
     score_summary,
     write_results,
 )
+from tools.judge.serve import ServeError
 from tools.judge.stats import paired_difference
 
 DEFAULT_OFFLINE_MODEL = MODELS / "smollm2-135m-instruct"
@@ -83,15 +97,27 @@ def run_judge(
     serve_template: str | None = None,
     timeout: float = 60.0,
     max_retries: int = 5,
+    references: str | Path | None = None,
+    second_base_url: str | None = None,
+    second_model: str | None = None,
     say=print,
+    progress_bar: bool = True,
+    judge_factory=None,
 ) -> dict:
-    """Judge one run's predictions; returns {scores, estimate, rows} ({estimate} only on a dry run)."""
+    """Judge one run's predictions; returns {scores, estimate, rows} ({estimate} only on a dry run).
+
+    `judge_factory(model_dir) -> OfflineJudge` lets a caller share one loaded offline judge across
+    runs (tools.eval.study); it is called only when a judgment is missing from the cache.
+    """
     r = Run.parse(run)
     pred = r.predictions(testset, decoding)
     items = load_items(pred)
+    ref_path = Path(references) if references else None
     try:
-        proto = load_protocol(choose_protocol(items, protocol))
-    except ProtocolError as e:
+        if ref_path is not None:
+            items = join_references(items, read_references(ref_path), ref_path)
+        proto = load_protocol(choose_protocol(items, protocol, testset))
+    except (ProtocolError, ReferenceError) as e:
         raise JudgeError(str(e)) from e
     check_references(items, proto, pred)
     if swap and proto.kind != "pairwise":
@@ -99,6 +125,8 @@ def run_judge(
 
     api_key = os.environ.get("OPENAI_API_KEY") or None
     if serve_local:
+        if not (Path(serve_local) / "config.json").is_file():
+            raise JudgeError(f"--serve-local {serve_local}: not a model folder (no config.json there)")
         mode, spec = "serve", local_spec(Path(serve_local).name, "local")
     elif offline or (offline is None and not base_url and not api_key):
         offline_model = Path(offline_model or DEFAULT_OFFLINE_MODEL)
@@ -129,23 +157,26 @@ def run_judge(
     if est["cost_usd"] is not None and est["cost_usd"] > max_cost:
         raise JudgeError(
             f"estimated cost {_money(est['cost_usd'])} is above the limit ${max_cost:.2f}: "
-            f"raise it with --max-cost {est['cost_usd'] * 1.2:.2f} if you mean it"
+            f"raise it with --max-cost {max(0.01, math.ceil(est['cost_usd'] * 120) / 100):.2f} if you mean it"
         )
 
     failures, stats = {}, CallStats()
     n_todo = len({p.key for p in todo})
-    done, every = [0], max(1, n_todo // 10)
-
-    def progress(row: dict) -> None:
-        done[0] += 1
-        if done[0] % every == 0 or done[0] == n_todo:
-            say(f"  {done[0]}/{n_todo} judged")
+    progress = JudgeProgress(
+        len(planned) - len(todo) + n_todo,
+        len(planned) - len(todo),
+        f"judge {r.variant}",
+        spec.price_model,
+        spec.billed,
+        enabled=progress_bar and bool(todo),
+    )
 
     if todo:
         if mode == "offline":
             from tools.judge.offline import OfflineJudge
 
-            failures, stats = judge_offline(todo, proto, spec, OfflineJudge(offline_model), cache, progress)
+            judge = (judge_factory or OfflineJudge)(offline_model)
+            failures, stats = judge_offline(todo, proto, spec, judge, cache, progress)
         else:
             ep = Endpoint(
                 model=model,
@@ -163,10 +194,26 @@ def run_judge(
                     failures, stats = judge_api(todo, proto, spec, ep, cache, progress)
             else:
                 failures, stats = judge_api(todo, proto, spec, ep, cache, progress)
+    progress.close()
 
     rows = collect(planned, cache, failures, {p.key for p in todo})
     scores = score_summary(rows, proto, spec, swap, stats)
     scores.update(run=r.name, testset=testset, decoding=decoding, estimate_this_run=est)
+    scores["references"] = provenance(items, testset, ref_path, pred)
+    if second_model or second_base_url:
+        from tools.judge.agree import agreement, judge_second, second_path
+
+        ep2 = Endpoint(
+            model=second_model or model,
+            base_url=second_base_url,
+            api_key=api_key if not second_base_url else os.environ.get("SECOND_JUDGE_API_KEY"),
+            timeout=timeout,
+            max_retries=max_retries,
+            concurrency=concurrency,
+        )
+        rows2 = judge_second(items, proto, swap, ep2, max_cost, say)
+        atomic_write_jsonl(second_path(r, testset, decoding), rows2)
+        scores["agreement"] = agreement(rows, rows2)
     write_results(r.judgments(testset, decoding), r.scores(testset, decoding), rows, scores)
 
     ci = scores["ci95"]
@@ -179,23 +226,31 @@ def run_judge(
         f"  mean {mean} over n={scores['n']} of {scores['n_items']} "
         f"(unparsed {scores['n_unparsed']}, failed {scores['n_failed']}) -> {r.scores(testset, decoding)}"
     )
+    say(f"  protocol {proto.name} ({proto.parser} parse); {label(scores['references'])}")
+    if scores.get("n_quirks"):
+        say(f"  counted as the course counts them, but suspect: {scores['n_quirks']} {scores['quirks']}")
     if "swap" in scores:
         sw = scores["swap"]
         say(
             f"  swap: ab {sw['ab']['mean']}, ba {sw['ba']['mean']}, mean of orders {sw['mean_of_orders']['mean']}, "
-            f"position bias {sw['position_bias']['mean']} {sw['position_bias']['ci95']}"
+            f"position bias {sw['position_bias']['mean']} {sw['position_bias']['ci95']}, "
+            f"flip rate {sw['flip_rate']} ({sw['n_flips']}/{sw['n_pairs']} prompts change winner)"
         )
+    if "agreement" in scores:
+        ag = scores["agreement"]
+        say(f"  second judge {ag['judge_second']}: Spearman {ag['spearman']} on n={ag['n']}")
     return {"scores": scores, "estimate": est, "rows": rows}
 
 
 def answer_scores(run: str, testset: str, decoding: str) -> tuple[dict[str, float], str | None]:
-    """{id: score of the answer} in the main order of a judged run, and its judge model."""
+    """{id: score of the answer} in the main order of a judged run, and its judge model (and protocol)."""
     path = Run.parse(run).judgments(testset, decoding)
     if not path.exists():
         raise JudgeError(f"{path}: not judged yet (run tools.judge on {run} first)")
     rows = list(read_jsonl(path))
     main = "single" if rows and rows[0]["protocol"] == "single" else "ab"
-    judge_model = rows[0]["judge_model"] if rows else None
+    # the judge and the protocol: scores are comparable only when both are the same
+    judge_model = f"{rows[0]['judge_model']} ({rows[0]['protocol']})" if rows else None
     return {
         r["id"]: float(r["score_answer"]) for r in rows if r["order"] == main and r["parsed"]
     }, judge_model
@@ -206,7 +261,9 @@ def compare_runs(run: str, other: str, testset: str, decoding: str, say=print) -
     mine, judge_a = answer_scores(run, testset, decoding)
     theirs, judge_b = answer_scores(other, testset, decoding)
     if judge_a != judge_b:
-        raise JudgeError(f"{run} was judged by {judge_a} and {other} by {judge_b}: not comparable")
+        raise JudgeError(
+            f"{run} was judged by {judge_a} and {other} by {judge_b}: not comparable (judge or protocol)"
+        )
     d = paired_difference(theirs, mine)
     if d["diff"] is None:
         raise JudgeError(f"{run} and {other} have no scored prompt in common")
@@ -223,7 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run", required=True, help="model/study/variant")
     ap.add_argument("--testset", required=True)
     ap.add_argument("--decoding", default="greedy")
-    ap.add_argument("--protocol", default="auto", help="auto | hw5_pairwise | single | a protocol YAML")
+    ap.add_argument(
+        "--protocol", default="auto", help="auto | hw5_official | hw5_pairwise | single | a protocol YAML"
+    )
     ap.add_argument(
         "--swap", action="store_true", help="judge both orders; report each, their mean and the bias"
     )
@@ -247,9 +306,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--serve-template", default=None, help="LLaMA-Factory template for --serve-local")
     ap.add_argument("--compare", default=None, metavar="OTHER_RUN", help="paired difference with another run")
+    ap.add_argument(
+        "--references",
+        default=None,
+        help="reference answers joined by id (any shape), e.g. the course's file",
+    )
+    ap.add_argument("--second-judge-base-url", default=None, help="a second judge: its endpoint")
+    ap.add_argument("--second-judge-model", default=None, help="a second judge: its model (agreement)")
     a = ap.parse_args(argv)
     try:
-        run_judge(
+        res = run_judge(
             a.run,
             a.testset,
             a.decoding,
@@ -266,10 +332,24 @@ def main(argv: list[str] | None = None) -> int:
             serve_template=a.serve_template,
             timeout=a.timeout,
             max_retries=a.max_retries,
+            references=a.references,
+            second_base_url=a.second_judge_base_url,
+            second_model=a.second_judge_model,
         )
+        failed = (res.get("scores") or {}).get("n_failed", 0) + (
+            (res.get("scores") or {}).get("swap") or {}
+        ).get("n_failed", 0)
+        if failed:  # endpoint down, HTTP 400, a malformed body: the mean is not over the whole set
+            s = res["scores"]
+            print(
+                f"judge: error: {failed} judgment(s) failed (n={s['n']} of {s['n_items']} scored); the failures "
+                "are not cached: fix the endpoint and re-run to judge them",
+                file=sys.stderr,
+            )
+            return 1
         if a.compare and not a.dry_run:
             compare_runs(a.run, a.compare, a.testset, a.decoding)
-    except (JudgeError, ValueError) as e:
+    except (JudgeError, ValueError, ServeError) as e:
         print(f"judge: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -10,8 +10,7 @@ from __future__ import annotations
 import functools
 import math
 
-import yaml
-
+from tools.core.profiles import load_yaml
 from tools.judge.protocol import JUDGE_TEMPLATES
 
 PRICES_FILE = JUDGE_TEMPLATES / "prices.yaml"
@@ -20,7 +19,7 @@ OPENAI_HOSTS = ("api.openai.com",)
 
 @functools.cache
 def prices() -> dict[str, dict[str, float]]:
-    return yaml.safe_load(PRICES_FILE.read_text()) or {}
+    return load_yaml(PRICES_FILE) or {}
 
 
 def price_of(model: str) -> dict[str, float] | None:

@@ -4,6 +4,8 @@ Pairwise (HW5): the first non-empty line should hold two numbers from 1 to 10 ("
 "Scores: 7 8", "7/10 8/10", "**7 8**"). Judges sometimes put the scores on labelled lines
 ("Assistant 1: 7" ... "Assistant 2: 8"); that shape is accepted too. Anything else is unparsed.
 Single (MT-Bench): the last "[[N]]" in the text, else a "Rating: N" line.
+Official (HW5's evaluate.py, `parse_official`): its rule exactly, quirks and all; what it counts that
+the robust parser would not is flagged in `Parsed.quirk`, so the user sees it beside the number.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ _RATING = re.compile(r"rating\s*[:=]?\s*\[?\s*(\d+(?:\.\d+)?)", re.I)
 class Parsed:
     scores: tuple[float, ...] | None  # (Assistant 1, Assistant 2) or (rating,)
     reason: str = ""
+    quirk: str | None = None  # official parse only: why this counted score is suspect
 
     @property
     def ok(self) -> bool:
@@ -64,8 +67,31 @@ def parse_single(text: str | None) -> Parsed:
     return Parsed((x,)) if LO <= x <= HI else Parsed(None, f"rating {found[-1]} out of range")
 
 
-def parse(kind: str, text: str | None) -> Parsed:
-    return parse_pair(text) if kind == "pairwise" else parse_single(text)
+_OFFICIAL_NUM = re.compile(r"\d+\.?\d*")  # evaluate.py's pattern, verbatim
+
+
+def parse_official(text: str | None) -> Parsed:
+    """HW5's rule: strip, first line, `re.findall(r'\\d+\\.?\\d*')`; >= 2 numbers -> (first, second)."""
+    content = (text or "").strip()
+    first_line = content.split("\n")[0].strip()
+    found = _OFFICIAL_NUM.findall(first_line)
+    if len(found) < 2:
+        return Parsed(None, f"{len(found)} number(s) on the first line: {first_line[:80]!r}")
+    pair = (float(found[0]), float(found[1]))
+    quirk = None
+    if _NAME.search(first_line):
+        quirk = "assistant name read as a score"
+    elif not _in_range(list(pair)):
+        quirk = "score out of 1-10"
+    elif len(found) > 2:
+        quirk = f"{len(found)} numbers on the first line"
+    return Parsed(pair, quirk=quirk)
+
+
+def parse(kind: str, text: str | None, parser: str = "robust") -> Parsed:
+    if kind == "pairwise":
+        return parse_official(text) if parser == "official" else parse_pair(text)
+    return parse_single(text)
 
 
 def answer_score(kind: str, order: str, p: Parsed) -> tuple[float | None, float | None]:

@@ -8,12 +8,12 @@ Orders for the pairwise kind: "ab" = reference is Assistant 1, answer is Assista
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from tools.core.paths import TEMPLATES
+from tools.core.profiles import ConfigError, load_yaml
 
 JUDGE_TEMPLATES = TEMPLATES / "judge"
 REQUIRED = ("name", "version", "kind", "system", "prompt", "max_tokens", "expected_completion_tokens")
@@ -34,6 +34,13 @@ class Protocol:
     expected_completion_tokens: int
     needs_reference: bool
     offline: dict
+    # How the reply becomes scores: "robust" (parse.parse_pair, ours) or "official" (HW5's evaluate.py).
+    parser: str = "robust"
+    temperature: float = 0.0
+    seed: int | None = 42  # None: the request carries no seed (HW5's script sends none)
+    # Put back before the question when it is not there (HW5's test file embeds the Alpaca preamble in
+    # each prompt; our loaders strip it, the course's script sends it).
+    question_prefix: str = ""
 
     def orders(self, swap: bool) -> list[str]:
         if self.kind == "single":
@@ -41,6 +48,8 @@ class Protocol:
         return ["ab", "ba"] if swap else ["ab"]
 
     def messages(self, question: str, answer: str, reference: str | None, order: str) -> list[dict]:
+        if self.question_prefix and not question.startswith(self.question_prefix):
+            question = self.question_prefix + question
         if self.kind == "single":
             user = self.prompt.format_map({"question": question, "answer": answer})
         else:
@@ -55,6 +64,27 @@ def available() -> list[str]:
     return sorted(p.stem for p in JUDGE_TEMPLATES.glob("*.yaml") if p.stem != "prices")
 
 
+PLACEHOLDERS = {"pairwise": {"question", "answer_1", "answer_2"}, "single": {"question", "answer"}}
+
+
+def _check_placeholders(path: Path, d: dict) -> None:
+    """Every `{name}` in the prompts is one the protocol fills; a stray one would fail mid-run."""
+    allowed = PLACEHOLDERS[d["kind"]]
+    for field in ("prompt", "system"):
+        if not isinstance(d[field], str):
+            raise ProtocolError(f"{path}: field {field!r} must be a string")
+    try:
+        used = {f for _, f, _, _ in string.Formatter().parse(d["prompt"]) if f is not None}
+    except ValueError as e:
+        raise ProtocolError(f"{path}: field 'prompt': {e} (write a literal brace as {{{{ or }}}})") from None
+    unknown = sorted(used - allowed)
+    if unknown:
+        raise ProtocolError(
+            f"{path}: field 'prompt': unknown placeholder(s) {', '.join('{' + u + '}' for u in unknown)}; "
+            f"a {d['kind']} protocol fills {', '.join(sorted(allowed))}"
+        )
+
+
 def load_protocol(name_or_path: str) -> Protocol:
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
@@ -63,13 +93,22 @@ def load_protocol(name_or_path: str) -> Protocol:
         raise ProtocolError(
             f"no judge protocol {name_or_path!r} ({path}); available: {', '.join(available())}"
         )
-    d = yaml.safe_load(path.read_text()) or {}
+    try:
+        d = load_yaml(path) or {}
+    except ConfigError as e:
+        raise ProtocolError(str(e)) from None
+    if not isinstance(d, dict):
+        raise ProtocolError(f"{path}: a judge protocol is a mapping of keys to values")
     missing = [k for k in REQUIRED if k not in d]
     if missing:
         raise ProtocolError(f"{path}: missing field(s) {', '.join(missing)}")
     if d["kind"] not in ("pairwise", "single"):
         raise ProtocolError(f"{path}: kind must be pairwise or single, not {d['kind']!r}")
+    _check_placeholders(path, d)
     offline = {k: v for k, v in d.items() if k.startswith("offline_")}
+    parser = d.get("parser", "robust")
+    if parser not in ("robust", "official"):
+        raise ProtocolError(f"{path}: parser must be robust or official, not {parser!r}")
     return Protocol(
         name=d["name"],
         version=int(d["version"]),
@@ -80,4 +119,8 @@ def load_protocol(name_or_path: str) -> Protocol:
         expected_completion_tokens=int(d["expected_completion_tokens"]),
         needs_reference=bool(d.get("needs_reference", d["kind"] == "pairwise")),
         offline=offline,
+        parser=parser,
+        temperature=float(d.get("temperature", 0.0)),
+        seed=d.get("seed", 42),
+        question_prefix=d.get("question_prefix", ""),
     )

@@ -76,11 +76,19 @@ def load_items(path: Path) -> list[Item]:
     except ValueError as e:
         raise JudgeError(str(e)) from e
     for n, row in enumerate(rows, 1):
+        if not isinstance(row, dict):
+            raise JudgeError(f"{path}: row {n}: expected an object, found {type(row).__name__}")
         for f in ("id", "instruction", "answer"):
             if f not in row or row[f] is None:
                 raise JudgeError(f"{path}: row {n}: missing field {f!r}")
-        if not isinstance(row["answer"], str):
-            raise JudgeError(f"{path}: row {n}: field 'answer' is not a string")
+        for f in ("instruction", "answer", "input", "reference"):
+            # a non-string reference must not quietly become "no reference" (and switch the protocol)
+            if row.get(f) is not None and not isinstance(row[f], str):
+                raise JudgeError(
+                    f"{path}: row {n}: field {f!r} must be a string, found {type(row[f]).__name__}"
+                )
+        if isinstance(row["id"], bool) or not isinstance(row["id"], str | int):
+            raise JudgeError(f"{path}: row {n}: field 'id' must be a string or an integer")
         rid = str(row["id"])
         if rid in seen:
             raise JudgeError(f"{path}: row {n}: duplicate id {rid!r}")
@@ -95,11 +103,18 @@ def load_items(path: Path) -> list[Item]:
     return items
 
 
-def choose_protocol(items: list[Item], name: str) -> str:
-    """`auto`: HW5's pairwise protocol when every prompt has a reference, else single-answer grading."""
+def choose_protocol(items: list[Item], name: str, testset: str = "") -> str:
+    """`auto`: HW5's official evaluation on HW5's test sets (hw5_test, hw5_dev), HW5's prompt with the
+    robust parser on other sets with references, single-answer grading without references."""
     if name != "auto":
         return name
-    return "hw5_pairwise" if all(i.reference for i in items) else "single"
+    if not all(i.reference for i in items):
+        return "single"
+    return "hw5_official" if is_hw5_set(testset) else "hw5_pairwise"
+
+
+def is_hw5_set(testset: str) -> bool:
+    return testset == "hw5" or testset.startswith("hw5_")
 
 
 def check_references(items: list[Item], protocol: Protocol, path: Path) -> None:
@@ -149,7 +164,7 @@ def estimate(todo: list[Planned], protocol: Protocol, spec: JudgeSpec) -> dict:
 
 # ------------------------------------------------------------------------------------------- judge
 def make_row(p: Planned, protocol: Protocol, spec: JudgeSpec, text, usage, error) -> dict:
-    parsed = parse(protocol.kind, text) if error is None else None
+    parsed = parse(protocol.kind, text, protocol.parser) if error is None else None
     ref_s, ans_s = answer_score(protocol.kind, p.order, parsed) if parsed else (None, None)
     return {
         "key": p.key,
@@ -162,6 +177,7 @@ def make_row(p: Planned, protocol: Protocol, spec: JudgeSpec, text, usage, error
         "score_answer": ans_s,
         "parsed": bool(parsed and parsed.ok),
         "reason": (parsed.reason if parsed else "") or None,
+        "quirk": parsed.quirk if parsed else None,
         "raw": text,
         "usage": usage or {"prompt_tokens": 0, "completion_tokens": 0},
         "error": error,
@@ -188,7 +204,7 @@ def judge_api(todo: list[Planned], protocol, spec, ep: Endpoint, cache: JudgeCac
         if progress:
             progress(row)
 
-    ep.max_tokens = protocol.max_tokens
+    ep.max_tokens, ep.temperature, ep.seed = protocol.max_tokens, protocol.temperature, protocol.seed
     stats = call_all([Task(p.key, p.messages) for p in by_key.values()], ep, on_done)
     return failures, stats
 
@@ -253,6 +269,8 @@ def score_summary(
         "n_unparsed": sum(1 for r in main_rows if r["error"] is None and not r["parsed"]),
         "n_failed": sum(1 for r in main_rows if r["error"] is not None),
         "order": main_order,
+        "parser": protocol.parser,
+        **quirks_block(main_rows),
         "prompt_tokens": pt,
         "completion_tokens": ct,
         "cost_usd": cost_usd(spec.price_model, pt, ct, billed=spec.billed),
@@ -267,6 +285,7 @@ def score_summary(
         ab, ba = per_order.get("ab", {}), per_order.get("ba", {})
         both = sorted(set(ab) & set(ba))
         out["swap"] = {
+            **flip_rate(rows),
             "ab": summary(ab.values()),  # answer as Assistant 2 (HW5's order)
             "ba": summary(ba.values()),  # answer as Assistant 1
             "mean_of_orders": summary((ab[i] + ba[i]) / 2 for i in both),
@@ -278,6 +297,32 @@ def score_summary(
             "n_failed": sum(1 for r in rows if r["order"] == "ba" and r["error"] is not None),
         }
     return out
+
+
+def _winner(row: dict) -> int:
+    """+1 the answer wins, -1 the reference wins, 0 a tie (whatever the order it was shown in)."""
+    d = float(row["score_answer"]) - float(row["score_reference"])
+    return (d > 0) - (d < 0)
+
+
+def flip_rate(rows: list[dict]) -> dict:
+    """Share of prompts where swapping the order changes who wins (answer, reference or tie)."""
+    by: dict[str, dict[str, int]] = {}
+    for r in rows:
+        if r["order"] in ("ab", "ba") and r["parsed"] and r["score_reference"] is not None:
+            by.setdefault(r["id"], {})[r["order"]] = _winner(r)
+    pairs = [w for w in by.values() if len(w) == 2]
+    flips = sum(1 for w in pairs if w["ab"] != w["ba"])
+    return {"flip_rate": flips / len(pairs) if pairs else None, "n_flips": flips, "n_pairs": len(pairs)}
+
+
+def quirks_block(main_rows: list[dict]) -> dict:
+    """Replies the official rule counts though they are suspect ("Assistant 1: 7" -> 7): how many, which kinds."""
+    kinds: dict[str, int] = {}
+    for r in main_rows:
+        if r.get("parsed") and r.get("quirk"):
+            kinds[r["quirk"]] = kinds.get(r["quirk"], 0) + 1
+    return {"n_quirks": sum(kinds.values()), "quirks": kinds}
 
 
 def write_results(judge_path: Path, scores_path: Path, rows: list[dict], scores: dict) -> None:

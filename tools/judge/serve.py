@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from tools.core.paths import ROOT, TEMPLATES, llamafactory_cli
+from tools.core.profiles import load_yaml
 
 
 class ServeError(RuntimeError):
@@ -36,7 +37,7 @@ def free_port() -> int:
 def template_for(model_path: Path) -> str | None:
     """The LLaMA-Factory template of the profile whose model is this folder, if any."""
     for prof in sorted((TEMPLATES / "profiles").glob("*.yaml")):
-        d = yaml.safe_load(prof.read_text()) or {}
+        d = load_yaml(prof) or {}
         p = d.get("model_name_or_path")
         if p and (ROOT / p).resolve() == Path(model_path).resolve():
             return d.get("template")

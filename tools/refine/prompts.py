@@ -8,10 +8,9 @@ import string
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from plugins.fileio import sha256_text
 from tools.core.paths import TEMPLATES
+from tools.core.profiles import ConfigError, load_yaml
 
 REFINE_TEMPLATES = TEMPLATES / "refine"
 FIELDS = {"instruction", "input", "output"}
@@ -67,9 +66,9 @@ def load_prompt(name_or_path: str) -> RewritePrompt:
     if not path.is_file():
         raise RefineError(f"no rewrite prompt {name_or_path!r} ({path}); have: {', '.join(available())}")
     try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise RefineError(f"{path}: not valid YAML ({e})") from None
+        spec = load_yaml(path)
+    except ConfigError as e:
+        raise RefineError(str(e)) from None
     if not isinstance(spec, dict):
         raise RefineError(f"{path}: a rewrite prompt is a mapping of keys to values")
     for key in ("name", "version", "rewrites", "system", "user"):

@@ -1,4 +1,5 @@
-"""Reports: collect a study's runs (`collect`, `events`), tables and verdicts (`table`), plots,
+"""Reports: collect a study's runs (`collect`, `events`), the choice made on the dev set (`choose`), the
+decision and the random floor with paired intervals (`decision`), tables and verdicts (`table`), plots,
 TensorBoard HParams (`hparams`) and the pages (`render`, `build`). `python -m tools.report --help`.
 `synthetic` writes run folders with known numbers, for tests and benchmarks. Imports the core."""
 
@@ -9,6 +10,8 @@ __getattr__, __all__ = lazy_face(
     {
         **dict.fromkeys(["build_report", "main"], "build"),
         "build_recovery_report": "recovery",
+        **dict.fromkeys(["Choice", "choose_on_dev", "dev_records", "item_scores", "role_of"], "choose"),
+        **dict.fromkeys(["decide", "random_floor"], "decision"),
         **dict.fromkeys(
             ["metrics", "scores", "write_run", "write_events", "standard_series", "curve"], "synthetic"
         ),

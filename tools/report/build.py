@@ -2,10 +2,14 @@
 
 Reads every run of the study (plus the base model run `<model>/base/base` where it exists): its
 TensorBoard events (train/loss, eval/loss, learning rate, grad norm), run.json, and each
-evaluation point's metrics.json and scores.json. Writes `reports/<study>/`:
+evaluation point's metrics.json and scores.json (the final adapter's and each epoch's). With a dev
+set, the best run, epoch and decoding are chosen there (tools.report.choose) and the page leads with
+that decision: dev and test side by side, paired intervals, the data study's random floor. Writes
+`reports/<study>/`:
 
-    report.md, index.html    table, verdict (best arm or "no clear winner"), warnings, plots, data
-    runs.csv, evals.csv      the table for pandas; every run x test set x decoding point
+    report.md, index.html    decision, table, warnings (leakage too), plots, data
+    runs.csv, evals.csv      the table for pandas; every run x epoch x set x decoding point
+    choice.json              the point chosen on dev (what the demo exports)
     plots/*.png              the figures (index.html embeds them, report.md links them)
     tb/                      HParams summaries: tensorboard --logdir reports/<study>/tb
 
@@ -29,13 +33,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from plugins.fileio import atomic_dir, atomic_write_text
+from plugins.fileio import atomic_dir, atomic_write_json, atomic_write_text
 from tools.core.paths import TEMPLATES, report_dir
 from tools.report.advice import Advice, intervals_overlap, run_advice
+from tools.report.choose import Choice, choose_on_dev, split_sets
 from tools.report.collect import RunRecord, collect, study_runs
-from tools.report.data import data_section
+from tools.report.data import data_section, leakage_lines
+from tools.report.decision import decide, random_floor
 from tools.report.hparams import write_hparams
-from tools.report.plots import axis_png, curves_png, decoding_png
+from tools.report.plots import axis_png, curves_png, decoding_png, epochs_png
 from tools.report.render import b64, display, render
 from tools.report.table import (
     Verdict,
@@ -58,16 +64,18 @@ class Report:
     records: list[RunRecord]
     advice: list[Advice] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    choice: Choice | None = None  # the best run, epoch and decoding point, chosen on the dev set
+    floor: dict | None = None  # the data study's strategies against the random arms
 
 
 def study_question(study: str) -> str | None:
     """The question the study spec asks (templates/studies/<study>.yaml), shown under the title."""
-    import yaml
+    from tools.core.profiles import load_yaml
 
     spec = TEMPLATES / "studies" / f"{study}.yaml"
     try:
-        q = (yaml.safe_load(spec.read_text()) or {}).get("question")
-    except (OSError, yaml.YAMLError, AttributeError):
+        q = (load_yaml(spec) or {}).get("question")
+    except (ValueError, AttributeError):
         return None
     return str(q) if q else None
 
@@ -83,6 +91,7 @@ def evals_frame(records: list[RunRecord]) -> pd.DataFrame:
                     "run": r.run.name,
                     "label": r.label,
                     "testset": e.testset,
+                    "epoch": e.epoch,
                     "decoding": e.decoding,
                     **judge_of(e),
                     **{k: m.get(k) for k in ("rougeL", "answer_words_mean", "truncated_share", "n")},
@@ -129,13 +138,28 @@ def build_report(
     records = collect(runs, workers, cache)
     t_read, c_read = time.perf_counter(), time.process_time()
 
-    testset, decoding = pick_point(records, testset, decoding)
+    dev, _ = split_sets(records)
+    choice = choose_on_dev(records, dev)  # on the dev set only: the test set never takes part in a choice
+    testset, decoding = pick_point(records, testset, decoding, exclude=(dev,) if dev else ())
     axis = study_axis(records)
-    table = build_table(records, testset, decoding, axis)
+    dev_points: dict = {}
+    for p in choice.candidates:  # sorted best first: each arm's own best point on dev
+        dev_points.setdefault(p.trained, p)
+    table = build_table(records, testset, decoding, axis, dev, dev_points)
     order = {run: i for i, run in enumerate(table["run"])}
     records.sort(key=lambda r: order.get(r.run.name, len(order)))  # the table's order in every figure
     v = verdict(table)
+    decision = None
+    if choice.best is not None:
+        chosen = next(r for r in records if r.run.name == choice.best.trained)
+        base = next((r for r in records if r.is_base and r.run.model == chosen.run.model), None)
+        decision = decide(records, choice, testset, (base.run, choice.best.decoding) if base else None)
+        v = Verdict(choice.metric, chosen.label, clear=decision.clear, text=" ".join(decision.lines))
+        table["best"] = (table["label"] == v.best) & ~table["is_base"]
+    floor = random_floor(records, [t for t in (testset, dev) if t], decoding or "greedy")
     warns = study_warnings(table, axis, v)
+    trained_on = sorted({d for r in records for d in str(r.hparams.get("dataset") or "").split(",") if d})
+    warns += leakage_lines(data_dir, trained_on or None)
     advice = study_advice(records, table, testset, decoding)
     sci = [c for c in table.columns if any(c in (r.info.get("scientific") or []) for r in records)]
 
@@ -150,6 +174,7 @@ def build_report(
             axis_png(table, axis),
         ),
         ("decoding.png", f"Decoding grid ({testset})", decoding_png(records, testset)),
+        ("epochs.png", f"Score per epoch on the dev set ({dev})", epochs_png(records, dev) if dev else None),
     ):
         if png:
             plots.append({"title": title, "file": name, "png": png, "b64": b64(png)})
@@ -162,7 +187,7 @@ def build_report(
     t_plots = time.perf_counter()
 
     out = report_dir(study)
-    columns, rows = display(table, sci)
+    columns, rows = display(table, sci, dev, testset)
     notes = []
     for r in records:
         warn = (
@@ -183,6 +208,10 @@ def build_report(
         "axis_also": axis.also,
         "verdict": v.text,
         "verdict_clear": v.clear,
+        "dev": dev,
+        "chosen": choice.best.run if choice.best else None,
+        "chosen_decoding": choice.best.decoding if choice.best else None,
+        "floor": floor["text"] if floor else None,
         "study_warnings": warns,
         "advice": [a.as_dict() for a in advice],
         "columns": columns,
@@ -198,6 +227,7 @@ def build_report(
         for p in plots + data_plots:
             (tmp / p["file"]).write_bytes(p["png"])
     atomic_write_text(out / "runs.csv", table.to_csv(index=False))
+    atomic_write_json(out / "choice.json", {**choice.as_dict(), "floor": floor})
     atomic_write_text(out / "evals.csv", evals_frame(records).to_csv(index=False))
     atomic_write_text(out / "report.md", md)
     atomic_write_text(out / "index.html", html)
@@ -212,7 +242,7 @@ def build_report(
     # CPU seconds of this process (reading in worker processes is not in `cpu_read`): on a shared
     # machine they say what the report costs where wall time says how busy the machine was
     timings.update(cpu_read=c_read - c0, cpu_rest=c_end - c_read)
-    return Report(out, table, v, warns, records, advice=advice, timings=timings)
+    return Report(out, table, v, warns, records, advice=advice, timings=timings, choice=choice, floor=floor)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -227,11 +257,18 @@ def main(argv: list[str] | None = None) -> int:
         "--no-cache", action="store_true", help="re-read every event file (ignore cache/report_events)"
     )
     a = ap.parse_args(argv)
+    try:
+        report_dir(a.study)  # a study name is a folder name: `../x` would write outside reports/
+    except ValueError as e:
+        print(f"report: error: --study: {e}", file=sys.stderr)
+        return 2
     rep = build_report(
         a.study, a.model, a.testset, a.decoding, not a.no_base, a.workers, cache=not a.no_cache
     )
     print(f"report: {rep.out / 'index.html'} ({len(rep.records)} runs, {rep.timings['total']:.1f} s)")
     print(f"        {rep.verdict.text}")
+    if rep.floor:
+        print(f"        {rep.floor['text']}")
     for w in rep.warnings:
         print(f"  warning: {w}")
     print(f"        tensorboard --logdir {rep.out / 'tb'}")

@@ -23,6 +23,7 @@ class EvalPoint:
     decoding: str
     metrics: dict | None = None
     scores: dict | None = None
+    epoch: int | None = None  # None: the run's final adapter; N: its checkpoint at the end of epoch N
 
 
 @dataclass
@@ -34,6 +35,8 @@ class RunRecord:
     evals: list[EvalPoint] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     show_model: bool = False  # set when the study holds several models, so labels stay unique
+    step_offset: int = 0  # a chained stage: the steps of the stages before it (one continuous axis)
+    chain: str | None = None  # a chained stage: the variant its chain starts from (one colour per chain)
 
     @property
     def is_base(self) -> bool:
@@ -50,11 +53,16 @@ class RunRecord:
     def hparams(self) -> dict:
         return dict(self.info.get("hparams") or {})
 
-    def eval_point(self, testset: str | None, decoding: str | None) -> EvalPoint | None:
-        for e in self.evals:
-            if e.testset == testset and e.decoding == decoding:
-                return e
-        return None
+    def eval_point(
+        self, testset: str | None, decoding: str | None, epoch: int | None | str = "standard"
+    ) -> EvalPoint | None:
+        """The point at (testset, decoding): of the final adapter, else of the last epoch evaluated there
+        (`epoch="standard"`), or of the given epoch (None: the final adapter only)."""
+        found = [e for e in self.evals if e.testset == testset and e.decoding == decoding]
+        if epoch != "standard":
+            return next((e for e in found if e.epoch == epoch), None)
+        final = [e for e in found if e.epoch is None]
+        return final[0] if final else max(found, key=lambda e: e.epoch, default=None)
 
 
 def read_json(path: Path, problems: list[str], what: str) -> dict | None:
@@ -85,22 +93,33 @@ def run_status(run: Run, info: dict) -> str:
     return str(status) if status else "unknown"
 
 
+def _eval_roots(run: Run) -> list[tuple[int | None, Path]]:
+    """eval/ (the final adapter) and each eval@epochN/ (one epoch's checkpoint), epochs in order."""
+    roots = [(None, run.output_dir / "eval")]
+    for d in run.output_dir.glob("eval@epoch*"):
+        tail = d.name.removeprefix("eval@epoch")
+        if d.is_dir() and tail.isdigit():
+            roots.append((int(tail), d))
+    return sorted(roots, key=lambda x: -1 if x[0] is None else x[0])
+
+
 def read_evals(run: Run, problems: list[str]) -> list[EvalPoint]:
-    root = run.output_dir / "eval"
     points = []
-    for d in sorted(root.glob("*/*")) if root.is_dir() else []:
-        if not d.is_dir() or d.name.startswith("."):
-            continue
-        where = f"{d.parent.name}/{d.name}"
-        local: list[str] = []
-        point = EvalPoint(
-            d.parent.name,
-            d.name,
-            read_json(d / "metrics.json", local, "metrics"),
-            read_json(d / "scores.json", local, "judge scores"),
-        )
-        problems.extend(f"eval {where}: {p}" for p in local)
-        points.append(point)
+    for epoch, root in _eval_roots(run):
+        for d in sorted(root.glob("*/*")) if root.is_dir() else []:
+            if not d.is_dir() or d.name.startswith("."):
+                continue
+            where = f"{root.name}/{d.parent.name}/{d.name}"
+            local: list[str] = []
+            point = EvalPoint(
+                d.parent.name,
+                d.name,
+                read_json(d / "metrics.json", local, "metrics"),
+                read_json(d / "scores.json", local, "judge scores"),
+                epoch,
+            )
+            problems.extend(f"{where}: {p}" for p in local)
+            points.append(point)
     if not points and not problems:
         problems.append("not evaluated yet (no eval/<testset>/<decoding>/ folder)")
     return points
@@ -137,4 +156,32 @@ def collect(runs: list[Run], workers: int | None = None, cache: bool = True) -> 
         rec.problems.extend(curves.problems)
     for rec in records:
         rec.evals = read_evals(rec.run, rec.problems)
+    chain_steps(records)
     return records
+
+
+def chain_steps(records: list[RunRecord]) -> None:
+    """Put chained stages (run.json `parent`) on one step axis: a stage starts where its parent ended.
+
+    Each stage restarts its own step count at 1 (its own optimizer and schedule); the offset is the
+    last logged step of every stage before it, so a three-stage chain reads as one run in the plots.
+    """
+    by_key = {(r.run.model, r.run.variant): r for r in records if not r.is_base}
+
+    def last_step(rec: RunRecord) -> int:
+        return max((s[-1] for s, _ in rec.curves.series.values() if s), default=0)
+
+    def resolve(rec: RunRecord, seen: tuple = ()) -> tuple[int, str]:
+        parent = by_key.get((rec.run.model, rec.info.get("parent")))
+        if parent is None or parent in seen:
+            return 0, rec.run.variant
+        offset, root = resolve(parent, (*seen, rec))
+        return offset + last_step(parent), root
+
+    for rec in by_key.values():
+        if rec.info.get("parent"):
+            rec.step_offset, rec.chain = resolve(rec)
+            if rec.chain == rec.run.variant:  # the parent is not in this report: nothing to chain to
+                rec.chain = None
+            else:
+                by_key[(rec.run.model, rec.chain)].chain = rec.chain

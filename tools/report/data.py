@@ -8,6 +8,7 @@ carry `n`/`count`/`rows`), so a new key shows up here without a change.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from tools.core.paths import DATA
@@ -63,12 +64,18 @@ def facts(manifest: dict) -> dict[str, str]:
     }
 
 
+def _hidden(p: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in p.relative_to(root).parts)
+
+
 def data_section(generated: Path | None = None) -> dict:
     """{'manifests': [{name, path, facts, stages, problem}], 'plots': [Path]}; empty when nothing exists."""
     generated = Path(generated or GENERATED)
     if not generated.is_dir():
         return {"manifests": [], "plots": [], "where": str(generated)}
-    found = sorted(generated.rglob("*manifest*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    # hidden folders are data runs still writing (plugins.publish): not published, not shown
+    found = [p for p in generated.rglob("*manifest*.json") if not _hidden(p, generated)]
+    found.sort(key=lambda p: p.stat().st_mtime, reverse=True)
     manifests = []
     for p in found[:MAX_MANIFESTS]:
         entry = {"name": p.name, "path": str(p), "facts": {}, "stages": {}, "problem": None}
@@ -81,5 +88,42 @@ def data_section(generated: Path | None = None) -> dict:
         except (OSError, ValueError) as e:
             entry["problem"] = f"unreadable: {e}"
         manifests.append(entry)
-    plots = sorted(generated.rglob("*.png"), key=lambda p: p.stat().st_mtime, reverse=True)[:MAX_PLOTS]
+    plots = [p for p in generated.rglob("*.png") if not _hidden(p, generated)]
+    plots = sorted(plots, key=lambda p: p.stat().st_mtime, reverse=True)[:MAX_PLOTS]
     return {"manifests": manifests, "plots": plots, "where": str(generated)}
+
+
+def leakage_lines(generated: Path | None = None, datasets: list[str] | None = None) -> list[str]:
+    """One line per selection manifest whose rows repeat a dev or test prompt (plugins.leakage's
+    `leakage` block), for the datasets named (default: every manifest there)."""
+    generated = Path(generated or GENERATED)
+    if datasets:  # a curriculum stage's rows are its subset's: <subset>_easy -> <subset>'s manifest
+        names = {re.sub(r"_(easy|medium|hard)$", "", d) for d in datasets}
+        # a published set lives in generated/<name>/ (plugins.publish); older ones beside it
+        candidates = [
+            (generated / d / f"{d}.manifest.json", generated / f"{d}.manifest.json") for d in sorted(names)
+        ]
+        paths = [next((p for p in c if p.exists()), c[0]) for c in candidates]
+    else:
+        paths = (
+            sorted(p for p in generated.rglob("*.manifest.json") if not _hidden(p, generated))
+            if generated.is_dir()
+            else []
+        )
+    out = []
+    for p in paths:
+        try:
+            leak = json.loads(p.read_text(encoding="utf-8")).get("leakage") or {}
+        except (OSError, ValueError, AttributeError):
+            continue
+        overlaps = leak.get("overlaps") or []
+        if overlaps:
+            shown = ", ".join(
+                f"{o.get('id')}~{o.get('set')}:{o.get('eval_id')} ({o.get('kind')})" for o in overlaps[:6]
+            )
+            more = f" and {len(overlaps) - 6} more" if len(overlaps) > 6 else ""
+            out.append(
+                f"leakage: {leak.get('n_overlapping_rows', len(overlaps))} training row(s) of "
+                f"{p.name.removesuffix('.manifest.json')} repeat a dev/test prompt: {shown}{more}"
+            )
+    return out

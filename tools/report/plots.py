@@ -48,11 +48,23 @@ def curves_png(records: list[RunRecord], name: str, ylabel: str, eval_too: bool 
         return None
     fig = Figure(figsize=(7.5, 4))
     ax = fig.add_subplot()
-    for r, c in zip(runs, _colors(len(runs)), strict=True):
-        ax.plot(*_thin(r.curves.steps(name), r.curves.values(name)), color=c, lw=1.2, label=r.label)
+    # chained stages share their chain's colour and continue its step axis (collect.chain_steps)
+    keys = list(dict.fromkeys((r.run.model, r.chain or r.run.variant) for r in runs))
+    colour = dict(zip(keys, _colors(len(keys)), strict=True))
+    for r in runs:
+        c = colour[(r.run.model, r.chain or r.run.variant)]
+        steps = [s + r.step_offset for s in r.curves.steps(name)]
+        ax.plot(*_thin(steps, r.curves.values(name)), color=c, lw=1.2, label=r.label)
+        if r.step_offset:
+            ax.axvline(r.step_offset, color=c, lw=0.6, ls=":")  # where this stage began
         if eval_too and r.curves.steps("eval_loss"):
-            ax.plot(r.curves.steps("eval_loss"), r.curves.values("eval_loss"), "--o", color=c, lw=1, ms=3)
-    ax.set_xlabel("step")
+            ev = [s + r.step_offset for s in r.curves.steps("eval_loss")]
+            ax.plot(ev, r.curves.values("eval_loss"), "--o", color=c, lw=1, ms=3)
+    ax.set_xlabel(
+        "step (chained stages continue the previous stage's axis)"
+        if any(r.step_offset for r in runs)
+        else "step"
+    )
     ax.set_ylabel(ylabel)
     if eval_too:
         ax.set_title("solid: train, dashed: eval", fontsize=9)
@@ -182,4 +194,39 @@ def decoding_png(records: list[RunRecord], testset: str | None, max_runs: int = 
     ax.set_xticks(range(len(decs)), decs, rotation=30, ha="right")
     ax.set_yticks(range(len(runs)), [r.label for r in runs])
     fig.colorbar(im, ax=ax, label=what)
+    return _png(fig)
+
+
+def epochs_png(records: list[RunRecord], dev: str, decoding: str = "greedy") -> bytes | None:
+    """Dev score against epoch, one line per run with its 95 % interval (judge mean, else ROUGE-L)."""
+    runs = [r for r in records if not r.is_base and any(e.epoch and e.testset == dev for e in r.evals)]
+    if not runs:
+        return None
+    judged = any(
+        e.scores and e.scores.get("mean") is not None for r in runs for e in r.evals if e.testset == dev
+    )
+    fig = Figure(figsize=(6.5, 3.8))
+    ax = fig.add_subplot()
+    for r, c in zip(runs, _colors(len(runs)), strict=True):
+        pts = sorted(
+            (e for e in r.evals if e.testset == dev and e.epoch and e.decoding == decoding),
+            key=lambda e: e.epoch,
+        )
+        xs, ys, lo, hi = [], [], [], []
+        for e in pts:
+            s = e.scores or {}
+            y = s.get("mean") if judged else (e.metrics or {}).get("rougeL")
+            if y is None:
+                continue
+            ci = s.get("ci95") if judged else None
+            xs.append(e.epoch)
+            ys.append(y)
+            lo.append(max(0.0, y - ci[0]) if ci else 0.0)
+            hi.append(max(0.0, ci[1] - y) if ci else 0.0)
+        if xs:
+            ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o-", capsize=3, color=c, label=r.label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"{'judge score' if judged else 'ROUGE-L'} on {dev} ({decoding})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
     return _png(fig)

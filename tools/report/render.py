@@ -38,6 +38,12 @@ def judge_cell(row) -> str:
         s += " offline"
     elif pd.notna(row.get("judge_comparable")) and not row.get("judge_comparable"):
         s += " (not GPT-4o-mini)"
+    if isinstance(row.get("judge_protocol"), str):
+        s += f" {row['judge_protocol']}"
+    if pd.notna(row.get("judge_lc")) and pd.notna(row.get("judge_lc_lo")):
+        s += f"; length-controlled {row['judge_lc']:.3g} [{row['judge_lc_lo']:.3g}, {row['judge_lc_hi']:.3g}]"
+    if isinstance(row.get("judge_refs"), str):
+        s += f"; refs {row['judge_refs']}"
     return s
 
 
@@ -47,6 +53,14 @@ def forgetting_cell(row) -> str:
     if ppl is None or pd.isna(ppl):
         return "–"
     return f"{ppl:.4g}" + ("" if rel is None or pd.isna(rel) else f" ({100 * rel:+.0f} %)")
+
+
+def params_cell(row) -> str:
+    """Trainable parameters and their share of the model: '36,992 (1.15 %)'."""
+    n, pct = row.get("trainable_params"), row.get("trainable_pct")
+    if n is None or pd.isna(n):
+        return "–"
+    return f"{int(n):,}" + ("" if pct is None or pd.isna(pct) else f" ({float(pct):.3g} %)")
 
 
 def short_warnings(text: str) -> str:
@@ -59,40 +73,63 @@ def short_warnings(text: str) -> str:
     return ", ".join(kinds)
 
 
-def display(table: pd.DataFrame, sci: list[str]) -> tuple[list[str], list[dict]]:
-    """Column headers and rows of formatted cells for both templates."""
-    cols = ["run", "status", *sci, "steps", "loss final / best", "eval loss final / best", "judge"]
+def _judge_or_rouge(row, prefix: str) -> str:
+    """The dev cell: judge mean [interval], or ROUGE-L where the dev set was not judged."""
+    if pd.notna(row.get(f"{prefix}mean")):
+        return judge_cell(
+            {k.removeprefix(prefix): v for k, v in row.items() if k.startswith(prefix)}
+            | {
+                "judge_mean": row.get(f"{prefix}mean"),
+                "judge_ci_lo": row.get(f"{prefix}ci_lo"),
+                "judge_ci_hi": row.get(f"{prefix}ci_hi"),
+                "judge_offline": row.get(f"{prefix}offline"),
+                "judge_comparable": row.get(f"{prefix}comparable"),
+            }
+        )
+    rouge = row.get(f"{prefix}rougeL")
+    return "–" if rouge is None or pd.isna(rouge) else f"ROUGE-L {rouge:.3g}"
+
+
+def display(table: pd.DataFrame, sci: list[str], dev: str | None = None, testset: str | None = None):
+    """Column headers and rows of formatted cells for both templates: the decision first (the point
+    each arm is shown at, chosen on dev; its dev and test scores), then the rest. Counts, wall time and
+    memory are in runs.csv only, so a laptop-width page shows the scores without scrolling sideways."""
+    lead = ["run"]
+    if dev:
+        lead += ["point (chosen on dev)", f"dev {dev}"]
+    lead += [f"test {testset}" if dev and testset else "judge"]
+    cols = [*lead, "status", *sci, "steps", "loss final / best", "eval loss final / best"]
     general = "ppl_general" in table and table["ppl_general"].notna().any()
     cols += ["general ppl (vs base)"] if general else []
-    cols += [
-        "n",
-        "unparsed",
-        "answer words",
-        "ROUGE-L",
-        "truncated",
-        "wall s",
-        "peak MB (RAM / GPU)",
-        "warnings",
-    ]
+    cost = "trainable_params" in table and table["trainable_params"].notna().any()
+    mem = "memory_estimate_mb" in table and table["memory_estimate_mb"].notna().any()
+    cols += ["answer words", "ROUGE-L", "truncated"]
+    cols += ["trainable params", "s / step"] if cost else []
+    cols += ["peak MB (RAM / GPU)", "billed MB"] if mem else []
+    cols += ["warnings"]
     rows = []
     for _, r in table.iterrows():
         mark = "★ " if r.get("best") else ""
         trunc = r.get("truncated_share")
-        cells = [mark + str(r["label"]), str(r["status"])]
+        cells = [mark + str(r["label"])]
+        if dev:
+            cells += [str(r.get("point") or "–"), _judge_or_rouge(r, "dev_")]
+        cells += [judge_cell(r), str(r["status"])]
         cells += [_num(r.get(k)) for k in sci]
         cells += [
             _num(r.get("steps")),
             _pair(r.get("final_loss"), r.get("best_loss")),
             _pair(r.get("final_eval_loss"), r.get("best_eval_loss")),
-            judge_cell(r),
             *([forgetting_cell(r)] if general else []),
-            _num(r.get("judge_n")),
-            _num(r.get("judge_unparsed")),
             _num(r.get("answer_words"), 3),
             _num(r.get("rougeL"), 3),
             "–" if pd.isna(trunc) else f"{100 * float(trunc):.0f} %",
-            _num(r.get("wall_s"), 3),
-            _pair(r.get("peak_rss_mb"), r.get("peak_gpu_mb")),
+            *([params_cell(r), _num(r.get("s_per_step"), 3)] if cost else []),
+            *(
+                [_pair(r.get("peak_rss_mb"), r.get("peak_gpu_mb")), _num(r.get("memory_estimate_mb"), 3)]
+                if mem
+                else []
+            ),
             short_warnings(r.get("warnings") or ""),
         ]
         rows.append(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 
@@ -93,11 +94,15 @@ def curve_warnings(curves: Curves) -> list[str]:
 
 
 def pick_point(
-    records: list[RunRecord], testset: str | None = None, decoding: str | None = None
+    records: list[RunRecord],
+    testset: str | None = None,
+    decoding: str | None = None,
+    exclude: tuple[str, ...] = (),
 ) -> tuple[str | None, str | None]:
-    """The evaluation point the table shows: the test set most runs have (HW5's first), then greedy."""
+    """The evaluation point the table shows: the test set most runs have (HW5's first; never a set in
+    `exclude`, the dev set), then greedy."""
     if testset is None:
-        counts = Counter(e.testset for r in records for e in r.evals)
+        counts = Counter(e.testset for r in records for e in r.evals if e.testset not in exclude)
         if counts:
             top = max(counts.values())
             tied = [t for t, c in counts.items() if c == top]
@@ -148,7 +153,23 @@ def judge_of(e) -> dict:
         "judge_model": s.get("judge_model"),
         "judge_offline": s.get("offline"),
         "judge_comparable": s.get("comparable_with_gpt4o_mini"),
+        # which protocol and which reference answers the number is on (tools/judge: scores.json)
+        "judge_protocol": s.get("protocol"),
+        "judge_refs": _refs_label(s.get("references")),
+        **_length_controlled(s.get("length_controlled")),
     }
+
+
+def _refs_label(prov) -> str | None:
+    if not isinstance(prov, dict) or not prov.get("path"):
+        return None
+    return f"{Path(str(prov['path'])).name} {str(prov.get('sha256') or '')[:8]}".strip()
+
+
+def _length_controlled(lc) -> dict:
+    lc = lc if isinstance(lc, dict) else {}
+    ci = lc.get("lc_ci95") or [None, None]
+    return {"judge_lc": lc.get("lc"), "judge_lc_lo": ci[0], "judge_lc_hi": ci[1]}
 
 
 def metrics_of(e) -> dict:
@@ -178,6 +199,14 @@ def verdict(table: pd.DataFrame) -> Verdict:
         scored = arms[arms[metric].notna()].sort_values(metric, ascending=False)
         if scored.empty:
             continue
+        kinds = _judge_kinds(scored) if metric == "judge_mean" else set()
+        if len(kinds) > 1:  # never rank numbers of different protocols or judges against each other
+            return Verdict(
+                metric,
+                text="no verdict: the judge scores come from different judges or protocols ("
+                + ", ".join(f"{p} by {m}" for m, p in sorted(kinds, key=str))
+                + "); judge every arm alike",
+            )
         best = scored.iloc[0]
         v = Verdict(metric, best["label"])
         what = "judge score" if metric == "judge_mean" else "ROUGE-L (no judge scores, no interval)"
@@ -207,10 +236,26 @@ def verdict(table: pd.DataFrame) -> Verdict:
     return Verdict(None)
 
 
+def _judge_kinds(rows: pd.DataFrame) -> set:
+    protocol = rows["judge_protocol"] if "judge_protocol" in rows else pd.Series([None] * len(rows))
+    return {
+        (m, p if isinstance(p, str) else None) for m, p in zip(rows["judge_model"], protocol, strict=True)
+    }
+
+
 def build_table(
-    records: list[RunRecord], testset: str | None, decoding: str | None, axis: Axis
+    records: list[RunRecord],
+    testset: str | None,
+    decoding: str | None,
+    axis: Axis,
+    dev: str | None = None,
+    dev_points: dict | None = None,
 ) -> pd.DataFrame:
-    """One row per run: scientific hyperparameters, loss, judge, metrics, cost, status, warnings."""
+    """One row per run: scientific hyperparameters, loss, judge, metrics, cost, status, warnings.
+
+    With a dev set, each arm is shown at its own best point on dev (`dev_points`: run name -> Point of
+    tools.report.choose, its epoch and decoding), and its test columns at that same point."""
+    dev_points = dev_points or {}
     sci: list[str] = []
     for r in records:
         for k in r.info.get("scientific") or []:
@@ -218,8 +263,16 @@ def build_table(
                 sci.append(k)
     rows = []
     for r in records:
-        e = r.eval_point(testset, decoding)
+        pt = dev_points.get(r.run.name)
+        e = r.eval_point(testset, pt.decoding, pt.epoch) if pt else r.eval_point(testset, decoding)
         row = {"run": r.run.name, "label": r.label, "model": r.run.model, "is_base": r.is_base}
+        if dev:
+            d = r.eval_point(dev, pt.decoding, pt.epoch) if pt else r.eval_point(dev, decoding)
+            row["point"] = (
+                (f"@epoch{pt.epoch} " if pt.epoch is not None else "") + pt.decoding if pt else decoding
+            )
+            row.update({f"dev_{k.removeprefix('judge_')}": v for k, v in judge_of(d).items()})
+            row["dev_rougeL"] = ((d.metrics or {}) if d else {}).get("rougeL")
         row["status"] = r.status
         for k in sci:
             v = r.hparams.get(k)
@@ -231,13 +284,19 @@ def build_table(
         row["wall_s"] = r.info.get("wall_s")
         row["peak_rss_mb"] = r.info.get("peak_rss_mb")
         row["peak_gpu_mb"] = r.info.get("peak_gpu_mb")
+        # preflight's memory bill (tools/train/memory.py), beside the measured peaks
+        row["memory_estimate_mb"] = (r.info.get("memory_estimate") or {}).get("total_mb")
+        # what a method costs (tools.train.trainstats, from LLaMA-Factory's log and trainer files)
+        for k in ("trainable_params", "trainable_pct", "s_per_step"):
+            row[k] = r.info.get(k)
         warn = curve_warnings(r.curves)
         if r.status == "failed":
             warn.insert(0, f"failed (returncode {r.info.get('returncode')})")
         row["warnings"] = "; ".join(warn)
         missing = list(r.problems)
         if testset and e is None:
-            missing.append(f"no evaluation at {testset}/{decoding}")
+            where = f"{pt.run.rsplit('/', 1)[1]}/{pt.decoding}" if pt else decoding
+            missing.append(f"no evaluation at {testset}/{where}")
         row["missing"] = "; ".join(missing)
         rows.append(row)
     df = pd.DataFrame(rows)
@@ -288,14 +347,19 @@ def study_warnings(table: pd.DataFrame, axis: Axis, v: Verdict) -> list[str]:
                 if w.startswith(("failed", "diverged", "overfitting")):
                     warn.append(f"{row['label']}: {w}")
     judges = {
-        (r["judge_model"], bool(r["judge_offline"])) for _, r in table.iterrows() if pd.notna(r["judge_mean"])
+        (r["judge_model"], bool(r["judge_offline"]), r.get("judge_protocol"))
+        for _, r in table.iterrows()
+        if pd.notna(r["judge_mean"])
     }
     if len(judges) > 1:
         warn.append(
-            "judge scores come from different judges and do not compare: "
-            + ", ".join(f"{m}{' (offline)' if off else ''}" for m, off in sorted(judges, key=str))
+            "judge scores come from different judges or protocols and do not compare: "
+            + ", ".join(
+                f"{m}{' (offline)' if off else ''}{f' {p}' if isinstance(p, str) else ''}"
+                for m, off, p in sorted(judges, key=str)
+            )
         )
-    if any(off for _, off in judges):
+    if any(off for _, off, _ in judges):
         warn.append("offline judge: scores are not comparable with GPT-4o-mini's (scores.json says offline)")
     unparsed = arms[pd.to_numeric(arms["judge_unparsed"], errors="coerce").fillna(0) > 0]
     for _, row in unparsed.iterrows():

@@ -1,5 +1,7 @@
 """Training: render study specs into airtight LLaMA-Factory YAML (`configs`, `template`, `validate`),
-train one run resumably (`trainer`), run a study's grid locally or on Ray (`sweep`, `ray_runner`),
+train one run resumably (`trainer`) and record its cost (`trainstats`), run a study's grid locally or
+on Ray (`sweep`, `ray_runner`), the checks before a sweep spends anything (`preflight`, with the memory
+bill of `memory`),
 and the one-run smoke test (`smoke`). Imports the core and `tools.models`."""
 
 from tools.core.face import lazy_face
@@ -16,5 +18,8 @@ __getattr__, __all__ = lazy_face(
         "yaml_scalar": "template",
         **dict.fromkeys(["train_one", "last_checkpoint", "config_hash"], "trainer"),
         **dict.fromkeys(["plan", "sweep", "evaluate"], "sweep"),
+        **dict.fromkeys(["preflight", "PreflightError", "device_info", "model_config"], "preflight"),
+        **dict.fromkeys(["bill", "disk_mb", "render_bill"], "memory"),
+        **dict.fromkeys(["run_stats", "trainable_params", "train_command"], "trainstats"),
     },
 )

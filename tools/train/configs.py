@@ -50,8 +50,14 @@ COMMITTED_PROFILES = ("smollm2_135m", "llama2_7b")
 # Studies render in this order (then any other spec, alphabetically): the data study is HW5's question.
 STUDY_ORDER = ("data", "rank", "lr", "target", "curriculum", "method", "epochs")
 PROFILE_META = frozenset({"description", "capabilities"})
-STUDY_KEYS = frozenset({"question", "scientific", "nuisance", "fixed", "why", "variants"})
-VARIANT_META = frozenset({"requires", "excludes"})
+# `selections`: named datasets the study needs that `make data --all-strategies` registers (tools.data)
+# `decoding`: the decoding names (points or policies, tools.eval) the sweep evaluates; a variant may set its own
+STUDY_KEYS = frozenset(
+    {"question", "scientific", "nuisance", "fixed", "why", "variants", "selections", "decoding"}
+)
+VARIANT_META = frozenset(
+    {"requires", "excludes", "decoding", "why"}
+)  # `why`: what this variant changes, for its header
 
 
 class Rendered(NamedTuple):
@@ -61,6 +67,7 @@ class Rendered(NamedTuple):
     parent: str | None  # the variant this one continues (curriculum stages)
     scientific: dict  # the scientific hyperparameters' values for this variant
     hparams: dict  # scientific + the main fixed values, for reports
+    decoding: tuple = ("greedy",)  # what the sweep evaluates this run with (study or variant `decoding`)
 
 
 # ---------------------------------------------------------------------------------------- reading
@@ -85,7 +92,10 @@ def load_study(study: str) -> dict:
     if not isinstance(spec.get("scientific"), list) or not spec["scientific"]:
         raise ConfigError(f"{path}: `scientific` must list the keys the study varies")
     for name, values in spec["variants"].items():
-        Run("m", study, str(name))  # raises for a name that is not path-safe
+        try:
+            Run("m", study, str(name))  # raises for a name that is not path-safe
+        except ValueError as e:
+            raise ConfigError(f"{path}: variants: {e}") from None
         if not isinstance(values or {}, dict):
             raise ConfigError(f"{path}: variant {name!r} must be a mapping of keys to values")
     return spec
@@ -96,6 +106,9 @@ def _study_comment(study: str, spec: dict, values: dict, cfg: dict, overrides: d
     """The header's account of the study: each scientific, nuisance and fixed value, and why."""
     why = spec.get("why") or {}
     lines = [f"# Study `{study}`: {spec.get('question', '').strip()}"]
+    if values.get("why"):
+        lines.append(f"#   this variant: `{values['variant']}`")
+        lines += [f"#              {wl}" for wl in textwrap.wrap(str(values["why"]), 96)]
 
     def block(label: str, keys: list[str]) -> None:
         for key in keys:
@@ -164,6 +177,7 @@ def render_study(
             continue
         run = Run(model, study, name)
         body = {k: v for k, v in vvalues.items() if k not in VARIANT_META}
+        variant_why = {"why": vvalues["why"], "variant": name} if vvalues.get("why") else {}
         values = {
             **{k: v for k, v in prof.items() if k not in PROFILE_META},
             **(spec.get("fixed") or {}),
@@ -186,7 +200,9 @@ def render_study(
         try:
             # Twice: the header quotes the values the first pass resolved (template defaults included).
             first = yaml.safe_load(template.render(**context)) or {}
-            context["study_comment"] = _study_comment(study, spec, values, first, overrides)
+            context["study_comment"] = _study_comment(
+                study, spec, {**values, **variant_why}, first, overrides
+            )
             text = template.render(**context)
         except Exception as e:  # jinja2 errors: undefined variables, arithmetic on a wrong type
             raise ConfigError(f"{rel(TRAIN_TEMPLATE)} rendering {where}: {type(e).__name__}: {e}") from e
@@ -210,7 +226,10 @@ def render_study(
             "dataset",
         )
         hparams = {**{k: cfg[k] for k in keep if k in cfg}, **sci}
-        out.append(Rendered(run, text, cfg, parent, sci, hparams))
+        decoding = vvalues.get("decoding") or spec.get("decoding") or ["greedy"]
+        if not isinstance(decoding, list) or not all(isinstance(d, str) for d in decoding):
+            raise ConfigError(f"{where}: `decoding` must list decoding names, e.g. [greedy, bytype_recipe]")
+        out.append(Rendered(run, text, cfg, parent, sci, hparams, tuple(decoding)))
     return out
 
 

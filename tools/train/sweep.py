@@ -16,13 +16,19 @@ or joins the cluster in RAY_ADDRESS (e.g. RAY_ADDRESS=ray://head:10001 or auto);
 repository, its .venv and saves/ at the same paths (a shared filesystem), since tasks run the
 same command there and write the same folders. Ray is an optional extra (`make setup-extras`).
 
-After training (unless --no-eval), for the base model `<model>/base/base` and each finished run:
-tools.eval.generate, tools.eval.metrics, tools.judge (greedy), then tools.report for the study: each only
-where the module exists, each a child process whose failure is reported and does not stop the rest.
+After training (unless --no-eval), evaluation runs in one child process per step, `tools.eval.study`
+(base loaded once, adapters swapped; answers, metrics and judge scores): with a dev set (the profile's
+eval_dataset), the base model and every epoch's checkpoint of every finished run (`<run>@epochN`) on dev,
+then the base model and the point chosen on dev (tools.report.choose) on the test set (every run with
+--test-all); without one, the base model and each run on the test set. Then tools.report for the study.
+A failure is reported with its log and does not stop the rest.
 
 Usage:
     python -m tools.train.sweep --study rank --model smollm2_135m [--runner local|ray] [--only r4,r8]
-        [--no-eval] [--testset demo_eval] [--configs-dir DIR] [--dataset-dir data] [--set key=value ...]
+        [--no-eval] [--testset demo_eval] [--test-all] [--configs-dir DIR] [--dataset-dir data]
+        [--set key=value ...] [--skip-preflight]
+    Before training, tools.train.preflight checks the GPU, the base model, disk and the memory bill of
+    each run, and refuses (exit 2, nothing written) when one fails.
     --set overrides a template variable for every run (e.g. max_steps_cap=4 for a quick look); such configs
     are rendered under cache/experiments/, and a later normal sweep retrains those runs (config changed).
 """
@@ -98,6 +104,7 @@ def plan(
                 "scientific": list(r.scientific),
                 "hparams": r.hparams,
                 "eval_testset": testset,
+                "decoding": list(r.decoding),
                 "git_commit": commit,
                 "versions": versions,
                 "cli": llamafactory_cli(),
@@ -174,16 +181,10 @@ def module_exists(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
-EVAL_STEPS = (
-    ("tools.eval.generate", ()),
-    ("tools.eval.metrics", ()),
-    ("tools.judge", ("--decoding", "greedy")),
-)
-TAKES_DATASET_DIR = ("tools.eval.generate", "tools.eval.metrics", "tools.eval.recovery")
+EVAL_MODULE = "tools.eval.study"
 # A pruned model's runs (the recovery study) are scored before pruning, after it and after recovery
 # (perplexity, zero-shot accuracy, speed, memory) and reported in one table, not answered and judged.
-RECOVERY_STEPS = (("tools.eval.recovery", ()),)
-NO_TESTSET = ("tools.eval.recovery",)
+RECOVERY_MODULE = "tools.eval.recovery"
 
 
 def evaluate(
@@ -191,38 +192,111 @@ def evaluate(
     testset: str,
     study: str,
     dataset_dir: Path = DATA,
-    steps=EVAL_STEPS,
+    module: str = EVAL_MODULE,
     report_module: str = "tools.report",
+    decodings: dict[str, list[str]] | None = None,
+    dev: str | None = None,
+    model: str | None = None,
+    test_all: bool = False,
 ) -> list[tuple[str, str, int]]:
-    """generate -> metrics -> judge for each run, then the study's report; (run, step, returncode) rows.
+    """Answers, metrics and judge scores (greedy) of every run in ONE child process, then the report.
 
-    Each step is a child process: a failure is printed (with its log) and the next run still goes.
+    With a dev set: first every epoch's checkpoint of every run (`<run>@epochN`; the run itself when
+    it kept none) and the base model on dev; then the point chosen there (tools.report.choose) and the
+    base model on the test set - every run too with `test_all`. The test set never takes part in a choice.
+    tools.eval.study loads the base model once and swaps the adapters; a run that fails there is reported
+    in its log and the others still go. `decodings` maps a run's name to the decoding names (points or
+    policies) it is evaluated with (the study's `decoding`); without an entry a run gets greedy.
+    (step, returncode) rows for the study.
     """
     rows = []
-    for run in runs:
-        log = run.output_dir / "eval" / "sweep_eval.log"
-        for module, extra in steps:
-            if not module_exists(module):
-                continue
-            cmd = [sys.executable, "-m", module, "--run", run.name, *extra]
-            cmd += [] if module in NO_TESTSET else ["--testset", testset]
-            if module in TAKES_DATASET_DIR and Path(dataset_dir).resolve() != DATA.resolve():
-                cmd += ["--dataset-dir", str(dataset_dir)]
-            rc = run_child(cmd, log, cwd=ROOT).returncode
-            step = module.split(".")[-1]
-            rows.append((run.name, step, rc))
-            print(
-                f"  eval {run.name:<42} {step:<8} {'ok' if rc == 0 else f'FAILED ({rc}), see {log}'}",
-                flush=True,
-            )
-            if rc != 0:
-                break  # the later steps read this step's output
+    if dev:
+        points = [p for r in runs for p in ([r] if r.is_base else (r.epochs() or [r]))]
+        rows += _evaluate_points(points, dev, study, dataset_dir, module, decodings, f"sweep_eval_{dev}.log")
+        chosen = choose_on_dev(study, model, dev)
+        print(f"  chosen on {dev}: {chosen or 'nothing (no dev scores)'}", flush=True)
+        tuned = [r for r in runs if not r.is_base]
+        runs = [r for r in runs if r.is_base] + (tuned if test_all else [chosen] if chosen else [])
+    rows += _evaluate_points(runs, testset, study, dataset_dir, module, decodings)
     if module_exists(report_module):
         log = out_root() / "reports" / study / "sweep_report.log"
         rc = run_child([sys.executable, "-m", report_module, "--study", study], log, cwd=ROOT).returncode
         rows.append((study, "report", rc))
         print(f"  report {study:<40} {'ok' if rc == 0 else f'FAILED ({rc}), see {log}'}", flush=True)
     return rows
+
+
+def _decodings_of(run: Run, decodings: dict[str, list[str]] | None) -> tuple[str, ...]:
+    """A checkpoint `<run>@epochN` is evaluated with its run's decoding names."""
+    d = decodings or {}
+    return tuple(d.get(run.name) or d.get(run.name.split("@")[0]) or ())
+
+
+def _evaluate_points(
+    runs: list[Run],
+    testset: str,
+    study: str,
+    dataset_dir: Path,
+    module: str,
+    decodings,
+    log_name: str = "sweep_eval.log",
+) -> list[tuple[str, str, int]]:
+    """The runs on one prompt set, in one tools.eval.study process per decoding list."""
+    rows = []
+    groups: dict[tuple[str, ...], list[Run]] = {}
+    for run in runs:
+        groups.setdefault(_decodings_of(run, decodings), []).append(run)
+    for names, members in groups.items() if runs and module_exists(module) else ():
+        log = out_root() / "saves" / members[0].model / "lora" / study / log_name
+        cmd = [sys.executable, "-m", module, "--runs", *[r.name for r in members], "--testset", testset]
+        cmd += ["--decoding", *names] if names else []
+        if Path(dataset_dir).resolve() != DATA.resolve():
+            cmd += ["--dataset-dir", str(dataset_dir)]
+        res = run_child(cmd, log, cwd=ROOT)
+        rows.append((study, "evaluate", res.returncode))
+        for run in members:
+            ok = all(run.scores(testset, n).exists() for n in names or ("greedy",))
+            print(f"  eval {run.name:<42} {testset:<10} {'ok' if ok else f'FAILED, see {log}'}", flush=True)
+        print(
+            f"  evaluate {len(members)} run(s) in one process on {testset} in {res.wall_s:.0f} s: "
+            f"exit {res.returncode}, log {log}",
+            flush=True,
+        )
+    return rows
+
+
+def evaluate_recovery(runs: list[Run], study: str, dataset_dir: Path = DATA) -> list[tuple[str, str, int]]:
+    """tools.eval.recovery for each recovered run, then its own report (tools.report.recovery)."""
+    rows = []
+    for run in runs if module_exists(RECOVERY_MODULE) else ():
+        log = run.output_dir / "eval" / "sweep_eval.log"
+        cmd = [sys.executable, "-m", RECOVERY_MODULE, "--run", run.name]
+        if Path(dataset_dir).resolve() != DATA.resolve():
+            cmd += ["--dataset-dir", str(dataset_dir)]
+        rc = run_child(cmd, log, cwd=ROOT).returncode
+        rows.append((run.name, "recovery", rc))
+        print(
+            f"  eval {run.name:<42} recovery {'ok' if rc == 0 else f'FAILED ({rc}), see {log}'}", flush=True
+        )
+    log = out_root() / "reports" / study / "sweep_report.log"
+    rc = run_child(
+        [sys.executable, "-m", "tools.report.recovery", "--study", study], log, cwd=ROOT
+    ).returncode
+    rows.append((study, "report", rc))
+    return rows
+
+
+def choose_on_dev(study: str, model: str | None, dev: str) -> Run | None:
+    """The point `python -m tools.report.choose` picks on the dev set (a child: train never imports report)."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "tools.report.choose", "--study", study, "--dev", dev]
+    cmd += ["--model", model] if model else []
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        print(f"  choose: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'failed'}")
+        return None
+    return Run.parse(proc.stdout.strip().splitlines()[-1])
 
 
 # ---------------------------------------------------------------------------------------- CLI
@@ -236,8 +310,25 @@ def sweep(
     configs_dir: Path | None = None,
     dataset_dir: Path = DATA,
     overrides: dict | None = None,
+    test_all: bool = False,
+    skip_preflight: bool = False,
 ) -> list[dict]:
+    bills = {}
+    if skip_preflight:
+        print("preflight skipped (--skip-preflight)")
+    else:  # GPU, model, disk, memory: refused here, before anything is written or spent
+        from tools.train.preflight import PreflightError, check
+
+        remote = os.environ.get("RAY_ADDRESS") if runner == "ray" else None
+        rep = check(render_study(study, model, overrides, only), model, remote=remote)
+        print("\n".join(rep.lines()), flush=True)
+        if not rep.ok:
+            bad = "; ".join(f"{name}: {detail}" for name, ok, detail in rep.checks if not ok)
+            raise PreflightError(f"preflight refused the sweep ({bad}); --skip-preflight overrides")
+        bills = rep.bills
     jobs = plan(study, model, configs_dir, dataset_dir, only, overrides, testset)
+    for job in jobs:
+        job["memory_estimate"] = bills.get(job["variant"])
     n, seen = len(jobs), []
     print(
         f"sweep {study} x {model}: {n} run(s), runner {runner}, outputs under {out_root() / 'saves' / model}"
@@ -258,11 +349,23 @@ def sweep(
     print(summary_table(results))
     if run_eval:
         testset = jobs[0]["eval_testset"]
+        dev = jobs[0]["resolved_config"].get("eval_dataset")
         finished = [Run.parse(r["run"]) for r in results if r["status"] in ("finished", "done")]
         if any(j["resolved_config"].get("launcher") == "plugins.pruned_train" for j in jobs):
-            evaluate(finished, testset, study, dataset_dir, RECOVERY_STEPS, "tools.report.recovery")
+            evaluate_recovery(finished, study, dataset_dir)
         else:
-            evaluate([Run.base(model), *finished], testset, study, dataset_dir)
+            names = {j["run"]: j["decoding"] for j in jobs}
+            names[Run.base(model).name] = list(dict.fromkeys(d for j in jobs for d in j["decoding"]))
+            evaluate(
+                [Run.base(model), *finished],
+                testset,
+                study,
+                dataset_dir,
+                decodings=names,
+                dev=dev,
+                model=model,
+                test_all=test_all,
+            )
     return results
 
 
@@ -274,6 +377,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default=None, help="comma-separated variants")
     ap.add_argument("--no-eval", action="store_true", help="train only")
     ap.add_argument("--testset", default=None, help="evaluation set (default: the profile's eval_testset)")
+    ap.add_argument(
+        "--test-all",
+        action="store_true",
+        help="score every run on the test set, not only the one chosen on dev",
+    )
     ap.add_argument("--configs-dir", type=Path, default=None, help="render into this folder")
     ap.add_argument(
         "--dataset-dir", type=Path, default=DATA, help="LLaMA-Factory dataset_dir (default data/)"
@@ -281,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a template variable"
     )
+    ap.add_argument("--skip-preflight", action="store_true", help="train even when a preflight check fails")
     a = ap.parse_args(argv)
     try:
         overrides = parse_set(a.set)
@@ -296,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
             a.configs_dir,
             a.dataset_dir,
             overrides,
+            a.test_all,
+            a.skip_preflight,
         )
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)

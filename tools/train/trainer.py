@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -17,8 +18,20 @@ import yaml
 
 from plugins.fileio import atomic_write_json, atomic_write_text
 from tools.core.runinfo import data_fingerprint, now, run_child
+from tools.train.trainstats import run_stats, train_command
 
 ADAPTER = "adapter_model.safetensors"
+FULL_WEIGHTS = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+)  # full / freeze / GaLore / APOLLO / BAdam
+
+
+def has_weights(out: Path) -> bool:
+    """The run saved what it trains: an adapter, or (full-parameter methods) a whole model."""
+    return (out / ADAPTER).exists() or any((out / name).exists() for name in FULL_WEIGHTS)
+
+
 RESOLVED = "train_config.yaml"  # the exact file the child trained from (absolute paths)
 
 
@@ -64,22 +77,6 @@ def _clear_for_fresh_start(out: Path) -> None:
         if p.name == "train.log":
             continue
         shutil.rmtree(p) if p.is_dir() else p.unlink()
-
-
-def train_command(job: dict, config: Path) -> list[str]:
-    """`llamafactory-cli train CONFIG`, or `python -m <launcher> CONFIG` when the config names a launcher
-    of ours (a plugins.* module that supplies what LLaMA-Factory cannot load, then calls its run_exp)."""
-    import sys
-
-    launcher = job["resolved_config"].get("launcher")
-    if launcher is None:
-        return [job["cli"], "train", str(config)]
-    if (
-        not str(launcher).startswith("plugins.")
-        or not str(launcher).replace(".", "").replace("_", "").isalnum()
-    ):
-        raise ValueError(f"{job['config']}: launcher {launcher!r} is not a module of plugins/")
-    return [sys.executable, "-m", str(launcher), str(config)]
 
 
 def _train_loss(out: Path) -> float | None:
@@ -129,6 +126,8 @@ def _train_one_locked(job: dict) -> dict:
         "git_commit": job["git_commit"],
         "versions": job["versions"],
         "log": str(log),
+        # tools.train.memory's bill (MB), set beside the measured peak_gpu_mb / peak_rss_mb
+        "memory_estimate": job.get("memory_estimate"),
     }
 
     def fail(note: str, **extra) -> dict:
@@ -151,7 +150,7 @@ def _train_one_locked(job: dict) -> dict:
         return fail(str(e))
 
     old = _read_json(out / "run.json")
-    if (out / "DONE").exists() and (out / ADAPTER).exists():
+    if (out / "DONE").exists() and has_weights(out):
         same_config = old.get("config_sha256") == job["config_sha256"]
         if old.get("data_fingerprint") == fingerprint and same_config:
             result.update(status="done", note="already finished", wall_s=old.get("wall_s"))
@@ -190,8 +189,10 @@ def _train_one_locked(job: dict) -> dict:
     # A TENSORBOARD_LOGGING_DIR from the shell would send every run's events to one folder; without it
     # transformers 5 writes them to <output_dir>/runs/, where the report looks.
     env.pop("TENSORBOARD_LOGGING_DIR", None)
-    child = run_child(train_command(job, out / RESOLVED), log, cwd=Path(job["cwd"]), env=env)
-    ok = child.returncode == 0 and (out / ADAPTER).exists()
+    python = job.get("python") or sys.executable
+    cmd = train_command(resolved, job["cli"], python, out / RESOLVED)
+    child = run_child(cmd, log, cwd=Path(job["cwd"]), env=env)
+    ok = child.returncode == 0 and has_weights(out)
     stats = {
         "returncode": child.returncode,
         "wall_s": child.wall_s,
@@ -200,8 +201,10 @@ def _train_one_locked(job: dict) -> dict:
         "peak_gpu_basis": child.peak_gpu_basis,
     }
     if not ok:
-        why = f"llamafactory-cli exited {child.returncode}" if child.returncode else "no adapter was saved"
+        who = "llamafactory-cli" if cmd[0] == job["cli"] else "plugins.peft_train"
+        why = f"{who} exited {child.returncode}" if child.returncode else "no adapter or model was saved"
         return fail(f"{why}; log: {log}", **{**stats, "data_fingerprint": fingerprint})
+    stats.update(run_stats(out, log))  # trainable params, s/step, final loss: what the method study compares
     atomic_write_json(out / "run.json", {**record, **stats, "status": "finished", "ended": now()})
     atomic_write_json(out / "DONE", {"run": job["run"], "finished": now()})
     result.update(status="finished", train_loss=_train_loss(out), **stats)

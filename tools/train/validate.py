@@ -17,10 +17,16 @@ TEMPLATE_ONLY_TYPES: dict[str, tuple[type, ...]] = {
     "max_steps_cap": (int,),
     "eval_testset": (str,),
     "pruned_model": (str,),
+    "peft_type": (str,),
+    "llama_pro_blocks": (int,),
+    "llama_pro_model": (str,),
 }
 # Keys of ours that ride in the rendered YAML for a launcher (plugins.pruned_train), which removes them
 # before calling LLaMA-Factory: checked here for their type, then left out of LLaMA-Factory's parse.
 LAUNCHER_KEYS: dict[str, type] = {"launcher": str, "trust_pickle": bool}
+# Keys of our own that ride in the rendered YAML (LLaMA-Factory's parser refuses them): plugins.peft_train
+# removes them before LLaMA-Factory reads the rest.
+PLUGIN_KEYS = frozenset({"peft_type"})
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
@@ -74,10 +80,17 @@ def check_value(key: str, value: Any, where: str) -> None:
         ok = value is None or (isinstance(value, TEMPLATE_ONLY_TYPES[key]) and not isinstance(value, bool))
         if key == "precision" and value not in PRECISIONS:
             raise ConfigError(f"{where}: precision = {value!r}: use one of {PRECISIONS}")
+        if key == "peft_type":
+            from plugins.peft_types import PEFT_TYPES
+
+            if value not in PEFT_TYPES:
+                raise ConfigError(f"{where}: peft_type = {value!r}: use one of {', '.join(PEFT_TYPES)}")
         want = " or ".join(t.__name__ for t in TEMPLATE_ONLY_TYPES[key])
     else:
         ann = _lf_field_types().get(key)
-        ok = ann is None or _accepts(ann, value)
+        # None leaves a key to the template (save_steps: none -> a checkpoint per epoch); where the
+        # template writes it out, LLaMA-Factory's own parse of the rendered file has the last word
+        ok = ann is None or value is None or _accepts(ann, value)
         want = ann.__name__ if isinstance(ann, type) else str(ann).replace("typing.", "")
     if not ok:
         raise ConfigError(f"{where}: {key} = {value!r} is a {type(value).__name__}; it must be {want}")
@@ -105,9 +118,11 @@ def validate_config(cfg: dict, where: str) -> None:
     from llamafactory.hparams.parser import _verify_model_args
 
     for key, value in cfg.items():
-        if key in _lf_field_types() or key in LAUNCHER_KEYS:
+        if key in _lf_field_types() or key in PLUGIN_KEYS or key in LAUNCHER_KEYS:
             check_value(key, value, where)
-    cfg = {k: v for k, v in cfg.items() if k not in LAUNCHER_KEYS}
+    if cfg.get("peft_type", "lora") != "lora" and cfg.get("finetuning_type", "lora") != "lora":
+        raise ConfigError(f"{where}: peft_type {cfg['peft_type']} needs finetuning_type: lora")
+    cfg = {k: v for k, v in cfg.items() if k not in PLUGIN_KEYS and k not in LAUNCHER_KEYS}
     parser = _train_parser()
     logging.disable(logging.WARNING)
     try:

@@ -1,0 +1,77 @@
+"""The demo's flow (tools/demo.py) with its tools stood in by file writers: every epoch is evaluated on the
+dev set, the choice is made there, the test set is scored for the chosen point and the base only, and the
+export takes the same point the report chose. (The real tools each have their own end-to-end tests.)"""
+
+from __future__ import annotations
+
+import json
+
+from plugins.fileio import atomic_write_json, atomic_write_text
+from tools import demo
+from tools.core.paths import Run
+from tools.report import build_report
+from tools.report.synthetic import judged_scores, metrics, write_judgments
+
+EPOCHS = {"r8": 2, "r16": 2, "stage1_easy": 1, "stage2_easy_medium": 1, "stage3_all": 1}
+# dev judge means by point: r16 at epoch 1 is best on dev; on the test set the base would look better
+DEV = {"r8@epoch1": 5.0, "r8@epoch2": 5.5, "r16@epoch1": 6.5, "r16@epoch2": 6.0}
+
+
+def study_runs(argv: list[str]) -> list[str]:
+    """The run names after --runs, up to the next option."""
+    rest = argv[argv.index("--runs") + 1 :]
+    return rest[: next((i for i, x in enumerate(rest) if x.startswith("--")), len(rest))]
+
+
+def fake_tools(calls: list[list[str]]):
+    def step(label, argv, log_name, progress=False):
+        calls.append(argv)
+        mod = argv[0]
+        if mod == "tools.train.sweep":
+            for variant, n in EPOCHS.items():
+                out = Run(demo.MODEL, demo.STUDY, variant).output_dir
+                for e in range(1, n + 1):
+                    ck = out / f"checkpoint-{2 * e}"
+                    atomic_write_json(ck / "trainer_state.json", {"epoch": float(e), "global_step": 2 * e})
+                    atomic_write_text(ck / "adapter_model.safetensors", "x")
+                atomic_write_text(out / "adapter_model.safetensors", "x")
+                atomic_write_json(out / "run.json", {"status": "finished", "scientific": ["lora_rank"]})
+                atomic_write_json(out / "DONE", {})
+        if mod == "tools.eval.study":  # answers, metrics and judgments of every run named
+            testset = argv[argv.index("--testset") + 1]
+            for name in study_runs(argv):
+                run = Run.parse(name)
+                atomic_write_text(run.predictions(testset, "greedy"), "{}\n")
+                atomic_write_json(run.metrics(testset, "greedy"), metrics(0.2))
+                key = run.name.rsplit("/", 1)[1]
+                mean = DEV.get(key, 4.0) if testset == "demo_dev" else (7.0 if run.is_base else 5.0)
+                items = {f"p{i}": mean + (i % 3 - 1) * 0.5 for i in range(9)}
+                d = run.eval_dir(testset, "greedy")
+                write_judgments(d, items)
+                atomic_write_json(d / "scores.json", judged_scores(items))
+        return 0.0
+
+    return step
+
+
+def test_demo_chooses_on_dev_scores_test_once_and_exports_the_choice(out_dir, monkeypatch, capsys):
+    calls: list[list[str]] = []
+    monkeypatch.setattr(demo, "step", fake_tools(calls))
+    assert demo.main(["--judge", "offline"]) == 0
+    out = capsys.readouterr().out
+    chosen = f"{demo.MODEL}/demo/r16@epoch1"
+    assert f"chosen on demo_dev: {chosen}" in out
+
+    def generated(testset: str) -> list[str]:
+        return [r for c in calls if c[0] == "tools.eval.study" and testset in c for r in study_runs(c)]
+
+    epochs = [f"{demo.MODEL}/demo/{v}@epoch{e}" for v, n in EPOCHS.items() for e in range(1, n + 1)]
+    assert generated("demo_dev") == [f"{demo.MODEL}/base/base", *epochs]  # every epoch, on dev
+    assert generated("demo_eval") == [f"{demo.MODEL}/base/base", chosen]  # the test set: once, for the choice
+    export = next(c for c in calls if c[0] == "tools.export")
+    assert export == ["tools.export", "--run", chosen]
+    rep = build_report("demo", demo.MODEL)
+    assert rep.choice.best.run == chosen and rep.verdict.text.startswith(
+        f"Chosen on demo_dev by judge mean: {chosen}"
+    )
+    assert json.loads((rep.out / "choice.json").read_text())["best"]["run"] == chosen

@@ -1,0 +1,160 @@
+"""The method study's whole family trains: LLaMA-Factory's own methods and the PEFT types of plugins.peft_train.
+
+Each variant is rendered from templates/studies/method.yaml for the tiny profile and trained by the sweep's
+own trainer (a real `llamafactory-cli train`, or `python -m plugins.peft_train` for a `peft_type`), 2 steps
+at cutoff 128; the adapters of the other types (AdaLoRA, VeRA, LoHa, LoKr, OFT) are then loaded by
+generation and merged by export, unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from plugins import peft_train, peft_types
+from tools.core.paths import Run
+from tools.train import sweep, trainable_params
+from tools.train.configs import render_study, skipped_variants
+
+ADAPTER_TYPES = {"adalora": "ADALORA", "vera": "VERA", "loha": "LOHA", "lokr": "LOKR", "oft": "OFT"}
+FULL_MODEL = ("freeze", "full", "galore", "apollo", "badam", "llama_pro")
+TINY_VARIANTS = [r.run.variant for r in render_study("method", "tiny")]
+
+
+@pytest.fixture()
+def method_data(tmp_path) -> Path:
+    """The method study's dataset name over 8 tiny rows, so the test needs no `make data`."""
+    d = tmp_path / "data"
+    d.mkdir()
+    rows = [{"instruction": f"Write {i} in words.", "input": "", "output": f"It is {i}."} for i in range(8)]
+    (d / "alpaca_top100.json").write_text(json.dumps(rows))
+    (d / "dataset_info.json").write_text(json.dumps({"alpaca_top100": {"file_name": "alpaca_top100.json"}}))
+    return d
+
+
+# ------------------------------------------------------------------------------------ fast
+def test_every_method_renders_with_its_why_and_only_its_own_keys():
+    rendered = {r.run.variant: r for r in render_study("method", "llama2_7b")}
+    assert {"adalora", "vera", "loha", "lokr", "oft", "freeze", "full", "galore", "apollo", "badam"} <= set(
+        rendered
+    )
+    for name, r in rendered.items():
+        assert "#   this variant: `" + name + "`" in r.text  # each variant's own why heads its file
+    assert rendered["adalora"].config["peft_type"] == "adalora"
+    assert (
+        "python -m plugins.peft_train experiments/method/llama2_7b_lora_sft_vera.yaml"
+        in rendered["vera"].text
+    )
+    assert "peft_type" not in rendered["lora"].config and "llamafactory-cli train" in rendered["lora"].text
+    assert rendered["oft"].config["finetuning_type"] == "oft" and "use_rslora" not in rendered["oft"].config
+    full = rendered["galore"].config
+    assert full["finetuning_type"] == "full" and full["use_galore"] and full["optim"] == "adamw_torch"
+    assert "lora_rank" not in full and full["learning_rate"] == 1.0e-5
+    assert rendered["freeze"].config["freeze_trainable_layers"] == 2
+    pro = rendered["llama_pro"]
+    assert pro.config["model_name_or_path"] == "models/llama2_7b_pro8" and pro.config["use_llama_pro"]
+    assert pro.config["freeze_trainable_layers"] == 8 and "--blocks 8 --out models/llama2_7b_pro8" in pro.text
+    assert "llama_pro" in skipped_variants("method", "llama2_7b_t4") and "loha" in skipped_variants(
+        "method", "llama2_7b_t4"
+    )
+    assert rendered["badam"].config["use_badam"] and rendered["apollo"].config["use_apollo"]
+    assert "qlora" in skipped_variants("method", "tiny")
+
+
+def test_the_launcher_strips_peft_type_and_refuses_bad_ones(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("stage: sft\nfinetuning_type: lora\npeft_type: vera\nlora_rank: 8\n")
+    args, kind = peft_train.read_config(cfg, ["lora_rank=16"])
+    assert kind == "vera" and "peft_type" not in args and args["lora_rank"] == 16
+    cfg.write_text("finetuning_type: lora\npeft_type: ia3\n")
+    assert peft_train.main([str(cfg)]) == 2
+    assert "peft_type = 'ia3': use one of lora, adalora, vera, loha, lokr" in capsys.readouterr().err
+    cfg.write_text("finetuning_type: full\npeft_type: loha\n")
+    assert peft_train.main([str(cfg)]) == 2
+    assert "needs finetuning_type: lora" in capsys.readouterr().err
+
+
+def test_lora_config_becomes_each_type_with_its_targets_rank_and_schedule():
+    from peft import LoraConfig, TaskType
+
+    lora = LoraConfig(task_type=TaskType.CAUSAL_LM, r=8, lora_alpha=16, target_modules={"q_proj", "v_proj"})
+    ada = peft_types.convert_config(lora, "adalora", total_step=10)
+    assert (ada.init_r, ada.target_r, ada.total_step, ada.tinit, ada.tfinal) == (12, 8, 10, 1, 2)
+    assert sorted(ada.target_modules) == ["q_proj", "v_proj"]
+    assert peft_types.convert_config(lora, "vera").save_projection is True
+    assert peft_types.convert_config(lora, "lokr").alpha == 16
+    assert peft_types.convert_config(lora, "lora") is lora
+    assert peft_types.adalora_schedule(2) == {"tinit": 0, "tfinal": 1, "deltaT": 1}
+
+
+def test_trainable_params_are_read_from_the_last_loader_line(tmp_path):
+    log = tmp_path / "train.log"
+    log.write_text(
+        "x >> trainable params: 1,000 || all params: 9,000 || trainable%: 11.1111\n"
+        "resumed >> trainable params: 36,992 || all params: 3,219,776 || trainable%: 1.1489\n"
+    )
+    assert trainable_params(log) == {
+        "trainable_params": 36992,
+        "all_params": 3219776,
+        "trainable_pct": 1.1489,
+    }
+    assert trainable_params(tmp_path / "none.log") == {}
+
+
+# ------------------------------------------------------------------------------------ slow
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", TINY_VARIANTS)
+def test_every_method_trains_on_the_tiny_model(variant, out_dir, tiny_model, method_data, tmp_path):
+    overrides = {}
+    if variant == "llama_pro":  # the expanded model the config names, built here (2 layers + 2 blocks)
+        from tools.models.llama_pro import expand
+
+        overrides["llama_pro_model"] = str(expand(str(tiny_model), 2, tmp_path / "tiny_pro2"))
+    (job,) = sweep.plan("method", "tiny", dataset_dir=method_data, only=[variant], overrides=overrides)
+    res = sweep.train_one(job)
+    run = Run("tiny", "method", variant)
+    assert res["status"] == "finished", run.log.read_text()[-3000:]
+    rec = json.loads(run.run_json.read_text())
+    assert rec["train_steps"] == 2 and rec["s_per_step"] > 0 and rec["final_loss"] > 0
+    assert 0 < rec["trainable_params"] <= rec["all_params"] and run.is_finished()
+    log = run.log.read_text()
+    if variant in FULL_MODEL:  # a whole model, no adapter
+        assert run.is_full_model and not run.adapter.exists()
+        if variant == "full":
+            assert rec["trainable_params"] == rec["all_params"]
+            from tools.export.export import main as export
+
+            assert export(["--run", run.name]) == 2  # nothing to merge: said, nothing written
+            assert not run.export_dir.exists()
+            from tools.eval.generate import main as generate
+
+            argv = ["--run", run.name, "--testset", "demo_eval", "--limit", "1", "--max-new-tokens", "2"]
+            assert generate(argv) == 0  # the run folder is loaded as the model itself
+            gen = json.loads((run.eval_dir("demo_eval", "greedy") / "generation.json").read_text())
+            assert json.dumps(gen).count(str(run.output_dir)) >= 1
+        if variant in (
+            "freeze",
+            "llama_pro",
+        ):  # 2 decoder layers (the last / the new ones), not the embeddings
+            assert rec["trainable_params"] < rec["all_params"] / 2
+        if variant == "llama_pro":
+            assert "Set trainable layers: .1.,.3." in log  # LLaMA-Factory found the two new blocks
+        return
+    adapter = json.loads((run.output_dir / "adapter_config.json").read_text())
+    assert adapter["peft_type"] == ADAPTER_TYPES.get(variant, "LORA")  # the adapter names its own type
+    if variant in ("adalora", "vera", "loha", "lokr"):
+        assert f"plugins.peft_train: peft_type {variant}" in log and "-m plugins.peft_train" in log
+    if variant == "adalora":  # the rank schedule ran: total from the trainer, final allocation saved
+        assert adapter["total_step"] == 2 and adapter["rank_pattern"]
+    if variant in ADAPTER_TYPES:  # generation and export load (and merge) them unchanged
+        from tools.eval.generate import main as generate
+        from tools.export.export import main as export
+
+        argv = ["--run", run.name, "--testset", "demo_eval", "--limit", "2", "--max-new-tokens", "4"]
+        assert generate(argv) == 0
+        rows = [json.loads(x) for x in run.predictions("demo_eval", "greedy").read_text().splitlines()]
+        assert len(rows) == 2 and all("answer" in r for r in rows)
+        assert export(["--run", run.name]) == 0
+        assert (run.export_dir / "config.json").exists() and (run.export_dir / "export.json").exists()

@@ -1,0 +1,331 @@
+"""A study's evaluation in one process: the base model loaded once, each run's adapter swapped in.
+
+For every run (the base model `<model>/base/base` and each finished run of the study, or the runs
+named with --runs) and every decoding point, in this one process:
+  1. answers (tools.eval.generate's `generate_point`: resumes per batch, same files);
+  2. metrics with perplexity (tools.eval.metrics' `compute`, on the same engine; skipped when
+     metrics.json is newer than the answers);
+  3. judge scores (tools.judge's `run_judge`; the offline judge model is loaded once for all runs,
+     and only when a judgment is missing from the cache).
+The engine (tools.eval.engine) loads the base through LLaMA-Factory once and swaps adapters with PEFT
+(any adapter folder: a run's output, a checkpoint). Every file is the one the single-run tools write
+(tools/CONTRACTS.md), so a killed evaluation resumes where it stopped and any step can be re-run
+alone. Runs on different base models (or templates, or loading options) are refused up front, as are
+merged model folders (evaluate those with tools.eval.generate --model-path). A run that fails is
+reported and the others go on; the exit status is then 1.
+
+Usage:
+    python -m tools.eval.study --model smollm2_135m --study demo --testset demo_eval [--no-base]
+    python -m tools.eval.study --runs smollm2_135m/base/base smollm2_135m/rank/r8 --testset demo_eval
+        [--decoding greedy ... | --grid hw5] [--max-new-tokens N] [--limit K] [--batch-size N]
+        [--dtype bfloat16] [--judge auto|offline|openai|none] [--offline-model DIR] [--no-metrics]
+        [--no-similarity] [--dataset-dir data] [--references NAME] [--timings FILE] [--force]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from plugins.fileio import atomic_write_json
+from tools.core.paths import DATA, Run, saves_dir
+from tools.eval.decoding import DEFAULT_MAX_NEW_TOKENS, DecodingPoint, load_grid
+from tools.eval.engine import DTYPES, Engine, _base_key
+from tools.eval.generate import generate_point
+from tools.eval.metrics import compute
+from tools.eval.policy import is_policy, load_policy
+from tools.eval.prompts import GenerateError, load_prompts
+from tools.eval.source import Source, resolve_source
+
+log = logging.getLogger("study")
+JUDGES = ("auto", "offline", "openai", "none")
+
+
+def study_runs(model: str, study: str, base: bool = True) -> list[Run]:
+    """The base model and every finished run of a study, by name (unfinished ones are left out)."""
+    root = saves_dir() / model / "lora" / study
+    dirs = (
+        sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        if root.is_dir()
+        else []
+    )
+    runs = [Run(model, study, d.name) for d in dirs]  # .<variant>.stale-* folders are set-aside runs
+    for r in runs:
+        if not r.is_finished():
+            log.warning("%s is not finished: left out", r)
+    done = [r for r in runs if r.is_finished()]
+    if not done and not base:
+        raise GenerateError(f"study {study} has no finished run under {root}")
+    return ([Run.base(model)] if base else []) + done
+
+
+def check_sources(sources: list[Source]) -> None:
+    """One base for all: an adapter of another base, or a merged folder, is refused before any work."""
+    from tools.core.profiles import same_model
+
+    first = sources[0]
+    for s in sources:
+        if s.kind == "merged":
+            raise GenerateError(
+                f"{s.run}: a merged model folder has weights of its own; evaluate it with "
+                "`python -m tools.eval.generate --model-path`"
+            )
+        if not same_model(s.model_name_or_path, first.model_name_or_path):
+            raise GenerateError(
+                f"{s.run}: its adapter was trained on {s.model_name_or_path!r}, not on {first.run}'s "
+                f"{first.model_name_or_path!r}: one study evaluation shares one base model"
+            )
+        if _base_key(s) != _base_key(first):
+            raise GenerateError(f"{s.run}: template/loading options differ from {first.run}'s")
+
+
+class Study:
+    """The engine and the offline judge of one evaluation, each loaded on first need."""
+
+    def __init__(self, dtype: str | None = None, offline_model: str | Path | None = None):
+        self.dtype = dtype
+        self.engine: Engine | None = None
+        self.offline_model = offline_model
+        self.judge_s = 0.0  # seconds in the offline judge's forward passes
+        self.load_s = 0.0  # seconds loading models
+
+    def engine_for(self, source: Source) -> Engine:
+        if self.engine is None:
+            t0 = time.perf_counter()
+            self.engine = Engine(source, self.dtype)
+            self.load_s += time.perf_counter() - t0
+        return self.engine.use(source)
+
+    @functools.cache  # noqa: B019 (one Study per process)
+    def offline_judge(self, path: Path):
+        from tools.judge import OfflineJudge
+
+        t0 = time.perf_counter()
+        judge = OfflineJudge(path)
+        self.load_s += time.perf_counter() - t0
+        started: list[float] = []
+        judge.model.register_forward_pre_hook(lambda *_: started.append(time.perf_counter()))
+
+        def done(*_):
+            self.judge_s += time.perf_counter() - started.pop()
+
+        judge.model.register_forward_hook(done)
+        return judge
+
+    @property
+    def compute_s(self) -> float:
+        return (self.engine.compute_s if self.engine else 0.0) + self.judge_s
+
+
+def evaluate_run(
+    study: Study,
+    source: Source,
+    testset: str,
+    prompts: list[dict],
+    points: list[DecodingPoint],
+    batch_size: int | None = None,
+    metrics: bool = True,
+    similarity: bool = True,
+    judge: str = "auto",
+    dataset_dir: Path = DATA,
+    force: bool = False,
+    say=print,
+) -> None:
+    """Answers, metrics and judge scores of one run at every point, on the shared engine and judge."""
+    run = source.run
+    for point in points:
+        pred = generate_point(
+            None,
+            source,
+            testset,
+            prompts,
+            point,
+            batch_size,
+            force,
+            progress=False,
+            engine_factory=lambda: study.engine_for(source),
+        )
+        met = run.metrics(testset, point.name)
+        if metrics and (force or not met.exists() or met.stat().st_mtime < pred.stat().st_mtime):
+            m = compute(
+                run,
+                testset,
+                point.name,
+                similarity=similarity,
+                dataset_dir=dataset_dir,
+                engine=study.engine_for(source),
+            )
+            say(f"  metrics {run.name} {point.name}: rougeL {m['rougeL']} ppl {m['ppl_reference']}")
+        if judge != "none":
+            from tools.judge import run_judge
+
+            run_judge(
+                run.name,
+                testset,
+                point.name,
+                offline={"auto": None, "offline": True, "openai": False}[judge],
+                offline_model=study.offline_model,
+                judge_factory=study.offline_judge,
+                say=lambda line: say(f"  {line}"),
+            )
+
+
+def evaluate_study(
+    runs: list[Run | str],
+    testset: str,
+    points: list[DecodingPoint],
+    limit: int | None = None,
+    batch_size: int | None = None,
+    dtype: str | None = None,
+    metrics: bool = True,
+    similarity: bool = True,
+    judge: str = "auto",
+    offline_model: str | Path | None = None,
+    dataset_dir: Path = DATA,
+    references: str | None = None,
+    force: bool = False,
+    say=print,
+) -> dict:
+    """Evaluate every run on one engine; returns {failed: [run names], timings}."""
+    t0 = time.perf_counter()
+    sources = [resolve_source(r) for r in runs]
+    if not sources:
+        raise GenerateError("no runs to evaluate")
+    check_sources(sources)
+    prompts = load_prompts(testset, dataset_dir, references)[:limit]
+    study = Study(dtype, offline_model)
+    failed = []
+    for source in sources:
+        t_run = time.perf_counter()
+        say(f"{source.run.name}: {testset} x {', '.join(p.name for p in points)}")
+        try:
+            evaluate_run(
+                study,
+                source,
+                testset,
+                prompts,
+                points,
+                batch_size,
+                metrics,
+                similarity,
+                judge,
+                dataset_dir,
+                force,
+                say,
+            )
+        except Exception as e:  # noqa: BLE001 (one run's failure is reported; the others still go)
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            log.exception("%s failed", source.run)
+            say(f"  {source.run.name}: FAILED: {e}")
+            failed.append(source.run.name)
+            continue
+        say(f"  {source.run.name}: done in {time.perf_counter() - t_run:.1f} s")
+    wall = time.perf_counter() - t0
+    timings = {
+        "runs": len(sources),
+        "points": len(points),
+        "prompts": len(prompts),
+        "wall_s": round(wall, 2),
+        "load_s": round(study.load_s, 2),
+        "generate_and_score_s": round(study.engine.compute_s if study.engine else 0.0, 2),
+        "judge_forward_s": round(study.judge_s, 2),
+        "compute_s": round(study.compute_s, 2),
+        "dtype": str(study.engine.dtype).replace("torch.", "") if study.engine else None,
+    }
+    return {"failed": failed, "timings": timings}
+
+
+def main(argv: list[str] | None = None) -> int:
+    t_start = time.time()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    who = ap.add_mutually_exclusive_group(required=True)
+    who.add_argument("--study", help="every finished run of this study (with --model), and the base model")
+    who.add_argument("--runs", nargs="+", help="runs by name, model/study/variant")
+    ap.add_argument("--model", default="smollm2_135m", help="with --study: the profile")
+    ap.add_argument("--no-base", action="store_true", help="with --study: leave the base model out")
+    ap.add_argument("--testset", default="demo_eval")
+    g = ap.add_mutually_exclusive_group()
+    g.add_argument("--grid", help="a grid in templates/decoding/")
+    g.add_argument("--decoding", nargs="+", default=None, help="decoding names (default greedy)")
+    ap.add_argument("--max-new-tokens", type=int, default=None, help=f"default {DEFAULT_MAX_NEW_TOKENS}")
+    ap.add_argument("--limit", type=int, default=None, help="only the first K prompts")
+    ap.add_argument("--batch-size", type=int, default=None, help="default: all prompts, within memory")
+    ap.add_argument("--dtype", choices=DTYPES, help="default: the profile's on GPU, bf16 on a bf16 CPU")
+    ap.add_argument(
+        "--judge", choices=JUDGES, default="auto", help="auto: GPT-4o-mini with a key, else offline"
+    )
+    ap.add_argument("--offline-model", default=None, help="the offline judge's model folder")
+    ap.add_argument("--no-metrics", action="store_true")
+    ap.add_argument("--no-similarity", action="store_true")
+    ap.add_argument("--dataset-dir", type=Path, default=DATA)
+    ap.add_argument("--references", help="a registered set whose `output` is the reference, joined by id")
+    ap.add_argument("--timings", type=Path, help="write the time split (load, compute, wall) as JSON here")
+    ap.add_argument("--force", action="store_true", help="regenerate and rescore")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        if (a.batch_size is not None and a.batch_size < 1) or (a.limit is not None and a.limit < 1):
+            raise GenerateError("--batch-size and --limit must be at least 1")
+        if a.grid:
+            points = load_grid(a.grid, a.max_new_tokens)
+        else:
+            kw = {"max_new_tokens": a.max_new_tokens or DEFAULT_MAX_NEW_TOKENS}
+            points = [
+                load_policy(n, a.max_new_tokens) if is_policy(n) else DecodingPoint.parse(n, **kw)
+                for n in (a.decoding or ["greedy"])
+            ]
+        runs = a.runs or study_runs(a.model, a.study, not a.no_base)
+        out = evaluate_study(
+            runs,
+            a.testset,
+            points,
+            a.limit,
+            a.batch_size,
+            a.dtype,
+            not a.no_metrics,
+            not a.no_similarity,
+            a.judge,
+            a.offline_model,
+            a.dataset_dir,
+            a.references,
+            a.force,
+        )
+    except (GenerateError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    t = out["timings"]
+    # the whole process, interpreter start and imports included: what a user waits for
+    t["process_wall_s"] = round(time.time() - _process_start(t_start), 2)
+    share = t["compute_s"] / t["process_wall_s"] if t["process_wall_s"] else 0.0
+    t["compute_share"] = round(share, 3)
+    print(
+        f"evaluated {t['runs']} run(s) x {t['points']} point(s) x {t['prompts']} prompts in "
+        f"{t['process_wall_s']:.1f} s: model compute {t['compute_s']:.1f} s ({share:.0%}), "
+        f"model loads {t['load_s']:.1f} s, dtype {t['dtype']}"
+    )
+    if a.timings:
+        atomic_write_json(a.timings, t)
+    if out["failed"]:
+        print(f"failed: {', '.join(out['failed'])}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _process_start(fallback: float) -> float:
+    try:
+        import psutil
+
+        return psutil.Process().create_time()
+    except (ImportError, OSError):
+        return fallback
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""Do two judges agree on the same answers? Spearman of their per-prompt scores, and whether they
+pick the same winner when two runs are compared (per prompt and overall).
+
+A second judge is any OpenAI-compatible endpoint and model (`python -m tools.judge ...
+--second-judge-base-url URL --second-judge-model M`): it judges exactly the answers the first
+judged, with the same protocol, its own cache, the same cost limit, and its judgments go to
+`judge.second.jsonl` beside `judge.jsonl`; scores.json gets an `agreement` block. This command
+then compares two runs under both judges.
+
+Usage:
+    python -m tools.judge.agree --runs A B --testset T [--decoding greedy]
+    python -m tools.judge.agree --judgments FIRST.jsonl SECOND.jsonl   (one run, two judge files)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from plugins.fileio import read_jsonl
+from tools.core.paths import Run
+from tools.judge.client import Endpoint
+from tools.judge.run import JudgeError, api_spec, cache_for, collect, estimate, judge_api, plan
+
+SECOND = "judge.second.jsonl"
+
+
+def second_path(run: Run, testset: str, decoding: str) -> Path:
+    return run.judgments(testset, decoding).with_name(SECOND)
+
+
+def judge_second(items, proto, swap: bool, ep: Endpoint, max_cost: float, say=print) -> list[dict]:
+    """The same judgments by another endpoint/model (cached under its own label); returns its rows."""
+    spec = api_spec(ep.model, ep.base_url)
+    cache = cache_for(spec)
+    planned = plan(items, proto, spec, swap)
+    todo = [p for p in planned if p.key not in cache]
+    est = estimate(todo, proto, spec)
+    say(f"  second judge {spec.judge_model}: {est['calls']} calls to make, cost {est['cost_usd']}")
+    if est["calls"] and (est["cost_usd"] is None or est["cost_usd"] > max_cost):
+        raise JudgeError(
+            f"second judge {spec.judge_model}: estimated cost {est['cost_usd']} above ${max_cost}"
+        )
+    failures, _ = judge_api(todo, proto, spec, ep, cache) if todo else ({}, None)
+    return collect(planned, cache, failures, {p.key for p in todo})
+
+
+def main_scores(rows: list[dict]) -> dict[str, float]:
+    """{id: the answer's score} in the main order (HW5's "ab", or "single")."""
+    main = "single" if rows and rows[0]["protocol"] == "single" else "ab"
+    return {r["id"]: float(r["score_answer"]) for r in rows if r["order"] == main and r["parsed"]}
+
+
+def spearman(a: dict[str, float], b: dict[str, float]) -> dict:
+    from scipy.stats import spearmanr
+
+    ids = sorted(set(a) & set(b))
+    if len(ids) < 3:
+        return {"spearman": None, "n": len(ids)}
+    x, y = [a[i] for i in ids], [b[i] for i in ids]
+    if len(set(x)) < 2 or len(set(y)) < 2:  # a constant judge has no ranking to agree with
+        return {"spearman": None, "n": len(ids), "note": "one judge gave every prompt the same score"}
+    return {"spearman": float(spearmanr(x, y).statistic), "n": len(ids)}
+
+
+def agreement(first: list[dict], second: list[dict]) -> dict:
+    """Two judges on the same answers: Spearman of per-prompt scores and of the means."""
+    a, b = main_scores(first), main_scores(second)
+    return {
+        "judge_first": first[0]["judge_model"] if first else None,
+        "judge_second": second[0]["judge_model"] if second else None,
+        **spearman(a, b),
+        "mean_first": float(np.mean(list(a.values()))) if a else None,
+        "mean_second": float(np.mean(list(b.values()))) if b else None,
+    }
+
+
+def _sign(x: float) -> int:
+    return (x > 0) - (x < 0)
+
+
+def winner_agreement(runs: dict[str, dict[str, list[dict]]]) -> dict:
+    """Two runs x two judges: does each judge prefer the same run, overall and prompt by prompt?"""
+    (ra, by_a), (rb, by_b) = runs.items()
+    out = {"runs": [ra, rb], "judges": {}}
+    per_prompt = []
+    for j in ("first", "second"):
+        sa, sb = main_scores(by_a[j]), main_scores(by_b[j])
+        ids = sorted(set(sa) & set(sb))
+        diff = float(np.mean([sb[i] - sa[i] for i in ids])) if ids else None
+        out["judges"][j] = {
+            "judge": by_a[j][0]["judge_model"] if by_a[j] else None,
+            f"{rb} - {ra}": diff,
+            "better": None if not diff else (rb if diff > 0 else ra),
+        }
+        per_prompt.append({i: _sign(sb[i] - sa[i]) for i in ids})
+    common = sorted(set(per_prompt[0]) & set(per_prompt[1]))
+    same = sum(1 for i in common if per_prompt[0][i] == per_prompt[1][i])
+    b1, b2 = out["judges"]["first"]["better"], out["judges"]["second"]["better"]
+    out["same_better_run"] = bool(b1 and b1 == b2)
+    out["prompt_winner_agreement"] = same / len(common) if common else None
+    out["n_prompts"] = len(common)
+    return out
+
+
+def _rows(path: Path) -> list[dict]:
+    if not path.exists():
+        raise JudgeError(f"{path}: not there (judge with --second-judge-base-url/--second-judge-model first)")
+    return list(read_jsonl(path))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", nargs=2, metavar=("A", "B"))
+    ap.add_argument("--judgments", nargs=2, type=Path, metavar=("FIRST", "SECOND"))
+    ap.add_argument("--testset", default="hw5_test")
+    ap.add_argument("--decoding", default="greedy")
+    a = ap.parse_args(argv)
+    try:
+        if a.judgments:
+            res = agreement(_rows(a.judgments[0]), _rows(a.judgments[1]))
+            print(
+                f"{res['judge_first']} vs {res['judge_second']}: Spearman {res['spearman']} on n={res['n']}"
+            )
+            return 0
+        if not a.runs:
+            raise JudgeError("name --runs A B or --judgments FIRST SECOND")
+        runs = {}
+        for name in a.runs:
+            r = Run.parse(name)
+            runs[r.name] = {
+                "first": _rows(r.judgments(a.testset, a.decoding)),
+                "second": _rows(second_path(r, a.testset, a.decoding)),
+            }
+        for name, by in runs.items():
+            ag = agreement(by["first"], by["second"])
+            print(
+                f"{name}: {ag['judge_first']} vs {ag['judge_second']}: Spearman {ag['spearman']} (n={ag['n']})"
+            )
+        w = winner_agreement(runs)
+        print(
+            f"better run: first judge {w['judges']['first']['better']}, second {w['judges']['second']['better']} "
+            f"-> {'agree' if w['same_better_run'] else 'DISAGREE'}; per-prompt winner agreement "
+            f"{w['prompt_winner_agreement']} on {w['n_prompts']} prompts"
+        )
+    except (JudgeError, ValueError) as e:
+        print(f"judge.agree: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""Choose on the dev set, score on the test set: the best run, epoch and decoding point of a study.
+
+Every evaluated point of every tuned run - its final adapter or one epoch's checkpoint
+(`<run>@epochN`), at each decoding point - that has a score on the dev set is a candidate. The
+best is the highest judge mean on dev; where no candidate has judge scores, the declared fallback
+metric (ROUGE-L against the references, `FALLBACK`) decides, and the choice says so. Ties go to the
+earlier epoch, then to the name. The test set is never read here: it is scored for the chosen point
+afterwards (`make sweep` and `make demo` do that), so its score is an honest estimate.
+
+Which set is which: the role `tools.data` records in dataset_info.json (`dev` or `test`), else the
+name (`*_dev` is a dev set). The report and the export use this same function on the same files,
+so they cannot disagree about the choice.
+
+Usage:
+    python -m tools.report.choose --study demo [--model smollm2_135m] [--dev demo_dev]
+        prints the chosen run name (e.g. smollm2_135m/demo/r16@epoch2) and writes
+        reports/<study>/choice.json; exit 1 when no point has a dev score
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from plugins import registry
+from plugins.fileio import atomic_write_json, read_jsonl
+from tools.core.paths import DATA, Run, report_dir
+from tools.report.collect import EvalPoint, RunRecord, read_evals, study_runs
+
+METRIC = "judge_mean"
+FALLBACK = "rougeL"
+
+
+def role_of(testset: str, dataset_dir: Path = DATA) -> str:
+    """`dev` or `test`: what tools.data registered it as, else by name (`*_dev` is a dev set)."""
+    try:
+        entry = registry.load_info(dataset_dir).get(testset)
+    except registry.RegistryError:
+        entry = None
+    if registry.is_ours(entry) and entry["smalldata"].get("role") in ("dev", "test"):
+        return entry["smalldata"]["role"]
+    return "dev" if testset.endswith("_dev") else "test"
+
+
+def split_sets(records: list[RunRecord], dataset_dir: Path = DATA) -> tuple[str | None, list[str]]:
+    """(the dev set most runs were evaluated on or None, the other sets = test sets)."""
+    counts = Counter(e.testset for r in records for e in r.evals)
+    devs = [t for t, _ in counts.most_common() if role_of(t, dataset_dir) == "dev"]
+    return (devs[0] if devs else None), [t for t in counts if role_of(t, dataset_dir) != "dev"]
+
+
+def value(e: EvalPoint | None, metric: str) -> float | None:
+    if e is None:
+        return None
+    if metric == METRIC:
+        return (e.scores or {}).get("mean")
+    return (e.metrics or {}).get(metric)
+
+
+@dataclass
+class Point:
+    run: str  # the run name that addresses it: model/study/variant[@epochN]
+    trained: str  # its training run
+    epoch: int | None
+    decoding: str
+    score: float
+    ci95: list[float] | None = None
+
+
+@dataclass
+class Choice:
+    dev: str | None
+    metric: str | None  # judge_mean, or FALLBACK when no dev point was judged
+    best: Point | None = None
+    candidates: list[Point] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def run(self) -> Run | None:
+        return Run.parse(self.best.run) if self.best else None
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "chosen_on": self.dev}
+
+
+def candidates(records: list[RunRecord], dev: str, metric: str) -> list[Point]:
+    out = []
+    for r in records:
+        if r.is_base:
+            continue
+        for e in r.evals:
+            v = value(e, metric) if e.testset == dev else None
+            if v is None:
+                continue
+            ci = (e.scores or {}).get("ci95") if metric == METRIC else None
+            name = r.run.at_epoch(e.epoch).name
+            out.append(Point(name, r.run.name, e.epoch, e.decoding, float(v), ci))
+    return out
+
+
+def choose_on_dev(records: list[RunRecord], dev: str | None = None, dataset_dir: Path = DATA) -> Choice:
+    """The best (run, epoch, decoding) on the dev set; Choice.best is None when nothing was scored there."""
+    dev = dev or split_sets(records, dataset_dir)[0]
+    if dev is None:
+        return Choice(
+            None, None, note="no dev set evaluated: nothing to choose on (the test set is not used)"
+        )
+    for metric in (METRIC, FALLBACK):
+        points = candidates(records, dev, metric)
+        if points:
+            # highest score; then the earlier epoch (the final adapter counts as the last), then the name
+            key = lambda p: (-p.score, p.epoch if p.epoch is not None else 10**6, p.run, p.decoding)  # noqa: E731
+            points.sort(key=key)
+            how = (
+                "judge mean"
+                if metric == METRIC
+                else f"{FALLBACK} (declared fallback: no judge scores on dev)"
+            )
+            note = f"chosen on {dev} by {how} among {len(points)} point(s)"
+            return Choice(dev, metric, points[0], points, note)
+    return Choice(dev, None, note=f"no tuned run has a score on the dev set {dev}")
+
+
+def dev_records(study: str, model: str | None = None) -> list[RunRecord]:
+    """The study's runs with their evaluation points only (no events: choosing needs none)."""
+    records = []
+    for run in study_runs(study, model, with_base=False):
+        rec = RunRecord(run)
+        rec.evals = read_evals(run, rec.problems)
+        records.append(rec)
+    return records
+
+
+# ------------------------------------------------------------------ per-prompt scores (paired tests)
+def item_scores(run: Run, testset: str, decoding: str, metric: str = METRIC) -> dict[str, float]:
+    """{prompt id: score} at one point: the judge's score of the answer (judge.jsonl, HW5's main order),
+    or the fallback metric per item (metrics_items.jsonl); {} when the file is missing."""
+    d = run.eval_dir(testset, decoding)
+    if metric == METRIC:
+        path = d / "judge.jsonl"
+        if not path.exists():
+            return {}
+        rows = [r for r in read_jsonl(path) if isinstance(r, dict)]
+        main = "single" if rows and rows[0].get("protocol") == "single" else "ab"
+        try:  # scores.json names the order its mean is over (HW5's: the answer as Assistant 2)
+            main = json.loads((d / "scores.json").read_text()).get("order") or main
+        except (OSError, ValueError, AttributeError):
+            pass
+        if not any(r.get("order") == main for r in rows):
+            orders = Counter(r.get("order") for r in rows)
+            main = orders.most_common(1)[0][0] if orders else main
+        return {
+            str(r["id"]): float(r["score_answer"])
+            for r in rows
+            if r.get("order") == main and r.get("parsed") and r.get("score_answer") is not None
+        }
+    path = d / "metrics_items.jsonl"
+    if not path.exists():
+        return {}
+    return {str(r["id"]): float(r[metric]) for r in read_jsonl(path) if r.get(metric) is not None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--study", required=True)
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--dev", default=None, help="the dev set (default: the one most runs were evaluated on)")
+    ap.add_argument("--dataset-dir", type=Path, default=DATA)
+    a = ap.parse_args(argv)
+    choice = choose_on_dev(dev_records(a.study, a.model), a.dev, a.dataset_dir)
+    atomic_write_json(report_dir(a.study) / "choice.json", choice.as_dict())
+    if choice.best is None:
+        print(f"choose: {choice.note}", file=sys.stderr)
+        return 1
+    print(choice.best.run)
+    b = choice.best
+    print(f"choose: {b.run} at {b.decoding}: {b.score:.4g}; {choice.note}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

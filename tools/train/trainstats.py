@@ -1,0 +1,81 @@
+"""What a finished training run cost, read from LLaMA-Factory's own outputs (for run.json and the report).
+
+- trainable / all parameters: the line LLaMA-Factory's loader prints ("trainable params: 36,992 || all
+  params: 3,219,776 || trainable%: 1.1489"), the last one in train.log (a resumed run prints it again);
+- seconds per optimizer step: train_runtime / global_step (train_results.json, trainer_state.json);
+- final loss: the last logged training loss (trainer_log.jsonl), beside the run's mean train_loss;
+- the command that trains it: `llamafactory-cli train`, or plugins.peft_train for a `peft_type` config.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+PARAMS_LINE = re.compile(r"trainable params: ([\d,]+) \|\| all params: ([\d,]+) \|\| trainable%: ([\d.]+)")
+
+
+def train_command(cfg: dict, cli: str, python: str, config_file: Path) -> list[str]:
+    """The child command for a resolved config: a launcher of ours when the config names one (a plugins.*
+    module that supplies what LLaMA-Factory cannot load, then calls its run_exp), or when it names a PEFT
+    type LLaMA-Factory lacks; else `llamafactory-cli train`."""
+    launcher = cfg.get("launcher")
+    if launcher is not None:
+        name = str(launcher)
+        if not name.startswith("plugins.") or not name.replace(".", "").replace("_", "").isalnum():
+            raise ValueError(f"{config_file}: launcher {launcher!r} is not a module of plugins/")
+        return [python, "-m", name, str(config_file)]
+    if cfg.get("peft_type", "lora") != "lora":
+        return [python, "-m", "plugins.peft_train", str(config_file)]
+    return [cli, "train", str(config_file)]
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def trainable_params(log: Path) -> dict:
+    """{trainable_params, all_params, trainable_pct} from the last such line in the log ({} when none)."""
+    try:
+        text = log.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return {}
+    found = PARAMS_LINE.findall(text)
+    if not found:
+        return {}
+    trainable, total, pct = found[-1]
+    return {
+        "trainable_params": int(trainable.replace(",", "")),
+        "all_params": int(total.replace(",", "")),
+        "trainable_pct": float(pct),
+    }
+
+
+def step_stats(out: Path) -> dict:
+    """{train_steps, s_per_step, final_loss} from LLaMA-Factory's files in the output folder."""
+    results = _read_json(out / "train_results.json") or _read_json(out / "all_results.json")
+    steps = _read_json(out / "trainer_state.json").get("global_step")
+    stats: dict = {}
+    if steps:
+        stats["train_steps"] = int(steps)
+        if results.get("train_runtime"):
+            stats["s_per_step"] = round(float(results["train_runtime"]) / int(steps), 3)
+    last = None
+    try:
+        for line in (out / "trainer_log.jsonl").read_text().splitlines():
+            row = json.loads(line) if line.strip() else {}
+            if row.get("loss") is not None:
+                last = float(row["loss"])
+    except (OSError, ValueError):
+        pass
+    if last is not None:
+        stats["final_loss"] = round(last, 4)
+    return stats
+
+
+def run_stats(out: Path, log: Path) -> dict:
+    return {**trainable_params(log), **step_stats(out)}
