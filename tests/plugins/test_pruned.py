@@ -132,17 +132,11 @@ def test_the_recovery_study_renders_the_issue_defaults():
     assert "python -m plugins.pruned_train experiments/recovery/" in gpu.text
     (cpu,) = render_study("recovery", "smollm2_135m")
     assert cpu.run.variant == "demo_recovery" and cpu.config["dataset"] == "demo_recovery"
-    # The rank study's keys, plus only the pruned model's launcher keys and the validation split's.
+    # The rank study's keys, plus only the pruned model's launcher keys and its validation split (in place
+    # of the dev set the other studies validate on).
     (rank,) = render_study("rank", "llama2_7b", only=["r8"])
-    extra = {
-        "launcher",
-        "trust_pickle",
-        "train_on_prompt",
-        "val_size",
-        "eval_strategy",
-        "per_device_eval_batch_size",
-    }
-    assert set(c) - set(rank.config) == extra and set(rank.config) - set(c) == set()
+    extra = {"launcher", "trust_pickle", "val_size"}
+    assert set(c) - set(rank.config) == extra and set(rank.config) - set(c) == {"eval_dataset"}
 
 
 def test_the_trainer_starts_the_launcher_a_config_names():

@@ -19,14 +19,6 @@ QUICK = (
 )
 
 
-def quick_steps(judge_model) -> tuple:
-    """generate (3 prompts, 4 tokens), metrics without a model, the offline judge on the tiny model."""
-    return (
-        *QUICK,
-        ("tools.judge", ("--decoding", "greedy", "--offline", "--offline-model", str(judge_model))),
-    )
-
-
 @pytest.mark.slow
 def test_one_run_gives_a_point_per_epoch_and_the_choice_is_made_on_dev(out_dir, tiny_model, tmp_path, capsys):
     data = tmp_path / "data"
@@ -55,8 +47,17 @@ def test_one_run_gives_a_point_per_epoch_and_the_choice_is_made_on_dev(out_dir, 
     state = json.loads((run.output_dir / "trainer_state.json").read_text())
     assert [h["epoch"] for h in state["log_history"] if "eval_loss" in h] == [1.0, 2.0]
 
-    steps = quick_steps(tiny_model)
-    rows = sweep.evaluate([run], "demo_eval", "epochs", data, steps=steps, dev="demo_dev", model="tiny")
+    quick = [
+        "--limit",
+        "3",
+        "--max-new-tokens",
+        "4",
+        "--judge",
+        "offline",
+        "--offline-model",
+        str(tiny_model),
+    ]
+    rows = sweep.evaluate([run], "demo_eval", "epochs", data, dev="demo_dev", model="tiny", extra=quick)
     assert [r for r in rows if r[2] != 0] == []
     for e in range(1, EPOCHS + 1):
         assert run.at_epoch(e).scores("demo_dev", "greedy").exists()  # a judged point per epoch, on dev

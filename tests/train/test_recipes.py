@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tools.core.paths import Run
+from tools.train import evaluation as evaluate_module
 from tools.train import sweep
 from tools.train.configs import load_study, render_study
 
@@ -60,7 +61,7 @@ def test_the_sweep_evaluates_each_run_with_its_decoding_list(out_dir, monkeypatc
         returncode = 0
         wall_s = 0.0
 
-    monkeypatch.setattr(sweep, "run_child", lambda cmd, log, cwd: calls.append(cmd[2:]) or Done())
+    monkeypatch.setattr(evaluate_module, "run_child", lambda cmd, log, cwd: calls.append(cmd[2:]) or Done())
     run = Run("tiny", "recipes", "r475")
     sweep.evaluate(
         [run],

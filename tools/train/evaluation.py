@@ -1,0 +1,142 @@
+"""After a sweep trains: every run evaluated, in one `tools.eval.study` process per prompt set and
+decoding list (base model loaded once, adapters swapped), choices made on the dev set, the test set
+scored for the chosen point, then the study's report. A pruned model's study (recovery) is scored by
+`tools.eval.recovery` instead. Each step is a child process: a failure is printed with its log and
+the rest still goes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+from tools.core.paths import DATA, ROOT, Run, out_root
+from tools.core.runinfo import run_child
+
+
+def module_exists(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+EVAL_MODULE = "tools.eval.study"
+# A pruned model's runs (the recovery study) are scored before pruning, after it and after recovery
+# (perplexity, zero-shot accuracy, speed, memory) and reported in one table, not answered and judged.
+RECOVERY_MODULE = "tools.eval.recovery"
+
+
+def evaluate(
+    runs: list[Run],
+    testset: str,
+    study: str,
+    dataset_dir: Path = DATA,
+    module: str = EVAL_MODULE,
+    report_module: str = "tools.report",
+    decodings: dict[str, list[str]] | None = None,
+    dev: str | None = None,
+    model: str | None = None,
+    test_all: bool = False,
+    extra: list[str] | None = None,
+) -> list[tuple[str, str, int]]:
+    """Answers, metrics and judge scores (greedy) of every run in ONE child process, then the report.
+
+    With a dev set: first every epoch's checkpoint of every run (`<run>@epochN`; the run itself when
+    it kept none) and the base model on dev; then the point chosen there (tools.report.choose) and the
+    base model on the test set - every run too with `test_all`. The test set never takes part in a choice.
+    tools.eval.study loads the base model once and swaps the adapters; a run that fails there is reported
+    in its log and the others still go. `decodings` maps a run's name to the decoding names (points or
+    policies) it is evaluated with (the study's `decoding`); without an entry a run gets greedy.
+    `extra`: more arguments for tools.eval.study (e.g. --limit, --judge). (step, returncode) rows.
+    """
+    rows = []
+    if dev:
+        points = [p for r in runs for p in ([r] if r.is_base else (r.epochs() or [r]))]
+        rows += _evaluate_points(
+            points, dev, study, dataset_dir, module, decodings, f"sweep_eval_{dev}.log", extra
+        )
+        chosen = choose_on_dev(study, model, dev)
+        print(f"  chosen on {dev}: {chosen or 'nothing (no dev scores)'}", flush=True)
+        tuned = [r for r in runs if not r.is_base]
+        runs = [r for r in runs if r.is_base] + (tuned if test_all else [chosen] if chosen else [])
+    rows += _evaluate_points(runs, testset, study, dataset_dir, module, decodings, "sweep_eval.log", extra)
+    if module_exists(report_module):
+        log = out_root() / "reports" / study / "sweep_report.log"
+        rc = run_child([sys.executable, "-m", report_module, "--study", study], log, cwd=ROOT).returncode
+        rows.append((study, "report", rc))
+        print(f"  report {study:<40} {'ok' if rc == 0 else f'FAILED ({rc}), see {log}'}", flush=True)
+    return rows
+
+
+def _decodings_of(run: Run, decodings: dict[str, list[str]] | None) -> tuple[str, ...]:
+    """A checkpoint `<run>@epochN` is evaluated with its run's decoding names."""
+    d = decodings or {}
+    return tuple(d.get(run.name) or d.get(run.name.split("@")[0]) or ())
+
+
+def _evaluate_points(
+    runs: list[Run],
+    testset: str,
+    study: str,
+    dataset_dir: Path,
+    module: str,
+    decodings,
+    log_name: str = "sweep_eval.log",
+    extra: list[str] | None = None,
+) -> list[tuple[str, str, int]]:
+    """The runs on one prompt set, in one tools.eval.study process per decoding list."""
+    rows = []
+    groups: dict[tuple[str, ...], list[Run]] = {}
+    for run in runs:
+        groups.setdefault(_decodings_of(run, decodings), []).append(run)
+    for names, members in groups.items() if runs and module_exists(module) else ():
+        log = out_root() / "saves" / members[0].model / "lora" / study / log_name
+        cmd = [sys.executable, "-m", module, "--runs", *[r.name for r in members], "--testset", testset]
+        cmd += ["--decoding", *names] if names else []
+        cmd += extra or []
+        if Path(dataset_dir).resolve() != DATA.resolve():
+            cmd += ["--dataset-dir", str(dataset_dir)]
+        res = run_child(cmd, log, cwd=ROOT)
+        rows.append((study, "evaluate", res.returncode))
+        for run in members:
+            ok = all(run.scores(testset, n).exists() for n in names or ("greedy",))
+            print(f"  eval {run.name:<42} {testset:<10} {'ok' if ok else f'FAILED, see {log}'}", flush=True)
+        print(
+            f"  evaluate {len(members)} run(s) in one process on {testset} in {res.wall_s:.0f} s: "
+            f"exit {res.returncode}, log {log}",
+            flush=True,
+        )
+    return rows
+
+
+def evaluate_recovery(runs: list[Run], study: str, dataset_dir: Path = DATA) -> list[tuple[str, str, int]]:
+    """tools.eval.recovery for each recovered run, then its own report (tools.report.recovery)."""
+    rows = []
+    for run in runs if module_exists(RECOVERY_MODULE) else ():
+        log = run.output_dir / "eval" / "sweep_eval.log"
+        cmd = [sys.executable, "-m", RECOVERY_MODULE, "--run", run.name]
+        if Path(dataset_dir).resolve() != DATA.resolve():
+            cmd += ["--dataset-dir", str(dataset_dir)]
+        rc = run_child(cmd, log, cwd=ROOT).returncode
+        rows.append((run.name, "recovery", rc))
+        print(
+            f"  eval {run.name:<42} recovery {'ok' if rc == 0 else f'FAILED ({rc}), see {log}'}", flush=True
+        )
+    log = out_root() / "reports" / study / "sweep_report.log"
+    rc = run_child(
+        [sys.executable, "-m", "tools.report.recovery", "--study", study], log, cwd=ROOT
+    ).returncode
+    rows.append((study, "report", rc))
+    return rows
+
+
+def choose_on_dev(study: str, model: str | None, dev: str) -> Run | None:
+    """The point `python -m tools.report.choose` picks on the dev set (a child: train never imports report)."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "tools.report.choose", "--study", study, "--dev", dev]
+    cmd += ["--model", model] if model else []
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        print(f"  choose: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'failed'}")
+        return None
+    return Run.parse(proc.stdout.strip().splitlines()[-1])
