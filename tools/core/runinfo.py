@@ -4,7 +4,8 @@
 - `data_fingerprint(datasets, dataset_dir)`: sha256 of each registered dataset file a run trains on,
   so a finished run whose data changed is noticed (dataset names never change with the pool).
 - `run_child(cmd, log, ...)`: runs a command with stdout+stderr to a log and measures wall time,
-  the child's peak RSS (from the kernel's own accounting, `wait4`) and, where CUDA is present, the
+  the child's peak RSS (from the kernel's own accounting, `wait4`: it counts from the parent's size at
+  fork, so a large parent process inflates it; a sweep's parent is small) and, where CUDA is present, the
   peak GPU memory of the child's processes (sampled from nvidia-smi).
 
 Usage:
