@@ -16,7 +16,8 @@ Alpaca rows and HW5's 150 prompts from ../shared/data (`--data hw5`):
   5. export the chosen point (merged, verified by logits);
   6. write the report (the decision first: dev and test side by side) and print its path.
 
-Every step is a tool of its own, run as a subprocess and resumable, so a second `make demo`
+Every step is a tool of its own, run as a child process (forked from one warm server that imported
+LLaMA-Factory once; the sweep trains its runs the same way, `--warm`) and resumable, so a second `make demo`
 finds everything done and finishes in seconds; a failed step stops the demo and names its log.
 Each step prints its wall time, and the evaluation its split between model compute and loading.
 
@@ -36,7 +37,8 @@ import subprocess
 import sys
 import time
 
-from tools.core.paths import Run, cache_dir, report_dir
+from tools.core import warm
+from tools.core.paths import ROOT, Run, cache_dir, report_dir
 
 MODEL = "smollm2_135m"
 STUDY = "demo"
@@ -48,20 +50,26 @@ QUIET = dict(os.environ, LLAMAFACTORY_VERBOSITY="WARN", TRANSFORMERS_VERBOSITY="
 MAX_NEW_TOKENS = 128
 
 
-def step(label: str, argv: list[str], log_name: str, progress: bool = False) -> float:
-    """Run one tool. Its stdout (status lines) reaches the user; its stderr goes to a log, or to
-    the terminal too where it carries a progress bar (`progress`)."""
+def step(label: str, argv: list[str], log_name: str) -> float:
+    """Run one tool as a child process: its stdout (status lines) reaches the user, its stderr goes to a
+    log. The child is forked from the warm server (tools.core.warm: LLaMA-Factory imported once for
+    the whole demo) where the platform allows, else a fresh `python -m`."""
     log = cache_dir() / "demo" / f"{log_name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("")
     print(f"- {label} ...", flush=True)
     t0 = time.time()
-    with open(log, "w") as err:
-        proc = subprocess.run([sys.executable, "-m", *argv], stderr=None if progress else err, env=QUIET)
+    if warm.available():
+        os.environ.update(QUIET)  # the warm server inherits it: the libraries read their verbosity at import
+        returncode = warm.run_module(argv[0], argv[1:], log, ROOT, QUIET, keep_stdout=True).returncode
+    else:
+        with open(log, "w") as err:
+            returncode = subprocess.run([sys.executable, "-m", *argv], stderr=err, env=QUIET).returncode
     dt = time.time() - t0
-    if proc.returncode != 0:
+    if returncode != 0:
         tail = log.read_text(errors="replace").splitlines()[-15:]
         print("\n".join("      " + x for x in tail))
-        raise SystemExit(f"demo: '{label}' failed (exit {proc.returncode}); its log: {log}")
+        raise SystemExit(f"demo: '{label}' failed (exit {returncode}); its log: {log}")
     print(f"  {label}: done in {dt:.0f} s", flush=True)
     return dt
 
@@ -109,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     step("tools.data", ["tools.data", *data_args], "1-data")
     print(f"[2/6] train: study '{STUDY}' on {model} ({names}); finished runs are skipped", flush=True)
     step(
-        "tools.train.sweep", ["tools.train.sweep", "--study", STUDY, "--model", model, "--no-eval"], "2-train"
+        "tools.train.sweep", ["tools.train.sweep", "--study", STUDY, "--model", model, "--no-eval", "--warm"], "2-train"
     )
     points = [p for r in trained for p in (r.epochs() or [r])]  # every epoch's checkpoint
     who = "offline judge: the embedded model, NOT comparable with GPT-4o-mini" if offline else "GPT-4o-mini"

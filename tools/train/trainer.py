@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from plugins.fileio import atomic_write_json, atomic_write_text
+from tools.core import warm
 from tools.core.runinfo import data_fingerprint, now, run_child
 from tools.train.trainstats import run_stats, train_command
 
@@ -105,6 +106,15 @@ def train_one(job: dict) -> dict:
         return _train_one_locked(job)
 
 
+def _start(cmd: list[str], job: dict, log: Path, env: dict, python: str):
+    """The training child: forked from the warm server (LLaMA-Factory imported once per sweep) when the
+    sweep asked for it (`warm`), else a fresh process; the same command, log and measurements either way."""
+    if job.get("warm") and python == sys.executable and warm.available():
+        module, argv = ("llamafactory.cli", cmd[1:]) if cmd[0] == job["cli"] else (cmd[2], cmd[3:])
+        return warm.run_module(module, argv, log, Path(job["cwd"]), env, header=" ".join(cmd))
+    return run_child(cmd, log, cwd=Path(job["cwd"]), env=env)
+
+
 def _train_one_locked(job: dict) -> dict:
     out = Path(job["output_dir"])
     log = out / "train.log"
@@ -191,7 +201,7 @@ def _train_one_locked(job: dict) -> dict:
     env.pop("TENSORBOARD_LOGGING_DIR", None)
     python = job.get("python") or sys.executable
     cmd = train_command(resolved, job["cli"], python, out / RESOLVED)
-    child = run_child(cmd, log, cwd=Path(job["cwd"]), env=env)
+    child = _start(cmd, job, log, env, python)
     ok = child.returncode == 0 and has_weights(out)
     stats = {
         "returncode": child.returncode,

@@ -1,0 +1,83 @@
+"""Warm starts (tools.core.warm): a child forked from a server that imported LLaMA-Factory once behaves as
+a fresh process would: its own exit status, environment, folder and log, and the same trained weights."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from tools.core import warm
+from tools.core.paths import Run
+from tools.train import sweep
+
+pytestmark = pytest.mark.skipif(not warm.available(), reason="warm starts need Linux's fork")
+
+
+def write_module(folder: Path, body: str) -> str:
+    (folder / "warm_probe.py").write_text(body)
+    return "warm_probe"
+
+
+def test_a_warm_child_has_its_own_status_env_folder_and_log(tmp_path):
+    pkg = tmp_path / "probe"
+    pkg.mkdir()
+    name = write_module(
+        pkg,
+        "import os, sys\n"
+        "print('out', os.environ['PROBE'], os.getcwd(), sys.argv[1:])\n"
+        "print('err line', file=sys.stderr)\n"
+        "raise SystemExit(int(sys.argv[1]))\n",
+    )
+    env = {"PROBE": "yes", "PYTHONPATH": str(pkg), "PATH": "/usr/bin:/bin"}
+    sys.path.insert(0, str(pkg))  # the server imports by name; the child sees the same path
+    try:
+        ok = warm.run_module(name, ["0"], tmp_path / "a.log", tmp_path, env)
+        bad = warm.run_module(name, ["3"], tmp_path / "b.log", pkg, env)
+    finally:
+        sys.path.remove(str(pkg))
+    assert ok.returncode == 0 and bad.returncode == 3
+    log = (tmp_path / "a.log").read_text()
+    assert "(warm start)" in log and f"out yes {tmp_path} ['0']" in log and "err line" in log
+    assert f"out yes {pkg} ['3']" in (tmp_path / "b.log").read_text()
+    assert ok.peak_rss_mb and ok.peak_rss_mb > 10 and ok.wall_s >= 0
+
+
+def test_a_crash_is_a_failed_status_with_its_traceback_in_the_log(tmp_path):
+    pkg = tmp_path / "probe"
+    pkg.mkdir()
+    name = write_module(pkg, "raise RuntimeError('boom in the child')\n")
+    sys.path.insert(0, str(pkg))
+    try:
+        res = warm.run_module(name, [], tmp_path / "c.log", tmp_path, {"PYTHONPATH": str(pkg)})
+    finally:
+        sys.path.remove(str(pkg))
+    assert res.returncode == 1 and "RuntimeError: boom in the child" in (tmp_path / "c.log").read_text()
+
+
+@pytest.mark.slow
+def test_warm_and_fresh_training_give_the_same_weights(out_dir, tiny_model, tmp_path):
+    """The same run trained by a fresh `llamafactory-cli` and by a warm child: identical adapters and losses."""
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = [{"instruction": f"Say {i}.", "input": "", "output": f"{i} it is."} for i in range(8)]
+    (data / "alpaca_top100.json").write_text(json.dumps(rows))
+    (data / "dataset_info.json").write_text(json.dumps({"alpaca_top100": {"file_name": "alpaca_top100.json"}}))
+    common = ["--study", "rank", "--model", "tiny", "--no-eval", "--dataset-dir", str(data)]
+    assert sweep.main([*common, "--only", "r4"]) == 0
+    fresh = Run("tiny", "rank", "r4").output_dir
+    moved = tmp_path / "fresh_r4"
+    fresh.rename(moved)
+    assert sweep.main([*common, "--only", "r4", "--warm"]) == 0
+    log = (fresh / "train.log").read_text()
+    assert "(warm start)" in log and "llamafactory-cli train" in log
+    a = load_file(moved / "adapter_model.safetensors")
+    b = load_file(fresh / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+    rec_fresh = json.loads((moved / "run.json").read_text())
+    rec_warm = json.loads((fresh / "run.json").read_text())
+    assert rec_warm["status"] == "finished" and rec_warm["peak_rss_mb"] > 100
+    assert rec_warm["final_loss"] == rec_fresh["final_loss"] and (fresh / "DONE").exists()

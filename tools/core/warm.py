@@ -1,0 +1,143 @@
+"""Start-up paid once: children forked from a process that has imported LLaMA-Factory already.
+
+Importing LLaMA-Factory (torch, transformers, peft, datasets, trl) costs 10-20 s of a 2-core CPU; a
+study trains several runs and the demo runs several tools, each of which paid it again. Here one fork
+server (multiprocessing's `forkserver`, with LLaMA-Factory in its preload list) imports it once, and
+each job is a child forked from it: it starts at once and is still a process of its own (its crash,
+memory and open files end with it, its exit status is its own, Ctrl-C and kills reach it as before).
+
+Why a fork server and not `os.fork()` of the caller: a process that has run a parallel torch operation
+has an OpenMP thread pool, and a child forked from it hangs at its first parallel operation (measured
+here: libgomp). The server only imports, never computes, so its children are safe; it never touches
+CUDA either, so GPU runs are safe too.
+
+A job is a module run as `__main__` (`python -m module argv...` without the interpreter start), with
+its own environment, working directory and log (stderr, and stdout unless the caller keeps it). Its
+peak RSS is the child's own high-water mark, as `run_child` reports for a subprocess.
+Linux only (fork); `SMALLDATA_WARM=0` turns it off, and then callers start a fresh process as before.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import resource
+import runpy
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tools.core.paths import cache_dir
+from tools.core.runinfo import ChildResult, GpuPeak, now
+
+# What a child would import anyway, in the order it would: the whole cost of `llamafactory-cli train`'s start.
+PRELOAD = ["torch", "transformers", "peft", "llamafactory.cli", "llamafactory.launcher", "llamafactory.train.tuner"]
+
+_context = None
+
+
+def available() -> bool:
+    return (
+        sys.platform.startswith("linux")
+        and "forkserver" in mp.get_all_start_methods()
+        and os.environ.get("SMALLDATA_WARM", "1") != "0"
+    )
+
+
+def context():
+    """The fork server's context, its server started (importing PRELOAD) with its output in a log: what
+    the libraries print at import (bitsandbytes' kernel notice, for one) belongs there, not on a terminal."""
+    global _context
+    if _context is None:
+        from multiprocessing import forkserver
+
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(PRELOAD)
+        log = cache_dir() / "warm-server.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = os.dup(1), os.dup(2)
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            forkserver.ensure_running()  # the server inherits these two, not the caller's terminal
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for f in (fd, *saved):
+                os.close(f)
+        _context = ctx
+    return _context
+
+
+def _job(module: str, argv: list[str], log: str, env: dict, cwd: str, keep_stdout: bool, facts: str) -> None:
+    """In the child: the environment, folder and streams of a fresh `python -m module argv...`, then run it."""
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    if not keep_stdout:
+        os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    sys.argv = [module, *argv]
+    code: object = 0
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except SystemExit as e:
+        code = e.code
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        Path(facts).write_text(json.dumps({"peak_rss_mb": round(rss_mb, 1)}))
+    if code not in (0, None):
+        raise SystemExit(code)  # multiprocessing turns it into the exit code (a message: printed, 1)
+
+
+def run_module(
+    module: str,
+    argv: list[str],
+    log: Path,
+    cwd: Path,
+    env: dict | None = None,
+    keep_stdout: bool = False,
+    header: str | None = None,
+    on_start=None,
+) -> ChildResult:
+    """`python -m module argv...` as a child of the warm fork server; the same ChildResult as run_child."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a", encoding="utf-8") as f:
+        f.write(f"\n==== {now()} $ {header or ' '.join(['python -m', module, *argv])} (warm start)\n")
+    env = dict(os.environ if env is None else env)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with tempfile.TemporaryDirectory(prefix="warm-") as tmp:
+        facts = Path(tmp) / "facts.json"
+        t0 = time.time()
+        proc = context().Process(
+            target=_job, args=(module, list(argv), str(log), env, str(cwd), keep_stdout, str(facts))
+        )
+        proc.start()
+        if on_start:
+            on_start(proc.pid)
+        gpu = GpuPeak(proc.pid, env=env) if shutil.which("nvidia-smi") else None
+        if gpu:
+            gpu.start()
+        try:
+            proc.join()
+        except BaseException:
+            proc.kill()
+            proc.join()
+            raise
+        wall = round(time.time() - t0, 1)
+        peak_gpu = (gpu.stop() or None) if gpu else None
+        try:
+            rss = json.loads(facts.read_text())["peak_rss_mb"]
+        except (OSError, ValueError, KeyError):
+            rss = None  # killed before it could say
+    return ChildResult(proc.exitcode, wall, rss, peak_gpu)
