@@ -4,8 +4,8 @@ On the embedded SmolLM2-135M and the data the project ships (`--data demo`), or 
 Alpaca rows and HW5's 150 prompts from ../shared/data (`--data hw5`):
 
   1. select 100 rows from the pool, split the curriculum, register the datasets;
-  2. render the demo study (two ranks and the three chained curriculum stages, steps cut to fit
-     a 2-core CPU) and train it, skipping runs already finished;
+  2. render the demo study (the three chained curriculum stages against the same rows shuffled, steps
+     cut to fit a 2-core CPU) and train it, skipping runs already finished;
   3. on the dev set (demo_dev, or hw5_dev), in one process (tools.eval.study: the base model loaded
      once, each adapter swapped in): answers, metrics and judge scores for the base model and every
      epoch of every tuned run (`<run>@epochN`, one checkpoint per epoch); the judge is GPT-4o-mini when
@@ -26,7 +26,7 @@ Each step prints its wall time, and the evaluation its split between model compu
 
 Usage:
     python -m tools.demo [--data demo|hw5] [--limit N] [--judge auto|offline|openai] [--model smollm2_135m|tiny]
-                     [--max-new-tokens 128]
+                     [--max-new-tokens 64]
 """
 
 from __future__ import annotations
@@ -46,14 +46,19 @@ TESTSETS = {"demo": "demo_eval", "hw5": "hw5_test"}
 DEVSETS = {"demo": "demo_dev", "hw5": "hw5_dev"}
 # LLaMA-Factory and transformers log every config they load at INFO: keep the progress bars readable.
 QUIET = dict(os.environ, LLAMAFACTORY_VERBOSITY="WARN", TRANSFORMERS_VERBOSITY="error")
-# Answers long enough to judge, short enough for a 2-core CPU.
-MAX_NEW_TOKENS = 128
+# Answers long enough to judge, short enough for a 2-core CPU: a judged answer costs its generation and a
+# judge's forward pass over question, reference and answer, for every checkpoint on the dev set.
+MAX_NEW_TOKENS = 64
 
 
-def step(label: str, argv: list[str], log_name: str) -> float:
+def step(label: str, argv: list[str], log_name: str, here: bool = False) -> float:
     """Run one tool as a child process: its stdout (status lines) reaches the user, its stderr goes to a
     log. The child is forked from the warm server (tools.core.warm: LLaMA-Factory imported once for
-    the whole demo) where the platform allows, else a fresh `python -m`."""
+    the whole demo) where the platform allows, else a fresh `python -m`.
+
+    `here`: a tool that only orchestrates children of its own (the sweep: its training runs) runs in
+    this process instead, so that those children come from the same warm server, not a second one
+    that would import LLaMA-Factory again."""
     log = cache_dir() / "demo" / f"{log_name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("")
@@ -61,7 +66,10 @@ def step(label: str, argv: list[str], log_name: str) -> float:
     t0 = time.time()
     if warm.available():
         os.environ.update(QUIET)  # the warm server inherits it: the libraries read their verbosity at import
-        returncode = warm.run_module(argv[0], argv[1:], log, ROOT, QUIET, keep_stdout=True).returncode
+        if here:
+            returncode = _here(argv, log)
+        else:
+            returncode = warm.run_module(argv[0], argv[1:], log, ROOT, QUIET, keep_stdout=True).returncode
     else:
         with open(log, "w") as err:
             returncode = subprocess.run([sys.executable, "-m", *argv], stderr=err, env=QUIET).returncode
@@ -72,6 +80,24 @@ def step(label: str, argv: list[str], log_name: str) -> float:
         raise SystemExit(f"demo: '{label}' failed (exit {returncode}); its log: {log}")
     print(f"  {label}: done in {dt:.0f} s", flush=True)
     return dt
+
+
+def _here(argv: list[str], log) -> int:
+    """`python -m argv...` as a call in this process, its stderr in the log."""
+    import importlib
+
+    sys.stderr.flush()
+    saved, fd = os.dup(2), os.open(log, os.O_WRONLY | os.O_APPEND)
+    os.dup2(fd, 2)
+    try:
+        return importlib.import_module(argv[0]).main(argv[1:]) or 0
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(fd)
 
 
 def chosen_run(study: str, model: str, dev: str | None = None) -> Run | None:
@@ -117,7 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     step("tools.data", ["tools.data", *data_args], "1-data")
     print(f"[2/6] train: study '{STUDY}' on {model} ({names}); finished runs are skipped", flush=True)
     step(
-        "tools.train.sweep", ["tools.train.sweep", "--study", STUDY, "--model", model, "--no-eval", "--warm"], "2-train"
+        "tools.train.sweep",
+        ["tools.train.sweep", "--study", STUDY, "--model", model, "--no-eval", "--warm"],
+        "2-train",
+        here=True,
     )
     points = [p for r in trained for p in (r.epochs() or [r])]  # every epoch's checkpoint
     who = "offline judge: the embedded model, NOT comparable with GPT-4o-mini" if offline else "GPT-4o-mini"

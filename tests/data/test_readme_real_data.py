@@ -3,7 +3,7 @@ copy of data/ ($SMALLDATA_DATA) and a private output root ($SMALLDATA_OUT), so t
 and saves are never touched. `-o setup`: the venv is already there (never pip-install from a test).
 
   - `make demo DATA=hw5`, on a cut-down budget: DEMO_ARGS trains the tiny model instead of the
-    embedded one (same demo study: two ranks and the chained curriculum) and answers 2 prompts with
+    embedded one (same demo study: the chained curriculum against the same rows shuffled) and answers 2 prompts with
     8 new tokens; everything else (data, sweep, generate, metrics, offline judge, export, report) is
     the demo's own path.
   - the GPU section's data command, `make data SOURCE=hw5 DATA_ARGS="--all-strategies --eval hw5"`,
@@ -78,7 +78,7 @@ def test_make_demo_data_hw5_on_a_cut_down_budget(shared_data, tiny_model, base_m
     env = {"SMALLDATA_OUT": str(out), "SMALLDATA_DATA": str(data_copy), "SMALLDATA_MODELS": str(MODELS)}
     p = make(["demo", "DATA=hw5", "DEMO_ARGS=--model tiny --limit 2 --max-new-tokens 8"], env, 3000)
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-2000:]
-    assert "demo finished in" in p.stdout and "5 trained, 0 already finished, 0 failed" in p.stdout
+    assert "demo finished in" in p.stdout and "4 trained, 0 already finished, 0 failed" in p.stdout
     assert "curriculum: easy 34" in p.stdout and "medium 33" in p.stdout
     stage3 = json.loads((out / "saves/tiny/lora/demo/stage3_all/run.json").read_text())
     assert stage3["status"] == "finished" and stage3["parent"] == "stage2_easy_medium"

@@ -206,3 +206,26 @@ def test_corrupted_adapter_is_caught_and_leaves_nothing(trained, out_dir, monkey
     with pytest.raises(CheckFailed, match="differs from base\\+adapter"):
         export.export_run(RUN)
     assert not (out_dir / "exports").exists()
+
+
+@pytest.mark.slow
+def test_export_in_a_warm_process_matches_the_cli(trained, out_dir, monkeypatch):
+    """Where LLaMA-Factory is imported already (a warm child), its export runs in the process: the same
+    merged weights as `llamafactory-cli export` in a child, and the same logit check."""
+    import sys
+
+    from safetensors.torch import load_file
+
+    install(trained, out_dir)
+    with monkeypatch.context() as m:
+        m.delitem(sys.modules, "llamafactory.train.tuner", raising=False)
+        export.export_run(RUN)
+    log = RUN.adapter_dir / "export.log"
+    assert log.read_text().startswith("$ ") and "llamafactory-cli" in log.read_text().splitlines()[0]
+    by_cli = load_file(RUN.export_dir / "model.safetensors")
+    import llamafactory.train.tuner  # noqa: F401
+
+    rec = export.export_run(RUN, force=True)
+    assert "in this process" in log.read_text().splitlines()[0] and rec["check"]["passed"]
+    here = load_file(RUN.export_dir / "model.safetensors")
+    assert by_cli.keys() == here.keys() and all((by_cli[k] == here[k]).all() for k in here)

@@ -12,9 +12,9 @@ from tools.core.paths import Run
 from tools.report import build_report
 from tools.report.synthetic import judged_scores, metrics, write_judgments
 
-EPOCHS = {"r8": 2, "r16": 2, "stage1_easy": 1, "stage2_easy_medium": 1, "stage3_all": 1}
-# dev judge means by point: r16 at epoch 1 is best on dev; on the test set the base would look better
-DEV = {"r8@epoch1": 5.0, "r8@epoch2": 5.5, "r16@epoch1": 6.5, "r16@epoch2": 6.0}
+EPOCHS = {"shuffled": 2, "stage1_easy": 1, "stage2_easy_medium": 1, "stage3_all": 1}
+# dev judge means by point: shuffled at epoch 1 is best on dev; on the test set the base would look better
+DEV = {"shuffled@epoch1": 6.5, "shuffled@epoch2": 6.0, "stage3_all@epoch1": 5.5}
 
 
 def study_runs(argv: list[str]) -> list[str]:
@@ -24,7 +24,7 @@ def study_runs(argv: list[str]) -> list[str]:
 
 
 def fake_tools(calls: list[list[str]]):
-    def step(label, argv, log_name, progress=False):
+    def step(label, argv, log_name, here=False):
         calls.append(argv)
         mod = argv[0]
         if mod == "tools.train.sweep":
@@ -35,7 +35,7 @@ def fake_tools(calls: list[list[str]]):
                     atomic_write_json(ck / "trainer_state.json", {"epoch": float(e), "global_step": 2 * e})
                     atomic_write_text(ck / "adapter_model.safetensors", "x")
                 atomic_write_text(out / "adapter_model.safetensors", "x")
-                atomic_write_json(out / "run.json", {"status": "finished", "scientific": ["lora_rank"]})
+                atomic_write_json(out / "run.json", {"status": "finished", "scientific": ["dataset"]})
                 atomic_write_json(out / "DONE", {})
         if mod == "tools.eval.study":  # answers, metrics and judgments of every run named
             testset = argv[argv.index("--testset") + 1]
@@ -59,7 +59,7 @@ def test_demo_chooses_on_dev_scores_test_once_and_exports_the_choice(out_dir, mo
     monkeypatch.setattr(demo, "step", fake_tools(calls))
     assert demo.main(["--judge", "offline"]) == 0
     out = capsys.readouterr().out
-    chosen = f"{demo.MODEL}/demo/r16@epoch1"
+    chosen = f"{demo.MODEL}/demo/shuffled@epoch1"
     assert f"chosen on demo_dev: {chosen}" in out
 
     def generated(testset: str) -> list[str]:

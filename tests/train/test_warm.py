@@ -4,6 +4,7 @@ a fresh process would: its own exit status, environment, folder and log, and the
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -65,7 +66,9 @@ def test_warm_and_fresh_training_give_the_same_weights(out_dir, tiny_model, tmp_
     data.mkdir()
     rows = [{"instruction": f"Say {i}.", "input": "", "output": f"{i} it is."} for i in range(8)]
     (data / "alpaca_top100.json").write_text(json.dumps(rows))
-    (data / "dataset_info.json").write_text(json.dumps({"alpaca_top100": {"file_name": "alpaca_top100.json"}}))
+    (data / "dataset_info.json").write_text(
+        json.dumps({"alpaca_top100": {"file_name": "alpaca_top100.json"}})
+    )
     common = ["--study", "rank", "--model", "tiny", "--no-eval", "--dataset-dir", str(data)]
     assert sweep.main([*common, "--only", "r4"]) == 0
     fresh = Run("tiny", "rank", "r4").output_dir
@@ -81,3 +84,25 @@ def test_warm_and_fresh_training_give_the_same_weights(out_dir, tiny_model, tmp_
     rec_warm = json.loads((fresh / "run.json").read_text())
     assert rec_warm["status"] == "finished" and rec_warm["peak_rss_mb"] > 100
     assert rec_warm["final_loss"] == rec_fresh["final_loss"] and (fresh / "DONE").exists()
+
+
+def test_the_callers_stdout_reaches_the_child_when_kept(tmp_path):
+    """A fork server's child inherits the server's streams: the caller's stdout must travel with the job."""
+    pkg = tmp_path / "probe"
+    pkg.mkdir()
+    name = write_module(pkg, "print('status line for the user')\n")
+    out = tmp_path / "caller_stdout.txt"
+    sys.path.insert(0, str(pkg))
+    saved = os.dup(1)
+    try:
+        with open(out, "w") as f:
+            os.dup2(f.fileno(), 1)  # the caller's stdout is this file now
+            res = warm.run_module(
+                name, [], tmp_path / "d.log", tmp_path, {"PYTHONPATH": str(pkg)}, keep_stdout=True
+            )
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        sys.path.remove(str(pkg))
+    assert res.returncode == 0 and out.read_text() == "status line for the user\n"
+    assert "status line" not in (tmp_path / "d.log").read_text()

@@ -34,7 +34,14 @@ from tools.core.paths import cache_dir
 from tools.core.runinfo import ChildResult, GpuPeak, now
 
 # What a child would import anyway, in the order it would: the whole cost of `llamafactory-cli train`'s start.
-PRELOAD = ["torch", "transformers", "peft", "llamafactory.cli", "llamafactory.launcher", "llamafactory.train.tuner"]
+PRELOAD = [
+    "torch",
+    "transformers",
+    "peft",
+    "llamafactory.cli",
+    "llamafactory.launcher",
+    "llamafactory.train.tuner",
+]
 
 _context = None
 
@@ -75,14 +82,31 @@ def context():
     return _context
 
 
-def _job(module: str, argv: list[str], log: str, env: dict, cwd: str, keep_stdout: bool, facts: str) -> None:
-    """In the child: the environment, folder and streams of a fresh `python -m module argv...`, then run it."""
+class _CallersFd:
+    """The caller's file descriptor, handed to the child: a fork server's child inherits the server's
+    streams, not the caller's, so the caller's stdout travels with the job (multiprocessing's DupFd)."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def __reduce__(self):
+        from multiprocessing.reduction import DupFd
+
+        return (_detach, (DupFd(self.fd),))
+
+
+def _detach(dup) -> int:
+    return dup.detach()
+
+
+def _job(module: str, argv: list[str], log: str, env: dict, cwd: str, stdout, facts: str) -> None:
+    """In the child: the environment, folder and streams of a fresh `python -m module argv...`, then run it.
+    `stdout`: the caller's stdout (a descriptor), or None for the log."""
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    if not keep_stdout:
-        os.dup2(fd, 1)
+    os.dup2(fd if stdout is None else stdout, 1)
     os.dup2(fd, 2)
     sys.argv = [module, *argv]
     code: object = 0
@@ -120,7 +144,16 @@ def run_module(
         facts = Path(tmp) / "facts.json"
         t0 = time.time()
         proc = context().Process(
-            target=_job, args=(module, list(argv), str(log), env, str(cwd), keep_stdout, str(facts))
+            target=_job,
+            args=(
+                module,
+                list(argv),
+                str(log),
+                env,
+                str(cwd),
+                _CallersFd(1) if keep_stdout else None,
+                str(facts),
+            ),
         )
         proc.start()
         if on_start:

@@ -134,7 +134,12 @@ def calibration_file(run: Run, info: dict, maxlen: int, out: Path) -> Path:
 
 # ---------------------------------------------------------------- export
 def llamafactory_export(config: Path, export_dir: Path, log: Path) -> None:
-    """`llamafactory-cli export config export_dir=...` (the override keeps the YAML's real target)."""
+    """`llamafactory-cli export config export_dir=...` (the override keeps the YAML's real target).
+
+    In a process that has imported LLaMA-Factory already (a warm child: tools.core.warm), the same
+    function the CLI calls runs here, its output in the log: a new process would only import it again."""
+    if "llamafactory.train.tuner" in sys.modules:
+        return _export_here(config, export_dir, log)
     cmd = [llamafactory_cli(), "export", str(config), f"export_dir={export_dir}"]
     env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
     with open(log, "w") as f:
@@ -144,6 +149,41 @@ def llamafactory_export(config: Path, export_dir: Path, log: Path) -> None:
     if proc.returncode != 0:
         tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
         raise RuntimeError(f"llamafactory-cli export failed (exit {proc.returncode}); log {log}:\n{tail}")
+
+
+def _export_here(config: Path, export_dir: Path, log: Path) -> None:
+    from llamafactory.train.tuner import export_model
+
+    args = {**yaml.safe_load(config.read_text()), "export_dir": str(export_dir)}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log, "w") as f:
+        f.write(
+            f"$ export_model({config}, export_dir={export_dir}) in this process (LLaMA-Factory imported)\n"
+        )
+        f.flush()
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        try:
+            with contextlib.chdir(ROOT):  # where the CLI runs, for the YAML's relative paths
+                export_model(args)
+            error = None
+        except Exception as e:  # LLaMA-Factory's own refusals and failures, as the CLI would exit with them
+            import traceback
+
+            traceback.print_exc()
+            error = e
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+    if error is not None:
+        tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
+        raise RuntimeError(f"LLaMA-Factory's export failed ({error}); log {log}:\n{tail}")
 
 
 def _prune_empty_parents(path: Path, stop: Path) -> None:

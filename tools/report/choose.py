@@ -13,7 +13,7 @@ so they cannot disagree about the choice.
 
 Usage:
     python -m tools.report.choose --study demo [--model smollm2_135m] [--dev demo_dev]
-        prints the chosen run name (e.g. smollm2_135m/demo/r16@epoch2) and writes
+        prints the chosen run name (e.g. smollm2_135m/demo/shuffled@epoch2) and writes
         reports/<study>/choice.json; exit 1 when no point has a dev score
 """
 
