@@ -8,9 +8,9 @@ Alpaca rows and HW5's 150 prompts from ../shared/data (`--data hw5`):
      cut to fit a 2-core CPU) and train it, skipping runs already finished;
   3. on the dev set (demo_dev, or hw5_dev), in one process (tools.eval.study: the base model loaded
      once, each adapter swapped in): answers, metrics and judge scores for the base model and every
-     epoch of every tuned run (`<run>@epochN`, one checkpoint per epoch); the judge is GPT-4o-mini when
-     OPENAI_API_KEY is set, else the offline judge (the embedded model, scores labelled as not
-     comparable with GPT-4o-mini's);
+     epoch of each arm's final run (`<run>@epochN`, one checkpoint per epoch; the chain's last stage);
+     the judge is GPT-4o-mini when OPENAI_API_KEY is set, else the offline judge (the embedded model,
+     scores labelled as not comparable with GPT-4o-mini's);
   4. choose the best run, epoch and decoding point on the dev set (tools.report.choose), then score
      the test set (demo_eval, or hw5_test) once, the same way: for the chosen point and the base model only;
   5. export the chosen point (merged, verified by logits);
@@ -134,8 +134,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from tools.train import render_study
 
-    trained = [r.run for r in render_study(STUDY, model)]
+    rendered = render_study(STUDY, model)
+    trained = [r.run for r in rendered]
     names = ", ".join(r.variant for r in trained)
+    # The candidates: each arm's product. A stage that the next stage continues is a step of the chain, not
+    # a model anyone would ship; the curriculum study (make sweep-curriculum) scores every stage.
+    continued = {r.parent for r in rendered if r.parent}
+    finals = [r for r in trained if r.variant not in continued]
     t0 = time.time()
     # The curriculum splits into thirds by rank by default, so no stage is empty on either pool.
     data_args = ["--source", a.data] + (["--eval", "hw5"] if a.data == "hw5" else [])
@@ -148,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         "2-train",
         here=True,
     )
-    points = [p for r in trained for p in (r.epochs() or [r])]  # every epoch's checkpoint
+    points = [p for r in finals for p in (r.epochs() or [r])]  # every epoch's checkpoint of every arm
     who = "offline judge: the embedded model, NOT comparable with GPT-4o-mini" if offline else "GPT-4o-mini"
     print(f"      judge: {who}", flush=True)
     judge = ["--judge", "offline" if offline else "openai"]
