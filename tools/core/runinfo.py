@@ -183,6 +183,23 @@ class ChildResult:
     peak_gpu_basis: str | None = None
 
 
+def watch(pid: int, env: dict | None, on_start, wait, kill):
+    """Wait for a started child (`wait()`): tell `on_start` its pid, sample its GPU memory meanwhile, and
+    kill it (`kill()`) when the wait is interrupted (Ctrl-C). Returns (what wait returned, peak GPU MB or
+    None; 0 from nvidia-smi, which saw nothing, is None too)."""
+    if on_start:
+        on_start(pid)
+    gpu = GpuPeak(pid, env=env) if shutil.which("nvidia-smi") else None
+    if gpu:
+        gpu.start()
+    try:
+        result = wait()
+    except BaseException:
+        kill()
+        raise
+    return result, (gpu.stop() or None) if gpu else None
+
+
 def run_child(
     cmd: list[str], log: Path, cwd: Path = ROOT, env: dict | None = None, on_start=None
 ) -> ChildResult:
@@ -197,19 +214,10 @@ def run_child(
         out.write(f"\n==== {now()} $ {' '.join(cmd)}\n")
         out.flush()
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
-        if on_start:
-            on_start(proc.pid)
-        gpu = GpuPeak(proc.pid, env=env) if shutil.which("nvidia-smi") else None
-        if gpu:
-            gpu.start()
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
+        (_, status, usage), peak_gpu = watch(
+            proc.pid, env, on_start, lambda: os.wait4(proc.pid, 0), lambda: (proc.kill(), proc.wait())
+        )
         proc.returncode = os.waitstatus_to_exitcode(status)
-    peak_gpu = (gpu.stop() or None) if gpu else None  # 0: nvidia-smi saw nothing (no driver)
     # Linux reports ru_maxrss in KiB.
     return ChildResult(
         proc.returncode, round(time.time() - t0, 1), round(usage.ru_maxrss / 1024, 1), peak_gpu

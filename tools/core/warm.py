@@ -24,14 +24,13 @@ import multiprocessing as mp
 import os
 import resource
 import runpy
-import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from tools.core.paths import cache_dir
-from tools.core.runinfo import ChildResult, GpuPeak, now
+from tools.core.runinfo import ChildResult, now, watch
 
 # What a child would import anyway, in the order it would: the whole cost of `llamafactory-cli train`'s start.
 PRELOAD = [
@@ -156,19 +155,8 @@ def run_module(
             ),
         )
         proc.start()
-        if on_start:
-            on_start(proc.pid)
-        gpu = GpuPeak(proc.pid, env=env) if shutil.which("nvidia-smi") else None
-        if gpu:
-            gpu.start()
-        try:
-            proc.join()
-        except BaseException:
-            proc.kill()
-            proc.join()
-            raise
+        _, peak_gpu = watch(proc.pid, env, on_start, proc.join, lambda: (proc.kill(), proc.join()))
         wall = round(time.time() - t0, 1)
-        peak_gpu = (gpu.stop() or None) if gpu else None
         try:
             rss = json.loads(facts.read_text())["peak_rss_mb"]
         except (OSError, ValueError, KeyError):
