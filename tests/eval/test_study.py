@@ -267,3 +267,33 @@ def test_study_runs_are_the_base_and_the_finished_runs(out_dir):
     assert study.study_runs("tiny", "swap", base=False) == [done]
     with pytest.raises(study.GenerateError, match="no finished run"):
         study.study_runs("tiny", "other", base=False)
+
+
+def test_heldout_pool_gives_every_run_a_general_perplexity_and_is_added_to_old_metrics(
+    study_runs, dataset_dir, capsys
+):
+    """The forgetting guard in the study evaluation: `--heldout POOL` scores each run's perplexity on rows of
+    a general pool; metrics computed before without it are recomputed, not left without the column."""
+    general = [
+        {"id": f"g{i}", "instruction": f"Name a colour number {i}.", "output": "Blue."} for i in range(4)
+    ]
+    atomic_write_json(dataset_dir / "general.json", general)
+    info = json.loads((dataset_dir / "dataset_info.json").read_text())
+    atomic_write_json(
+        dataset_dir / "dataset_info.json", {**info, "general_heldout": {"file_name": "general.json"}}
+    )
+    runs = study_runs[:2]  # the base and one adapter
+    argv = ["--runs", *[r.name for r in runs], "--testset", "mini_eval", "--dataset-dir", str(dataset_dir)]
+    argv += ["--max-new-tokens", "4", "--judge", "none", "--no-similarity"]
+    assert study.main(argv) == 0
+    assert all("ppl_heldout" not in json.loads(r.metrics("mini_eval", "greedy").read_text()) for r in runs)
+    assert study.main([*argv, "--heldout", "general_heldout", "--heldout-n", "3"]) == 0
+    out = capsys.readouterr().out
+    ppl = []
+    for r in runs:
+        m = json.loads(r.metrics("mini_eval", "greedy").read_text())
+        assert (
+            m["heldout"]["dataset"] == "general_heldout" and m["heldout"]["n"] == 3 and m["ppl_heldout"] > 1
+        )
+        ppl.append(m["ppl_heldout"])
+    assert ppl[0] != ppl[1] and "ppl general_heldout" in out  # the adapter moves it: a real measurement

@@ -248,3 +248,31 @@ def test_two_sweeps_never_train_the_same_run_at_once(out_dir, tiny_data):
         res = sweep.train_one(job)
     assert res["status"] == "failed" and "another sweep" in res["note"]
     assert not out.exists()  # nothing touched
+
+
+def test_a_study_that_names_a_heldout_set_measures_forgetting_on_it(out_dir, tiny_data, monkeypatch):
+    """improve.yaml's `heldout:` reaches tools.eval.study as --heldout, for the base and every run."""
+    seen = {}
+
+    def finished(jobs, report):
+        return [{"run": j["run"], "variant": j["variant"], "status": "finished"} for j in jobs]
+
+    monkeypatch.setattr(sweep, "run_local", finished)
+    monkeypatch.setattr(sweep, "evaluate", lambda runs, *a, **k: seen.update(runs=runs, **k))
+    sweep.sweep("improve", "tiny", dataset_dir=tiny_data, skip_preflight=True)
+    assert seen["extra"] == ["--heldout", "alpaca_top100_mix_general_heldout"]
+    assert seen["runs"][0] == Run.base("tiny") and len(seen["runs"]) > 1
+    seen.clear()
+    sweep.sweep("rank", "tiny", only=["r4"], dataset_dir=tiny_data, skip_preflight=True)
+    assert seen["extra"] is None  # a study without one adds nothing
+
+
+def test_a_heldout_that_names_nothing_is_refused(tmp_path, monkeypatch):
+    from tools.train import configs
+
+    (tmp_path / "bad.yaml").write_text(
+        "question: q\nscientific: [lora_rank]\nheldout: ''\nvariants:\n  r4: {lora_rank: 4}\n"
+    )
+    monkeypatch.setattr(configs, "STUDIES", tmp_path)
+    with pytest.raises(configs.ConfigError, match="`heldout` must name a registered dataset"):
+        configs.load_study("bad")

@@ -20,12 +20,14 @@ Usage:
         [--decoding greedy ... | --grid hw5] [--max-new-tokens N] [--limit K] [--batch-size N]
         [--dtype bfloat16] [--judge auto|offline|openai|none] [--offline-model DIR] [--no-metrics]
         [--no-similarity] [--dataset-dir data] [--references NAME] [--timings FILE] [--force]
+        [--heldout POOL [--heldout-n 50]]   (perplexity on POOL rows no run trained on: the forgetting guard)
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import json
 import logging
 import os
 import sys
@@ -135,8 +137,10 @@ def evaluate_run(
     dataset_dir: Path = DATA,
     force: bool = False,
     say=print,
+    heldout: tuple[str, int] | None = None,
 ) -> None:
-    """Answers, metrics and judge scores of one run at every point, on the shared engine and judge."""
+    """Answers, metrics and judge scores of one run at every point, on the shared engine and judge.
+    `heldout` (pool, n): perplexity on n rows of a registered pool the run did not train on (forgetting)."""
     run = source.run
     for point in points:
         pred = generate_point(
@@ -151,7 +155,7 @@ def evaluate_run(
             engine_factory=lambda: study.engine_for(source),
         )
         met = run.metrics(testset, point.name)
-        if metrics and (force or not met.exists() or met.stat().st_mtime < pred.stat().st_mtime):
+        if metrics and (force or _stale(met, pred, heldout)):
             m = compute(
                 run,
                 testset,
@@ -159,8 +163,11 @@ def evaluate_run(
                 similarity=similarity,
                 dataset_dir=dataset_dir,
                 engine=study.engine_for(source),
+                heldout=heldout[0] if heldout else None,
+                heldout_n=heldout[1] if heldout else 50,
             )
-            say(f"  metrics {run.name} {point.name}: rougeL {m['rougeL']} ppl {m['ppl_reference']}")
+            general = f" ppl {heldout[0]} {m.get('ppl_heldout')}" if heldout else ""
+            say(f"  metrics {run.name} {point.name}: rougeL {m['rougeL']} ppl {m['ppl_reference']}{general}")
         if judge != "none":
             from tools.judge import run_judge
 
@@ -173,6 +180,18 @@ def evaluate_run(
                 judge_factory=study.offline_judge,
                 say=lambda line: say(f"  {line}"),
             )
+
+
+def _stale(met: Path, pred: Path, heldout: tuple[str, int] | None) -> bool:
+    """Metrics to (re)compute: none yet, older than the answers, or without the held-out set asked for."""
+    if not met.exists() or met.stat().st_mtime < pred.stat().st_mtime:
+        return True
+    if heldout is None:
+        return False
+    try:
+        return (json.loads(met.read_text()).get("heldout") or {}).get("dataset") != heldout[0]
+    except (OSError, ValueError):
+        return True
 
 
 def evaluate_study(
@@ -190,6 +209,7 @@ def evaluate_study(
     references: str | None = None,
     force: bool = False,
     say=print,
+    heldout: tuple[str, int] | None = None,
 ) -> dict:
     """Evaluate every run on one engine; returns {failed: [run names], timings}."""
     t0 = time.perf_counter()
@@ -217,6 +237,7 @@ def evaluate_study(
                 dataset_dir,
                 force,
                 say,
+                heldout,
             )
         except Exception as e:  # noqa: BLE001 (one run's failure is reported; the others still go)
             if isinstance(e, KeyboardInterrupt):
@@ -267,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--references", help="a registered set whose `output` is the reference, joined by id")
     ap.add_argument("--timings", type=Path, help="write the time split (load, compute, wall) as JSON here")
     ap.add_argument("--force", action="store_true", help="regenerate and rescore")
+    ap.add_argument("--heldout", help="a registered pool: perplexity on rows no run trained on (forgetting)")
+    ap.add_argument("--heldout-n", type=int, default=50, help="with --heldout: how many rows")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -296,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
             a.dataset_dir,
             a.references,
             a.force,
+            heldout=(a.heldout, a.heldout_n) if a.heldout else None,
         )
     except (GenerateError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -53,7 +53,7 @@ PROFILE_META = frozenset({"description", "capabilities"})
 # `selections`: named datasets the study needs that `make data --all-strategies` registers (tools.data)
 # `decoding`: the decoding names (points or policies, tools.eval) the sweep evaluates; a variant may set its own
 STUDY_KEYS = frozenset(
-    {"question", "scientific", "nuisance", "fixed", "why", "variants", "selections", "decoding"}
+    {"question", "scientific", "nuisance", "fixed", "why", "variants", "selections", "decoding", "heldout"}
 )
 VARIANT_META = frozenset(
     {"requires", "excludes", "decoding", "why"}
@@ -89,6 +89,8 @@ def load_study(study: str) -> dict:
     for section in ("nuisance", "fixed", "why"):
         if not isinstance(spec.get(section) or {}, dict):
             raise ConfigError(f"{path}: `{section}` must be a mapping")
+    if "heldout" in spec and not (isinstance(spec["heldout"], str) and spec["heldout"].strip()):
+        raise ConfigError(f"{path}: `heldout` must name a registered dataset (perplexity on it: forgetting)")
     if not isinstance(spec.get("scientific"), list) or not spec["scientific"]:
         raise ConfigError(f"{path}: `scientific` must list the keys the study varies")
     for name, values in spec["variants"].items():

@@ -48,6 +48,7 @@ from tools.train.configs import (
     COMMITTED_PROFILES,
     ConfigError,
     load_profile,
+    load_study,
     parse_set,
     render_study,
     resolve_model_path,
@@ -237,6 +238,8 @@ def sweep(
         else:
             names = {j["run"]: j["decoding"] for j in jobs}
             names[Run.base(model).name] = list(dict.fromkeys(d for j in jobs for d in j["decoding"]))
+            # A study that names a held-out general set (`heldout:` in its spec) measures forgetting on it.
+            general = load_study(study).get("heldout")
             evaluate(
                 [Run.base(model), *finished],
                 testset,
@@ -246,6 +249,7 @@ def sweep(
                 dev=dev,
                 model=model,
                 test_all=test_all,
+                extra=["--heldout", general] if general else None,
             )
     return results
 
