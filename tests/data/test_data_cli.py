@@ -186,7 +186,7 @@ def test_llamafactory_trains_on_the_registered_stages(tmp_path, out_dir, tiny_mo
     }
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(cfg))
     proc = subprocess.run(
-        [llamafactory_cli(), "train", str(tmp_path / "train.yaml")],
+        [*llamafactory_cli(), "train", str(tmp_path / "train.yaml")],
         capture_output=True,
         text=True,
         timeout=300,

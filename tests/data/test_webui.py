@@ -95,7 +95,7 @@ def test_webui_lists_and_previews_our_datasets(webui_home, base_model, tmp_path)
     env = dict(os.environ, GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port))
     env["GRADIO_ANALYTICS_ENABLED"] = "False"
     log = open(tmp_path / "webui.log", "w")
-    proc = subprocess.Popen([llamafactory_cli(), "webui"], cwd=webui_home, env=env, stdout=log, stderr=log)
+    proc = subprocess.Popen([*llamafactory_cli(), "webui"], cwd=webui_home, env=env, stdout=log, stderr=log)
     try:
         url = f"http://127.0.0.1:{port}/"
         wait_http(url, proc)

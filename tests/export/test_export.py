@@ -30,7 +30,7 @@ def train_tiny_adapter(model: Path, dest: Path, lr: float = 5e-3, steps: int = 4
     cfg = yaml.safe_load(cfg_path.read_text())
     cfg.update(lora_rank=rank, lora_alpha=2 * rank, report_to="none", per_device_train_batch_size=2)
     cfg_path.write_text(yaml.safe_dump(cfg))
-    proc = subprocess.run([llamafactory_cli(), "train", str(cfg_path)], capture_output=True, text=True)
+    proc = subprocess.run([*llamafactory_cli(), "train", str(cfg_path)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run = Run.parse(str(dest))
     rel = "models/tiny-smollm2" if Path(model).resolve() == TINY_MODEL_DIR.resolve() else str(model)

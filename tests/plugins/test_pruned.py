@@ -143,16 +143,16 @@ def test_the_trainer_starts_the_launcher_a_config_names():
     from tools.train.trainstats import train_command
 
     cfg = {"launcher": "plugins.pruned_train"}
-    assert train_command(cfg, "llamafactory-cli", "python", ROOT / "c.yaml")[1:3] == [
+    assert train_command(cfg, ["llamafactory-cli"], "python", ROOT / "c.yaml")[1:3] == [
         "-m",
         "plugins.pruned_train",
     ]
-    assert train_command({}, "llamafactory-cli", "python", ROOT / "c.yaml")[:2] == [
+    assert train_command({}, ["llamafactory-cli"], "python", ROOT / "c.yaml")[:2] == [
         "llamafactory-cli",
         "train",
     ]
     with pytest.raises(ValueError, match="not a module of plugins"):
-        train_command({"launcher": "os; rm -rf /"}, "llamafactory-cli", "python", ROOT / "c.yaml")
+        train_command({"launcher": "os; rm -rf /"}, ["llamafactory-cli"], "python", ROOT / "c.yaml")
 
 
 def test_llamafactorys_own_loader_gets_the_module_from_a_safe_folder(tiny_pruned, tmp_path, monkeypatch):

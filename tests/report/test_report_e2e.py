@@ -43,7 +43,7 @@ def train_tiny(run: Run, model: Path, steps: int = 6) -> subprocess.CompletedPro
     atomic_write_text(cfg_path, yaml.safe_dump(cfg, sort_keys=False))
     t0 = time.time()
     proc = subprocess.run(
-        [llamafactory_cli(), "train", str(cfg_path)], capture_output=True, text=True, cwd=ROOT
+        [*llamafactory_cli(), "train", str(cfg_path)], capture_output=True, text=True, cwd=ROOT
     )
     atomic_write_json(
         run.run_json,
@@ -170,7 +170,7 @@ def test_tensorboard_serves_the_hparams_view(out_dir):
     with open(log, "w") as f:
         proc = subprocess.Popen(
             [
-                venv_bin("tensorboard"),
+                *venv_bin("tensorboard"),
                 "--logdir",
                 str(tb),
                 "--host",

@@ -83,7 +83,7 @@ def jobs_for(data: Path, study: str = "rank", only=("r4", "r8")) -> list[dict]:
 
 def test_a_failed_run_is_recorded_and_the_next_one_still_runs(out_dir, tiny_data):
     jobs = jobs_for(tiny_data)
-    jobs[0]["cli"], jobs[1]["cli"] = "/bin/false", "/bin/true"
+    jobs[0]["cli"], jobs[1]["cli"] = ["/bin/false"], ["/bin/true"]
     seen = []
     results = sweep.run_local(jobs, seen.append)
     assert [r["status"] for r in results] == ["failed", "failed"] == [r["status"] for r in seen]
@@ -101,12 +101,12 @@ def test_finished_run_is_skipped_until_its_data_changes(out_dir, tiny_data):
     fp = {"alpaca_top100": sha256_file(tiny_data / "alpaca_top100.json")}
     rec = {"status": "finished", "data_fingerprint": fp, "config_sha256": job["config_sha256"], "wall_s": 1.0}
     (out / "run.json").write_text(json.dumps(rec))
-    job["cli"] = "/bin/false"  # would fail if it were launched
+    job["cli"] = ["/bin/false"]  # would fail if it were launched
     assert sweep.train_one(job)["status"] == "done"
     (other,) = jobs_for(tiny_data, only=("r8",))
     assert other["config_sha256"] != job["config_sha256"]  # what a changed hyperparameter looks like
     (tiny_data / "alpaca_top100.json").write_text("[]")
-    job["cli"] = "/bin/true"
+    job["cli"] = ["/bin/true"]
     res = sweep.train_one(job)
     assert "data changed (alpaca_top100): retrained" in res["note"]
     (stale,) = out.parent.glob(".r4.stale-*")
@@ -233,7 +233,7 @@ def test_finished_run_with_other_hyperparameters_is_retrained(out_dir, tiny_data
     (out / "DONE").write_text("{}")
     fp = {"alpaca_top100": sha256_file(tiny_data / "alpaca_top100.json")}
     (out / "run.json").write_text(json.dumps({"data_fingerprint": fp, "config_sha256": "other"}))
-    job["cli"] = "/bin/true"
+    job["cli"] = ["/bin/true"]
     assert sweep.train_one(job)["note"].startswith("config changed: retrained; old run kept in .r4.stale-")
 
 
@@ -251,7 +251,8 @@ def test_two_sweeps_never_train_the_same_run_at_once(out_dir, tiny_data):
 
 
 def test_a_study_that_names_a_heldout_set_measures_forgetting_on_it(out_dir, tiny_data, monkeypatch):
-    """improve.yaml's `heldout:` reaches tools.eval.study as --heldout, for the base and every run."""
+    """improve.yaml's `heldout:` and `zeroshot:` reach tools.eval.study as --heldout and --zeroshot, for the
+    base and every run."""
     seen = {}
 
     def finished(jobs, report):
@@ -260,7 +261,14 @@ def test_a_study_that_names_a_heldout_set_measures_forgetting_on_it(out_dir, tin
     monkeypatch.setattr(sweep, "run_local", finished)
     monkeypatch.setattr(sweep, "evaluate", lambda runs, *a, **k: seen.update(runs=runs, **k))
     sweep.sweep("improve", "tiny", dataset_dir=tiny_data, skip_preflight=True)
-    assert seen["extra"] == ["--heldout", "alpaca_top100_mix_general_heldout"]
+    assert seen["extra"] == [
+        "--heldout",
+        "alpaca_top100_mix_general_heldout",
+        "--zeroshot",
+        "python_mc",
+        "arc_easy",
+        "hellaswag",
+    ]
     assert seen["runs"][0] == Run.base("tiny") and len(seen["runs"]) > 1
     seen.clear()
     sweep.sweep("rank", "tiny", only=["r4"], dataset_dir=tiny_data, skip_preflight=True)
@@ -275,4 +283,16 @@ def test_a_heldout_that_names_nothing_is_refused(tmp_path, monkeypatch):
     )
     monkeypatch.setattr(configs, "STUDIES", tmp_path)
     with pytest.raises(configs.ConfigError, match="`heldout` must name a registered dataset"):
+        configs.load_study("bad")
+
+
+@pytest.mark.parametrize("value", ["[]", "''", "python_mc", "[python_mc, '']", "['a b']"])
+def test_zeroshot_tasks_that_are_not_a_list_of_names_are_refused(value, tmp_path, monkeypatch):
+    from tools.train import configs
+
+    (tmp_path / "bad.yaml").write_text(
+        f"question: q\nscientific: [lora_rank]\nzeroshot: {value}\nvariants:\n  r4: {{lora_rank: 4}}\n"
+    )
+    monkeypatch.setattr(configs, "STUDIES", tmp_path)
+    with pytest.raises(configs.ConfigError, match="`zeroshot` must list lm-eval task names"):
         configs.load_study("bad")

@@ -141,7 +141,7 @@ def train_steps(bf16: bool, steps: int, root: Path) -> dict:
     # one thread, as for generation: on a shared CPU two OpenMP threads spin-waiting for each other
     # make a step ~10x slower and the comparison meaningless
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    subprocess.run([llamafactory_cli(), "train", str(cfg_path)], check=True, capture_output=True, env=env)
+    subprocess.run([*llamafactory_cli(), "train", str(cfg_path)], check=True, capture_output=True, env=env)
     log = [json.loads(x) for x in (out / "trainer_log.jsonl").read_text().splitlines() if x.strip()]
     # elapsed_time is "H:MM:SS" in LLaMA-Factory's log: use its per-step timestamps where given
     times = [_secs(r["elapsed_time"]) for r in log]

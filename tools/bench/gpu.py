@@ -139,7 +139,7 @@ def run_rank(rank: int, model: Path, dataset_dir: Path, workdir: Path, steps: in
     t0 = time.time()
     with open(workdir / f"r{rank}.log", "w") as log:
         rc = subprocess.run(
-            [llamafactory_cli(), "train", str(yml)], stdout=log, stderr=subprocess.STDOUT
+            [*llamafactory_cli(), "train", str(yml)], stdout=log, stderr=subprocess.STDOUT
         ).returncode
     peak = mon.stop()
     res = {

@@ -261,14 +261,18 @@ def runs_of_study(study: str, model: str | None = None) -> list[Run]:
     return runs
 
 
-def venv_bin(name: str) -> str:
-    """A console script of the running interpreter's environment (works without activating .venv)."""
+def venv_bin(name: str) -> list[str]:
+    """The command that runs a console script of the running interpreter's environment (no need to activate
+    .venv). The script is handed to that interpreter rather than executed: a venv that was copied or moved
+    keeps its scripts' old `#!` lines, and exec'ing one of those fails with a misleading "No such file"."""
     import shutil
     import sys
 
     here = Path(sys.executable).parent / name
-    return str(here) if here.exists() else (shutil.which(name) or name)
+    if here.exists():
+        return [sys.executable, str(here)]
+    return [shutil.which(name) or name]
 
 
-def llamafactory_cli() -> str:
+def llamafactory_cli() -> list[str]:
     return venv_bin("llamafactory-cli")

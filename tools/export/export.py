@@ -37,6 +37,7 @@ import yaml
 
 from plugins.fileio import atomic_dir, atomic_write_json, atomic_write_text, read_jsonl, sha256_file
 from tools.core.paths import ROOT, TEMPLATES, Run, exports_dir, llamafactory_cli, runs_of_study, saves_dir
+from tools.core.streams import streams_to
 from tools.export.logits import CHECK_PROMPTS, TOLERANCE, CheckFailed, logit_check  # noqa: F401
 from tools.export.runs import Refused, default_dtype, refuse_quantised_base, run_info, versions  # noqa: F401
 
@@ -140,7 +141,7 @@ def llamafactory_export(config: Path, export_dir: Path, log: Path) -> None:
     function the CLI calls runs here, its output in the log: a new process would only import it again."""
     if "llamafactory.train.tuner" in sys.modules:
         return _export_here(config, export_dir, log)
-    cmd = [llamafactory_cli(), "export", str(config), f"export_dir={export_dir}"]
+    cmd = [*llamafactory_cli(), "export", str(config), f"export_dir={export_dir}"]
     env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
     with open(log, "w") as f:
         f.write("$ " + shlex.join(cmd) + "\n")
@@ -155,32 +156,18 @@ def _export_here(config: Path, export_dir: Path, log: Path) -> None:
     from llamafactory.train.tuner import export_model
 
     args = {**yaml.safe_load(config.read_text()), "export_dir": str(export_dir)}
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with open(log, "w") as f:
-        f.write(
-            f"$ export_model({config}, export_dir={export_dir}) in this process (LLaMA-Factory imported)\n"
-        )
-        f.flush()
-        os.dup2(f.fileno(), 1)
-        os.dup2(f.fileno(), 2)
+    log.write_text(
+        f"$ export_model({config}, export_dir={export_dir}) in this process (LLaMA-Factory imported)\n"
+    )
+    error = None
+    with streams_to(log), contextlib.chdir(ROOT):  # where the CLI runs, for the YAML's relative paths
         try:
-            with contextlib.chdir(ROOT):  # where the CLI runs, for the YAML's relative paths
-                export_model(args)
-            error = None
+            export_model(args)
         except Exception as e:  # LLaMA-Factory's own refusals and failures, as the CLI would exit with them
             import traceback
 
             traceback.print_exc()
             error = e
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
     if error is not None:
         tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
         raise RuntimeError(f"LLaMA-Factory's export failed ({error}); log {log}:\n{tail}")

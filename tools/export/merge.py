@@ -228,7 +228,13 @@ def merge_models(
         log = tmp / "mergekit.log"
         with open(log, "w") as f:
             proc = subprocess.run(
-                [venv_bin("mergekit-yaml"), str(cfg_path), str(tmp / "model"), "--copy-tokenizer", "--quiet"],
+                [
+                    *venv_bin("mergekit-yaml"),
+                    str(cfg_path),
+                    str(tmp / "model"),
+                    "--copy-tokenizer",
+                    "--quiet",
+                ],
                 cwd=ROOT,
                 stdout=f,
                 stderr=subprocess.STDOUT,

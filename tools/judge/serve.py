@@ -80,7 +80,7 @@ def serve_local(
         env.pop("API_KEY", None)  # the server would otherwise demand it
         log = open(log_path or Path(tmp) / "serve.log", "w")
         proc = subprocess.Popen(
-            [llamafactory_cli(), "api", str(cfg)],
+            [*llamafactory_cli(), "api", str(cfg)],
             env=env,
             cwd=tmp,
             stdout=log,

@@ -88,7 +88,7 @@ def run(
     cfg = write_config(model, steps, output_dir, dataset_dir, lr)
     output_dir.mkdir(parents=True, exist_ok=True)
     with open(output_dir.parent / f"{output_dir.name}.log", "w") as log:
-        proc = subprocess.run([llamafactory_cli(), "train", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.run([*llamafactory_cli(), "train", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
         raise SystemExit(f"smoke run failed (exit {proc.returncode}); log: {log.name}")
     return output_dir

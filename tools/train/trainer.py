@@ -110,7 +110,8 @@ def _start(cmd: list[str], job: dict, log: Path, env: dict, python: str):
     """The training child: forked from the warm server (LLaMA-Factory imported once per sweep) when the
     sweep asked for it (`warm`), else a fresh process; the same command, log and measurements either way."""
     if job.get("warm") and python == sys.executable and warm.available():
-        module, argv = ("llamafactory.cli", cmd[1:]) if cmd[0] == job["cli"] else (cmd[2], cmd[3:])
+        cli = job["cli"]
+        module, argv = ("llamafactory.cli", cmd[len(cli) :]) if cmd[: len(cli)] == cli else (cmd[2], cmd[3:])
         return warm.run_module(module, argv, log, Path(job["cwd"]), env, header=" ".join(cmd))
     return run_child(cmd, log, cwd=Path(job["cwd"]), env=env)
 
@@ -211,7 +212,7 @@ def _train_one_locked(job: dict) -> dict:
         "peak_gpu_basis": child.peak_gpu_basis,
     }
     if not ok:
-        who = "llamafactory-cli" if cmd[0] == job["cli"] else "plugins.peft_train"
+        who = "llamafactory-cli" if cmd[: len(job["cli"])] == job["cli"] else cmd[2]
         why = f"{who} exited {child.returncode}" if child.returncode else "no adapter or model was saved"
         return fail(f"{why}; log: {log}", **{**stats, "data_fingerprint": fingerprint})
     stats.update(run_stats(out, log))  # trainable params, s/step, final loss: what the method study compares

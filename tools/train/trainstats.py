@@ -16,7 +16,7 @@ from pathlib import Path
 PARAMS_LINE = re.compile(r"trainable params: ([\d,]+) \|\| all params: ([\d,]+) \|\| trainable%: ([\d.]+)")
 
 
-def train_command(cfg: dict, cli: str, python: str, config_file: Path) -> list[str]:
+def train_command(cfg: dict, cli: list[str], python: str, config_file: Path) -> list[str]:
     """The child command for a resolved config: a launcher of ours when the config names one (a plugins.*
     module that supplies what LLaMA-Factory cannot load, then calls its run_exp), or when it names a PEFT
     type LLaMA-Factory lacks; else `llamafactory-cli train`."""
@@ -28,7 +28,7 @@ def train_command(cfg: dict, cli: str, python: str, config_file: Path) -> list[s
         return [python, "-m", name, str(config_file)]
     if cfg.get("peft_type", "lora") != "lora":
         return [python, "-m", "plugins.peft_train", str(config_file)]
-    return [cli, "train", str(config_file)]
+    return [*cli, "train", str(config_file)]
 
 
 def _read_json(path: Path) -> dict:
