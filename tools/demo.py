@@ -36,9 +36,11 @@ import os
 import subprocess
 import sys
 import time
+import traceback
 
 from tools.core import warm
 from tools.core.paths import ROOT, Run, cache_dir, report_dir
+from tools.core.streams import streams_to
 
 MODEL = "smollm2_135m"
 STUDY = "demo"
@@ -86,18 +88,14 @@ def _here(argv: list[str], log) -> int:
     """`python -m argv...` as a call in this process, its stderr in the log."""
     import importlib
 
-    sys.stderr.flush()
-    saved, fd = os.dup(2), os.open(log, os.O_WRONLY | os.O_APPEND)
-    os.dup2(fd, 2)
-    try:
-        return importlib.import_module(argv[0]).main(argv[1:]) or 0
-    except SystemExit as e:
-        return e.code if isinstance(e.code, int) else 1
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(fd)
+    with streams_to(log, fds=(2,)):
+        try:
+            return importlib.import_module(argv[0]).main(argv[1:]) or 0
+        except SystemExit as e:
+            return e.code if isinstance(e.code, int) else 1
+        except Exception:  # as a child's crash would: its traceback in the log, the step failed
+            traceback.print_exc()
+            return 1
 
 
 def chosen_run(study: str, model: str, dev: str | None = None) -> Run | None:

@@ -5,6 +5,7 @@ export takes the same point the report chose. (The real tools each have their ow
 from __future__ import annotations
 
 import json
+import sys
 
 from plugins.fileio import atomic_write_json, atomic_write_text
 from tools import demo
@@ -76,3 +77,23 @@ def test_demo_chooses_on_dev_scores_test_once_and_exports_the_choice(out_dir, mo
         f"Chosen on demo_dev by judge mean: {chosen}"
     )
     assert json.loads((rep.out / "choice.json").read_text())["best"]["run"] == chosen
+
+
+def test_a_step_run_in_process_that_crashes_fails_as_a_child_would(tmp_path, monkeypatch, capfd):
+    """The sweep step runs in the demo's own process: a crash there is the step's failure (its traceback in
+    the log, the demo's one-line message), and the demo's stderr is its own again afterwards."""
+    (tmp_path / "crashing_tool.py").write_text(
+        "def main(argv):\n    raise ValueError(f'bad input: {argv}')\n"
+    )
+    (tmp_path / "refusing_tool.py").write_text("def main(argv):\n    raise SystemExit(2)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    # stderr as in a real process (pytest's capture writes around descriptor 2)
+    monkeypatch.setattr(sys, "stderr", open(2, "w", closefd=False))
+    log = tmp_path / "step.log"
+    log.write_text("")
+
+    assert demo._here(["crashing_tool", "x"], log) == 1
+    assert "ValueError: bad input: ['x']" in log.read_text() and "Traceback" in log.read_text()
+    assert demo._here(["refusing_tool"], log) == 2
+    print("after", file=sys.stderr, flush=True)
+    assert "after" in capfd.readouterr().err and "after" not in log.read_text()

@@ -1,5 +1,5 @@
 """The core every stage stands on: where a run's files live (`paths`), what a run was (`runinfo`),
-model profiles (`profiles`). It imports nothing from the stage packages."""
+model profiles (`profiles`), a block's output sent to a log (`streams`). It imports nothing from the stage packages."""
 
 from tools.core.face import lazy_face
 
@@ -20,5 +20,6 @@ __getattr__, __all__ = lazy_face(
             ["ConfigError", "list_profiles", "load_profile", "load_yaml", "resolve_model_path", "same_model"],
             "profiles",
         ),
+        "streams_to": "streams",
     },
 )

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from tools.core.paths import cache_dir
 from tools.core.runinfo import ChildResult, now, watch
+from tools.core.streams import streams_to
 
 # What a child would import anyway, in the order it would: the whole cost of `llamafactory-cli train`'s start.
 PRELOAD = [
@@ -64,19 +65,8 @@ def context():
         ctx.set_forkserver_preload(PRELOAD)
         log = cache_dir() / "warm-server.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        saved = os.dup(1), os.dup(2)
-        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.dup2(fd, 1)
-            os.dup2(fd, 2)
+        with streams_to(log):
             forkserver.ensure_running()  # the server inherits these two, not the caller's terminal
-        finally:
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for f in (fd, *saved):
-                os.close(f)
         _context = ctx
     return _context
 
