@@ -297,3 +297,45 @@ def test_heldout_pool_gives_every_run_a_general_perplexity_and_is_added_to_old_m
         )
         ppl.append(m["ppl_heldout"])
     assert ppl[0] != ppl[1] and "ppl general_heldout" in out  # the adapter moves it: a real measurement
+
+
+def test_zeroshot_tasks_score_every_run_once_through_lm_eval(study_runs, dataset_dir, capsys, monkeypatch):
+    """The forgetting guard's second measure: `--zeroshot python_mc` runs lm-eval on each run's model (the
+    adapter attached), once per run whatever the decoding points; tasks that need the hub are recorded as
+    skipped when it is out of reach, never as a score; metrics without the tasks asked for are redone."""
+    from tools.eval import zeroshot
+
+    monkeypatch.setattr(zeroshot, "hub_reachable", lambda *a, **k: False)
+    calls = []
+    real = zeroshot.zero_shot
+
+    def counted(model, tokenizer, tasks, **kw):
+        calls.append(type(model).__name__)
+        return real(model, tokenizer, tasks, **kw)
+
+    monkeypatch.setattr("tools.eval.metrics.zero_shot", counted)
+    runs = study_runs[:2]  # the base and one adapter
+    argv = ["--runs", *[r.name for r in runs], "--testset", "mini_eval", "--dataset-dir", str(dataset_dir)]
+    argv += [
+        "--max-new-tokens",
+        "4",
+        "--judge",
+        "none",
+        "--no-similarity",
+        "--decoding",
+        "greedy",
+        "t0.7_p0.9",
+    ]
+    assert study.main(argv) == 0 and calls == []
+    guard = ["--zeroshot", "python_mc", "arc_easy", "--zeroshot-limit", "6"]
+    assert study.main([*argv, *guard]) == 0
+    assert len(calls) == 2 and calls[1] == "PeftModel" != calls[0]  # one per run (adapter on), not per point
+    for r in runs:
+        for point in ("greedy", "t0.7_p0.9"):
+            m = json.loads(r.metrics("mini_eval", point).read_text())
+            assert 0 <= m["zeroshot"]["python_mc"]["acc"] <= 1 and m["zeroshot"]["python_mc"]["n"] == 6
+            assert m["zeroshot"]["arc_easy"] == {"skipped": "the Hugging Face hub is not reachable"}
+            assert m["zeroshot_limit"] == 6
+    assert "python_mc" in capsys.readouterr().out
+    assert study.main([*argv, *guard]) == 0 and len(calls) == 2  # done: not computed again
+    assert study.main([*argv, "--zeroshot-limit", "3"]) == 2  # a limit without tasks: bad input

@@ -144,3 +144,52 @@ def test_forgetting_is_shown_beside_the_judge_score(out_dir):
     lines = [a.line() for a in rep.advice]
     assert any(x.startswith("plain: forgetting") for x in lines), lines
     assert not any(x.startswith("mixed: forgetting") for x in lines), lines
+
+
+def zs(**accs):
+    return {
+        "zeroshot": {t: {"acc": a, "n": 24} for t, a in accs.items()} | {"arc_easy": {"skipped": "no hub"}}
+    }
+
+
+def test_a_zero_shot_drop_against_the_base_is_forgetting_on_the_same_tasks_only():
+    base = {**metrics(0.1), **zs(python_mc=0.40, other=0.60)}
+    (a,) = metrics_advice("r8", {**metrics(0.3), **zs(python_mc=0.30, other=0.55)}, base)
+    assert a.symptom == "forgetting: zero-shot accuracy fell"
+    assert "other, python_mc 0.500 (base) -> 0.425 (-0.075)" in a.evidence and "tools.data.mix" in a.advice
+    assert metrics_advice("r8", {**metrics(0.3), **zs(python_mc=0.38, other=0.59)}, base) == []  # within 0.05
+    # a task the base did not score is no evidence; skipped tasks are never a score
+    assert metrics_advice("r8", {**metrics(0.3), **zs(third=0.0)}, base) == []
+
+
+def test_zero_shot_accuracy_is_shown_beside_the_judge_score(out_dir):
+    base = Run.base("tiny")
+    write_run(
+        base, None, evals={("demo_eval", "greedy"): {"metrics": {**metrics(0.1), **zs(python_mc=0.40)}}}
+    )
+    for variant, acc in (("plain", 0.30), ("mixed", 0.42)):
+        write_run(
+            Run("tiny", "improve", variant),
+            standard_series(40),
+            {"dataset": variant},
+            ["dataset"],
+            evals={
+                ("demo_eval", "greedy"): {
+                    "metrics": {**metrics(0.3), **zs(python_mc=acc)},
+                    "scores": scores(3.3, 0.05),
+                }
+            },
+        )
+    rep = build_report("improve")
+    row = rep.table.set_index("label")
+    assert (
+        round(row.loc["plain", "zeroshot_change"], 3) == -0.1
+        and round(row.loc["mixed", "zs_python_mc"], 2) == 0.42
+    )
+    md = (rep.out / "report.md").read_text()
+    assert "zero-shot acc (vs base)" in md and "0.300 (-0.100)" in md and "0.420 (+0.020)" in md
+    lines = [a.line() for a in rep.advice]
+    assert any(x.startswith("plain: forgetting: zero-shot accuracy fell") for x in lines), lines
+    assert not any(x.startswith("mixed: forgetting") for x in lines), lines
+    csv = (rep.out / "runs.csv").read_text().splitlines()[0]
+    assert "zs_python_mc" in csv and "zeroshot_change" in csv and "zs_arc_easy" not in csv

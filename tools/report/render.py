@@ -55,6 +55,14 @@ def forgetting_cell(row) -> str:
     return f"{ppl:.4g}" + ("" if rel is None or pd.isna(rel) else f" ({100 * rel:+.0f} %)")
 
 
+def zeroshot_cell(row) -> str:
+    """Mean zero-shot accuracy over the tasks scored, and its change against the base model in points."""
+    acc, change = row.get("zeroshot_acc"), row.get("zeroshot_change")
+    if acc is None or pd.isna(acc):
+        return "–"
+    return f"{acc:.3f}" + ("" if change is None or pd.isna(change) else f" ({change:+.3f})")
+
+
 def params_cell(row) -> str:
     """Trainable parameters and their share of the model: '36,992 (1.15 %)'."""
     n, pct = row.get("trainable_params"), row.get("trainable_pct")
@@ -101,6 +109,8 @@ def display(table: pd.DataFrame, sci: list[str], dev: str | None = None, testset
     cols = [*lead, "status", *sci, "steps", "loss final / best", "eval loss final / best"]
     general = "ppl_general" in table and table["ppl_general"].notna().any()
     cols += ["general ppl (vs base)"] if general else []
+    zeroshot = "zeroshot_acc" in table and table["zeroshot_acc"].notna().any()
+    cols += ["zero-shot acc (vs base)"] if zeroshot else []
     cost = "trainable_params" in table and table["trainable_params"].notna().any()
     mem = "memory_estimate_mb" in table and table["memory_estimate_mb"].notna().any()
     cols += ["answer words", "ROUGE-L", "truncated"]
@@ -121,6 +131,7 @@ def display(table: pd.DataFrame, sci: list[str], dev: str | None = None, testset
             _pair(r.get("final_loss"), r.get("best_loss")),
             _pair(r.get("final_eval_loss"), r.get("best_eval_loss")),
             *([forgetting_cell(r)] if general else []),
+            *([zeroshot_cell(r)] if zeroshot else []),
             _num(r.get("answer_words"), 3),
             _num(r.get("rougeL"), 3),
             "–" if pd.isna(trunc) else f"{100 * float(trunc):.0f} %",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tools.report.collect import RunRecord
+from tools.report.collect import RunRecord, zeroshot_accs
 from tools.report.events import Curves
 
 PREFERRED_TESTSETS = ("hw5_test", "demo_eval")
@@ -180,6 +180,17 @@ def metrics_of(e) -> dict:
         "rougeL": m.get("rougeL"),
         "truncated_share": m.get("truncated_share"),
         "ppl_general": m.get("ppl_heldout"),  # perplexity on held-out general text: the forgetting guard
+        **zeroshot_of(m),
+    }
+
+
+def zeroshot_of(m: dict) -> dict:
+    """`zs_<task>` accuracy columns and their mean (`zeroshot_acc`): the forgetting guard's second measure."""
+    accs = zeroshot_accs(m)
+    return {
+        **{f"zs_{t}": a for t, a in accs.items()},
+        "zeroshot_acc": sum(accs.values()) / len(accs) if accs else None,
+        "zeroshot_tasks": ",".join(sorted(accs)) or None,
     }
 
 
@@ -317,6 +328,18 @@ def build_table(
     df["forgetting"] = [
         row["ppl_general"] / base_ppl[r.run.model] - 1
         if row["ppl_general"] and base_ppl.get(r.run.model) and not r.is_base
+        else None
+        for r, row in zip(records, rows, strict=True)
+    ]
+    # zero-shot accuracy against the base model's, on the same tasks only (points, + = better)
+    base_zs = {r.run.model: row for r, row in zip(records, rows, strict=True) if r.is_base}
+    df["zeroshot_change"] = [
+        row["zeroshot_acc"] - base_zs[r.run.model]["zeroshot_acc"]
+        if row["zeroshot_acc"] is not None
+        and r.run.model in base_zs
+        and base_zs[r.run.model]["zeroshot_acc"] is not None
+        and base_zs[r.run.model]["zeroshot_tasks"] == row["zeroshot_tasks"]
+        and not r.is_base
         else None
         for r, row in zip(records, rows, strict=True)
     ]

@@ -53,8 +53,21 @@ PROFILE_META = frozenset({"description", "capabilities"})
 # `selections`: named datasets the study needs that `make data --all-strategies` registers (tools.data)
 # `decoding`: the decoding names (points or policies, tools.eval) the sweep evaluates; a variant may set its own
 STUDY_KEYS = frozenset(
-    {"question", "scientific", "nuisance", "fixed", "why", "variants", "selections", "decoding", "heldout"}
+    {
+        "question",
+        "scientific",
+        "nuisance",
+        "fixed",
+        "why",
+        "variants",
+        "selections",
+        "decoding",
+        "heldout",
+        "zeroshot",
+    }
 )
+# `heldout` / `zeroshot`: the forgetting guard the sweep's evaluation adds (perplexity on a held-out general
+# set; zero-shot accuracy through lm-eval on the tasks listed)
 VARIANT_META = frozenset(
     {"requires", "excludes", "decoding", "why"}
 )  # `why`: what this variant changes, for its header
@@ -91,6 +104,11 @@ def load_study(study: str) -> dict:
             raise ConfigError(f"{path}: `{section}` must be a mapping")
     if "heldout" in spec and not (isinstance(spec["heldout"], str) and spec["heldout"].strip()):
         raise ConfigError(f"{path}: `heldout` must name a registered dataset (perplexity on it: forgetting)")
+    zs = spec.get("zeroshot")
+    if "zeroshot" in spec and not (
+        isinstance(zs, list) and zs and all(isinstance(t, str) and t.strip() and " " not in t for t in zs)
+    ):
+        raise ConfigError(f"{path}: `zeroshot` must list lm-eval task names (e.g. [python_mc, arc_easy])")
     if not isinstance(spec.get("scientific"), list) or not spec["scientific"]:
         raise ConfigError(f"{path}: `scientific` must list the keys the study varies")
     for name, values in spec["variants"].items():

@@ -238,8 +238,12 @@ def sweep(
         else:
             names = {j["run"]: j["decoding"] for j in jobs}
             names[Run.base(model).name] = list(dict.fromkeys(d for j in jobs for d in j["decoding"]))
-            # A study that names a held-out general set (`heldout:` in its spec) measures forgetting on it.
-            general = load_study(study).get("heldout")
+            # A study that names a held-out general set or zero-shot tasks (`heldout:`, `zeroshot:` in its
+            # spec) measures forgetting on them, for the base model and every run.
+            spec = load_study(study)
+            guard = (["--heldout", spec["heldout"]] if spec.get("heldout") else []) + (
+                ["--zeroshot", *spec["zeroshot"]] if spec.get("zeroshot") else []
+            )
             evaluate(
                 [Run.base(model), *finished],
                 testset,
@@ -249,7 +253,7 @@ def sweep(
                 dev=dev,
                 model=model,
                 test_all=test_all,
-                extra=["--heldout", general] if general else None,
+                extra=guard or None,
             )
     return results
 
