@@ -120,23 +120,28 @@ def test_report_leads_the_reader_to_the_advice(out_dir):
     assert 'id="advice"' in html and "many answers truncated" in html
 
 
-def test_forgetting_is_shown_beside_the_judge_score(out_dir):
-    base = Run.base("tiny")
-    write_run(base, None, evals={("demo_eval", "greedy"): {"metrics": {**metrics(0.1), "ppl_heldout": 12.0}}})
-    for variant, ppl, mean in (("plain", 15.0, 3.4), ("mixed", 12.3, 3.3)):
+def improve_study(base_metrics: dict, arms: dict[str, tuple[dict, float]]):
+    """The improve study's report over a base model and arms {variant: (metrics, judge mean)}."""
+    write_run(Run.base("tiny"), None, evals={("demo_eval", "greedy"): {"metrics": base_metrics}})
+    for variant, (m, mean) in arms.items():
         write_run(
             Run("tiny", "improve", variant),
             standard_series(40),
             {"dataset": variant},
             ["dataset"],
-            evals={
-                ("demo_eval", "greedy"): {
-                    "metrics": {**metrics(0.3), "ppl_heldout": ppl},
-                    "scores": scores(mean, 0.05),
-                }
-            },
+            evals={("demo_eval", "greedy"): {"metrics": m, "scores": scores(mean, 0.05)}},
         )
-    rep = build_report("improve")
+    return build_report("improve")
+
+
+def test_forgetting_is_shown_beside_the_judge_score(out_dir):
+    rep = improve_study(
+        {**metrics(0.1), "ppl_heldout": 12.0},
+        {
+            "plain": ({**metrics(0.3), "ppl_heldout": 15.0}, 3.4),
+            "mixed": ({**metrics(0.3), "ppl_heldout": 12.3}, 3.3),
+        },
+    )
     forgetting = dict(zip(rep.table["label"], rep.table["forgetting"], strict=True))
     assert round(forgetting["plain"], 3) == 0.25 and round(forgetting["mixed"], 3) == 0.025
     md = (rep.out / "report.md").read_text()
@@ -163,24 +168,13 @@ def test_a_zero_shot_drop_against_the_base_is_forgetting_on_the_same_tasks_only(
 
 
 def test_zero_shot_accuracy_is_shown_beside_the_judge_score(out_dir):
-    base = Run.base("tiny")
-    write_run(
-        base, None, evals={("demo_eval", "greedy"): {"metrics": {**metrics(0.1), **zs(python_mc=0.40)}}}
+    rep = improve_study(
+        {**metrics(0.1), **zs(python_mc=0.40)},
+        {
+            "plain": ({**metrics(0.3), **zs(python_mc=0.30)}, 3.3),
+            "mixed": ({**metrics(0.3), **zs(python_mc=0.42)}, 3.3),
+        },
     )
-    for variant, acc in (("plain", 0.30), ("mixed", 0.42)):
-        write_run(
-            Run("tiny", "improve", variant),
-            standard_series(40),
-            {"dataset": variant},
-            ["dataset"],
-            evals={
-                ("demo_eval", "greedy"): {
-                    "metrics": {**metrics(0.3), **zs(python_mc=acc)},
-                    "scores": scores(3.3, 0.05),
-                }
-            },
-        )
-    rep = build_report("improve")
     row = rep.table.set_index("label")
     assert (
         round(row.loc["plain", "zeroshot_change"], 3) == -0.1
