@@ -267,7 +267,6 @@ def test_a_study_that_names_a_heldout_set_measures_forgetting_on_it(out_dir, tin
         "--zeroshot",
         "python_mc",
         "arc_easy",
-        "hellaswag",
     ]
     assert seen["runs"][0] == Run.base("tiny") and len(seen["runs"]) > 1
     seen.clear()
