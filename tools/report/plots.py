@@ -90,7 +90,9 @@ def axis_png(table, axis: Axis) -> bytes | None:
         if metric == "judge_mean":
             lo = (y - arms["judge_ci_lo"].astype(float)).fillna(0).clip(lower=0)
             hi = (arms["judge_ci_hi"].astype(float) - y).fillna(0).clip(lower=0)
-            ax.errorbar(xs, y, yerr=[lo, hi], fmt="o-", capsize=4, label="arms (95 % interval)")
+            # plain arrays: matplotlib checks Series element by element (a pandas FutureWarning)
+            yerr = [lo.to_numpy(), hi.to_numpy()]
+            ax.errorbar(xs, y.to_numpy(), yerr=yerr, fmt="o-", capsize=4, label="arms (95 % interval)")
             ax.set_ylabel("judge score")
         else:
             ax.plot(xs, y, "s-", color="tab:green", label="arms")
