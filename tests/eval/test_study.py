@@ -338,4 +338,11 @@ def test_zeroshot_tasks_score_every_run_once_through_lm_eval(study_runs, dataset
             assert m["zeroshot_limit"] == 6
     assert "python_mc" in capsys.readouterr().out
     assert study.main([*argv, *guard]) == 0 and len(calls) == 2  # done: not computed again
+    # another prompt set (the test pass after the dev pass) reuses them: the same models
+    info = json.loads((dataset_dir / "dataset_info.json").read_text())
+    atomic_write_json(dataset_dir / "dataset_info.json", {**info, "mini_dev": {"file_name": "mini.json"}})
+    dev = [*argv[:3], "--testset", "mini_dev", *argv[5:]]
+    assert study.main([*dev, *guard]) == 0 and len(calls) == 2
+    assert json.loads(runs[1].metrics("mini_dev", "greedy").read_text())["zeroshot"] == m["zeroshot"]
+    assert study.main([*dev, *guard[:-1], "5"]) == 0 and len(calls) == 4  # another limit: computed anew
     assert study.main([*argv, "--zeroshot-limit", "3"]) == 2  # a limit without tasks: bad input
