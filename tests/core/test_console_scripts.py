@@ -32,3 +32,22 @@ def test_a_script_outside_the_venv_comes_from_path(tmp_path, monkeypatch):
     assert paths.venv_bin("true") in (["/bin/true"], ["/usr/bin/true"])
     assert paths.venv_bin("no-such-script-here") == ["no-such-script-here"]
     assert paths.llamafactory_cli()[-1].endswith("llamafactory-cli")
+
+
+def test_the_makefile_never_execs_a_venv_script_by_its_shebang():
+    """Every recipe starts the venv's scripts through $(PY) (ruff is a binary and python itself is fine)."""
+    import re
+
+    from tools.core.paths import ROOT
+
+    direct = []
+    for n, line in enumerate((ROOT / "Makefile").read_text().splitlines(), 1):
+        if not line.startswith("\t"):
+            continue
+        for cmd in re.split(r"&&|\|\||;|\|", line.strip().lstrip("@")):
+            words = [w for w in cmd.split() if not re.fullmatch(r"[A-Z_]+=\S*", w)]
+            first = words[0] if words else ""
+            name = first.removeprefix("$(VENV)/bin/") if first.startswith("$(VENV)/bin/") else None
+            if first == "$(LF)" or (name is not None and name not in ("python", "ruff")):
+                direct.append(f"Makefile:{n}: {line.strip()}")
+    assert direct == []
