@@ -99,35 +99,36 @@ def test_a_52k_pool_through_every_strategy_the_curriculum_and_the_chain(
     assert s3["dataset"] == "alpaca_top100_easy,alpaca_top100_medium,alpaca_top100_hard"
 
 
-def put_in_datasets_cache(hf_home: Path, name: str, data_file: Path) -> Path:
-    """What an online `datasets.load_dataset(name)` leaves behind, made from a local file: the hub
-    snapshot (hub/datasets--org--name/snapshots/<commit>/ + refs/main) and the prepared Arrow cache
-    (datasets/org___name/default/0.0.0/<hash>/). datasets 4.0 reads the second when offline."""
+def put_in_datasets_cache(
+    hf_home: Path, name: str, data_file: Path | dict[str, Path], config: str = "default"
+) -> Path:
+    """What an online `datasets.load_dataset(name[, config])` leaves behind, made from local files (one
+    file for a `train` split, or {split: file}): the hub snapshot (hub/datasets--org--name/snapshots/
+    <commit>/ + refs/main) and the prepared Arrow cache (datasets/org___name/<config>/0.0.0/<hash>/).
+    datasets 4.0 reads the second when offline."""
     from datasets.data_files import DataFilesDict
     from datasets.packaged_modules.json.json import Json, JsonConfig
 
+    files = data_file if isinstance(data_file, dict) else {"train": data_file}
     commit = "5eb1a9b0" * 5
     repo = hf_home / "hub" / f"datasets--{name.replace('/', '--')}"
     snap = repo / "snapshots" / commit
     snap.mkdir(parents=True)
-    (snap / data_file.name).symlink_to(data_file)
+    for split, f in files.items():
+        (snap / f"{split}{f.suffix}").symlink_to(f)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
+    patterns = {split: [str(snap / f"{split}{f.suffix}")] for split, f in files.items()}
 
-    class HubJson(Json):  # the builder the hub path picks for a repo of JSON files: config "default"
-        BUILDER_CONFIGS = [
-            JsonConfig(
-                name="default",
-                data_files=DataFilesDict.from_patterns({"train": [str(snap / data_file.name)]}),
-            )
-        ]
+    class HubJson(Json):  # the builder the hub path picks for a repo of JSON files
+        BUILDER_CONFIGS = [JsonConfig(name=config, data_files=DataFilesDict.from_patterns(patterns))]
 
     builder = HubJson(
         cache_dir=str(hf_home / "datasets"),
         dataset_name=name.split("/")[1],
         repo_id=name,
         hash=commit[:16],
-        config_name="default",
+        config_name=config,
     )
     builder.download_and_prepare()
     return Path(builder.cache_dir)

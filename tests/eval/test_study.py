@@ -346,3 +346,4 @@ def test_zeroshot_tasks_score_every_run_once_through_lm_eval(study_runs, dataset
     assert json.loads(runs[1].metrics("mini_dev", "greedy").read_text())["zeroshot"] == m["zeroshot"]
     assert study.main([*dev, *guard[:-1], "5"]) == 0 and len(calls) == 4  # another limit: computed anew
     assert study.main([*argv, "--zeroshot-limit", "3"]) == 2  # a limit without tasks: bad input
+    assert study.main([*argv, "--zeroshot", "arc_eazy"]) == 2 and len(calls) == 4  # refused before any work

@@ -136,3 +136,22 @@ def test_the_estimate_sits_beside_the_measured_peak_on_cpu(out_dir, tiny_model, 
     rec = json.loads((out_dir / "saves/tiny/lora/rank/r8/run.json").read_text())
     est, peak = rec["memory_estimate"]["total_mb"], rec["peak_rss_mb"]
     assert rec["memory_estimate"]["device"] == "cpu" and abs(est - peak) / peak < 0.25, (est, peak)
+
+
+def test_zero_shot_tasks_lm_eval_does_not_know_stop_the_sweep_before_training(tmp_path, monkeypatch):
+    """A spec's `zeroshot:` names are checked by lm-eval's own task index (a child process: train does
+    not import eval) before anything trains; improve's own list passes."""
+    from tools.train import configs
+
+    rep = pf.Report()
+    pf._check_zeroshot(rep, {"improve", "rank"})  # rank has no zeroshot: no line for it
+    assert rep.checks == [("zero-shot", True, "zero-shot tasks known: python_mc, arc_easy")]
+
+    (tmp_path / "guarded.yaml").write_text(
+        "question: q\nscientific: [lora_rank]\nzeroshot: [python_mc, arc_eazy]\nvariants:\n  r4: {lora_rank: 4}\n"
+    )
+    monkeypatch.setattr(configs, "STUDIES", tmp_path)
+    rep = pf.Report()
+    pf._check_zeroshot(rep, {"guarded", "not_a_spec"})
+    ((name, ok, detail),) = rep.checks
+    assert name == "zero-shot" and not ok and "lm-eval knows no task arc_eazy" in detail

@@ -1,5 +1,6 @@
 """The core every stage stands on: where a run's files live (`paths`), what a run was (`runinfo`),
-model profiles (`profiles`), a block's output sent to a log (`streams`). It imports nothing from the stage packages."""
+model profiles (`profiles`), a block's output sent to a log (`streams`), the
+Hugging Face hub offline or out of reach (`hub`). It imports nothing from the stage packages."""
 
 from tools.core.face import lazy_face
 
@@ -21,5 +22,6 @@ __getattr__, __all__ = lazy_face(
             "profiles",
         ),
         "streams_to": "streams",
+        **dict.fromkeys(["hub_offline", "hub_reachable"], "hub"),
     },
 )

@@ -37,6 +37,7 @@ from plugins.curriculum import parse_thresholds
 from plugins.fileio import atomic_write_json, sha256_file, sha256_text
 from plugins.loaders import DataError, Table, load_table, merge_tables, normalise_records
 from plugins.strategies import STUDY_STRATEGIES, Context
+from tools.core.hub import hub_offline, hub_reachable
 from tools.core.paths import DATA, MODELS, ROOT, TEMPLATES, cache_dir
 from tools.data.derived import check_name
 
@@ -94,20 +95,8 @@ def load_source(spec: str, shape: str | None = None, shared: Path = SHARED) -> t
     return _load_hub(spec, shape)
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    import socket
-    from urllib.parse import urlparse
-
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
 def _load_hub(name: str, shape: str | None) -> tuple[list[dict], dict, list]:
-    if os.environ.get("HF_HUB_OFFLINE") not in ("1", "true", "True") and not _hub_reachable():
+    if not hub_offline() and not hub_reachable():
         # offline: a copy in the local cache still loads; anything else fails at once, not after retries
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

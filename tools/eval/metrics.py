@@ -29,7 +29,6 @@ import functools
 import json
 import logging
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -40,7 +39,7 @@ from tools.eval.engine import Engine
 from tools.eval.generate import sidecar_path
 from tools.eval.prompts import GenerateError, load_rows, resolve_dataset
 from tools.eval.source import Source
-from tools.eval.zeroshot import expand, zero_shot
+from tools.eval.zeroshot import check_tasks, expand, zero_shot
 
 log = logging.getLogger("metrics")
 MEMORISED = 0.99
@@ -83,10 +82,11 @@ def _mean(xs) -> float | None:
 @functools.cache
 def _minilm(path: str):
     """Loaded once per process: a study's evaluation scores every run with it."""
-    os.environ["HF_HUB_OFFLINE"] = "1"  # its weights ship in the package; never reach for the hub
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(path, device="cpu")
+    # its weights ship in the package: never reach for the hub (and never turn the whole process offline,
+    # which would keep lm-eval's zero-shot tasks from downloading)
+    return SentenceTransformer(path, device="cpu", local_files_only=True)
 
 
 def similarity_items(answers: list[str], references: list[str | None]) -> list[float | None] | None:
@@ -297,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run = Run.parse(a.run)
         names = [p.name for p in load_grid(a.grid)] if a.grid else (a.decoding or ["greedy"])
+        if a.zeroshot:
+            check_tasks(a.zeroshot)  # a name lm-eval does not know: exit 2 before any model loads
         engine = None
         for name in names:
             wants_model = not a.no_ppl or a.zeroshot

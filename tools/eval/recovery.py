@@ -31,10 +31,11 @@ from pathlib import Path
 from plugins.fileio import atomic_write_json, sha256_file, sha256_text
 from plugins.pruned import PrunedModelError, is_pruned, load, param_count
 from plugins.registry import RegistryError, resolve
+from tools.core.hub import hub_reachable
 from tools.core.paths import DATA, ROOT, Run
 from tools.core.profiles import resolve_model_path
 from tools.core.runinfo import now, run_child
-from tools.eval.zeroshot import hub_reachable, zero_shot
+from tools.eval.zeroshot import zero_shot
 
 CPU_MAX_TOKENS = 2048
 SPEED_PROMPTS = [

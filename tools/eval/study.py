@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import logging
 import os
 import sys
@@ -44,6 +43,7 @@ from tools.eval.metrics import compute
 from tools.eval.policy import is_policy, load_policy
 from tools.eval.prompts import GenerateError, load_prompts
 from tools.eval.source import Source, resolve_source
+from tools.eval.stale import metrics_stale, zeroshot_done
 
 log = logging.getLogger("study")
 JUDGES = ("auto", "offline", "openai", "none")
@@ -145,7 +145,7 @@ def evaluate_run(
     `heldout` (pool, n): perplexity on n rows of a registered pool the run did not train on (forgetting).
     `zeroshot` (tasks, limit): zero-shot accuracy, computed once per run and written with every point."""
     run = source.run
-    known = _zeroshot_done(source, zeroshot) if zeroshot and not force else {}
+    known = zeroshot_done(source, zeroshot) if zeroshot and not force else {}
     for point in points:
         pred = generate_point(
             None,
@@ -159,7 +159,7 @@ def evaluate_run(
             engine_factory=lambda: study.engine_for(source),
         )
         met = run.metrics(testset, point.name)
-        if metrics and (force or _stale(met, pred, heldout, zeroshot)):
+        if metrics and (force or metrics_stale(met, pred, heldout, zeroshot)):
             m = compute(
                 run,
                 testset,
@@ -192,56 +192,6 @@ def evaluate_run(
                 judge_factory=study.offline_judge,
                 say=lambda line: say(f"  {line}"),
             )
-
-
-def _zeroshot_done(source: Source, zeroshot: tuple[list[str], int | None]) -> dict:
-    """Zero-shot results this model already has on another prompt set or point (they depend on neither),
-    from metrics written after its weights were: the dev pass's results serve the test pass."""
-    from tools.eval.zeroshot import expand
-
-    tasks = expand(zeroshot[0])
-    weights = [p for p in (source.adapter.glob("*.safetensors") if source.adapter else []) if p.is_file()]
-    newest = max((p.stat().st_mtime for p in weights), default=0.0)
-    for met in sorted(source.run.eval_root.glob("*/*/metrics.json")):
-        try:
-            m = json.loads(met.read_text())
-        except (OSError, ValueError):
-            continue
-        have = m.get("zeroshot") if isinstance(m, dict) else None
-        if (
-            isinstance(have, dict)
-            and all(t in have for t in tasks)
-            and m.get("zeroshot_limit") == zeroshot[1]
-            and met.stat().st_mtime >= newest
-        ):
-            return {t: have[t] for t in tasks}
-    return {}
-
-
-def _stale(
-    met: Path,
-    pred: Path,
-    heldout: tuple[str, int] | None,
-    zeroshot: tuple[list[str], int | None] | None = None,
-) -> bool:
-    """Metrics to (re)compute: none yet, older than the answers, or without the held-out set or the
-    zero-shot tasks asked for (a task recorded as skipped counts as done: it is said, not retried)."""
-    if not met.exists() or met.stat().st_mtime < pred.stat().st_mtime:
-        return True
-    if heldout is None and not zeroshot:
-        return False
-    try:
-        m = json.loads(met.read_text())
-    except (OSError, ValueError):
-        return True
-    if heldout is not None and (m.get("heldout") or {}).get("dataset") != heldout[0]:
-        return True
-    if zeroshot:
-        from tools.eval.zeroshot import expand
-
-        have = m.get("zeroshot") or {}
-        return any(t not in have for t in expand(zeroshot[0])) or m.get("zeroshot_limit") != zeroshot[1]
-    return False
 
 
 def evaluate_study(
@@ -352,6 +302,13 @@ def main(argv: list[str] | None = None) -> int:
             raise GenerateError("--batch-size and --limit must be at least 1")
         if a.zeroshot_limit is not None and (a.zeroshot_limit < 1 or not a.zeroshot):
             raise GenerateError("--zeroshot-limit must be at least 1, and goes with --zeroshot")
+        if a.zeroshot:
+            from tools.eval.zeroshot import check_tasks
+
+            try:
+                check_tasks(a.zeroshot)
+            except ValueError as e:
+                raise GenerateError(f"--zeroshot: {e}") from None
         if a.grid:
             points = load_grid(a.grid, a.max_new_tokens)
         else:

@@ -3,34 +3,29 @@
 The model may be any causal LM module (a pruned one included): lm-eval's HFLM wraps the module and its
 tokenizer as they are. Tasks:
 - `python_mc` (templates/zeroshot/): a small multiple-choice task shipped here, which runs offline;
-- LLM-Pruner's standard set (boolq, piqa, hellaswag, winogrande, arc_easy, arc_challenge, openbookqa)
-  when the Hugging Face hub is reachable (lm-eval downloads them); otherwise each is recorded as
-  unreachable, never as a score.
+- LLM-Pruner's standard set (boolq, piqa, hellaswag, winogrande, arc_easy, arc_challenge, openbookqa), or
+  any other lm-eval task, when the Hugging Face hub is reachable (lm-eval downloads its data); with
+  HF_HUB_OFFLINE / HF_DATASETS_OFFLINE set, from the local cache, task by task; otherwise, or when the
+  cache lacks it, each is recorded as skipped with the reason, never as a score. A name lm-eval does
+  not know is an error (ValueError), not a skip.
 Each task's accuracy is `acc` (and `acc_norm`, length-normalised, where lm-eval reports it).
 
-Usage: imported by tools.eval.recovery (`zero_shot(model, tokenizer, tasks)`).
+Usage: imported by tools.eval.recovery, metrics and study (`zero_shot(model, tokenizer, tasks)`);
+    python -m tools.eval.zeroshot --check python_mc arc_easy   (exit 2 naming any task lm-eval does not know;
+                                                               the sweep's preflight runs it)
 """
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import yaml
 
+from tools.core.hub import hub_offline, hub_reachable
 from tools.core.paths import TEMPLATES
 
 LOCAL_TASKS = {"python_mc": TEMPLATES / "zeroshot" / "python_mc.yaml"}
 STANDARD_TASKS = ("boolq", "piqa", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa")
-
-
-def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
-    """A quick TCP check, so an offline machine skips hub data at once instead of waiting on retries."""
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
 
 
 def local_task_config(name: str) -> dict:
@@ -50,27 +45,72 @@ def expand(tasks: list[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def zero_shot(model, tokenizer, tasks: list[str], batch_size: int = 8, limit: int | None = None) -> dict:
-    """{task: {"acc": .., "acc_norm": .., "n": ..} or {"skipped": why}}."""
-    import lm_eval
-    from lm_eval.models.huggingface import HFLM
+def check_tasks(tasks: list[str]):
+    """lm-eval's task index, after checking that every name is a task it (or templates/zeroshot/) knows."""
     from lm_eval.tasks import TaskManager
 
+    manager = TaskManager()
+    unknown = [t for t in expand(tasks) if t not in LOCAL_TASKS and t not in manager.all_tasks]
+    if unknown:
+        raise ValueError(f"lm-eval knows no task {', '.join(unknown)} (`lm-eval ls tasks` lists them)")
+    return manager
+
+
+def zero_shot(model, tokenizer, tasks: list[str], batch_size: int = 8, limit: int | None = None) -> dict:
+    """{task: {"acc": .., "acc_norm": .., "n": ..} or {"skipped": why}}."""
     names = expand(tasks)
-    results: dict[str, dict] = {}
+    manager = check_tasks(names)
     remote = [t for t in names if t not in LOCAL_TASKS]
-    if remote and not hub_reachable():
+    results: dict[str, dict] = {}
+    lm = None
+
+    def run(wanted: list) -> None:
+        nonlocal lm
+        import lm_eval
+        from lm_eval.models.huggingface import HFLM
+
+        lm = lm or HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+        out = lm_eval.simple_evaluate(
+            model=lm, tasks=wanted, task_manager=manager, limit=limit, log_samples=False, verbosity="ERROR"
+        )
+        for task, metrics in (out or {}).get("results", {}).items():
+            row = {k.split(",")[0]: v for k, v in metrics.items() if k.split(",")[0] in ("acc", "acc_norm")}
+            n = (out.get("n-samples") or {}).get(task, {})
+            results[task] = {**{k: round(float(v), 4) for k, v in row.items()}, "n": n.get("effective")}
+
+    local = [local_task_config(t) for t in names if t in LOCAL_TASKS]
+    if local:
+        run(local)
+    if remote and hub_offline():
+        for t in remote:  # one by one: a task missing from the cache must not sink the others
+            try:
+                run([t])
+            except Exception as e:  # noqa: BLE001 (whatever the cache lacks, the task is skipped and says why)
+                results[t] = {
+                    "skipped": f"offline and not in the local cache ({type(e).__name__}: {str(e)[:120]})"
+                }
+    elif remote and not hub_reachable():
         results.update({t: {"skipped": "the Hugging Face hub is not reachable"} for t in remote})
-        remote = []
-    wanted = [local_task_config(t) for t in names if t in LOCAL_TASKS] + remote
-    if not wanted:
-        return results
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
-    out = lm_eval.simple_evaluate(
-        model=lm, tasks=wanted, task_manager=TaskManager(), limit=limit, log_samples=False, verbosity="ERROR"
-    )
-    for task, metrics in (out or {}).get("results", {}).items():
-        row = {k.split(",")[0]: v for k, v in metrics.items() if k.split(",")[0] in ("acc", "acc_norm")}
-        n = (out.get("n-samples") or {}).get(task, {})
-        results[task] = {**{k: round(float(v), 4) for k, v in row.items()}, "n": n.get("effective")}
-    return results
+    elif remote:
+        run(remote)
+    return {t: results[t] for t in names if t in results}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--check", nargs="+", metavar="TASK", required=True, help="task names to check")
+    a = ap.parse_args(argv)
+    try:
+        check_tasks(a.check)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"zero-shot tasks known: {', '.join(expand(a.check))}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

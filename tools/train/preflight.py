@@ -22,14 +22,19 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tools.core.hub import hub_reachable
 from tools.core.paths import out_root
 from tools.core.profiles import ConfigError, load_profile, local_model, resolve_model_path
-from tools.train.configs import Rendered, parse_set, render_study
+from tools.train.configs import Rendered, load_study, parse_set, render_study
 from tools.train.memory import MB, bill, disk_mb, render_bill
+
+# run as a command, not imported: train does not import eval (tests/core/test_layout.py)
+ZEROSHOT_MODULE = "tools.eval.zeroshot"
 
 GATED_HELP = (
     "it is a gated model: open https://huggingface.co/{repo} while logged in and accept its licence, then "
@@ -107,24 +112,12 @@ def model_config(ref: str) -> tuple[dict | None, str]:
     return _hub_config(ref)
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    import socket
-    from urllib.parse import urlparse
-
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
 def _hub_config(ref: str) -> tuple[dict | None, str]:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
     gated = "; " + GATED_HELP.format(repo=ref) if ref.startswith("meta-llama/") else ""
-    if not _hub_reachable():  # at once, not after the client's five retries
+    if not hub_reachable():  # at once, not after the client's five retries
         return None, f"{ref}: not in the Hugging Face cache and the hub is not reachable from here{gated}"
     try:
         path = hf_hub_download(ref, "config.json", etag_timeout=10)
@@ -143,6 +136,20 @@ def _hub_config(ref: str) -> tuple[dict | None, str]:
 
 
 # ---------------------------------------------------------------------------------------- checks
+def _check_zeroshot(rep: Report, studies: set[str]) -> None:
+    """The forgetting guard's zero-shot tasks (a spec's `zeroshot:`) known to lm-eval before any run trains."""
+    for study in sorted(studies):
+        try:
+            tasks = load_study(study).get("zeroshot")
+        except ConfigError:  # rendered from elsewhere (tests, --configs-dir): no spec to read
+            continue
+        if tasks:
+            cmd = [sys.executable, "-m", ZEROSHOT_MODULE, "--check", *tasks]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            said = (proc.stderr.strip().splitlines() or proc.stdout.strip().splitlines() or [""])[-1]
+            rep.add("zero-shot", proc.returncode == 0, said.removeprefix("error: "))
+
+
 def check(
     rendered: list[Rendered],
     model: str,
@@ -186,6 +193,7 @@ def check(
             ok,
             "installed" if ok else "enable_liger_kernel needs liger-kernel: make setup-gpu",
         )
+    _check_zeroshot(rep, {r.run.study for r in rendered})
     ref = resolve_model_path(str(prof["model_name_or_path"]))
     mc, where = model_config(ref)
     rep.add("model", mc is not None, f"{ref}: {where}" if mc is not None else where)

@@ -1,0 +1,88 @@
+"""Zero-shot accuracy through lm-eval on a model in this process: the shipped task offline, an lm-eval task
+from a populated Hugging Face cache under the offline flags (the same code path as a download), a task the
+cache lacks recorded as skipped with the reason, and a name lm-eval does not know refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.data.test_pool_52k import put_in_datasets_cache
+from tools.eval import zeroshot
+
+ARC = [
+    {
+        "id": f"q{i}",
+        "question": f"What is {i} plus {i}?",
+        "choices": {"text": [str(2 * i), str(i), str(3 * i)], "label": ["A", "B", "C"]},
+        "answerKey": "A",
+    }
+    for i in range(1, 7)
+]
+
+
+@pytest.fixture()
+def offline_hub(tmp_path, monkeypatch):
+    """HF_HOME in tmp_path with the offline flags, as a machine without internet runs."""
+    import datasets.config
+
+    hf_home = tmp_path / "hf"
+    for var, value in {
+        "HF_HOME": str(hf_home),
+        "HF_DATASETS_CACHE": str(hf_home / "datasets"),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+    }.items():
+        monkeypatch.setenv(var, value)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", hf_home / "datasets")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(zeroshot, "hub_reachable", lambda *a, **k: pytest.fail("offline: no network check"))
+    return hf_home
+
+
+@pytest.mark.slow
+def test_tasks_from_the_offline_cache_are_scored_and_missing_ones_said(offline_hub, tiny_model, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    files = {}
+    for split in ("train", "validation", "test"):
+        files[split] = tmp_path / f"arc_{split}.jsonl"
+        files[split].write_text("".join(json.dumps(r) + "\n" for r in ARC))
+    put_in_datasets_cache(offline_hub, "allenai/ai2_arc", files, config="ARC-Easy")
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+
+    out = zeroshot.zero_shot(model, tokenizer, ["python_mc", "arc_easy", "boolq"], limit=4)
+    assert list(out) == ["python_mc", "arc_easy", "boolq"]
+    assert out["python_mc"]["n"] == 4 and out["arc_easy"]["n"] == 4  # from the cache, 4 of its 6 test rows
+    assert 0 <= out["arc_easy"]["acc"] <= 1 and "acc_norm" in out["arc_easy"]
+    assert out["boolq"]["skipped"].startswith("offline and not in the local cache")
+
+
+def test_a_task_lm_eval_does_not_know_is_an_error_not_a_skip():
+    with pytest.raises(ValueError, match="lm-eval knows no task arc_eazy"):
+        zeroshot.check_tasks(["python_mc", "arc_eazy"])
+    assert zeroshot.check_tasks(["local", "arc_easy"]) is not None
+    assert zeroshot.main(["--check", "arc_eazy"]) == 2 and zeroshot.main(["--check", "python_mc"]) == 0
+
+
+def test_online_and_out_of_reach_every_hub_task_is_skipped(monkeypatch):
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(zeroshot, "hub_reachable", lambda *a, **k: False)
+    out = zeroshot.zero_shot(object(), object(), ["arc_easy", "boolq"])
+    assert out == {t: {"skipped": "the Hugging Face hub is not reachable"} for t in ("arc_easy", "boolq")}
+
+
+def test_scoring_similarity_does_not_turn_the_process_offline(monkeypatch):
+    """The MiniLM similarity model loads from its package without setting HF_HUB_OFFLINE for everything
+    after it: in one study process, lm-eval's tasks must still download when the hub is reachable."""
+    from tools.core.hub import hub_offline
+    from tools.eval.metrics import similarity_items
+
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    sims = similarity_items(["Paris is the capital."], ["The capital is Paris."])
+    assert sims is None or sims[0] > 0.8
+    assert not hub_offline()
