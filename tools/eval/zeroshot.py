@@ -69,7 +69,8 @@ def zero_shot(model, tokenizer, tasks: list[str], batch_size: int = 8, limit: in
         import lm_eval
         from lm_eval.models.huggingface import HFLM
 
-        lm = lm or HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+        if lm is None:  # one wrapper for every call
+            lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
         out = lm_eval.simple_evaluate(
             model=lm, tasks=wanted, task_manager=manager, limit=limit, log_samples=False, verbosity="ERROR"
         )
