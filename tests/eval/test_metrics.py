@@ -186,6 +186,14 @@ def test_perplexity_of_references_through_the_generating_model(tiny_model, base_
     m = json.loads(run.metrics("mini_eval", "greedy").read_text())
     assert rc == 0 and m["ppl_reference"] is None and m["zeroshot_limit"] == 4
     assert m["zeroshot"]["python_mc"]["n"] == 4 and 0 <= m["zeroshot"]["python_mc"]["acc"] <= 1
+    before = run.metrics("mini_eval", "greedy").read_bytes()
+    for bad in (
+        ["--zeroshot-limit", "4"],
+        ["--zeroshot", "arc_eazy"],
+        ["--zeroshot", "python_mc", "--zeroshot-limit", "0"],
+    ):
+        assert M.main(["--run", run.name, "--testset", "mini_eval", "--dataset-dir", str(data), *bad]) == 2
+    assert run.metrics("mini_eval", "greedy").read_bytes() == before  # refused: nothing written
 
     # the real SmolLM2: a fitting answer is far more likely than the same words shuffled
     engine = gen.Engine(gen.resolve_source(run, model_path=base_model, template="smollm2"))

@@ -297,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run = Run.parse(a.run)
         names = [p.name for p in load_grid(a.grid)] if a.grid else (a.decoding or ["greedy"])
+        if a.zeroshot_limit is not None and (a.zeroshot_limit < 1 or not a.zeroshot):
+            raise GenerateError("--zeroshot-limit must be at least 1, and goes with --zeroshot")
         if a.zeroshot:
             check_tasks(a.zeroshot)  # a name lm-eval does not know: exit 2 before any model loads
         engine = None

@@ -17,6 +17,7 @@ Usage: imported by tools.eval.recovery, metrics and study (`zero_shot(model, tok
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import yaml
@@ -45,11 +46,17 @@ def expand(tasks: list[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def check_tasks(tasks: list[str]):
-    """lm-eval's task index, after checking that every name is a task it (or templates/zeroshot/) knows."""
+@functools.cache
+def _task_index():
+    """lm-eval's index of its task files: built once per process (seconds), not once per run evaluated."""
     from lm_eval.tasks import TaskManager
 
-    manager = TaskManager()
+    return TaskManager()
+
+
+def check_tasks(tasks: list[str]):
+    """lm-eval's task index, after checking that every name is a task it (or templates/zeroshot/) knows."""
+    manager = _task_index()
     unknown = [t for t in expand(tasks) if t not in LOCAL_TASKS and t not in manager.all_tasks]
     if unknown:
         raise ValueError(f"lm-eval knows no task {', '.join(unknown)} (`lm-eval ls tasks` lists them)")
