@@ -71,10 +71,10 @@ smoke: base-model ## one short LoRA run on the embedded model; prints where its 
 	$(PY) -m tools.train.smoke
 
 demo: base-model ## the whole study end to end on the embedded default (DATA=hw5 for the real data)
-	$(PY) -m tools.demo --data $(DATA) $(DEMO_ARGS)
+	$(PY) -m tools.flows.demo --data $(DATA) $(DEMO_ARGS)
 
 recovery-demo: base-model ## prune SmolLM2-135M per layer, recover it with LoRA via LLaMA-Factory, compare before/after
-	$(PY) -m tools.recovery_demo
+	$(PY) -m tools.flows.recovery_demo
 
 # ---------------------------------------------------------------- quality
 test: setup lint browser ## lint, then every test (slow end-to-end ones included)
@@ -117,7 +117,7 @@ configs-check: setup ## fail when a committed file in experiments/ is stale
 	$(PY) -m tools.train.configs check
 
 sweep: $(NEEDS) ## render, train, evaluate and report one study (STUDY=..., MODEL=..., RUNNER=local|ray)
-	$(PY) -m tools.train.sweep --study $(STUDY) --model $(MODEL) --runner $(RUNNER) $(SWEEP_ARGS)
+	$(PY) -m tools.flows.sweep --study $(STUDY) --model $(MODEL) --runner $(RUNNER) $(SWEEP_ARGS)
 
 sweep-data: ; @$(MAKE) --no-print-directory sweep STUDY=data ## the data-selection study (HW5's question)
 sweep-rank: ; @$(MAKE) --no-print-directory sweep STUDY=rank ## LoRA rank 4..64, alpha paired with rank

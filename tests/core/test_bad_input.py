@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from plugins.loaders import DataError, load_table
+from plugins.pools import DataError, load_table
 from tools.core.paths import DATA, Run
 
 RUN = "m/s/v"
@@ -249,7 +249,7 @@ CASES = {
         ["evil.yaml", "duplicate key 'r4'", "line 5"],
     ),
     "sweep-duplicate-key": (
-        "tools.train.sweep",
+        "tools.flows.sweep",
         lambda d: ["--study", "evil", "--configs-dir", d / "cfg", "--dataset-dir", d / "data", "--no-eval"],
         2,
         ["evil.yaml", "duplicate key 'r4'"],

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from plugins.fileio import append_jsonl, atomic_dir, atomic_write_json, read_jsonl
+from filelib import append_jsonl, atomic_dir, atomic_write_json, read_jsonl
 from tools.core.paths import ROOT, Run
 
 

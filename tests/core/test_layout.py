@@ -1,5 +1,6 @@
-"""The code's layout keeps its promises (README, "Where the code lives"): one package per stage, each
-used by the others only through its public face, imports running one way, no circles, small files."""
+"""The code's layout keeps its promises (docs/architecture.md): the file library at the bottom, plugins/ by
+kind, one package per stage used by the others only through its public face, orchestration on top, imports
+running one way, no circles, no tool started by a module-name string, small files."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ import pytest
 
 from tools.core.paths import ROOT
 
-# Which stage packages each one may import (besides itself, the core and plugins/). Later stages
-# never feed earlier ones; bench and the demo sit on top.
-STAGES = ("core", "models", "data", "refine", "train", "eval", "judge", "export", "report", "bench")
+# Which stage packages each one may import (besides itself, the core, plugins/ and filelib). Later stages
+# never feed earlier ones; orchestration (flows) drives them all, and bench measures everything.
+STAGES = ("core", "models", "data", "refine", "train", "eval", "judge", "export", "report", "flows", "bench")
 MAY_IMPORT = {
     "core": set(),
     "models": set(),
@@ -25,14 +26,18 @@ MAY_IMPORT = {
     "judge": set(),
     "export": set(),
     "report": {"judge"},  # its statistics (paired bootstrap), through the face
+    "flows": {"models", "data", "refine", "train", "eval", "judge", "export", "report"},
     "bench": set(STAGES),
-    "demo": set(STAGES),
 }
+# plugins/ by kind: which other kinds each may import (through their faces); none imports tools/.
+KINDS = {"pools": set(), "selection": {"pools"}, "publishing": {"pools", "selection"}, "launchers": set()}
+# Module names that are data, not a way to start a tool: the launcher a rendered config names.
+NAMES_AS_DATA = {"plugins.launchers": "the value of `launcher:` in rendered configs (plugins/launchers)"}
 MAX_LINES = 400
 
 
 def sources() -> list[Path]:
-    return sorted(p for d in ("tools", "plugins") for p in (ROOT / d).rglob("*.py"))
+    return sorted(p for d in ("filelib", "tools", "plugins") for p in (ROOT / d).rglob("*.py"))
 
 
 def module_name(path: Path) -> str:
@@ -58,9 +63,21 @@ def stage_of(module: str) -> str | None:
     return parts[1]
 
 
+def defining_module(package: str, face, name: str) -> str:
+    """The module a face's public name comes from: a lazy face's table, else the face's own import of it."""
+    lazy = getattr(getattr(face, "__getattr__", None), "names", {})
+    if name in lazy:
+        return f"{package}.{lazy[name].partition(':')[0]}"
+    init = ROOT.joinpath(*package.split("."), "__init__.py")
+    for node in ast.walk(ast.parse(init.read_text())):
+        if isinstance(node, ast.ImportFrom) and any((a.asname or a.name) == name for a in node.names):
+            return node.module
+    return package
+
+
 def resolve(module: str, names: list[str]) -> list[str]:
     """The modules an import really loads: a name from a package's face is the module defining it."""
-    if not module.startswith(("tools", "plugins")):
+    if not module.startswith(("tools", "plugins", "filelib")):
         return []
     targets = []
     spec = ROOT.joinpath(*module.split("."))
@@ -70,7 +87,7 @@ def resolve(module: str, names: list[str]) -> list[str]:
             if (spec / f"{n}.py").exists() or (spec / n).is_dir():
                 targets.append(f"{module}.{n}")
             elif n in getattr(face, "__all__", ()):
-                targets.append(getattr(face, n).__module__)
+                targets.append(defining_module(module, face, n))
             else:
                 targets.append(module)
     else:
@@ -88,6 +105,20 @@ def graph() -> dict[str, set[str]]:
     return edges
 
 
+def ours(module: str) -> bool:
+    return module.split(".")[0] in ("tools", "plugins", "filelib")
+
+
+def test_filelib_imports_nothing_of_ours():
+    bad = [
+        f"{p.relative_to(ROOT)} imports {m}"
+        for p in (ROOT / "filelib").rglob("*.py")
+        for m, _ in imports(p)
+        if ours(m) and not m.startswith("filelib")
+    ]
+    assert not bad, bad
+
+
 def test_plugins_never_import_tools():
     bad = [
         f"{path.relative_to(ROOT)} imports {module}"
@@ -98,12 +129,63 @@ def test_plugins_never_import_tools():
     assert not bad, bad
 
 
+def test_plugins_are_kinds_importing_one_way_through_faces():
+    """Every plugin module lives in a kind; a kind uses another only as KINDS allows, through its package;
+    tools/ uses a kind through its package, never a module inside it."""
+    stray = [p.name for p in (ROOT / "plugins").glob("*.py") if p.name != "__init__.py"]
+    assert not stray, f"plugins/ modules outside a kind: {stray}"
+    assert {p.name for p in (ROOT / "plugins").iterdir() if (p / "__init__.py").exists()} == set(KINDS)
+    bad = []
+    for path in sources():
+        me = module_name(path)
+        mine = me.split(".")[1] if me.startswith("plugins.") else None
+        for module, _ in imports(path):
+            parts = module.split(".")
+            if parts[0] != "plugins" or len(parts) < 2 or parts[1] == mine:
+                continue
+            if mine is not None and parts[1] not in KINDS[mine]:
+                bad.append(f"{me} imports {module}: {mine} may not depend on {parts[1]}")
+            elif len(parts) > 2:
+                bad.append(f"{me} imports {module}: use the face `plugins.{parts[1]}`")
+    assert not bad, "\n".join(bad)
+
+
+def test_every_module_of_tools_is_in_a_stage():
+    loose = [p.name for p in (ROOT / "tools").glob("*.py") if p.name != "__init__.py"]
+    assert not loose, f"modules outside a stage package (the layout rules would not see them): {loose}"
+    packages = {p.name for p in (ROOT / "tools").iterdir() if (p / "__init__.py").exists()}
+    assert packages == set(STAGES), packages ^ set(STAGES)
+
+
+def test_no_tool_is_started_by_a_module_name_string():
+    """`python -m tools.x` built from a string hides a dependency from the import graph: children are
+    started from the imported `main` (tools.core.runinfo.command_of) instead."""
+    modules = set(graph())
+    bad = []
+    for path in sources():
+        tree = ast.parse(path.read_text())
+        docstrings = {
+            id(n.body[0].value)
+            for n in ast.walk(tree)
+            if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))
+            and n.body
+            and isinstance(n.body[0], ast.Expr)
+            and isinstance(n.body[0].value, ast.Constant)
+        }
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                text = node.value.strip()
+                if text in modules and text not in NAMES_AS_DATA:
+                    bad.append(f"{path.relative_to(ROOT)}:{node.lineno}: {text!r}")
+    assert not bad, "\n".join(bad)
+
+
 def test_stages_import_one_way_through_public_faces():
     bad = []
     for path in sources():
         me = module_name(path)
         mine = stage_of(me)
-        if mine is None or not (ROOT / "tools" / mine).is_dir() and mine != "demo":
+        if mine is None or not (ROOT / "tools" / mine).is_dir():
             continue
         for module, _ in imports(path):
             theirs = stage_of(module)
@@ -142,10 +224,10 @@ def test_a_planted_circle_is_found(tmp_path, monkeypatch):
 
     def planted(path: Path):
         found = real(path)
-        return found + [("plugins.strategies", ["score"])] if path.name == "ifd.py" else found
+        return found + [("plugins.selection.strategies", ["score"])] if path.name == "ifd.py" else found
 
     monkeypatch.setitem(globals(), "imports", planted)
-    with pytest.raises(AssertionError, match="plugins.ifd"):
+    with pytest.raises(AssertionError, match="plugins.selection.ifd"):
         test_no_import_circles()
 
 

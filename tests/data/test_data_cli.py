@@ -12,8 +12,8 @@ import subprocess
 import pytest
 import yaml
 
-from plugins.loaders import load_rows
-from plugins.registry import load_info, resolve
+from plugins.pools import load_rows
+from plugins.publishing import load_info, resolve
 from tools.core.paths import DATA, llamafactory_cli
 from tools.data import main
 

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from plugins.loaders import DataError
-from plugins.mix import general_count, mix_general
-from plugins.registry import load_info, resolve
+from plugins.pools import DataError
+from plugins.publishing import load_info, resolve
+from plugins.selection import general_count, mix_general
 from tools.data import main as data_main
 from tools.data.mix import main as mix_main
 

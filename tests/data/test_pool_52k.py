@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from plugins.loaders import load_rows
-from plugins.registry import load_info, resolve
-from plugins.strategies import Context, score, top_n
+from plugins.pools import load_rows
+from plugins.publishing import load_info, resolve
+from plugins.selection import Context, score, top_n
 from tools.bench.data import make_pool
 from tools.core.paths import Run
 from tools.data import main as data_main
 from tools.data.cli import load_source
-from tools.train import sweep
+from tools.flows import sweep
 
 HUB_NAME = "kciree/fastchat_alpaca_52k"  # HW5's pool on the hub (data README); here only in a local cache
 STUDY_52K = [

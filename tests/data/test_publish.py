@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from plugins.fileio import sha256_file
-from plugins.registry import is_ours, load_info, resolve
+from filelib import sha256_file
+from plugins.publishing import is_ours, load_info, resolve
 from tools.core.paths import ROOT
 
 STAGES = ("easy", "medium", "hard")
@@ -117,8 +117,7 @@ def test_two_runs_registering_at_once(tmp_path):
 
 @pytest.mark.parametrize("bad", ["../../x", "a/b", ".hidden"])
 def test_unit_names_are_path_safe(tmp_path, bad):
-    from plugins import publish
-    from plugins.registry import RegistryError
+    from plugins.publishing import RegistryError, publish
 
     with pytest.raises(RegistryError, match="use letters"), publish.staging(tmp_path, bad):
         pass

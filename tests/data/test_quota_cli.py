@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from plugins.loaders import load_rows
-from plugins.registry import resolve
+from plugins.pools import load_rows
+from plugins.publishing import resolve
 from tools.data import main
 
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from plugins.loaders import load_rows
-from plugins.registry import resolve
+from plugins.pools import load_rows
+from plugins.publishing import resolve
 from tools.core.paths import DATA, MODELS, ROOT
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from plugins.fileio import atomic_write_json, read_jsonl
+from filelib import atomic_write_json, read_jsonl
 from tools.core.paths import ROOT, Run
 from tools.eval import generate as gen
 from tools.eval.decoding import DecodingPoint, load_grid

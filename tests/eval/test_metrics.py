@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from plugins.fileio import atomic_write_json, atomic_write_jsonl, read_jsonl
+from filelib import atomic_write_json, atomic_write_jsonl, read_jsonl
 from tools.core.paths import Run
 from tools.eval import metrics as M
 from tools.eval.decoding import DecodingPoint

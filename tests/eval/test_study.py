@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from plugins.fileio import atomic_write_json, read_jsonl
+from filelib import atomic_write_json, read_jsonl
 from tools.core.paths import Run
 from tools.eval import engine as engine_mod
 from tools.eval import study

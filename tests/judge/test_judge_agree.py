@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 from scipy.stats import spearmanr
 
-from plugins.fileio import atomic_write_jsonl, read_jsonl
+from filelib import atomic_write_jsonl, read_jsonl
 from tools.core.paths import Run
 from tools.judge.agree import main as agree_main
 from tools.judge.agree import second_path

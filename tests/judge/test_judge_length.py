@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from plugins.fileio import atomic_write_json, atomic_write_jsonl
+from filelib import atomic_write_json, atomic_write_jsonl
 from tools.core.paths import Run
 from tools.judge.length import fit, length_controlled, main
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from plugins.fileio import atomic_write_jsonl, read_jsonl, sha256_file
+from filelib import atomic_write_jsonl, read_jsonl, sha256_file
 from tools.core.paths import Run
 from tools.judge import cli as judge
 from tools.judge.parse import parse_official
@@ -176,7 +176,7 @@ def test_auto_picks_official_on_hw5_sets_only(out_dir):
 
 def test_hw5_prompts_rebuild_the_courses_question(shared_data):
     """Our loaders strip HW5's Alpaca preamble; the protocol puts it back: all 150 questions match the file."""
-    from plugins import loaders
+    from plugins.pools import loaders
 
     path = shared_data / "hw5" / "test_set_evol_instruct_150.json"
     raw = json.loads(path.read_text())

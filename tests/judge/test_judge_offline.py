@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from plugins.fileio import atomic_write_jsonl, read_jsonl
+from filelib import atomic_write_jsonl, read_jsonl
 from tools.core.paths import Run
 from tools.judge import cli as judge
 from tools.judge.offline import OfflineJudge

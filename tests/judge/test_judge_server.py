@@ -28,7 +28,7 @@ import pytest
 import yaml
 from aiohttp import web
 
-from plugins.fileio import atomic_write_jsonl, read_jsonl
+from filelib import atomic_write_jsonl, read_jsonl
 from tools.core.paths import ROOT, Run
 from tools.judge.cache import cache_path
 from tools.judge.cli import run_judge

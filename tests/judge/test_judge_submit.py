@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from plugins.fileio import atomic_write_jsonl
+from filelib import atomic_write_jsonl
 from tools.core.paths import ROOT, Run
 from tools.judge.submit import main
 

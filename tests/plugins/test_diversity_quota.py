@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from plugins import diversity, pipeline
-from plugins.loaders import DataError
-from plugins.quota import parse_quota
-from plugins.strategies import Context, parse_strategy, score, select_quota, top_n
+from plugins.pools import DataError
+from plugins.publishing import pipeline
+from plugins.selection import Context, diversity, parse_quota, parse_strategy, score, select_quota, top_n
 
 TOPICS = {
     "cooking": "recipe bake oven flour sugar butter dough",

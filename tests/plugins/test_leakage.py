@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from plugins import leakage
-from plugins.registry import resolve
+from plugins.publishing import resolve
+from plugins.selection import leakage
 from tools.data import main
 
 TEST = [

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from plugins.loaders import DataError, load_rows, load_table, split_preamble
-from plugins.registry import RegistryError, alpaca_entry, load_info, register, resolve
+from plugins.pools import DataError, load_rows, load_table, split_preamble
+from plugins.publishing import RegistryError, alpaca_entry, load_info, register, resolve
 from tools.core.paths import DATA
 
 PRE = "Below is an instruction that describes a task. Write a response that appropriately completes the request. "

@@ -8,9 +8,8 @@ import json
 import pytest
 import yaml
 
-from plugins import pruned
-from plugins.pruned_train import EXTRA_KEYS, split_config
-from plugins.pruned_train import main as launcher_main
+from plugins.launchers import PROJECT_KEYS, pruned, split_config
+from plugins.launchers import launch_main as launcher_main
 from tools.core.paths import ROOT
 
 
@@ -97,19 +96,24 @@ def test_the_launcher_refuses_a_pickle_without_the_flag(tiny_pruned, tmp_path, c
     model, tokenizer, _ = tiny_pruned
     path = pruned.save_pickle(model, tokenizer, tmp_path / "pruned_model.bin")
     cfg = tmp_path / "train.yaml"
-    cfg.write_text(yaml.safe_dump({"model_name_or_path": str(path), "launcher": "plugins.pruned_train"}))
+    cfg.write_text(yaml.safe_dump({"model_name_or_path": str(path), "launcher": "plugins.launchers"}))
     assert launcher_main([str(cfg)]) == 2
     assert "--trust-pickle" in capsys.readouterr().err
-    cfg.write_text(yaml.safe_dump({"model_name_or_path": str(tmp_path)}))
+    cfg.write_text(yaml.safe_dump({"model_name_or_path": str(tmp_path), "trust_pickle": True}))
     assert launcher_main([str(cfg)]) == 2
-    assert "not a pruned model" in capsys.readouterr().err
+    assert "is not pruned" in capsys.readouterr().err
 
 
 def test_our_keys_are_split_from_llamafactorys():
     lf, ours = split_config(
-        {"model_name_or_path": "m", "launcher": "plugins.pruned_train", "trust_pickle": True}
+        {
+            "model_name_or_path": "m",
+            "launcher": "plugins.launchers",
+            "trust_pickle": True,
+            "peft_type": "vera",
+        }
     )
-    assert lf == {"model_name_or_path": "m"} and set(ours) == set(EXTRA_KEYS)
+    assert lf == {"model_name_or_path": "m"} and set(ours) == set(PROJECT_KEYS)
 
 
 def test_the_recovery_study_renders_the_issue_defaults():
@@ -128,8 +132,8 @@ def test_the_recovery_study_renders_the_issue_defaults():
         "alpaca",
     )
     assert c["model_name_or_path"] == "saves/llama2_7b/pruned/pruned_model.bin"
-    assert c["launcher"] == "plugins.pruned_train" and c["trust_pickle"] is True
-    assert "python -m plugins.pruned_train experiments/recovery/" in gpu.text
+    assert c["launcher"] == "plugins.launchers" and c["trust_pickle"] is True
+    assert "python -m plugins.launchers experiments/recovery/" in gpu.text
     (cpu,) = render_study("recovery", "smollm2_135m")
     assert cpu.run.variant == "demo_recovery" and cpu.config["dataset"] == "demo_recovery"
     # The rank study's keys, plus only the pruned model's launcher keys and its validation split (in place
@@ -142,16 +146,20 @@ def test_the_recovery_study_renders_the_issue_defaults():
 def test_the_trainer_starts_the_launcher_a_config_names():
     from tools.train.trainstats import train_command
 
-    cfg = {"launcher": "plugins.pruned_train"}
+    cfg = {"launcher": "plugins.launchers"}
     assert train_command(cfg, ["llamafactory-cli"], "python", ROOT / "c.yaml")[1:3] == [
         "-m",
-        "plugins.pruned_train",
+        "plugins.launchers",
     ]
     assert train_command({}, ["llamafactory-cli"], "python", ROOT / "c.yaml")[:2] == [
         "llamafactory-cli",
         "train",
     ]
-    with pytest.raises(ValueError, match="not a module of plugins"):
+    assert train_command({"peft_type": "vera"}, ["llamafactory-cli"], "python", ROOT / "c.yaml")[1:3] == [
+        "-m",
+        "plugins.launchers",
+    ]
+    with pytest.raises(ValueError, match="the one launcher is plugins.launchers"):
         train_command({"launcher": "os; rm -rf /"}, ["llamafactory-cli"], "python", ROOT / "c.yaml")
 
 
@@ -160,7 +168,7 @@ def test_llamafactorys_own_loader_gets_the_module_from_a_safe_folder(tiny_pruned
     import llamafactory.model.loader as loader
     from llamafactory.hparams import get_train_args
 
-    from plugins.pruned_train import install
+    from plugins.launchers import install
 
     for name in ("AutoTokenizer", "AutoProcessor", "AutoConfig", "AutoModelForCausalLM"):
         monkeypatch.setattr(loader, name, getattr(loader, name))  # restored after the test

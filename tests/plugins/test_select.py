@@ -7,13 +7,14 @@ import re
 import numpy as np
 import pytest
 
-from plugins import curriculum, demo_pool
-from plugins.ifd import batches, compute_ifd
-from plugins.knee import find_knee
-from plugins.loaders import DataError
-from plugins.strategies import (
+from plugins.pools import DataError, demo_pool
+from plugins.selection import (
     Context,
+    batches,
     complexity,
+    compute_ifd,
+    curriculum,
+    find_knee,
     parse_strategy,
     percentile,
     score,

@@ -14,8 +14,8 @@ import time
 import pytest
 import yaml
 
-from plugins.fileio import read_jsonl
-from plugins.registry import load_info, resolve
+from filelib import read_jsonl
+from plugins.publishing import load_info, resolve
 from tests.judge.test_judge_server import FaultProxy
 from tools.core.paths import ROOT
 from tools.refine.prompts import REFINE_TEMPLATES, RefineError, load_prompt

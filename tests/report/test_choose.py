@@ -88,7 +88,7 @@ def test_choice_is_made_on_dev_never_on_test(out_dir, capsys):
     saved = json.loads((report_dir("epochs") / "choice.json").read_text())
     assert saved["best"]["run"] == "tiny/epochs/r8@epoch2" and saved["chosen_on"] == "demo_dev"
 
-    from tools.demo import chosen_run
+    from tools.flows.demo import chosen_run
 
     assert chosen_run("epochs", "tiny") == Run.parse("tiny/epochs/r8@epoch2")  # what the demo exports
 

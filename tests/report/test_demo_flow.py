@@ -1,4 +1,4 @@
-"""The demo's flow (tools/demo.py) with its tools stood in by file writers: every epoch is evaluated on the
+"""The demo's flow (tools/flows/demo.py) with its tools stood in by file writers: every epoch is evaluated on the
 dev set, the choice is made there, the test set is scored for the chosen point and the base only, and the
 export takes the same point the report chose. (The real tools each have their own end-to-end tests.)"""
 
@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 import sys
 
-from plugins.fileio import atomic_write_json, atomic_write_text
-from tools import demo
+from filelib import atomic_write_json, atomic_write_text
 from tools.core.paths import Run
+from tools.flows import demo
 from tools.report import build_report
 from tools.report.synthetic import judged_scores, metrics, write_judgments
 
@@ -28,7 +28,7 @@ def fake_tools(calls: list[list[str]]):
     def step(label, argv, log_name, here=False):
         calls.append(argv)
         mod = argv[0]
-        if mod == "tools.train.sweep":
+        if mod == "tools.flows.sweep":
             for variant, n in EPOCHS.items():
                 out = Run(demo.MODEL, demo.STUDY, variant).output_dir
                 for e in range(1, n + 1):
@@ -70,8 +70,8 @@ def test_demo_chooses_on_dev_scores_test_once_and_exports_the_choice(out_dir, mo
     epochs = [f"{demo.MODEL}/demo/{v}@epoch{e}" for v, n in finals.items() for e in range(1, n + 1)]
     assert generated("demo_dev") == [f"{demo.MODEL}/base/base", *epochs]  # every epoch of every arm, on dev
     assert generated("demo_eval") == [f"{demo.MODEL}/base/base", chosen]  # the test set: once, for the choice
-    export = next(c for c in calls if c[0] == "tools.export")
-    assert export == ["tools.export", "--run", chosen]
+    export = next(c for c in calls if c[0] == "tools.export.export")
+    assert export == ["tools.export.export", "--run", chosen]
     rep = build_report("demo", demo.MODEL)
     assert rep.choice.best.run == chosen and rep.verdict.text.startswith(
         f"Chosen on demo_dev by judge mean: {chosen}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from plugins.fileio import atomic_write_json
+from filelib import atomic_write_json
 from tools.core.paths import Run, report_dir
 from tools.report.build import build_report
 from tools.report.synthetic import metrics, scores, standard_series, write_run

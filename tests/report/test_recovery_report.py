@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 
-from plugins.fileio import atomic_write_json
+from filelib import atomic_write_json
 from tools.core.paths import Run
 from tools.report.recovery import build_recovery_report, main
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from tbparse import SummaryReader
 
-from plugins.fileio import atomic_write_json, atomic_write_text
+from filelib import atomic_write_json, atomic_write_text
 from tools.core.paths import ROOT, Run, llamafactory_cli, report_dir, venv_bin
 from tools.report.build import build_report
 from tools.report.synthetic import metrics, scores, standard_series, write_run

@@ -254,8 +254,7 @@ def test_any_study_renders_for_any_profile():
 
 
 def test_dataset_names_match_what_the_data_plugin_registers():
-    from plugins.curriculum import STAGES
-    from plugins.strategies import STUDY_STRATEGIES
+    from plugins.selection import STAGES, STUDY_STRATEGIES
     from tools.data import study_selections
 
     data = {r.run.variant: r.config["dataset"] for r in render_study("data", "smollm2_135m")}

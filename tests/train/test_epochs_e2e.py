@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from tools.core.paths import DATA, Run, report_dir
-from tools.train import sweep
+from tools.flows import sweep
 
 EPOCHS = 2
 QUICK = (

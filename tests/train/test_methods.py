@@ -1,7 +1,7 @@
-"""The method study's whole family trains: LLaMA-Factory's own methods and the PEFT types of plugins.peft_train.
+"""The method study's whole family trains: LLaMA-Factory's own methods and the PEFT types of plugins.launchers.
 
 Each variant is rendered from templates/studies/method.yaml for the tiny profile and trained by the sweep's
-own trainer (a real `llamafactory-cli train`, or `python -m plugins.peft_train` for a `peft_type`), 2 steps
+own trainer (a real `llamafactory-cli train`, or `python -m plugins.launchers` for a `peft_type`), 2 steps
 at cutoff 128; the adapters of the other types (AdaLoRA, VeRA, LoHa, LoKr, OFT) are then loaded by
 generation and merged by export, unchanged.
 """
@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from plugins import peft_train, peft_types
+from plugins.launchers import launch, peft_types
 from tools.core.paths import Run
-from tools.train import sweep, trainable_params
+from tools.flows import sweep
+from tools.train import trainable_params
 from tools.train.configs import render_study, skipped_variants
 
 ADAPTER_TYPES = {"adalora": "ADALORA", "vera": "VERA", "loha": "LOHA", "lokr": "LOKR", "oft": "OFT"}
@@ -44,8 +45,7 @@ def test_every_method_renders_with_its_why_and_only_its_own_keys():
         assert "#   this variant: `" + name + "`" in r.text  # each variant's own why heads its file
     assert rendered["adalora"].config["peft_type"] == "adalora"
     assert (
-        "python -m plugins.peft_train experiments/method/llama2_7b_lora_sft_vera.yaml"
-        in rendered["vera"].text
+        "python -m plugins.launchers experiments/method/llama2_7b_lora_sft_vera.yaml" in rendered["vera"].text
     )
     assert "peft_type" not in rendered["lora"].config and "llamafactory-cli train" in rendered["lora"].text
     assert rendered["oft"].config["finetuning_type"] == "oft" and "use_rslora" not in rendered["oft"].config
@@ -66,13 +66,13 @@ def test_every_method_renders_with_its_why_and_only_its_own_keys():
 def test_the_launcher_strips_peft_type_and_refuses_bad_ones(tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("stage: sft\nfinetuning_type: lora\npeft_type: vera\nlora_rank: 8\n")
-    args, kind = peft_train.read_config(cfg, ["lora_rank=16"])
+    args, kind = launch.prepare(cfg, ["lora_rank=16"])
     assert kind == "vera" and "peft_type" not in args and args["lora_rank"] == 16
     cfg.write_text("finetuning_type: lora\npeft_type: ia3\n")
-    assert peft_train.main([str(cfg)]) == 2
+    assert launch.main([str(cfg)]) == 2
     assert "peft_type = 'ia3': use one of lora, adalora, vera, loha, lokr" in capsys.readouterr().err
     cfg.write_text("finetuning_type: full\npeft_type: loha\n")
-    assert peft_train.main([str(cfg)]) == 2
+    assert launch.main([str(cfg)]) == 2
     assert "needs finetuning_type: lora" in capsys.readouterr().err
 
 
@@ -145,7 +145,7 @@ def test_every_method_trains_on_the_tiny_model(variant, out_dir, tiny_model, met
     adapter = json.loads((run.output_dir / "adapter_config.json").read_text())
     assert adapter["peft_type"] == ADAPTER_TYPES.get(variant, "LORA")  # the adapter names its own type
     if variant in ("adalora", "vera", "loha", "lokr"):
-        assert f"plugins.peft_train: peft_type {variant}" in log and "-m plugins.peft_train" in log
+        assert f"plugins.launchers: peft_type {variant}" in log and "-m plugins.launchers" in log
     if variant == "adalora":  # the rank schedule ran: total from the trainer, final allocation saved
         assert adapter["total_step"] == 2 and adapter["rank_pattern"]
     if variant in ADAPTER_TYPES:  # generation and export load (and merge) them unchanged

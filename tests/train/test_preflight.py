@@ -13,8 +13,10 @@ import pytest
 import yaml
 
 from tools.core.paths import EXPERIMENTS, ROOT
-from tools.train import preflight as pf
-from tools.train import sweep
+from tools.flows import preflight as pf
+from tools.flows import sweep
+from tools.train import Report, render_study
+from tools.train import preflight as train_preflight
 from tools.train.memory import bill
 
 # LLaMA-2-7B's config.json (meta-llama/Llama-2-7b-hf), the shape the README's GPU table measured.
@@ -87,7 +89,7 @@ def test_a_gpu_profile_on_a_cpu_machine_is_refused_before_anything_is_written(ou
     ok = pf.preflight("rank", "llama2_7b", only=["r8"], dev=H100)
     assert ok.ok and any("preflight memory r8: 16.19 GB (weights 12.55" in x for x in ok.lines())
     # runs sent to a Ray cluster are not refused for this machine's lack of a GPU
-    r8 = pf.render_study("rank", "llama2_7b", None, ["r8"])
+    r8 = render_study("rank", "llama2_7b", None, ["r8"])
     remote = pf.check(r8, "llama2_7b", NO_GPU, remote="ray://head:10001")
     assert remote.ok and "Ray cluster at ray://head:10001" in remote.lines()[0]
     # the sweep refuses with exit 2 and writes nothing
@@ -106,7 +108,7 @@ def test_a_gated_model_not_in_the_cache_explains_the_login(out_dir, hf_cache, ca
 
 
 def test_quantised_runs_need_bitsandbytes_and_a_too_big_run_is_refused(monkeypatch, tiny_model):
-    monkeypatch.setattr(pf, "_importable", lambda name: False)
+    monkeypatch.setattr(train_preflight, "_importable", lambda name: False)
     rep = pf.preflight("rank", "tiny", {"quantization_bit": 4}, ["r8"], dev=NO_GPU)
     assert ("bitsandbytes", False, "quantization_bit needs bitsandbytes: make setup-gpu") in rep.checks
     small = dict(NO_GPU, ram_mb=100)
@@ -129,7 +131,7 @@ def test_the_estimate_sits_beside_the_measured_peak_on_cpu(out_dir, tiny_model, 
     # and this test process has grown by then; a real sweep's parent is small
     env = {**os.environ, "SMALLDATA_OUT": str(out_dir)}
     res = subprocess.run(
-        [sys.executable, "-m", "tools.train.sweep", *argv], cwd=ROOT, env=env, capture_output=True, text=True
+        [sys.executable, "-m", "tools.flows.sweep", *argv], cwd=ROOT, env=env, capture_output=True, text=True
     )
     assert res.returncode == 0, res.stdout + res.stderr
     assert "preflight memory r8: 1.33 GB" in res.stdout
@@ -139,19 +141,19 @@ def test_the_estimate_sits_beside_the_measured_peak_on_cpu(out_dir, tiny_model, 
 
 
 def test_zero_shot_tasks_lm_eval_does_not_know_stop_the_sweep_before_training(tmp_path, monkeypatch):
-    """A spec's `zeroshot:` names are checked by lm-eval's own task index (a child process: train does
-    not import eval) before anything trains; improve's own list passes."""
+    """A spec's `zeroshot:` names are checked by lm-eval's own task index before anything trains; improve's
+    own list passes."""
     from tools.train import configs
 
-    rep = pf.Report()
-    pf._check_zeroshot(rep, {"improve", "rank"})  # rank has no zeroshot: no line for it
+    rep = Report()
+    pf.check_zeroshot(rep, {"improve", "rank"})  # rank has no zeroshot: no line for it
     assert rep.checks == [("zero-shot", True, "zero-shot tasks known: python_mc, arc_easy")]
 
     (tmp_path / "guarded.yaml").write_text(
         "question: q\nscientific: [lora_rank]\nzeroshot: [python_mc, arc_eazy]\nvariants:\n  r4: {lora_rank: 4}\n"
     )
     monkeypatch.setattr(configs, "STUDIES", tmp_path)
-    rep = pf.Report()
-    pf._check_zeroshot(rep, {"guarded", "not_a_spec"})
+    rep = Report()
+    pf.check_zeroshot(rep, {"guarded", "not_a_spec"})
     ((name, ok, detail),) = rep.checks
     assert name == "zero-shot" and not ok and "lm-eval knows no task arc_eazy" in detail

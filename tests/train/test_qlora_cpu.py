@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tools.core.paths import ROOT, Run
-from tools.train import sweep
+from tools.flows import sweep
 
 
 @pytest.fixture()

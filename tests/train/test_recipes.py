@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from tools.core.paths import Run
-from tools.train import evaluation as evaluate_module
-from tools.train import sweep
+from tools.flows import evaluation as evaluate_module
+from tools.flows import sweep
 from tools.train.configs import load_study, render_study
 
 CHAIN = ("r512_stage1", "r512_stage2", "r512_stage3")
@@ -40,7 +40,7 @@ def test_each_stage_renders_its_own_epochs_and_learning_rate_and_continues_the_l
 
 
 def test_the_recipe_datasets_are_what_make_data_registers():
-    from plugins.strategies import STUDY_STRATEGIES
+    from plugins.selection import STUDY_STRATEGIES
     from tools.data import study_selections
 
     named = study_selections()
@@ -68,7 +68,7 @@ def test_the_sweep_evaluates_each_run_with_its_decoding_list(out_dir, monkeypatc
         "demo_eval",
         "recipes",
         decodings={run.name: jobs["r475"]["decoding"]},
-        report_module="tools.no_such_report",
+        reporter=None,
     )
     # one evaluation process for the run, with its own decoding list (a point and a policy)
     assert [c[0] for c in calls] == ["tools.eval.study"]

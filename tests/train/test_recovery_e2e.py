@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from plugins import pruned
+from plugins.launchers import pruned
 from tools.core.paths import ROOT, Run
-from tools.train import sweep
+from tools.flows import sweep
 
 RUN = Run("tiny", "recovery", "demo_recovery")
 
@@ -50,7 +50,7 @@ def _args(data) -> list[str]:
 def test_a_pruned_model_trains_resumes_merges_and_reloads(recovery_setup, capsys):
     data, path = recovery_setup
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tools.train.sweep", *_args(data)],
+        [sys.executable, "-m", "tools.flows.sweep", *_args(data)],
         cwd=ROOT,
         env=os.environ.copy(),
         stdout=subprocess.DEVNULL,
@@ -72,7 +72,7 @@ def test_a_pruned_model_trains_resumes_merges_and_reloads(recovery_setup, capsys
     assert "resumed from checkpoint-" in capsys.readouterr().out
     rec = json.loads(RUN.run_json.read_text())
     assert rec["status"] == "finished" and rec["resumed_from"].startswith(str(RUN.output_dir / "checkpoint-"))
-    assert rec["resolved_config"]["launcher"] == "plugins.pruned_train"
+    assert rec["resolved_config"]["launcher"] == "plugins.launchers"
     assert json.loads((RUN.output_dir / "trainer_state.json").read_text())["global_step"] == 3
     assert "eval_loss" in json.loads(
         (RUN.output_dir / "all_results.json").read_text()

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from plugins.fileio import sha256_file
+from filelib import sha256_file
 from tools.core.paths import ROOT, Run
-from tools.train import sweep
+from tools.flows import sweep
+from tools.train import last_checkpoint
+from tools.train.configs import main as configs_main
 
 STAGES = ("alpaca_top100", "alpaca_top100_easy", "alpaca_top100_medium", "alpaca_top100_hard")
 
@@ -62,8 +64,8 @@ def test_last_checkpoint_is_the_newest_complete_one(tmp_path):
         ck.mkdir()
         if complete:
             (ck / "trainer_state.json").write_text("{}")
-    assert sweep.last_checkpoint(tmp_path) == tmp_path / "checkpoint-10"
-    assert sweep.last_checkpoint(tmp_path / "nothing") is None
+    assert last_checkpoint(tmp_path) == tmp_path / "checkpoint-10"
+    assert last_checkpoint(tmp_path / "nothing") is None
 
 
 def test_unregistered_dataset_fails_the_run_not_the_sweep(out_dir, tmp_path, tiny_model, capsys):
@@ -150,7 +152,7 @@ def test_two_rank_sweep_end_to_end_from_a_clean_folder(out_dir, tiny_model, tiny
 
 @pytest.mark.slow
 def test_a_killed_sweep_resumes_only_what_was_missing(out_dir, tiny_model, tiny_data, capsys):
-    cmd = [sys.executable, "-m", "tools.train.sweep", *args(tiny_data, "--set", "max_steps_cap=6")]
+    cmd = [sys.executable, "-m", "tools.flows.sweep", *args(tiny_data, "--set", "max_steps_cap=6")]
     proc = subprocess.Popen(
         cmd,
         cwd=ROOT,
@@ -162,7 +164,7 @@ def test_a_killed_sweep_resumes_only_what_was_missing(out_dir, tiny_model, tiny_
     r4, r8 = Run("tiny", "rank", "r4"), Run("tiny", "rank", "r8")
     deadline = time.time() + 300
     try:
-        while not (r4.done_marker.exists() and sweep.last_checkpoint(r8.output_dir)):
+        while not (r4.done_marker.exists() and last_checkpoint(r8.output_dir)):
             assert proc.poll() is None, "the sweep ended before it could be killed"
             assert time.time() < deadline, "timed out waiting for r8's first checkpoint"
             time.sleep(0.1)
@@ -200,18 +202,14 @@ def test_evaluation_is_one_child_process_and_logged(out_dir, capsys):
     """Every run goes to one evaluation process; its failure is reported with its log, the report still runs."""
     runs = [Run.base("tiny"), Run("tiny", "rank", "r4")]
     # `python -m tools.train.configs --runs ...` is a usage error (exit 2): stands in for a failing evaluation
-    rows = sweep.evaluate(
-        runs, "demo_eval", "rank", module="tools.train.configs", report_module="tools.train.configs"
-    )
+    rows = sweep.evaluate(runs, "demo_eval", "rank", evaluator=configs_main, reporter=configs_main)
     assert rows == [("rank", "evaluate", 2), ("rank", "report", 2)]
     out = capsys.readouterr().out
     assert "evaluate 2 run(s) in one process" in out and out.count("FAILED, see") == 2
     log = out_dir / "saves/tiny/lora/rank/sweep_eval.log"
     text = log.read_text()
     assert "--runs tiny/base/base tiny/rank/r4 --testset demo_eval" in text and "invalid choice" in text
-    assert (
-        sweep.evaluate(runs, "demo_eval", "rank", module="tools.no_such", report_module="tools.no_such") == []
-    )
+    assert sweep.evaluate(runs, "demo_eval", "rank", evaluator=None, reporter=None) == []
 
 
 def test_gpu_memory_is_read_per_process_from_nvidia_smi():

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from tools.core import warm
 from tools.core.paths import Run
-from tools.train import sweep
+from tools.flows import sweep
 
 pytestmark = pytest.mark.skipif(not warm.available(), reason="warm starts need Linux's fork")
 

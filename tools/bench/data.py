@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from plugins.loaders import load_table
-from plugins.strategies import Context, score, top_n
+from plugins.pools import load_table
+from plugins.selection import Context, score, top_n
 from tools.core.paths import MODELS, ROOT
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -36,7 +36,7 @@ def seed_rows() -> tuple[list[dict], str]:
                 seen.add(r["id"])
                 recs.append(r)
         return recs, "the real 2k Alpaca rows of ../shared/data"
-    from plugins import demo_pool
+    from plugins.pools import demo_pool
 
     recs = [
         {
@@ -115,10 +115,10 @@ def bench_pipeline(path: Path, t_json: float) -> list[str]:
                 rc = data_main(argv)
             t = time.perf_counter() - t0
         if rc != 0:
-            return [f"tools.data failed ({rc}): {out.getvalue()[-300:]}"]
+            return [f"data command failed ({rc}): {out.getvalue()[-300:]}"]
         curriculum = next((x for x in out.getvalue().splitlines() if "curriculum:" in x), "")
         lines.append(
-            f"tools.data {label}: {t:.2f} s = {t / t_json:.2f}x json.load (target <= {target:.0f}x)"
+            f"data command {label}: {t:.2f} s = {t / t_json:.2f}x json.load (target <= {target:.0f}x)"
             + (f"; {curriculum.split('curriculum: ')[1].split(' (')[0]}" if not extra and curriculum else "")
         )
 
@@ -126,8 +126,7 @@ def bench_pipeline(path: Path, t_json: float) -> list[str]:
 def bench_diversity(rows: list[dict], quick: bool) -> list[str]:
     """k-center diversity on the pool: after the quality prefilter (DEITA's order) and alone, and the
     5.12 recipe's quota; hashed TF-IDF always, MiniLM (if installed) on the prefiltered candidates."""
-    from plugins.diversity import minilm_available
-    from plugins.strategies import select_quota
+    from plugins.selection import minilm_available, select_quota
 
     cases = [("hashed", "hw5_default"), ("hashed", "none")]
     if minilm_available() and not quick:
@@ -155,7 +154,7 @@ def bench_ifd(rows: list[dict], model: Path, batch_tokens: int) -> list[str]:
     """IFD tokens/s vs a bare forward pass (full logits) over the same sequences and batches."""
     import torch
 
-    from plugins import ifd
+    from plugins.selection import ifd
 
     m, tok, device = ifd.load_model(model)
     seqs = ifd.build_sequences(rows, tok, 128)

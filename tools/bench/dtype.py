@@ -125,7 +125,7 @@ def train_steps(bf16: bool, steps: int, root: Path) -> dict:
     from tools.train.smoke import doc_rows, write_config
 
     data = root / "data"
-    from plugins.fileio import atomic_write_json
+    from filelib import atomic_write_json
 
     atomic_write_json(data / "docs.json", doc_rows(24))
     atomic_write_json(data / "dataset_info.json", {"smoke_docs": {"file_name": "docs.json"}})

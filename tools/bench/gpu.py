@@ -30,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from plugins.fileio import atomic_write_json
+from filelib import atomic_write_json
 from tools.core.paths import EXPERIMENTS, MODELS, llamafactory_cli
 
 # HW5's notes: LLaMA-2-7B, 4-bit QLoRA on a Colab T4, 100 samples, batch 1 x grad-accum 4.

@@ -29,8 +29,9 @@ import urllib.request
 
 from aiohttp import web
 
-from plugins.fileio import atomic_write_jsonl
+from filelib import atomic_write_jsonl
 from tools.core.paths import ROOT
+from tools.core.runinfo import command_of
 from tools.judge import Endpoint, Task, run_tasks
 
 ANSWER = "7 8\nAssistant 2's answer is relevant and accurate; Assistant 1 gives a little more detail."
@@ -88,7 +89,7 @@ class Stub:
 
     def __enter__(self) -> str:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tools.bench.judge", "--serve-stub", "--delay", str(self.delay)],
+            [*command_of(main), "--serve-stub", "--delay", str(self.delay)],
             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         self.url = f"http://127.0.0.1:{int(self.proc.stdout.readline())}"

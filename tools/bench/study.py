@@ -7,7 +7,7 @@ its wall time (interpreter start and imports included) spent in model compute (g
 and judge forward passes) must be at least 60%. The adapters are PEFT's default initialisation (B = 0:
 the base model's answers, at the cost of the unmerged adapter), so no training is needed here.
 
-Demo: `python -m tools.demo` from an empty output folder, timed step by step, against 300 s.
+Demo: `python -m tools.flows.demo` from an empty output folder, timed step by step, against 300 s.
 
 Usage:
     python -m tools.bench.study [--quick] [--no-demo]     (also run by `make bench`; --quick leaves the demo out)
@@ -26,6 +26,9 @@ import time
 from pathlib import Path
 
 from tools.core.paths import ROOT, Run
+from tools.core.runinfo import command_of
+from tools.eval import study_main
+from tools.flows.demo import main as demo_main
 
 MODEL = "smollm2_135m"
 SHAPES = {"r8": (8, "all-linear"), "r16": (16, "all-linear"), "s1": (8, "all-linear")}
@@ -55,7 +58,7 @@ def _adapter_run(run: Run, rank: int, target: str) -> Run:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from plugins.fileio import atomic_write_json
+    from filelib import atomic_write_json
     from tools.models import BASE_MODEL_DIR
 
     model = AutoModelForCausalLM.from_pretrained(BASE_MODEL_DIR)
@@ -76,7 +79,7 @@ def bench_evaluation(n_adapters: int = 5, limit: int | None = None, new_tokens: 
         out = Path(tmp)
         names = make_runs(out, n_adapters)
         timings = out / "timings.json"
-        cmd = [sys.executable, "-m", "tools.eval.study", "--runs", *names, "--testset", "demo_eval"]
+        cmd = [*command_of(study_main), "--runs", *names, "--testset", "demo_eval"]
         cmd += ["--max-new-tokens", str(new_tokens), "--judge", "offline", "--timings", str(timings)]
         cmd += ["--limit", str(limit)] if limit else []
         env = dict(
@@ -101,18 +104,16 @@ STEP = re.compile(r"^\s+(.+): done in (\d+) s")
 
 
 def bench_demo() -> list[str]:
-    """`python -m tools.demo` from an empty output folder; the demo's own step times."""
+    """`python -m tools.flows.demo` from an empty output folder; the demo's own step times."""
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ, SMALLDATA_OUT=tmp)
         env.pop("OPENAI_API_KEY", None)
         t0 = time.time()
-        proc = subprocess.run(
-            [sys.executable, "-m", "tools.demo"], cwd=ROOT, env=env, capture_output=True, text=True
-        )
+        proc = subprocess.run(command_of(demo_main), cwd=ROOT, env=env, capture_output=True, text=True)
         wall = time.time() - t0
     if proc.returncode != 0:
         raise RuntimeError(
-            f"tools.demo failed ({proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+            f"tools.flows.demo failed ({proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
         )
     steps = [m.groups() for m in map(STEP.match, proc.stdout.splitlines()) if m]
     load = os.getloadavg()[0]
@@ -134,7 +135,9 @@ def bench(quick: bool = False, demo: bool | None = None) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--no-demo", action="store_true", help="leave out `python -m tools.demo` from clean")
+    ap.add_argument(
+        "--no-demo", action="store_true", help="leave out `python -m tools.flows.demo` from clean"
+    )
     a = ap.parse_args(argv)
     for line in bench(a.quick, False if a.no_demo else None):
         print(line, flush=True)

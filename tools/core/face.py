@@ -14,13 +14,16 @@ from collections.abc import Callable
 def lazy_face(package: str, names: dict[str, str]) -> tuple[Callable[[str], object], list[str]]:
     """(`__getattr__`, `__all__`) for a package whose public names live in its modules.
 
-    `names` maps a public name to the module (relative to the package) that defines it.
+    `names` maps a public name to the module (relative to the package) that defines it, or to
+    `module:attr` where the module calls it something else (`"study_main": "study:main"`).
     """
 
     def __getattr__(name: str) -> object:
         module = names.get(name)
         if module is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        return getattr(importlib.import_module(f"{package}.{module}"), name)
+        module, _, attr = module.partition(":")
+        return getattr(importlib.import_module(f"{package}.{module}"), attr or name)
 
+    __getattr__.names = dict(names)  # read by the layout test: which module defines each name
     return __getattr__, sorted(names)

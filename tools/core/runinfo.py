@@ -22,12 +22,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from plugins.fileio import sha256_file
+from filelib import sha256_file
 from tools.core.paths import DATA, ROOT
 
 PACKAGES = ("llamafactory", "transformers", "torch", "peft", "trl", "datasets", "accelerate", "ray")
@@ -63,7 +64,7 @@ def package_versions() -> dict[str, str | None]:
 
 def dataset_files(datasets: str | list[str], dataset_dir: str | Path = DATA) -> dict[str, Path]:
     """Registered name -> its file (LLaMA-Factory's comma-separated `dataset` accepted)."""
-    from plugins.registry import resolve
+    from plugins.publishing import resolve
 
     names = [d.strip() for d in datasets.split(",")] if isinstance(datasets, str) else list(datasets)
     return {name: resolve(name, dataset_dir) for name in names if name}
@@ -72,7 +73,7 @@ def dataset_files(datasets: str | list[str], dataset_dir: str | Path = DATA) -> 
 def data_fingerprint(datasets: str | list[str], dataset_dir: str | Path = DATA) -> dict[str, str]:
     """{dataset name: sha256 of its file} (a folder hashes its files in name order; a hub dataset, which
     LLaMA-Factory downloads itself, is named by its address and revision)."""
-    from plugins.registry import load_info
+    from plugins.publishing import load_info
 
     names = [d.strip() for d in datasets.split(",")] if isinstance(datasets, str) else list(datasets)
     info, out, local = load_info(dataset_dir), {}, []
@@ -87,7 +88,7 @@ def data_fingerprint(datasets: str | list[str], dataset_dir: str | Path = DATA) 
             parts = [
                 f"{p.relative_to(path)}:{sha256_file(p)}" for p in sorted(path.rglob("*")) if p.is_file()
             ]
-            from plugins.fileio import sha256_text
+            from filelib import sha256_text
 
             out[name] = sha256_text(*parts)
         else:
@@ -198,6 +199,13 @@ def watch(pid: int, env: dict | None, on_start, wait, kill):
         kill()
         raise
     return result, (gpu.stop() or None) if gpu else None
+
+
+def command_of(main: Callable) -> list[str]:
+    """`python -m <module>` for a tool's imported `main`: a child started from the function itself, so the
+    import graph shows who starts whom (tests/core/test_layout.py) and a renamed module cannot go stale."""
+    module = main.__module__.removesuffix(".__main__")
+    return [sys.executable, "-m", module]
 
 
 def run_child(

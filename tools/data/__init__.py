@@ -10,5 +10,6 @@ __getattr__, __all__ = lazy_face(
         **dict.fromkeys(["load_source", "eval_rows", "study_selections", "main"], "cli"),
         **dict.fromkeys(["check_name", "publish", "registered_rows"], "derived"),
         "register_recovery_data": "recovery",
+        "recovery_main": "recovery:main",
     },
 )

@@ -8,16 +8,16 @@ Usage:
                          [--embedding auto|minilm|hashed] [--diversity-prefilter hw5_default|none]
                          [--diversity-candidates K] [--length-window 100,400]
 
-Sources: `demo` (built from Python's own documentation, see plugins/demo_pool.py), `hw5` (the two
+Sources: `demo` (built from Python's own documentation, see plugins/pools/demo_pool.py), `hw5` (the two
 ../shared/data/long_is_more/filtered_alpaca_1k_*.json files merged, duplicates dropped), a JSON
 or JSONL file in any supported shape, or a hub name (`tatsu-lab/alpaca`) through `datasets`.
 The subset is always registered as `alpaca_top<N>` (+ `_easy|_medium|_hard`), whatever the pool;
 `--all-strategies` adds `alpaca_top<N>_by_<strategy>` for the data study, and `alpaca_top<N>_by_<name>`
 for each named selection in the study specs' `selections:` blocks (quota compositions such as
-`quota:60*length_window,20*complexity,20*diversity`: plugins/quota.py; `--strategy` takes one directly). `--eval hw5` registers
+`quota:60*length_window,20*complexity,20*diversity`: plugins/selection/quota.py; `--strategy` takes one directly). `--eval hw5` registers
 `hw5_test` (HW5's 150 prompts, references joined by id from Long-Is-More), `--eval demo` the shipped
 `demo_eval`. Files go to data/generated/<name>/ (manifest and plot beside the subset), published as
-one unit (plugins.publish), so a kill leaves the old set or the new one. The stages are thirds by rank
+one unit (plugins.publishing.publish), so a kill leaves the old set or the new one. The stages are thirds by rank
 of difficulty (never empty); `--thresholds 50,120` is HW5's cut by value, refused (exit 2) when it would
 empty a stage. Ties in every strategy are broken by id.
 
@@ -32,11 +32,10 @@ import os
 import sys
 from pathlib import Path
 
-from plugins import curriculum, leakage, pipeline, registry
-from plugins.curriculum import parse_thresholds
-from plugins.fileio import atomic_write_json, sha256_file, sha256_text
-from plugins.loaders import DataError, Table, load_table, merge_tables, normalise_records
-from plugins.strategies import STUDY_STRATEGIES, Context
+from filelib import atomic_write_json, sha256_file, sha256_text
+from plugins.pools import DataError, Table, load_table, merge_tables, normalise_records
+from plugins.publishing import pipeline, registry
+from plugins.selection import STUDY_STRATEGIES, Context, curriculum, leakage, parse_thresholds
 from tools.core.hub import hub_offline, hub_reachable
 from tools.core.paths import DATA, MODELS, ROOT, TEMPLATES, cache_dir
 from tools.data.derived import check_name
@@ -65,7 +64,7 @@ def _shared(rel: str, shared: Path) -> Path:
 def load_source(spec: str, shape: str | None = None, shared: Path = SHARED) -> tuple[list[dict], dict, list]:
     """Rows, the manifest's source block, and the rows to write first (the demo pool file)."""
     if spec == "demo":
-        from plugins import demo_pool
+        from plugins.pools import demo_pool
 
         records = demo_pool.build()
         t = normalise_records(records, Path("demo_pool.json"), "alpaca", require_answer=True)

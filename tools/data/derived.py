@@ -2,7 +2,7 @@
 the same way, with a manifest saying where every row came from.
 
 `data/generated/<name>/<name>.json` (Alpaca format, the extra fields kept) and `<name>.manifest.json`
-are published as one unit (`plugins.publish`: a versioned folder switched in by one atomic rename,
+are published as one unit (`plugins.publishing.publish`: a versioned folder switched in by one atomic rename,
 then registered): a kill at any moment leaves the old pair or the new one.
 """
 
@@ -12,10 +12,10 @@ import re
 from datetime import datetime, timezone
 from pathlib import Path
 
-from plugins import publish as publish_unit
-from plugins import registry
-from plugins.fileio import atomic_write_json, sha256_file
-from plugins.loaders import DataError, load_rows
+from filelib import atomic_write_json, sha256_file
+from plugins.pools import DataError, load_rows
+from plugins.publishing import publish as publish_unit
+from plugins.publishing import registry
 from tools.core.paths import DATA
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

@@ -17,9 +17,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from plugins.loaders import DataError
-from plugins.mix import mix_general
-from plugins.registry import RegistryError
+from plugins.pools import DataError
+from plugins.publishing import RegistryError
+from plugins.selection import mix_general
 from tools.core.paths import DATA
 from tools.data.cli import load_source
 from tools.data.derived import check_name, publish, registered_rows

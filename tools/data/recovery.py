@@ -3,7 +3,7 @@
 Registers, in LLaMA-Factory's dataset_info.json:
 - `alpaca_cleaned`: yahma/alpaca-cleaned on the hub (LLaMA-Factory downloads it when a GPU profile
   trains; LLM-Pruner's recovery data), an entry only: nothing is fetched here;
-- `demo_recovery`: the project's own pool (Python's documentation, plugins.demo_pool) minus a held-out
+- `demo_recovery`: the project's own pool (Python's documentation, plugins.pools.demo_pool) minus a held-out
   share, for CPU profiles;
 - `demo_recovery_heldout`: the held-out rows: their answers are the local perplexity text
   (tools.eval.recovery), disjoint from the training rows by id and by text.
@@ -20,8 +20,8 @@ import hashlib
 import sys
 from pathlib import Path
 
-from plugins import registry
-from plugins.demo_pool import build
+from plugins.pools import build_demo_pool
+from plugins.publishing import registry
 from tools.core.paths import DATA
 from tools.data.derived import publish
 
@@ -31,7 +31,7 @@ HUB = {
         "hf_hub_url": "yahma/alpaca-cleaned",
         "formatting": "alpaca",
         "columns": {"prompt": "instruction", "query": "input", "response": "output"},
-        registry.MARK: {"generated_by": "tools.data.recovery", "kind": "train", "source": "hub"},
+        registry.MARK: {"generated_by": __name__, "kind": "train", "source": "hub"},
     }
 }
 
@@ -49,8 +49,8 @@ def split(rows: list[dict], heldout_share: float) -> tuple[list[dict], list[dict
 
 
 def register_recovery_data(heldout_share: float = 0.1, dataset_dir: Path = DATA) -> dict:
-    train, held = split(build(), heldout_share)
-    manifest = {"from": "plugins.demo_pool", "heldout_share": heldout_share}
+    train, held = split(build_demo_pool(), heldout_share)
+    manifest = {"from": build_demo_pool.__module__, "heldout_share": heldout_share}
     publish(TRAIN, train, {**manifest, "heldout": HELDOUT}, dataset_dir, note="recovery training rows")
     publish(HELDOUT, held, manifest, dataset_dir, note="recovery perplexity text")
     registry.register(HUB, dataset_dir)

@@ -46,7 +46,7 @@ import sys
 import time
 from pathlib import Path
 
-from plugins.fileio import append_jsonl, atomic_write_json, atomic_write_jsonl, read_jsonl
+from filelib import append_jsonl, atomic_write_json, atomic_write_jsonl, read_jsonl
 from tools.core.paths import DATA, Run
 from tools.eval.decoding import DEFAULT_MAX_NEW_TOKENS, DecodingPoint, load_grid
 from tools.eval.engine import DTYPES, Engine, auto_batch_size, peak_mem_mb

@@ -32,7 +32,7 @@ import math
 import sys
 from pathlib import Path
 
-from plugins.fileio import atomic_write_json, atomic_write_jsonl, read_jsonl
+from filelib import atomic_write_json, atomic_write_jsonl, read_jsonl
 from tools.core.paths import DATA, Run
 from tools.eval.decoding import load_grid
 from tools.eval.engine import Engine

@@ -30,9 +30,9 @@ def _registry_fallback(name: str, dataset_dir: Path) -> Path:
 
 
 def resolve_dataset(name: str, dataset_dir: Path = DATA) -> Path:
-    """The file of a registered dataset, via plugins.registry (clear error listing the registered ones)."""
+    """The file of a registered dataset, via plugins.publishing.registry (clear error listing the registered ones)."""
     try:
-        from plugins.registry import resolve
+        from plugins.publishing import resolve
     except ImportError:
         return _registry_fallback(name, dataset_dir)
     try:
@@ -48,9 +48,9 @@ def resolve_dataset(name: str, dataset_dir: Path = DATA) -> Path:
 
 
 def load_rows(path: Path, prompts: bool = False) -> list[dict]:
-    """Normalised rows via plugins.loaders; `prompts` lets an Alpaca file have empty outputs (no reference)."""
+    """Normalised rows via plugins.pools.loaders; `prompts` lets an Alpaca file have empty outputs (no reference)."""
     try:
-        from plugins import loaders
+        from plugins.pools import loaders
     except ImportError:  # the data plugin not there yet: plain Alpaca JSON/JSONL
         text = path.read_text()
         rows = [json.loads(x) for x in text.splitlines() if x.strip()] if path.suffix == ".jsonl" else None

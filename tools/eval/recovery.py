@@ -28,13 +28,13 @@ import sys
 import time
 from pathlib import Path
 
-from plugins.fileio import atomic_write_json, sha256_file, sha256_text
-from plugins.pruned import PrunedModelError, is_pruned, load, param_count
-from plugins.registry import RegistryError, resolve
+from filelib import atomic_write_json, sha256_file, sha256_text
+from plugins.launchers import PrunedModelError, is_pruned, load, param_count
+from plugins.publishing import RegistryError, resolve
 from tools.core.hub import hub_reachable
 from tools.core.paths import DATA, ROOT, Run
 from tools.core.profiles import resolve_model_path
-from tools.core.runinfo import now, run_child
+from tools.core.runinfo import command_of, now, run_child
 from tools.eval.zeroshot import zero_shot
 
 CPU_MAX_TOKENS = 2048
@@ -218,9 +218,7 @@ def evaluate_run(run: Run, settings: dict, unpruned: str | None = None, dataset_
         old = json.loads(out.read_text()) if out.exists() else {}
         if old.get("key") != key:
             cmd = [
-                sys.executable,
-                "-m",
-                "tools.eval.recovery",
+                *command_of(main),
                 "--model",
                 st["model"],
                 "--stage",

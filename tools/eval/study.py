@@ -34,7 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-from plugins.fileio import atomic_write_json
+from filelib import atomic_write_json
 from tools.core.paths import DATA, Run, saves_dir
 from tools.eval.decoding import DEFAULT_MAX_NEW_TOKENS, DecodingPoint, load_grid
 from tools.eval.engine import DTYPES, Engine, _base_key

@@ -12,5 +12,6 @@ __getattr__, __all__ = lazy_face(
         "CheckFailed": "logits",
         **dict.fromkeys(["merge_adapters", "merge_models"], "merge"),
         "export_pruned": "pruned",
+        "pruned_main": "pruned:main",
     },
 )

@@ -21,8 +21,8 @@ import json
 import shutil
 import sys
 
-from plugins.fileio import atomic_dir, atomic_write_json
-from plugins.pruned import PrunedModelError, load, save_hf, save_like, uniform_widths
+from filelib import atomic_dir, atomic_write_json
+from plugins.launchers import PrunedModelError, load, save_hf, save_like, uniform_widths
 from tools.core.paths import Run
 from tools.core.profiles import resolve_model_path
 from tools.export.logits import CHECK_PROMPTS, TOLERANCE, CheckFailed, _logits, _max_diff, prompt_ids

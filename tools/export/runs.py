@@ -93,7 +93,7 @@ def run_info(run: Run) -> dict[str, Any]:
     if run.is_base:
         raise Refused(f"run {run}: the base model has no adapter to export or merge")
     if not out.exists():
-        raise Refused(f"run {run}: no output folder {out} (train it first: make sweep / tools.train.sweep)")
+        raise Refused(f"run {run}: no output folder {out} (train it first: make sweep / tools.flows.sweep)")
     rj = _read_json(run.run_json) if run.run_json.exists() else {}
     if not run.is_finished() or rj.get("status", "finished") != "finished":
         missing = [p.name for p in (run.done_marker, run.adapter) if not p.exists()]

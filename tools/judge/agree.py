@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from plugins.fileio import read_jsonl
+from filelib import read_jsonl
 from tools.core.paths import Run
 from tools.judge.client import Endpoint
 from tools.judge.run import JudgeError, api_spec, cache_for, collect, estimate, judge_api, plan

@@ -13,7 +13,7 @@ import os
 import re
 from pathlib import Path
 
-from plugins.fileio import append_jsonl, read_jsonl, sha256_text
+from filelib import append_jsonl, read_jsonl, sha256_text
 from tools.core.paths import cache_dir
 from tools.judge.parse import HI, LO
 

@@ -46,7 +46,7 @@ import os
 import sys
 from pathlib import Path
 
-from plugins.fileio import atomic_write_jsonl, read_jsonl
+from filelib import atomic_write_jsonl, read_jsonl
 from tools.core.paths import MODELS, Run
 from tools.judge.client import CallStats, Endpoint
 from tools.judge.progress import JudgeProgress

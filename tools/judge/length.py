@@ -29,7 +29,7 @@ import sys
 
 import numpy as np
 
-from plugins.fileio import atomic_write_json, read_jsonl
+from filelib import atomic_write_json, read_jsonl
 from tools.core.paths import runs_of_study
 
 N_BOOT = 500

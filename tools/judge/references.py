@@ -4,7 +4,7 @@ A pairwise score means little without its references: HW5's course scores agains
 answers (not public: students submit to the course's site), while the references we have for the 150
 prompts are Long-Is-More's gpt-3.5 answers. So every scores.json records where its references came
 from (the file and its sha256, and a sha256 of the reference texts actually sent), and
-`--references FILE` (any shape `plugins.loaders` reads: Alpaca, FastChat/ShareGPT as the course's
+`--references FILE` (any shape `plugins.pools.loaders` reads: Alpaca, FastChat/ShareGPT as the course's
 `evol_instruct_gt.json` is, OpenAI messages) replaces them, joined by id.
 """
 
@@ -14,7 +14,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from plugins.fileio import sha256_file, sha256_text
+from filelib import sha256_file, sha256_text
 from tools.core.paths import DATA
 
 HW5_NOTE = (
@@ -29,7 +29,7 @@ class ReferenceError(ValueError):
 
 def read_references(path: str | Path) -> dict[str, str]:
     """{id: reference answer} from a file of any supported shape; errors name the file and row."""
-    from plugins import loaders
+    from plugins.pools import loaders
 
     path = Path(path)
     try:

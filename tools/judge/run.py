@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from plugins.fileio import atomic_write_json, atomic_write_jsonl, read_jsonl
+from filelib import atomic_write_json, atomic_write_jsonl, read_jsonl
 from tools.judge.cache import JudgeCache, cache_path, judgment_key
 from tools.judge.client import CallStats, Endpoint, Task, call_all
 from tools.judge.cost import OPENAI_HOSTS, cost_usd, messages_tokens, price_of, tokenizer_name

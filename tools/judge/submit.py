@@ -20,7 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-from plugins.fileio import atomic_write_json, read_jsonl
+from filelib import atomic_write_json, read_jsonl
 from tools.core.paths import DATA, Run
 
 
@@ -30,7 +30,7 @@ class SubmitError(ValueError):
 
 def read_test_ids(path: Path) -> list[str]:
     """The ids of a test file of any shape (a JSON array or JSONL of objects with `id`)."""
-    from plugins import loaders
+    from plugins.pools import loaders
 
     try:
         records = loaders.read_records(path)

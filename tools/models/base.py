@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from plugins.fileio import atomic_dir, atomic_write_json
+from filelib import atomic_dir, atomic_write_json
 from tools.core.paths import MODELS
 
 BASE_MODEL_DIR = MODELS / "smollm2-135m-instruct"

@@ -19,7 +19,7 @@ import re
 import sys
 from pathlib import Path
 
-from plugins.fileio import atomic_dir
+from filelib import atomic_dir
 
 ZEROED = ("self_attn.o_proj", "mlp.down_proj")  # the block's writes into the residual stream
 

@@ -12,7 +12,7 @@ last `skip_last` layers are left whole (LLM-Pruner's default keeps the first and
 one group and an eighth of the channels stay in every layer. The model is modified in place.
 
 Writes `{"model": module, "tokenizer": tokenizer}` with torch.save (LLM-Pruner's `pruned_model.bin`) or,
-with --safe, the safe folder (plugins.pruned), and `<out>.prune.json` beside it (what was removed).
+with --safe, the safe folder (plugins.launchers.pruned), and `<out>.prune.json` beside it (what was removed).
 
 Usage:
     python -m tools.models.prune --model models/smollm2-135m-instruct --out saves/smollm2_135m/pruned/pruned_model.bin
@@ -27,9 +27,9 @@ import json
 import sys
 from pathlib import Path
 
-from plugins.fileio import atomic_write_json
-from plugins.pruned import layer_widths, param_count, resize_layer, save_pickle, save_safe
-from plugins.registry import RegistryError, resolve
+from filelib import atomic_write_json
+from plugins.launchers import layer_widths, param_count, resize_layer, save_pickle, save_safe
+from plugins.publishing import RegistryError, resolve
 from tools.core.paths import DATA
 
 

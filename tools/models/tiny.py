@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from plugins.fileio import atomic_dir, atomic_write_json
+from filelib import atomic_dir, atomic_write_json
 from tools.models.base import BASE_MODEL_DIR, COMPLETE, gguf_path, is_built
 from tools.core.paths import MODELS
 

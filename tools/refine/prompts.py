@@ -8,7 +8,7 @@ import string
 from dataclasses import dataclass
 from pathlib import Path
 
-from plugins.fileio import sha256_text
+from filelib import sha256_text
 from tools.core.paths import TEMPLATES
 from tools.core.profiles import ConfigError, load_yaml
 

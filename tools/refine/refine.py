@@ -26,9 +26,9 @@ import re
 import sys
 from pathlib import Path
 
-from plugins.fileio import sha256_text
-from plugins.loaders import DataError
-from plugins.registry import RegistryError
+from filelib import sha256_text
+from plugins.pools import DataError
+from plugins.publishing import RegistryError
 from tools.core.paths import DATA, cache_dir
 from tools.data import check_name, publish, registered_rows
 from tools.judge import CallStats, Endpoint, JudgeCache, Task, api_spec, call_all, cost_usd, messages_tokens

@@ -10,7 +10,10 @@ __getattr__, __all__ = lazy_face(
     {
         **dict.fromkeys(["build_report", "main"], "build"),
         "build_recovery_report": "recovery",
-        **dict.fromkeys(["Choice", "choose_on_dev", "dev_records", "item_scores", "role_of"], "choose"),
+        "recovery_report_main": "recovery:main",
+        **dict.fromkeys(
+            ["Choice", "choose_on_dev", "dev_records", "item_scores", "record_choice", "role_of"], "choose"
+        ),
         **dict.fromkeys(["decide", "random_floor"], "decision"),
         **dict.fromkeys(
             ["metrics", "scores", "write_run", "write_events", "standard_series", "curve"], "synthetic"

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from plugins.fileio import atomic_dir, atomic_write_json, atomic_write_text
+from filelib import atomic_dir, atomic_write_json, atomic_write_text
 from tools.core.paths import TEMPLATES, report_dir
 from tools.report.advice import Advice, intervals_overlap, run_advice
 from tools.report.choose import Choice, choose_on_dev, split_sets

@@ -26,8 +26,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from plugins import registry
-from plugins.fileio import atomic_write_json, read_jsonl
+from filelib import atomic_write_json, read_jsonl
+from plugins.publishing import registry
 from tools.core.paths import DATA, Run, report_dir
 from tools.report.collect import EvalPoint, RunRecord, read_evals, study_runs
 
@@ -164,6 +164,15 @@ def item_scores(run: Run, testset: str, decoding: str, metric: str = METRIC) -> 
     return {str(r["id"]): float(r[metric]) for r in read_jsonl(path) if r.get(metric) is not None}
 
 
+def record_choice(
+    study: str, model: str | None = None, dev: str | None = None, dataset_dir: Path = DATA
+) -> Choice:
+    """The choice on the dev set, written to reports/<study>/choice.json (what the report and export read)."""
+    choice = choose_on_dev(dev_records(study, model), dev, dataset_dir)
+    atomic_write_json(report_dir(study) / "choice.json", choice.as_dict())
+    return choice
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--study", required=True)
@@ -171,8 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dev", default=None, help="the dev set (default: the one most runs were evaluated on)")
     ap.add_argument("--dataset-dir", type=Path, default=DATA)
     a = ap.parse_args(argv)
-    choice = choose_on_dev(dev_records(a.study, a.model), a.dev, a.dataset_dir)
-    atomic_write_json(report_dir(a.study) / "choice.json", choice.as_dict())
+    choice = record_choice(a.study, a.model, a.dev, a.dataset_dir)
     if choice.best is None:
         print(f"choose: {choice.note}", file=sys.stderr)
         return 1

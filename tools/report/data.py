@@ -73,7 +73,7 @@ def data_section(generated: Path | None = None) -> dict:
     generated = Path(generated or GENERATED)
     if not generated.is_dir():
         return {"manifests": [], "plots": [], "where": str(generated)}
-    # hidden folders are data runs still writing (plugins.publish): not published, not shown
+    # hidden folders are data runs still writing (plugins.publishing.publish): not published, not shown
     found = [p for p in generated.rglob("*manifest*.json") if not _hidden(p, generated)]
     found.sort(key=lambda p: p.stat().st_mtime, reverse=True)
     manifests = []
@@ -94,12 +94,12 @@ def data_section(generated: Path | None = None) -> dict:
 
 
 def leakage_lines(generated: Path | None = None, datasets: list[str] | None = None) -> list[str]:
-    """One line per selection manifest whose rows repeat a dev or test prompt (plugins.leakage's
+    """One line per selection manifest whose rows repeat a dev or test prompt (plugins.selection.leakage's
     `leakage` block), for the datasets named (default: every manifest there)."""
     generated = Path(generated or GENERATED)
     if datasets:  # a curriculum stage's rows are its subset's: <subset>_easy -> <subset>'s manifest
         names = {re.sub(r"_(easy|medium|hard)$", "", d) for d in datasets}
-        # a published set lives in generated/<name>/ (plugins.publish); older ones beside it
+        # a published set lives in generated/<name>/ (plugins.publishing.publish); older ones beside it
         candidates = [
             (generated / d / f"{d}.manifest.json", generated / f"{d}.manifest.json") for d in sorted(names)
         ]

@@ -25,7 +25,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from plugins.fileio import atomic_write_text, sha256_text
+from filelib import atomic_write_text, sha256_text
 from tools.core.paths import cache_dir
 
 # short name -> tag transformers 5 writes (checked against a real `llamafactory-cli train`)

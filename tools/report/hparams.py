@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from plugins.fileio import atomic_dir
+from filelib import atomic_dir
 from tools.report.events import write_event_file
 
 # column of the report table -> (metric tag, what it is)

@@ -18,7 +18,7 @@ import io
 import json
 import sys
 
-from plugins.fileio import atomic_write_text
+from filelib import atomic_write_text
 from tools.core.paths import report_dir, runs_of_study
 
 STAGES = ("unpruned", "pruned", "recovered")

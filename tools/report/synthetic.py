@@ -11,7 +11,7 @@ import math
 import time
 from pathlib import Path
 
-from plugins.fileio import atomic_write_json, atomic_write_text
+from filelib import atomic_write_json, atomic_write_text
 from tools.core.paths import Run
 from tools.report.events import TAGS, write_event_file
 
@@ -101,7 +101,7 @@ def write_run(
 
 def write_judgments(folder: Path, items: dict[str, float]) -> None:
     """judge.jsonl as tools.judge writes it (tools/CONTRACTS.md), one HW5-order judgment per prompt."""
-    from plugins.fileio import atomic_write_jsonl
+    from filelib import atomic_write_jsonl
 
     rows = [
         {

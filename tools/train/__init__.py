@@ -1,8 +1,8 @@
 """Training: render study specs into airtight LLaMA-Factory YAML (`configs`, `template`, `validate`),
-train one run resumably (`trainer`) and record its cost (`trainstats`), run a study's grid locally or
-on Ray (`sweep`, `ray_runner`), the checks before a sweep spends anything (`preflight`, with the memory
-bill of `memory`),
-and the one-run smoke test (`smoke`). Imports the core and `tools.models`."""
+train one run resumably (`trainer`) and record its cost (`trainstats`), a run as a Ray task
+(`ray_runner`), the checks before a sweep spends anything (`preflight`, with the memory bill of
+`memory`), and the one-run smoke test (`smoke`). The sweep that drives these is orchestration
+(`tools.flows`). Imports the core, `tools.models` and `plugins/`."""
 
 from tools.core.face import lazy_face
 
@@ -17,9 +17,9 @@ __getattr__, __all__ = lazy_face(
         "validate_config": "validate",
         "yaml_scalar": "template",
         **dict.fromkeys(["train_one", "last_checkpoint", "config_hash"], "trainer"),
-        "plan": "sweep",
-        **dict.fromkeys(["evaluate", "evaluate_recovery"], "evaluation"),
-        **dict.fromkeys(["preflight", "PreflightError", "device_info", "model_config"], "preflight"),
+        **dict.fromkeys(["PreflightError", "Report", "device_info", "model_config"], "preflight"),
+        "preflight_check": "preflight:check",
+        "run_jobs": "ray_runner",
         **dict.fromkeys(["bill", "disk_mb", "render_bill"], "memory"),
         **dict.fromkeys(["run_stats", "trainable_params", "train_command"], "trainstats"),
     },

@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 import yaml
 
-from plugins.fileio import atomic_write_text
+from filelib import atomic_write_text
 from tools.core.paths import EXPERIMENTS, TEMPLATES, Run
 from tools.core.profiles import (  # noqa: F401 (list_profiles, load_profile: part of this module's face)
     PROFILES,

@@ -10,31 +10,22 @@
     stored in run.json as `memory_estimate` beside the measured `peak_gpu_mb` / `peak_rss_mb`.
 
 A failed check refuses the sweep with exit status 2 before anything is written; `--skip-preflight`
-on the sweep overrides it.
-
-Usage:
-    python -m tools.train.preflight --study rank --model llama2_7b [--only r8] [--set key=value ...]
+on the sweep overrides it. The command (`python -m tools.flows.preflight`) adds the evaluation's checks.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tools.core.hub import hub_reachable
 from tools.core.paths import out_root
 from tools.core.profiles import ConfigError, load_profile, local_model, resolve_model_path
-from tools.train.configs import Rendered, load_study, parse_set, render_study
+from tools.train.configs import Rendered
 from tools.train.memory import MB, bill, disk_mb, render_bill
-
-# run as a command, not imported: train does not import eval (tests/core/test_layout.py)
-ZEROSHOT_MODULE = "tools.eval.zeroshot"
 
 GATED_HELP = (
     "it is a gated model: open https://huggingface.co/{repo} while logged in and accept its licence, then "
@@ -136,20 +127,6 @@ def _hub_config(ref: str) -> tuple[dict | None, str]:
 
 
 # ---------------------------------------------------------------------------------------- checks
-def _check_zeroshot(rep: Report, studies: set[str]) -> None:
-    """The forgetting guard's zero-shot tasks (a spec's `zeroshot:`) known to lm-eval before any run trains."""
-    for study in sorted(studies):
-        try:
-            tasks = load_study(study).get("zeroshot")
-        except ConfigError:  # rendered from elsewhere (tests, --configs-dir): no spec to read
-            continue
-        if tasks:
-            cmd = [sys.executable, "-m", ZEROSHOT_MODULE, "--check", *tasks]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            said = (proc.stderr.strip().splitlines() or proc.stdout.strip().splitlines() or [""])[-1]
-            rep.add("zero-shot", proc.returncode == 0, said.removeprefix("error: "))
-
-
 def check(
     rendered: list[Rendered],
     model: str,
@@ -193,7 +170,6 @@ def check(
             ok,
             "installed" if ok else "enable_liger_kernel needs liger-kernel: make setup-gpu",
         )
-    _check_zeroshot(rep, {r.run.study for r in rendered})
     ref = resolve_model_path(str(prof["model_name_or_path"]))
     mc, where = model_config(ref)
     rep.add("model", mc is not None, f"{ref}: {where}" if mc is not None else where)
@@ -225,38 +201,3 @@ def check(
         f"{need:.0f} MB for adapters and checkpoints, {free / 1024:.1f} GB free under {probe}",
     )
     return rep
-
-
-def preflight(
-    study: str,
-    model: str,
-    overrides: dict | None = None,
-    only: list[str] | None = None,
-    dev: dict | None = None,
-) -> Report:
-    return check(render_study(study, model, overrides, only), model, dev)
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--study", required=True)
-    ap.add_argument("--model", required=True, help="a profile in templates/profiles/")
-    ap.add_argument("--only", default=None, help="comma-separated variants")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    a = ap.parse_args(argv)
-    try:
-        rep = preflight(a.study, a.model, parse_set(a.set), a.only.split(",") if a.only else None)
-    except ConfigError as e:
-        print(f"preflight: error: {e}", file=sys.stderr)
-        return 2
-    print("\n".join(rep.lines()))
-    if not rep.ok:
-        print(
-            "preflight: refused (fix the FAIL lines, or pass --skip-preflight to the sweep)", file=sys.stderr
-        )
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

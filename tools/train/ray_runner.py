@@ -1,4 +1,4 @@
-"""`--runner ray` for tools.train.sweep: each run is a Ray task holding one GPU (one CPU where there is none).
+"""`--runner ray` for tools.flows.sweep: each run is a Ray task holding one GPU (one CPU where there is none).
 
 N GPUs train N runs at once. A curriculum stage's task takes the task of the stage it continues as an
 argument, so Ray starts it only after that one ended. Without RAY_ADDRESS a local Ray instance is
@@ -8,8 +8,8 @@ that cluster, whose nodes must see this repository, its .venv and the output fol
 Ray is an optional extra: `make setup-extras`.
 
 Usage (through the sweep):
-    python -m tools.train.sweep --study rank --model llama2_7b --runner ray
-    RAY_ADDRESS=auto python -m tools.train.sweep --study rank --model llama2_7b --runner ray
+    python -m tools.flows.sweep --study rank --model llama2_7b --runner ray
+    RAY_ADDRESS=auto python -m tools.flows.sweep --study rank --model llama2_7b --runner ray
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from plugins.fileio import atomic_write_json, atomic_write_text
+from filelib import atomic_write_json, atomic_write_text
 from tools.core.paths import Run, llamafactory_cli
 from tools.models import BASE_MODEL_DIR
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from plugins.fileio import atomic_write_json, atomic_write_text
+from filelib import atomic_write_json, atomic_write_text
 from tools.core import warm
 from tools.core.runinfo import data_fingerprint, now, run_child
 from tools.train.trainstats import run_stats, train_command
@@ -49,7 +49,7 @@ def last_checkpoint(output_dir: Path) -> Path | None:
 
 def config_hash(cfg: dict) -> str:
     """The rendered config's values (paths as rendered, comments ignored): what a finished run must match."""
-    from plugins.fileio import sha256_text
+    from filelib import sha256_text
 
     return sha256_text(json.dumps(cfg, sort_keys=True, default=str))
 
@@ -63,7 +63,7 @@ def _read_json(path: Path) -> dict:
 
 def _fingerprint(job: dict) -> dict:
     """The data a run trains on: its dataset files, and the adapter of the stage it continues."""
-    from plugins.fileio import sha256_file
+    from filelib import sha256_file
 
     fp = data_fingerprint(job["dataset"], job["dataset_dir"])
     if job.get("parent_dir"):

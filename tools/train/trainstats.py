@@ -4,7 +4,7 @@
   params: 3,219,776 || trainable%: 1.1489"), the last one in train.log (a resumed run prints it again);
 - seconds per optimizer step: train_runtime / global_step (train_results.json, trainer_state.json);
 - final loss: the last logged training loss (trainer_log.jsonl), beside the run's mean train_loss;
-- the command that trains it: `llamafactory-cli train`, or plugins.peft_train for a `peft_type` config.
+- the command that trains it: `llamafactory-cli train`, or plugins.launchers where the config needs it.
 """
 
 from __future__ import annotations
@@ -13,21 +13,18 @@ import json
 import re
 from pathlib import Path
 
+from plugins.launchers import LAUNCHER, needs_launcher
+
 PARAMS_LINE = re.compile(r"trainable params: ([\d,]+) \|\| all params: ([\d,]+) \|\| trainable%: ([\d.]+)")
 
 
 def train_command(cfg: dict, cli: list[str], python: str, config_file: Path) -> list[str]:
-    """The child command for a resolved config: a launcher of ours when the config names one (a plugins.*
-    module that supplies what LLaMA-Factory cannot load, then calls its run_exp), or when it names a PEFT
-    type LLaMA-Factory lacks; else `llamafactory-cli train`."""
-    launcher = cfg.get("launcher")
-    if launcher is not None:
-        name = str(launcher)
-        if not name.startswith("plugins.") or not name.replace(".", "").replace("_", "").isalnum():
-            raise ValueError(f"{config_file}: launcher {launcher!r} is not a module of plugins/")
-        return [python, "-m", name, str(config_file)]
-    if cfg.get("peft_type", "lora") != "lora":
-        return [python, "-m", "plugins.peft_train", str(config_file)]
+    """The child command for a resolved config: the project's launcher where the config needs what
+    LLaMA-Factory lacks (a `peft_type`, a pruned model), else `llamafactory-cli train`."""
+    if needs_launcher(cfg):
+        if cfg.get("launcher", LAUNCHER) != LAUNCHER:
+            raise ValueError(f"{config_file}: launcher {cfg['launcher']!r}: the one launcher is {LAUNCHER}")
+        return [python, "-m", LAUNCHER, str(config_file)]
     return [*cli, "train", str(config_file)]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from plugins.launchers import LAUNCHER, PEFT_TYPES, PROJECT_KEYS
 from tools.core.profiles import ConfigError
 
 TEMPLATE_ONLY_TYPES: dict[str, tuple[type, ...]] = {
@@ -17,16 +18,9 @@ TEMPLATE_ONLY_TYPES: dict[str, tuple[type, ...]] = {
     "max_steps_cap": (int,),
     "eval_testset": (str,),
     "pruned_model": (str,),
-    "peft_type": (str,),
     "llama_pro_blocks": (int,),
     "llama_pro_model": (str,),
 }
-# Keys of ours that ride in the rendered YAML for a launcher (plugins.pruned_train), which removes them
-# before calling LLaMA-Factory: checked here for their type, then left out of LLaMA-Factory's parse.
-LAUNCHER_KEYS: dict[str, type] = {"launcher": str, "trust_pickle": bool}
-# Keys of our own that ride in the rendered YAML (LLaMA-Factory's parser refuses them): plugins.peft_train
-# removes them before LLaMA-Factory reads the rest.
-PLUGIN_KEYS = frozenset({"peft_type"})
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
@@ -74,17 +68,17 @@ def _accepts(annotation: Any, value: Any) -> bool:
 
 def check_value(key: str, value: Any, where: str) -> None:
     """A value a profile, study or variant sets: the right type for the key it sets."""
-    if key in LAUNCHER_KEYS:
-        ok, want = isinstance(value, LAUNCHER_KEYS[key]), LAUNCHER_KEYS[key].__name__
+    if key in PROJECT_KEYS:
+        # the launcher's keys (plugins.launchers), removed before LLaMA-Factory reads the rest
+        ok, want = isinstance(value, PROJECT_KEYS[key]), PROJECT_KEYS[key].__name__
+        if key == "peft_type" and ok and value not in PEFT_TYPES:
+            raise ConfigError(f"{where}: peft_type = {value!r}: use one of {', '.join(PEFT_TYPES)}")
+        if key == "launcher" and ok and value != LAUNCHER:
+            raise ConfigError(f"{where}: launcher = {value!r}: the one launcher is {LAUNCHER}")
     elif key in TEMPLATE_ONLY_TYPES:
         ok = value is None or (isinstance(value, TEMPLATE_ONLY_TYPES[key]) and not isinstance(value, bool))
         if key == "precision" and value not in PRECISIONS:
             raise ConfigError(f"{where}: precision = {value!r}: use one of {PRECISIONS}")
-        if key == "peft_type":
-            from plugins.peft_types import PEFT_TYPES
-
-            if value not in PEFT_TYPES:
-                raise ConfigError(f"{where}: peft_type = {value!r}: use one of {', '.join(PEFT_TYPES)}")
         want = " or ".join(t.__name__ for t in TEMPLATE_ONLY_TYPES[key])
     else:
         ann = _lf_field_types().get(key)
@@ -118,11 +112,11 @@ def validate_config(cfg: dict, where: str) -> None:
     from llamafactory.hparams.parser import _verify_model_args
 
     for key, value in cfg.items():
-        if key in _lf_field_types() or key in PLUGIN_KEYS or key in LAUNCHER_KEYS:
+        if key in _lf_field_types() or key in PROJECT_KEYS:
             check_value(key, value, where)
     if cfg.get("peft_type", "lora") != "lora" and cfg.get("finetuning_type", "lora") != "lora":
         raise ConfigError(f"{where}: peft_type {cfg['peft_type']} needs finetuning_type: lora")
-    cfg = {k: v for k, v in cfg.items() if k not in PLUGIN_KEYS and k not in LAUNCHER_KEYS}
+    cfg = {k: v for k, v in cfg.items() if k not in PROJECT_KEYS}
     parser = _train_parser()
     logging.disable(logging.WARNING)
     try:

@@ -14,7 +14,7 @@ import re
 
 import numpy as np
 
-from plugins.loaders import DataError
+from plugins.pools import DataError
 
 MAX_SHARE = 0.5
 

@@ -6,14 +6,14 @@ Each step is its own command (shown as it runs), each skips what is already done
 2. `python -m tools.models.prune --calibration demo_recovery`: structured pruning by activation-weighted
    magnitude on the training rows, different widths per layer, saved as
    LLM-Pruner's pickled dict `saves/smollm2_135m/pruned/pruned_model.bin`;
-3. `python -m tools.train.sweep --study recovery`: LoRA through LLaMA-Factory (plugins/pruned_train.py
+3. `python -m tools.flows.sweep --study recovery`: LoRA through LLaMA-Factory (plugins/launchers/launch.py
    supplies the module), then tools.eval.recovery (before pruning, after, after recovery) and
    tools.report.recovery (`reports/recovery/report.md`);
 4. `python -m tools.export.pruned`: the merged model in the pickled format, checked by logits.
 Exits 1 when the recovered model's perplexity is not below the pruned model's.
 
 Usage:
-    python -m tools.recovery_demo [--mlp-ratio 0.2] [--head-ratio 0.2] [--model smollm2_135m]
+    python -m tools.flows.recovery_demo [--mlp-ratio 0.2] [--head-ratio 0.2] [--model smollm2_135m]
 """
 
 from __future__ import annotations
@@ -26,13 +26,20 @@ import time
 
 from tools.core.paths import ROOT, Run
 from tools.core.profiles import load_profile, resolve_model_path
+from tools.core.runinfo import command_of
+from tools.data import recovery_main as data_recovery_main
+from tools.export import pruned_main as export_pruned_main
+from tools.flows.sweep import main as sweep_main
+from tools.models import prune_main
 
 STUDY, VARIANT = "recovery", "demo_recovery"
 
 
-def step(cmd: list[str]) -> None:
-    print(f"\n$ {' '.join(cmd)}", flush=True)
-    rc = subprocess.call([sys.executable, "-m", *cmd], cwd=ROOT)
+def step(main, args: list[str]) -> None:
+    """One tool as a child process, printed as the command a user would type."""
+    cmd = [*command_of(main), *args]
+    print(f"\n$ python {' '.join(cmd[1:])}", flush=True)
+    rc = subprocess.call(cmd, cwd=ROOT)
     if rc != 0:
         raise SystemExit(rc)
 
@@ -44,18 +51,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--head-ratio", default="0.2")
     a = ap.parse_args(argv)
     t0 = time.time()
-    step(["tools.data.recovery"])
+    step(data_recovery_main, [])
     pruned = resolve_model_path(f"saves/{a.model}/pruned/pruned_model.bin")
     source = load_profile(a.model)["model_name_or_path"]
     if not (ROOT / pruned).exists():
         step(
-            ["tools.models.prune", "--model", resolve_model_path(source), "--out", pruned]
-            + ["--mlp-ratio", a.mlp_ratio, "--head-ratio", a.head_ratio, "--calibration", "demo_recovery"]
+            prune_main,
+            ["--model", resolve_model_path(source), "--out", pruned]
+            + ["--mlp-ratio", a.mlp_ratio, "--head-ratio", a.head_ratio, "--calibration", "demo_recovery"],
         )
-    step(["tools.train.sweep", "--study", STUDY, "--model", a.model, "--only", VARIANT])
+    step(sweep_main, ["--study", STUDY, "--model", a.model, "--only", VARIANT])
     run = Run(a.model, STUDY, VARIANT)
     if not (run.export_dir / "export.json").exists():
-        step(["tools.export.pruned", "--run", run.name])
+        step(export_pruned_main, ["--run", run.name])
     results = json.loads((run.output_dir / "eval" / "recovery" / "evaluation_results.json").read_text())
     ppl = {k: v["perplexity"] for k, v in results["stages"].items()}
     text = next(k for k in ppl["pruned"] if k.startswith("local:"))

@@ -25,7 +25,7 @@ Each step prints its wall time, and the evaluation its split between model compu
 `make demo DATA=hw5 DEMO_ARGS="--model tiny --limit 2 --max-new-tokens 8"` that way.
 
 Usage:
-    python -m tools.demo [--data demo|hw5] [--limit N] [--judge auto|offline|openai] [--model smollm2_135m|tiny]
+    python -m tools.flows.demo [--data demo|hw5] [--limit N] [--judge auto|offline|openai] [--model smollm2_135m|tiny]
                      [--max-new-tokens 64]
 """
 
@@ -41,6 +41,13 @@ import traceback
 from tools.core import warm
 from tools.core.paths import ROOT, Run, cache_dir, report_dir
 from tools.core.streams import streams_to
+from tools.data import main as data_main
+from tools.eval import study_main
+from tools.export import main as export_main
+from tools.flows.sweep import main as sweep_main
+from tools.report import choose_on_dev, dev_records
+from tools.report import main as report_main
+from tools.train import render_study
 
 MODEL = "smollm2_135m"
 STUDY = "demo"
@@ -51,6 +58,11 @@ QUIET = dict(os.environ, LLAMAFACTORY_VERBOSITY="WARN", TRANSFORMERS_VERBOSITY="
 # Answers long enough to judge, short enough for a 2-core CPU: a judged answer costs its generation and a
 # judge's forward pass over question, reference and answer, for every checkpoint on the dev set.
 MAX_NEW_TOKENS = 64
+
+
+def tool(main) -> str:
+    """The module a tool's imported `main` runs as (`python -m <module>`)."""
+    return main.__module__.removesuffix(".__main__")
 
 
 def step(label: str, argv: list[str], log_name: str, here: bool = False) -> float:
@@ -100,8 +112,6 @@ def _here(argv: list[str], log) -> int:
 
 def chosen_run(study: str, model: str, dev: str | None = None) -> Run | None:
     """The point chosen on the dev set (tools.report.choose: the same function the report uses)."""
-    from tools.report import choose_on_dev, dev_records
-
     return choose_on_dev(dev_records(study, model), dev).run
 
 
@@ -109,7 +119,7 @@ def evaluate(label: str, runs: list[Run], testset: str, extra: list[str], max_ne
     """Answers (greedy), metrics and judgments for the runs on one set, in one resumable process."""
     print(f"[{n}/6] {label}: answers (greedy, {max_new} new tokens), metrics, judge", flush=True)
     ev = ["--runs", *[r.name for r in runs], "--testset", testset, "--max-new-tokens", str(max_new), *extra]
-    step(f"tools.eval.study on {testset}", ["tools.eval.study", *ev], f"{n}-evaluate-{testset}")
+    step(f"tools.eval.study on {testset}", [tool(study_main), *ev], f"{n}-evaluate-{testset}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,8 +140,6 @@ def main(argv: list[str] | None = None) -> int:
     offline = a.judge == "offline" or (a.judge == "auto" and not os.environ.get("OPENAI_API_KEY"))
     lim = ["--limit", str(limit)] if limit else []
 
-    from tools.train import render_study
-
     rendered = render_study(STUDY, model)
     trained = [r.run for r in rendered]
     names = ", ".join(r.variant for r in trained)
@@ -143,11 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     # The curriculum splits into thirds by rank by default, so no stage is empty on either pool.
     data_args = ["--source", a.data] + (["--eval", "hw5"] if a.data == "hw5" else [])
     print(f"[1/6] data: select 100 from the {a.data} pool, split the curriculum, register", flush=True)
-    step("tools.data", ["tools.data", *data_args], "1-data")
+    step(tool(data_main), [tool(data_main), *data_args], "1-data")
     print(f"[2/6] train: study '{STUDY}' on {model} ({names}); finished runs are skipped", flush=True)
     step(
-        "tools.train.sweep",
-        ["tools.train.sweep", "--study", STUDY, "--model", model, "--no-eval", "--warm"],
+        tool(sweep_main),
+        [tool(sweep_main), "--study", STUDY, "--model", model, "--no-eval", "--warm"],
         "2-train",
         here=True,
     )
@@ -176,10 +184,12 @@ def main(argv: list[str] | None = None) -> int:
         4,
     )
     print(f"[5/6] export the chosen point: {best.name}", flush=True)
-    step(f"export {best.name}", ["tools.export", "--run", best.name], "5-export")
+    step(f"export {best.name}", [tool(export_main), "--run", best.name], "5-export")
     print("[6/6] report", flush=True)
     step(
-        "tools.report", ["tools.report", "--study", STUDY, "--model", model, "--testset", testset], "6-report"
+        tool(report_main),
+        [tool(report_main), "--study", STUDY, "--model", model, "--testset", testset],
+        "6-report",
     )
     print(f"\ndemo finished in {time.time() - t0:.0f} s")
     print(f"report: {report_dir(STUDY) / 'index.html'}")

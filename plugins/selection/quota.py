@@ -8,7 +8,7 @@ as shares and scaled to N by largest remainder (60/20/20 at N=10: 6/2/2), and th
 counts used. A part's
 strategy is any strategy or weighted combination (`quota:50*rating:1,length:1,50*diversity`: a
 token starting with `<count>*` starts a new part). A `diversity` part sees the rows the earlier
-parts chose as centres already picked, so it adds rows far from them (plugins.diversity).
+parts chose as centres already picked, so it adds rows far from them (plugins.selection.diversity).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from plugins.loaders import DataError
+from plugins.pools import DataError
 
 PREFIX = "quota:"
 
@@ -38,7 +38,7 @@ class Part:
 
 
 def parse_quota(spec: str, n: int | None = None, check=None) -> list[Part]:
-    """`quota:60*a,20*b,20*c` -> parts, scaled to n; `check(strategy)` (plugins.strategies.parse_strategy
+    """`quota:60*a,20*b,20*c` -> parts, scaled to n; `check(strategy)` (plugins.selection.strategies.parse_strategy
     when called from there) raises for an unknown strategy."""
     body = spec.strip()[len(PREFIX) :]
     parts: list[list] = []
@@ -73,7 +73,7 @@ def select_quota(
     rows: list[dict], spec: str, n: int, ctx, score, pick_diverse, check=None
 ) -> tuple[list[int], list[str], dict]:
     """(picked indices in part order, the part label of each, manifest block). `score(rows, strategy,
-    ctx)`, `pick_diverse(rows, m, ctx, taken) -> indices` and `check` come from plugins.strategies
+    ctx)`, `pick_diverse(rows, m, ctx, taken) -> indices` and `check` come from plugins.selection.strategies
     (passed in, so this module never imports it: no import circle)."""
     parts = parse_quota(spec, n, check)
     if n > len(rows):

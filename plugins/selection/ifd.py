@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from plugins.fileio import read_jsonl
-from plugins.loaders import DataError
+from filelib import read_jsonl
+from plugins.pools import DataError
 
 PROMPT = (
     "Below is an instruction that describes a task. Write a response that appropriately completes the "

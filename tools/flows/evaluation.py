@@ -1,28 +1,20 @@
 """After a sweep trains: every run evaluated, in one `tools.eval.study` process per prompt set and
 decoding list (base model loaded once, adapters swapped), choices made on the dev set, the test set
 scored for the chosen point, then the study's report. A pruned model's study (recovery) is scored by
-`tools.eval.recovery` instead. Each step is a child process: a failure is printed with its log and
-the rest still goes.
+`tools.eval.recovery` instead. Each evaluation is a child process (its memory, GPU memory included, is
+given back when it ends, before the next step): a failure is printed with its log and the rest still goes.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from tools.core.paths import DATA, ROOT, Run, out_root
-from tools.core.runinfo import run_child
-
-
-def module_exists(name: str) -> bool:
-    return importlib.util.find_spec(name) is not None
-
-
-EVAL_MODULE = "tools.eval.study"
-# A pruned model's runs (the recovery study) are scored before pruning, after it and after recovery
-# (perplexity, zero-shot accuracy, speed, memory) and reported in one table, not answered and judged.
-RECOVERY_MODULE = "tools.eval.recovery"
+from tools.core.runinfo import command_of, run_child
+from tools.eval import recovery_main, study_main
+from tools.report import main as report_main
+from tools.report import record_choice, recovery_report_main
 
 
 def evaluate(
@@ -30,8 +22,8 @@ def evaluate(
     testset: str,
     study: str,
     dataset_dir: Path = DATA,
-    module: str = EVAL_MODULE,
-    report_module: str = "tools.report",
+    evaluator: Callable | None = study_main,
+    reporter: Callable | None = report_main,
     decodings: dict[str, list[str]] | None = None,
     dev: str | None = None,
     model: str | None = None,
@@ -46,22 +38,23 @@ def evaluate(
     tools.eval.study loads the base model once and swaps the adapters; a run that fails there is reported
     in its log and the others still go. `decodings` maps a run's name to the decoding names (points or
     policies) it is evaluated with (the study's `decoding`); without an entry a run gets greedy.
-    `extra`: more arguments for tools.eval.study (e.g. --limit, --judge). (step, returncode) rows.
+    `extra`: more arguments for tools.eval.study (e.g. --limit, --judge). `evaluator` and `reporter` are the
+    tools' `main`s, started as children (None leaves that step out). (step, returncode) rows.
     """
     rows = []
     if dev:
         points = [p for r in runs for p in ([r] if r.is_base else (r.epochs() or [r]))]
         rows += _evaluate_points(
-            points, dev, study, dataset_dir, module, decodings, f"sweep_eval_{dev}.log", extra
+            points, dev, study, dataset_dir, evaluator, decodings, f"sweep_eval_{dev}.log", extra
         )
-        chosen = choose_on_dev(study, model, dev)
+        chosen = choose_point(study, model, dev)
         print(f"  chosen on {dev}: {chosen or 'nothing (no dev scores)'}", flush=True)
         tuned = [r for r in runs if not r.is_base]
         runs = [r for r in runs if r.is_base] + (tuned if test_all else [chosen] if chosen else [])
-    rows += _evaluate_points(runs, testset, study, dataset_dir, module, decodings, "sweep_eval.log", extra)
-    if module_exists(report_module):
+    rows += _evaluate_points(runs, testset, study, dataset_dir, evaluator, decodings, "sweep_eval.log", extra)
+    if reporter is not None:
         log = out_root() / "reports" / study / "sweep_report.log"
-        rc = run_child([sys.executable, "-m", report_module, "--study", study], log, cwd=ROOT).returncode
+        rc = run_child([*command_of(reporter), "--study", study], log, cwd=ROOT).returncode
         rows.append((study, "report", rc))
         print(f"  report {study:<40} {'ok' if rc == 0 else f'FAILED ({rc}), see {log}'}", flush=True)
     return rows
@@ -78,7 +71,7 @@ def _evaluate_points(
     testset: str,
     study: str,
     dataset_dir: Path,
-    module: str,
+    evaluator: Callable | None,
     decodings,
     log_name: str = "sweep_eval.log",
     extra: list[str] | None = None,
@@ -88,9 +81,9 @@ def _evaluate_points(
     groups: dict[tuple[str, ...], list[Run]] = {}
     for run in runs:
         groups.setdefault(_decodings_of(run, decodings), []).append(run)
-    for names, members in groups.items() if runs and module_exists(module) else ():
+    for names, members in groups.items() if runs and evaluator is not None else ():
         log = out_root() / "saves" / members[0].model / "lora" / study / log_name
-        cmd = [sys.executable, "-m", module, "--runs", *[r.name for r in members], "--testset", testset]
+        cmd = [*command_of(evaluator), "--runs", *[r.name for r in members], "--testset", testset]
         cmd += ["--decoding", *names] if names else []
         cmd += extra or []
         if Path(dataset_dir).resolve() != DATA.resolve():
@@ -111,9 +104,9 @@ def _evaluate_points(
 def evaluate_recovery(runs: list[Run], study: str, dataset_dir: Path = DATA) -> list[tuple[str, str, int]]:
     """tools.eval.recovery for each recovered run, then its own report (tools.report.recovery)."""
     rows = []
-    for run in runs if module_exists(RECOVERY_MODULE) else ():
+    for run in runs:
         log = run.output_dir / "eval" / "sweep_eval.log"
-        cmd = [sys.executable, "-m", RECOVERY_MODULE, "--run", run.name]
+        cmd = [*command_of(recovery_main), "--run", run.name]
         if Path(dataset_dir).resolve() != DATA.resolve():
             cmd += ["--dataset-dir", str(dataset_dir)]
         rc = run_child(cmd, log, cwd=ROOT).returncode
@@ -122,21 +115,18 @@ def evaluate_recovery(runs: list[Run], study: str, dataset_dir: Path = DATA) -> 
             f"  eval {run.name:<42} recovery {'ok' if rc == 0 else f'FAILED ({rc}), see {log}'}", flush=True
         )
     log = out_root() / "reports" / study / "sweep_report.log"
-    rc = run_child(
-        [sys.executable, "-m", "tools.report.recovery", "--study", study], log, cwd=ROOT
-    ).returncode
+    rc = run_child([*command_of(recovery_report_main), "--study", study], log, cwd=ROOT).returncode
     rows.append((study, "report", rc))
     return rows
 
 
-def choose_on_dev(study: str, model: str | None, dev: str) -> Run | None:
-    """The point `python -m tools.report.choose` picks on the dev set (a child: train never imports report)."""
-    import subprocess
-
-    cmd = [sys.executable, "-m", "tools.report.choose", "--study", study, "--dev", dev]
-    cmd += ["--model", model] if model else []
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    if proc.returncode != 0 or not proc.stdout.strip():
-        print(f"  choose: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'failed'}")
+def choose_point(study: str, model: str | None, dev: str) -> Run | None:
+    """The point the study's decision rule picks on the dev set (tools.report.choose, as the report does)."""
+    try:
+        choice = record_choice(study, model, dev)
+    except (OSError, ValueError) as e:
+        print(f"  choose: {e}")
         return None
-    return Run.parse(proc.stdout.strip().splitlines()[-1])
+    if choice.best is None:
+        print(f"  choose: {choice.note}")
+    return choice.run

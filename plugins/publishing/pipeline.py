@@ -2,7 +2,7 @@
 
 Everything that can fail on bad input (strategy names, N, registry conflicts) is checked by
 `plan` before anything is written; `write_subset` then writes the subset, its stages, manifest and
-plot into a private folder and publishes them as one unit (`plugins.publish`: a versioned folder
+plot into a private folder and publishes them as one unit (`plugins.publishing.publish`: a versioned folder
 switched in by one atomic rename, then registered), so a failure or a kill at any moment leaves the
 old set or the new one, never a mix.
 """
@@ -18,10 +18,22 @@ from pathlib import Path
 import numpy as np
 
 import plugins
-from plugins import curriculum, knee, leakage, publish, quota, registry
-from plugins.fileio import atomic_write_json, sha256_file
-from plugins.loaders import DataError, to_alpaca
-from plugins.strategies import UNSCORED, Context, parse_strategy, score, select_quota, top_n, total_words
+from filelib import atomic_write_json, sha256_file
+from plugins.pools import DataError, to_alpaca
+from plugins.publishing import publish, registry
+from plugins.selection import (
+    UNSCORED,
+    Context,
+    curriculum,
+    knee,
+    leakage,
+    parse_strategy,
+    quota,
+    score,
+    select_quota,
+    top_n,
+    total_words,
+)
 
 
 @dataclass
@@ -172,7 +184,7 @@ def _write_subset_files(gen, rows, sel, source, ctx, parts, thresholds, curricul
         "length_window": ctx.notes.get("length_window") if "length_window" in sel.weights else None,
         "quota": sel.quota,
         "ids": [r["id"] for r in chosen],
-        # training rows that repeat a dev or test prompt (plugins.leakage): warned about, shown in the report
+        # training rows that repeat a dev or test prompt (plugins.selection.leakage): warned about, shown in the report
         "leakage": leakage.summary(leakage.check(chosen, sets), sets) if sets else None,
         "files": {k: {"path": v.name, "sha256": sha256_file(v)} for k, v in files.items()},
         "plot": png.name if png else None,

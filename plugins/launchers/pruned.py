@@ -11,14 +11,14 @@ width and no `config.json` can describe the model. Two formats hold such a model
   `pruned.json` (the base config plus each layer's head count, key/value head count and MLP width:
   the per-layer shape manifest) and the tokenizer's own files. `load` rebuilds the module with the
   right width per layer and loads the tensors into it. `save_safe` writes it from any loaded model,
-  so a pickle converts once (`python -m plugins.pruned convert IN OUT --trust-pickle`).
+  so a pickle converts once (`python -m plugins.launchers.pruned convert IN OUT --trust-pickle`).
 
 When every layer has the same widths the model is an ordinary HF model again: `save_hf` writes a plain
 folder (config.json with the pruned sizes) that `from_pretrained` and LLaMA-Factory load directly.
 
 Usage:
-    python -m plugins.pruned describe PATH [--trust-pickle]
-    python -m plugins.pruned convert PATH OUT_DIR [--trust-pickle]   # pickle -> safe folder
+    python -m plugins.launchers.pruned describe PATH [--trust-pickle]
+    python -m plugins.launchers.pruned convert PATH OUT_DIR [--trust-pickle]   # pickle -> safe folder
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from plugins.fileio import atomic_dir, atomic_write_json
+from filelib import atomic_dir, atomic_write_json
 
 MANIFEST = "pruned.json"
 WEIGHTS = "model.safetensors"
@@ -145,7 +145,7 @@ def load_pickle(path: str | Path, trust_pickle: bool = False):
         raise PrunedModelError(
             f"{path}: a pickled model runs code from the file when loaded; pass --trust-pickle "
             "(or `trust_pickle: true`) only for a file you made or trust, or convert it once to the "
-            "safe format: python -m plugins.pruned convert PATH OUT_DIR --trust-pickle"
+            "safe format: python -m plugins.launchers.pruned convert PATH OUT_DIR --trust-pickle"
         )
     import torch
 

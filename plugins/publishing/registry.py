@@ -18,10 +18,10 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from plugins.fileio import atomic_write_text
+from filelib import atomic_write_text
 
 # $SMALLDATA_DATA, as tools.core.paths reads it (plugins never import tools)
-DATA = Path(os.environ.get("SMALLDATA_DATA", Path(__file__).resolve().parents[1] / "data"))
+DATA = Path(os.environ.get("SMALLDATA_DATA", Path(__file__).resolve().parents[2] / "data"))
 INFO = "dataset_info.json"
 MARK = "smalldata"
 
@@ -159,7 +159,7 @@ def entry(rel: str, **meta) -> dict:
         "file_name": rel,
         "formatting": "alpaca",
         "columns": {"prompt": "instruction", "query": "input", "response": "output"},
-        MARK: {"generated_by": "plugins.registry", **meta},
+        MARK: {"generated_by": __name__, **meta},
     }
 
 
@@ -217,7 +217,7 @@ def register(entries: dict[str, dict], dataset_dir: str | Path = DATA, force: bo
         updates = {}
         for name, e in entries.items():
             e = dict(e)
-            e.setdefault(MARK, {"generated_by": "plugins.registry"})
+            e.setdefault(MARK, {"generated_by": __name__})
             updates[name] = e
         new = _spliced(text, updates)
         if new == text:

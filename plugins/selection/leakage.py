@@ -5,7 +5,7 @@ that set's score and hides overfitting. Each training row's prompt (instruction 
 with every evaluation prompt two ways:
   - exact: the same text once lower-cased, whitespace collapsed and punctuation dropped;
   - near: the two prompts share long word runs - the share of the shorter prompt's `n`-word shingles
-    (the top-N filter's shingles of plugins.strategies, here 8 words long) also found in the other is
+    (the top-N filter's shingles of plugins.selection.strategies, here 8 words long) also found in the other is
     at least `threshold`. Eight words in the same order rarely repeat by chance; a reworded copy keeps many.
 Prompts shorter than `n` words are compared exactly only. Matches are reported with both ids, and
 recorded in the subset's manifest (`leakage`), which the report shows; nothing is dropped silently.
@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 
-from plugins.strategies import _shingles
+from plugins.selection.strategies import _shingles
 
 NGRAM = 8
 THRESHOLD = 0.5

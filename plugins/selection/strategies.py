@@ -7,13 +7,13 @@ Strategies (names used on the command line and in dataset names `alpaca_top100_b
     hw5_default   HW5's sort: score + 1e-5 * words
     long_is_more  answer length in tokens of the embedded tokenizer ("Long Is More", ICML 2024)
     complexity    instruction complexity: constraints, steps, code and math cues (see `complexity`)
-    ifd           instruction-following difficulty with the small model (plugins.ifd, Superfiltering)
+    ifd           instruction-following difficulty with the small model (plugins.selection.ifd, Superfiltering)
     random, random_s0..random_s2   uniform random with a seed (the floor every strategy must beat)
     mix           rating + long_is_more + ifd, equal weights
     length_window HW5's sort among answers of 100..400 words (Context.length_window), the rest below
-    diversity     k-center greedy over MiniLM embeddings of the top rows by HW5's sort (plugins.diversity)
+    diversity     k-center greedy over MiniLM embeddings of the top rows by HW5's sort (plugins.selection.diversity)
 
-A selection of parts, `quota:60*length_window,20*complexity,20*diversity`, is plugins.quota.
+A selection of parts, `quota:60*length_window,20*complexity,20*diversity`, is plugins.selection.quota.
 
 Combinations are written `name:weight,name:weight`; each score is turned into its percentile
 rank in the pool first, so weights mean the same whatever the scale.
@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from plugins import diversity, quota
-from plugins.loaders import DataError, no_gc
+from plugins.pools import DataError, no_gc
+from plugins.selection import diversity, quota
 
 MIX = "rating:1,long_is_more:1,ifd:1"
 UNSCORED = -1e6  # offset of rows a strategy did not score (IFD outside its candidates): below the rest
@@ -77,9 +77,9 @@ class Context:
     ifd_max_tokens: int | None = None  # per sequence; None = 512 on a GPU, 256 on CPU
     progress: bool = True
     device: str | None = None
-    embedding: str = "auto"  # diversity: minilm | hashed | auto (plugins.diversity)
+    embedding: str = "auto"  # diversity: minilm | hashed | auto (plugins.selection.diversity)
     diversity_prefilter: str | None = "hw5_default"  # DEITA's order: quality first; "none" = whole pool
-    diversity_candidates: int | None = None  # None = 20N, at least 2000 (plugins.diversity)
+    diversity_candidates: int | None = None  # None = 20N, at least 2000 (plugins.selection.diversity)
     length_window: tuple[int, int] = (100, 400)  # answer words, for length_window
     notes: dict = field(default_factory=dict)  # what ran, for the manifest (IFD candidates, cache hits)
     _memo: dict = field(default_factory=dict)
@@ -209,7 +209,7 @@ def s_ifd(rows: list[dict], ctx: Context) -> np.ndarray:
         raise DataError("strategy 'ifd' needs the embedded model (models/smollm2-135m-instruct)")
     import torch
 
-    from plugins.ifd import compute_ifd
+    from plugins.selection.ifd import compute_ifd
 
     device = ctx.device or ("cuda" if torch.cuda.is_available() else "cpu")
     k = ctx.ifd_candidates
@@ -278,7 +278,7 @@ def s_diversity(rows: list[dict], ctx: Context) -> np.ndarray:
 
 
 def select_quota(rows: list[dict], spec: str, n: int, ctx: Context) -> tuple[list[int], list[str], dict]:
-    """A quota composition (plugins.quota) with this module's strategies."""
+    """A quota composition (plugins.selection.quota) with this module's strategies."""
     return quota.select_quota(rows, spec, n, ctx, score, pick_diverse, parse_strategy)
 
 
@@ -354,7 +354,7 @@ def score(rows: list[dict], strategy: str, ctx: Context | None = None) -> np.nda
 # ------------------------------------------------------------------------------------------- top-N
 def _shingles(text: str, n: int = 2) -> set[str]:
     """Runs of `n` words (lower-cased); a text shorter than n words is one shingle. The top-N filter
-    uses word pairs; the leakage guard (plugins.leakage) long runs."""
+    uses word pairs; the leakage guard (plugins.selection.leakage) long runs."""
     w = re.findall(r"\w+", text.lower())
     return {" ".join(w[i : i + n]) for i in range(max(1, len(w) - n + 1))}
 

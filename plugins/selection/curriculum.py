@@ -15,8 +15,8 @@ import re
 
 import numpy as np
 
-from plugins.loaders import DataError
-from plugins.strategies import answer_words
+from plugins.pools import DataError
+from plugins.selection.strategies import answer_words
 
 STAGES = ("easy", "medium", "hard")
 HW5_THRESHOLDS = (50, 120)

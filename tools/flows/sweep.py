@@ -26,10 +26,10 @@ then the base model and the point chosen on dev (tools.report.choose) on the tes
 A failure is reported with its log and does not stop the rest.
 
 Usage:
-    python -m tools.train.sweep --study rank --model smollm2_135m [--runner local|ray] [--only r4,r8]
+    python -m tools.flows.sweep --study rank --model smollm2_135m [--runner local|ray] [--only r4,r8]
         [--no-eval] [--testset demo_eval] [--test-all] [--configs-dir DIR] [--dataset-dir data]
         [--set key=value ...] [--skip-preflight] [--warm]
-    Before training, tools.train.preflight checks the GPU, the base model, disk and the memory bill of
+    Before training, tools.flows.preflight checks the GPU, the base model, disk and the memory bill of
     each run, and refuses (exit 2, nothing written) when one fails.
     --set overrides a template variable for every run (e.g. max_steps_cap=4 for a quick look); such configs
     are rendered under cache/experiments/, and a later normal sweep retrains those runs (config changed).
@@ -42,20 +42,23 @@ import os
 import sys
 from pathlib import Path
 
+from plugins.launchers import is_pruned
 from tools.core.paths import DATA, EXPERIMENTS, ROOT, Run, cache_dir, llamafactory_cli, out_root
+from tools.core.profiles import ConfigError, load_profile, resolve_model_path
 from tools.core.runinfo import git_commit, package_versions
-from tools.train.configs import (
+from tools.flows.evaluation import evaluate, evaluate_recovery
+from tools.flows.preflight import check as preflight_check
+from tools.train import (
     COMMITTED_PROFILES,
-    ConfigError,
-    load_profile,
+    PreflightError,
+    config_hash,
     load_study,
     parse_set,
     render_study,
-    resolve_model_path,
+    run_jobs,
+    train_one,
     write_rendered,
 )
-from tools.train.evaluation import evaluate, evaluate_recovery  # noqa: F401 (evaluate: part of this face)
-from tools.train.trainer import config_hash, last_checkpoint, train_one  # noqa: F401 (last_checkpoint: tested here)
 
 
 # ---------------------------------------------------------------------------------------- planning
@@ -198,10 +201,8 @@ def sweep(
     if skip_preflight:
         print("preflight skipped (--skip-preflight)")
     else:  # GPU, model, disk, memory: refused here, before anything is written or spent
-        from tools.train.preflight import PreflightError, check
-
         remote = os.environ.get("RAY_ADDRESS") if runner == "ray" else None
-        rep = check(render_study(study, model, overrides, only), model, remote=remote)
+        rep = preflight_check(render_study(study, model, overrides, only), model, remote=remote)
         print("\n".join(rep.lines()), flush=True)
         if not rep.ok:
             bad = "; ".join(f"{name}: {detail}" for name, ok, detail in rep.checks if not ok)
@@ -221,8 +222,6 @@ def sweep(
         print(status_line(len(seen), n, res), flush=True)
 
     if runner == "ray":
-        from tools.train.ray_runner import run_jobs
-
         results = run_jobs(jobs, report)
     else:
         results = run_local(jobs, report)
@@ -233,7 +232,11 @@ def sweep(
         testset = jobs[0]["eval_testset"]
         dev = jobs[0]["resolved_config"].get("eval_dataset")
         finished = [Run.parse(r["run"]) for r in results if r["status"] in ("finished", "done")]
-        if any(j["resolved_config"].get("launcher") == "plugins.pruned_train" for j in jobs):
+        if any(
+            is_pruned(j["resolved_config"]["model_name_or_path"])
+            for j in jobs
+            if j["resolved_config"].get("model_name_or_path")
+        ):
             evaluate_recovery(finished, study, dataset_dir)
         else:
             names = {j["run"]: j["decoding"] for j in jobs}

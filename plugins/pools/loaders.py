@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from plugins.readfile import DataError, read_records  # noqa: F401 - re-exported: loaders' public names
+from plugins.pools.readfile import DataError, read_records  # noqa: F401 - re-exported: loaders' public names
 
 log = logging.getLogger("plugins.data")
 

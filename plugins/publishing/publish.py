@@ -22,7 +22,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from plugins import registry
+from plugins.publishing import registry
 
 GENERATED = "generated"
 _UNIT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

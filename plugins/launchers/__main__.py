@@ -1,0 +1,5 @@
+import sys
+
+from plugins.launchers.launch import main
+
+sys.exit(main())
