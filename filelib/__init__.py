@@ -2,11 +2,15 @@
 
 - `atomic`: whole files and folders written under a temporary name and renamed into place;
 - `jsonl`: append-only JSONL that survives a killed writer;
-- `hashing`: sha256 of files and strings.
+- `jsonfile`: a whole JSON file holding one object, strictly or with a default;
+- `hashing`: sha256 of files and strings;
+- `boundary`: the one top-level error boundary of every command (`run_main`).
 """
 
 from filelib.atomic import atomic_dir, atomic_write_json, atomic_write_jsonl, atomic_write_text
+from filelib.boundary import run_main
 from filelib.hashing import sha256_file, sha256_text
+from filelib.jsonfile import read_json_object
 from filelib.jsonl import append_jsonl, read_jsonl
 
 __all__ = [
@@ -15,7 +19,9 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_jsonl",
     "atomic_write_text",
+    "read_json_object",
     "read_jsonl",
+    "run_main",
     "sha256_file",
     "sha256_text",
 ]

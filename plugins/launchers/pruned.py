@@ -30,13 +30,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from filelib import atomic_dir, atomic_write_json
+from filelib import atomic_dir, atomic_write_json, run_main
 
 MANIFEST = "pruned.json"
 WEIGHTS = "model.safetensors"
 FORMAT = "smalldata-pruned/1"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl")
-ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP = ("gate_proj", "up_proj", "down_proj")
 
 
@@ -315,4 +314,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -4,6 +4,7 @@ from plugins.pools.demo_pool import build as build_demo_pool
 from plugins.pools.loaders import (
     SHAPES,
     Table,
+    detect_shape,
     load_rows,
     load_table,
     merge_tables,
@@ -19,6 +20,7 @@ __all__ = [
     "DataError",
     "Table",
     "build_demo_pool",
+    "detect_shape",
     "load_rows",
     "load_table",
     "merge_tables",

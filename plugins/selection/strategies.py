@@ -297,7 +297,6 @@ BASE: dict[str, Callable[[list[dict], Context], np.ndarray]] = {
     "length_window": s_length_window,
     "diversity": s_diversity,
 }
-CHEAP = ("length", "rating", "hw5_default", "complexity", "random")
 
 
 def parse_strategy(spec: str) -> dict[str, float]:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 import time
 import traceback
+
+from filelib import run_main
 
 TOPICS = ["data", "generate", "dtype", "study", "judge", "report"]
 
@@ -45,4 +46,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from filelib import run_main
 from plugins.pools import load_table
 from plugins.selection import Context, score, top_n
 from tools.core.paths import MODELS, ROOT
@@ -221,4 +222,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

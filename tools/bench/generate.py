@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import argparse
 import random
-import sys
 import time
 
+from filelib import run_main
 from tools.eval import DecodingPoint
 
 # Used when demo_eval is not registered yet: short instructions of similar length.
@@ -107,4 +107,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -23,14 +23,13 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import yaml
 
-from filelib import atomic_write_json
+from filelib import atomic_write_json, run_main
 from tools.core.paths import EXPERIMENTS, MODELS, llamafactory_cli
 
 # HW5's notes: LLaMA-2-7B, 4-bit QLoRA on a Colab T4, 100 samples, batch 1 x grad-accum 4.
@@ -205,4 +204,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -29,7 +29,7 @@ import urllib.request
 
 from aiohttp import web
 
-from filelib import atomic_write_jsonl
+from filelib import atomic_write_jsonl, run_main
 from tools.core.paths import ROOT
 from tools.core.runinfo import command_of
 from tools.judge import Endpoint, Task, run_tasks
@@ -203,4 +203,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

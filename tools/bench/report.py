@@ -16,11 +16,11 @@ import argparse
 import math
 import os
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from filelib import run_main
 from tools.core.paths import Run
 
 RUNS, STEPS = 50, 1000
@@ -137,4 +137,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

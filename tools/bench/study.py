@@ -20,11 +20,11 @@ import json
 import os
 import re
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from filelib import run_main
 from tools.core.paths import ROOT, Run
 from tools.core.runinfo import command_of
 from tools.eval import study_main
@@ -145,4 +145,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -9,7 +9,15 @@ __getattr__, __all__ = lazy_face(
     {
         **dict.fromkeys(
             ["ROOT", "DATA", "MODELS", "TEMPLATES", "EXPERIMENTS", "Run", "cache_dir", "exports_dir"]
-            + ["llamafactory_cli", "out_root", "report_dir", "reports_dir", "runs_of_study", "saves_dir"]
+            + [
+                "llamafactory_cli",
+                "out_root",
+                "report_dir",
+                "reports_dir",
+                "runs_of_study",
+                "saves_dir",
+                "study_dir",
+            ]
             + ["venv_bin"],
             "paths",
         ),

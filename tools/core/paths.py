@@ -142,7 +142,7 @@ class Run:
 
     @property
     def output_dir(self) -> Path:
-        return saves_dir() / self.model / "lora" / self.study / self.variant
+        return study_dir(self.model, self.study) / self.variant
 
     @property
     def tb_dir(self) -> Path:
@@ -216,10 +216,6 @@ class Run:
     def export_dir(self) -> Path:
         return exports_dir() / self.model / self.study / self.name.rsplit("/", 1)[1]
 
-    @property
-    def export_config(self) -> Path:
-        return EXPERIMENTS / self.study / f"{self.model}_lora_export_{self.variant}.yaml"
-
 
 def epoch_checkpoints(output_dir: Path) -> dict[int, Path]:
     """{epoch: checkpoint folder}: each complete checkpoint-<step> (trainer_state.json, written last)
@@ -248,16 +244,31 @@ def report_dir(study: str) -> Path:
     return reports_dir() / _check(study, "study")
 
 
-def runs_of_study(study: str, model: str | None = None) -> list[Run]:
-    """Every run with an output folder for a study (any model unless one is named), sorted."""
-    runs = []
+def study_dir(model: str, study: str) -> Path:
+    """The folder holding a study's runs for one model (saves/<model>/lora/<study>/)."""
+    return saves_dir() / _check(model, "model") / "lora" / _check(study, "study")
+
+
+def runs_of_study(
+    study: str, model: str | None = None, with_base: bool = False, finished: bool = False
+) -> list[Run]:
+    """Every run with an output folder for a study (any model unless one is named), sorted; hidden folders
+    (`.<variant>.stale-*`, set aside by the sweep) are not runs. `finished`: only runs with their DONE
+    marker and adapter. `with_base`: then each shown model's base run, where it has an output folder."""
     saves = saves_dir()
-    for model_dir in sorted(saves.glob("*")) if saves.exists() else []:
-        if model and model_dir.name != model:
-            continue
-        for v in sorted((model_dir / "lora" / study).glob("*")):
-            if v.is_dir() and not v.name.startswith("."):
-                runs.append(Run(model_dir.name, study, v.name))
+    models = (
+        [model] if model else sorted(d.name for d in saves.glob("*") if d.is_dir()) if saves.exists() else []
+    )
+    runs = [
+        Run(m, study, v.name)
+        for m in models
+        for v in sorted(study_dir(m, study).glob("*"))
+        if v.is_dir() and not v.name.startswith(".")
+    ]
+    runs = [r for r in runs if r.is_finished() or not finished]
+    if with_base and study != BASE_STUDY:
+        shown = sorted({r.model for r in runs} | ({model} if model else set()))
+        runs += [Run.base(m) for m in shown if Run.base(m).output_dir.is_dir()]
     return runs
 
 

@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from filelib import sha256_file
+from filelib import run_main, sha256_file
 from tools.core.paths import DATA, ROOT
 
 PACKAGES = ("llamafactory", "transformers", "torch", "peft", "trl", "datasets", "accelerate", "ray")
@@ -245,4 +245,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

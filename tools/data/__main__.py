@@ -1,5 +1,4 @@
-import sys
-
+from filelib import run_main
 from tools.data.cli import main
 
-sys.exit(main())
+run_main(main)

@@ -32,7 +32,7 @@ import os
 import sys
 from pathlib import Path
 
-from filelib import atomic_write_json, sha256_file, sha256_text
+from filelib import atomic_write_json, run_main, sha256_file, sha256_text
 from plugins.pools import DataError, Table, load_table, merge_tables, normalise_records
 from plugins.publishing import pipeline, registry
 from plugins.selection import STUDY_STRATEGIES, Context, curriculum, leakage, parse_thresholds
@@ -380,4 +380,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -17,6 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from filelib import run_main
 from plugins.pools import DataError
 from plugins.publishing import RegistryError
 from plugins.selection import mix_general
@@ -82,4 +83,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -20,6 +20,7 @@ import hashlib
 import sys
 from pathlib import Path
 
+from filelib import run_main
 from plugins.pools import build_demo_pool
 from plugins.publishing import registry
 from tools.core.paths import DATA
@@ -77,4 +78,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -8,7 +8,7 @@ __getattr__, __all__ = lazy_face(
     __name__,
     {
         **dict.fromkeys(
-            ["GenerateError", "load_prompts", "load_rows", "resolve_dataset", "user_message"], "prompts"
+            ["GenerateError", "load_prompts", "prompt_rows", "resolve_dataset", "user_message"], "prompts"
         ),
         **dict.fromkeys(["Source", "resolve_source"], "source"),
         **dict.fromkeys(["Engine", "peak_mem_mb", "auto_batch_size", "default_dtype", "CPU_DTYPE"], "engine"),

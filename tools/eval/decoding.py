@@ -23,9 +23,9 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 from dataclasses import asdict, dataclass, replace
 
+from filelib import run_main
 from tools.core.paths import TEMPLATES
 from tools.core.profiles import load_yaml
 
@@ -87,9 +87,6 @@ class DecodingPoint:
         else:  # neutral values, so a model's generation_config cannot switch sampling filters on
             kw.update(temperature=None, top_p=None, top_k=None)
         return kw
-
-    def with_budget(self, max_new_tokens: int | None) -> DecodingPoint:
-        return self if max_new_tokens is None else replace(self, max_new_tokens=max_new_tokens)
 
     @classmethod
     def greedy(cls, **kw) -> DecodingPoint:
@@ -188,4 +185,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -46,7 +46,7 @@ import sys
 import time
 from pathlib import Path
 
-from filelib import append_jsonl, atomic_write_json, atomic_write_jsonl, read_jsonl
+from filelib import append_jsonl, atomic_write_json, atomic_write_jsonl, read_jsonl, run_main
 from tools.core.paths import DATA, Run
 from tools.eval.decoding import DEFAULT_MAX_NEW_TOKENS, DecodingPoint, load_grid
 from tools.eval.engine import DTYPES, Engine, auto_batch_size, peak_mem_mb
@@ -361,4 +361,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

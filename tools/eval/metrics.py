@@ -32,12 +32,13 @@ import math
 import sys
 from pathlib import Path
 
-from filelib import atomic_write_json, atomic_write_jsonl, read_jsonl
+from filelib import atomic_write_json, atomic_write_jsonl, read_jsonl, run_main
+from plugins.pools import load_rows
 from tools.core.paths import DATA, Run
 from tools.eval.decoding import load_grid
 from tools.eval.engine import Engine
 from tools.eval.generate import sidecar_path
-from tools.eval.prompts import GenerateError, load_rows, resolve_dataset
+from tools.eval.prompts import GenerateError, resolve_dataset
 from tools.eval.source import Source
 from tools.eval.zeroshot import check_tasks, expand, zero_shot
 
@@ -334,4 +335,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

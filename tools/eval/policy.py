@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 
 import yaml
 
+from filelib import run_main
 from tools.core.paths import TEMPLATES
 from tools.eval.decoding import DecodingPoint
 
@@ -144,4 +145,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

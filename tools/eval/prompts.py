@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from plugins.pools import detect_shape, load_rows, normalise_records, read_records
+from plugins.publishing import resolve
 from tools.core.paths import DATA
 
 
@@ -16,25 +18,8 @@ class GenerateError(ValueError):
 
 
 # ------------------------------------------------------------------------------------------- prompts
-def _registry_fallback(name: str, dataset_dir: Path) -> Path:
-    info_path = Path(dataset_dir) / "dataset_info.json"
-    info = json.loads(info_path.read_text()) if info_path.exists() else {}
-    if name not in info:
-        raise GenerateError(
-            f"prompt set {name!r} is not registered in {info_path}; registered: {', '.join(sorted(info)) or 'none'}"
-        )
-    entry = info[name]
-    if "file_name" not in entry:
-        raise GenerateError(f"{info_path}: {name}: no file_name (only local files can be evaluated)")
-    return Path(dataset_dir) / entry["file_name"]
-
-
 def resolve_dataset(name: str, dataset_dir: Path = DATA) -> Path:
-    """The file of a registered dataset, via plugins.publishing.registry (clear error listing the registered ones)."""
-    try:
-        from plugins.publishing import resolve
-    except ImportError:
-        return _registry_fallback(name, dataset_dir)
+    """The file of a registered dataset, via plugins.publishing's registry (clear error listing the registered ones)."""
     try:
         return Path(resolve(name, dataset_dir=Path(dataset_dir)))
     except (KeyError, ValueError, FileNotFoundError) as e:
@@ -47,27 +32,19 @@ def resolve_dataset(name: str, dataset_dir: Path = DATA) -> Path:
         raise GenerateError(msg) from e
 
 
-def load_rows(path: Path, prompts: bool = False) -> list[dict]:
-    """Normalised rows via plugins.pools.loaders; `prompts` lets an Alpaca file have empty outputs (no reference)."""
-    try:
-        from plugins.pools import loaders
-    except ImportError:  # the data plugin not there yet: plain Alpaca JSON/JSONL
-        text = path.read_text()
-        rows = [json.loads(x) for x in text.splitlines() if x.strip()] if path.suffix == ".jsonl" else None
-        return rows if rows is not None else json.loads(text)
-    if not prompts:
-        return loaders.load_rows(path)
-    records = loaders.read_records(path)
+def prompt_rows(path: Path) -> list[dict]:
+    """Normalised rows of an evaluation set, where an Alpaca file may leave outputs empty (no reference)."""
+    records = read_records(path)
     if not records:
         raise GenerateError(f"{path}: no prompts")
-    shape = loaders.detect_shape(records[0], path, 0)
-    return loaders.normalise_records(records, path, "prompt" if shape == "alpaca" else shape).rows
+    shape = detect_shape(records[0], path, 0)
+    return normalise_records(records, path, "prompt" if shape == "alpaca" else shape).rows
 
 
 def load_prompts(testset: str, dataset_dir: Path = DATA, references: str | None = None) -> list[dict]:
     """Rows {id, instruction, input, reference}; references joined by id (from `references` if named)."""
     path = resolve_dataset(testset, dataset_dir)
-    rows = load_rows(path, prompts=True)
+    rows = prompt_rows(path)
     prompts, seen = [], set()
     for i, r in enumerate(rows):
         rid = r.get("id")

@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from filelib import atomic_write_json, sha256_file, sha256_text
+from filelib import atomic_write_json, run_main, sha256_file, sha256_text
 from plugins.launchers import PrunedModelError, is_pruned, load, param_count
 from plugins.publishing import RegistryError, resolve
 from tools.core.hub import hub_reachable
@@ -293,4 +293,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -34,8 +34,8 @@ import sys
 import time
 from pathlib import Path
 
-from filelib import atomic_write_json
-from tools.core.paths import DATA, Run, saves_dir
+from filelib import atomic_write_json, run_main
+from tools.core.paths import DATA, Run, runs_of_study, study_dir
 from tools.eval.decoding import DEFAULT_MAX_NEW_TOKENS, DecodingPoint, load_grid
 from tools.eval.engine import DTYPES, Engine, _base_key
 from tools.eval.generate import generate_point
@@ -51,19 +51,13 @@ JUDGES = ("auto", "offline", "openai", "none")
 
 def study_runs(model: str, study: str, base: bool = True) -> list[Run]:
     """The base model and every finished run of a study, by name (unfinished ones are left out)."""
-    root = saves_dir() / model / "lora" / study
-    dirs = (
-        sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-        if root.is_dir()
-        else []
-    )
-    runs = [Run(model, study, d.name) for d in dirs]  # .<variant>.stale-* folders are set-aside runs
+    runs = runs_of_study(study, model)
     for r in runs:
         if not r.is_finished():
             log.warning("%s is not finished: left out", r)
     done = [r for r in runs if r.is_finished()]
     if not done and not base:
-        raise GenerateError(f"study {study} has no finished run under {root}")
+        raise GenerateError(f"study {study} has no finished run under {study_dir(model, study)}")
     return ([Run.base(model)] if base else []) + done
 
 
@@ -366,4 +360,4 @@ def _process_start(fallback: float) -> float:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

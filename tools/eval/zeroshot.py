@@ -22,6 +22,7 @@ from pathlib import Path
 
 import yaml
 
+from filelib import run_main
 from tools.core.hub import hub_offline, hub_reachable
 from tools.core.paths import TEMPLATES
 
@@ -121,4 +122,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

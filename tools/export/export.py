@@ -35,7 +35,7 @@ from typing import Any
 
 import yaml
 
-from filelib import atomic_dir, atomic_write_json, atomic_write_text, read_jsonl, sha256_file
+from filelib import atomic_dir, atomic_write_json, atomic_write_text, read_jsonl, run_main, sha256_file
 from tools.core.paths import ROOT, TEMPLATES, Run, exports_dir, llamafactory_cli, runs_of_study, saves_dir
 from tools.core.streams import streams_to
 from tools.export.logits import CHECK_PROMPTS, TOLERANCE, CheckFailed, logit_check  # noqa: F401
@@ -340,4 +340,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

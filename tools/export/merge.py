@@ -38,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from filelib import atomic_dir, atomic_write_json, atomic_write_text
+from filelib import atomic_dir, atomic_write_json, atomic_write_text, run_main
 from tools.core.paths import ROOT, Run, venv_bin
 from tools.core.profiles import same_model
 from tools.export.runs import Refused, refuse_quantised_base, run_info, versions
@@ -290,4 +290,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

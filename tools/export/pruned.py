@@ -21,7 +21,7 @@ import json
 import shutil
 import sys
 
-from filelib import atomic_dir, atomic_write_json
+from filelib import atomic_dir, atomic_write_json, run_main
 from plugins.launchers import PrunedModelError, load, save_hf, save_like, uniform_widths
 from tools.core.paths import Run
 from tools.core.profiles import resolve_model_path
@@ -96,4 +96,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -11,8 +11,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tools.core.paths import ROOT, Run
-from tools.core.profiles import PROFILES, same_model
+from filelib import read_json_object
+from tools.core.paths import Run
+from tools.core.profiles import PROFILES, resolve_model_path, same_model
 from tools.core.profiles import load_profile as _load_profile
 
 
@@ -41,26 +42,11 @@ def load_profile(model: str) -> dict | None:
     return _load_profile(model)
 
 
-def resolve_model_path(name: str) -> str:
-    """Relative model paths are relative to the repo root; anything else (a hub id) stays as is."""
-    p = Path(name)
-    if p.is_absolute():
-        return str(p)
-    if (ROOT / p).exists():
-        return str((ROOT / p).resolve())
-    return name
-
-
 def _read_json(path: Path) -> dict:
     try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise Refused(f"{path}: not UTF-8 text (byte {e.start})") from None
-    except json.JSONDecodeError as e:
-        raise Refused(f"{path}: broken JSON ({e.msg}, line {e.lineno})") from None
-    if not isinstance(data, dict):
-        raise Refused(f"{path}: expected a JSON object, found {type(data).__name__}")
-    return data
+        return read_json_object(path)
+    except ValueError as e:
+        raise Refused(str(e)) from None
 
 
 def check_safetensors(path: Path) -> None:

@@ -38,6 +38,7 @@ import sys
 import time
 import traceback
 
+from filelib import run_main
 from tools.core import warm
 from tools.core.paths import ROOT, Run, cache_dir, report_dir
 from tools.core.streams import streams_to
@@ -199,4 +200,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

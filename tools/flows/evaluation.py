@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from tools.core.paths import DATA, ROOT, Run, out_root
+from tools.core.paths import DATA, ROOT, Run, out_root, study_dir
 from tools.core.runinfo import command_of, run_child
 from tools.eval import recovery_main, study_main
 from tools.report import main as report_main
@@ -82,7 +82,7 @@ def _evaluate_points(
     for run in runs:
         groups.setdefault(_decodings_of(run, decodings), []).append(run)
     for names, members in groups.items() if runs and evaluator is not None else ():
-        log = out_root() / "saves" / members[0].model / "lora" / study / log_name
+        log = study_dir(members[0].model, study) / log_name
         cmd = [*command_of(evaluator), "--runs", *[r.name for r in members], "--testset", testset]
         cmd += ["--decoding", *names] if names else []
         cmd += extra or []

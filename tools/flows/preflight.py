@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from filelib import run_main
 from tools.core.profiles import ConfigError
 from tools.eval import check_tasks, expand
 from tools.train import Rendered, load_study, parse_set, render_study
@@ -67,4 +68,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

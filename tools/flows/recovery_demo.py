@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 
+from filelib import run_main
 from tools.core.paths import ROOT, Run
 from tools.core.profiles import load_profile, resolve_model_path
 from tools.core.runinfo import command_of
@@ -81,4 +82,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -42,6 +42,7 @@ import os
 import sys
 from pathlib import Path
 
+from filelib import run_main
 from plugins.launchers import is_pruned
 from tools.core.paths import DATA, EXPERIMENTS, ROOT, Run, cache_dir, llamafactory_cli, out_root
 from tools.core.profiles import ConfigError, load_profile, resolve_model_path
@@ -313,4 +314,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

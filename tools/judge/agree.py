@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from filelib import read_jsonl
+from filelib import read_jsonl, run_main
 from tools.core.paths import Run
 from tools.judge.client import Endpoint
 from tools.judge.run import JudgeError, api_spec, cache_for, collect, estimate, judge_api, plan
@@ -153,4 +153,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

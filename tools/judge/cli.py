@@ -46,7 +46,7 @@ import os
 import sys
 from pathlib import Path
 
-from filelib import atomic_write_jsonl, read_jsonl
+from filelib import atomic_write_jsonl, read_jsonl, run_main
 from tools.core.paths import MODELS, Run
 from tools.judge.client import CallStats, Endpoint
 from tools.judge.progress import JudgeProgress
@@ -356,4 +356,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

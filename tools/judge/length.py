@@ -29,7 +29,7 @@ import sys
 
 import numpy as np
 
-from filelib import atomic_write_json, read_jsonl
+from filelib import atomic_write_json, read_jsonl, run_main
 from tools.core.paths import runs_of_study
 
 N_BOOT = 500
@@ -205,4 +205,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -8,7 +8,7 @@ judge.jsonl (prediction order) and scores.json atomically from the cache plus th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -184,19 +184,20 @@ def make_row(p: Planned, protocol: Protocol, spec: JudgeSpec, text, usage, error
     }
 
 
-@dataclass
-class Outcome:
-    rows: list[dict]
-    calls: CallStats = field(default_factory=CallStats)
-    cached: int = 0
-
-
-def judge_api(todo: list[Planned], protocol, spec, ep: Endpoint, cache: JudgeCache, progress=None) -> tuple:
+def judge_api(
+    todo: list[Planned], protocol, spec, ep: Endpoint, cache: JudgeCache, progress=None, max_cost=None
+) -> tuple:
+    """Call the endpoint for the judgments to make; once the spend its replies report is above
+    `max_cost` (dollars), no further call is made (those judgments fail uncalled, not cached)."""
     by_key = {p.key: p for p in todo}
     failures: dict[str, dict] = {}
+    spent = [0.0]
 
     def on_done(task: Task, text, usage, error):
         row = make_row(by_key[task.key], protocol, spec, text, usage, error)
+        u = usage or {}
+        pt, ct = int(u.get("prompt_tokens", 0)), int(u.get("completion_tokens", 0))
+        spent[0] += cost_usd(spec.price_model, pt, ct, billed=spec.billed) or 0.0
         if error is None:
             cache.add(row)
         else:
@@ -204,8 +205,13 @@ def judge_api(todo: list[Planned], protocol, spec, ep: Endpoint, cache: JudgeCac
         if progress:
             progress(row)
 
+    def stop() -> str | None:
+        if max_cost is not None and spent[0] > max_cost:
+            return f"the spend so far ${spent[0]:.4f} is above the limit --max-cost ${max_cost:.2f}"
+        return None
+
     ep.max_tokens, ep.temperature, ep.seed = protocol.max_tokens, protocol.temperature, protocol.seed
-    stats = call_all([Task(p.key, p.messages) for p in by_key.values()], ep, on_done)
+    stats = call_all([Task(p.key, p.messages) for p in by_key.values()], ep, on_done, stop=stop)
     return failures, stats
 
 

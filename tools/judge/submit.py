@@ -20,7 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-from filelib import atomic_write_json, read_jsonl
+from filelib import atomic_write_json, read_jsonl, run_main
 from tools.core.paths import DATA, Run
 
 
@@ -112,4 +112,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import sys
 import time
 from pathlib import Path
 
-from filelib import atomic_dir, atomic_write_json
+from filelib import atomic_dir, atomic_write_json, run_main
 from tools.core.paths import MODELS
 
 BASE_MODEL_DIR = MODELS / "smollm2-135m-instruct"
@@ -102,4 +101,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -19,7 +19,7 @@ import re
 import sys
 from pathlib import Path
 
-from filelib import atomic_dir
+from filelib import atomic_dir, run_main
 
 ZEROED = ("self_attn.o_proj", "mlp.down_proj")  # the block's writes into the residual stream
 
@@ -89,4 +89,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

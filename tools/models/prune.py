@@ -27,7 +27,7 @@ import json
 import sys
 from pathlib import Path
 
-from filelib import atomic_write_json
+from filelib import atomic_write_json, run_main
 from plugins.launchers import layer_widths, param_count, resize_layer, save_pickle, save_safe
 from plugins.publishing import RegistryError, resolve
 from tools.core.paths import DATA
@@ -198,4 +198,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

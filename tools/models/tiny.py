@@ -11,12 +11,11 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from filelib import atomic_dir, atomic_write_json
-from tools.models.base import BASE_MODEL_DIR, COMPLETE, gguf_path, is_built
+from filelib import atomic_dir, atomic_write_json, run_main
 from tools.core.paths import MODELS
+from tools.models.base import BASE_MODEL_DIR, COMPLETE, gguf_path, is_built
 
 TINY_MODEL_DIR = MODELS / "tiny-smollm2"
 
@@ -83,4 +82,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -26,7 +26,7 @@ import re
 import sys
 from pathlib import Path
 
-from filelib import sha256_text
+from filelib import run_main, sha256_text
 from plugins.pools import DataError
 from plugins.publishing import RegistryError
 from tools.core.paths import DATA, cache_dir
@@ -227,4 +227,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

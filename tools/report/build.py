@@ -33,11 +33,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from filelib import atomic_dir, atomic_write_json, atomic_write_text
-from tools.core.paths import TEMPLATES, report_dir
+from filelib import atomic_dir, atomic_write_json, atomic_write_text, run_main
+from tools.core.paths import TEMPLATES, report_dir, runs_of_study
 from tools.report.advice import Advice, intervals_overlap, run_advice
 from tools.report.choose import Choice, choose_on_dev, split_sets
-from tools.report.collect import RunRecord, collect, study_runs
+from tools.report.collect import RunRecord, collect
 from tools.report.data import data_section, leakage_lines
 from tools.report.decision import decide, random_floor
 from tools.report.hparams import write_hparams
@@ -132,7 +132,7 @@ def build_report(
 ) -> Report:
     """Read the study's runs and write reports/<study>/; returns what was written and how long each part took."""
     t0, c0 = time.perf_counter(), time.process_time()
-    runs = study_runs(study, model, with_base)
+    runs = runs_of_study(study, model, with_base=with_base)
     if not runs:
         raise SystemExit(f"study {study!r}: no run folders under saves/*/lora/{study}/ (nothing to report)")
     records = collect(runs, workers, cache)
@@ -276,4 +276,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -26,10 +26,10 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from filelib import atomic_write_json, read_jsonl
+from filelib import atomic_write_json, read_jsonl, run_main
 from plugins.publishing import registry
-from tools.core.paths import DATA, Run, report_dir
-from tools.report.collect import EvalPoint, RunRecord, read_evals, study_runs
+from tools.core.paths import DATA, Run, report_dir, runs_of_study
+from tools.report.collect import EvalPoint, RunRecord, read_evals
 
 METRIC = "judge_mean"
 FALLBACK = "rougeL"
@@ -128,7 +128,7 @@ def choose_on_dev(records: list[RunRecord], dev: str | None = None, dataset_dir:
 def dev_records(study: str, model: str | None = None) -> list[RunRecord]:
     """The study's runs with their evaluation points only (no events: choosing needs none)."""
     records = []
-    for run in study_runs(study, model, with_base=False):
+    for run in runs_of_study(study, model):
         rec = RunRecord(run)
         rec.evals = read_evals(run, rec.problems)
         records.append(rec)
@@ -191,4 +191,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tools.core.paths import Run, runs_of_study
+from tools.core.paths import Run
 from tools.report.events import Curves, read_many
 
 
@@ -133,15 +133,6 @@ def read_evals(run: Run, problems: list[str]) -> list[EvalPoint]:
     if not points and not problems:
         problems.append("not evaluated yet (no eval/<testset>/<decoding>/ folder)")
     return points
-
-
-def study_runs(study: str, model: str | None = None, with_base: bool = True) -> list[Run]:
-    """The study's runs plus, for each model shown, its base-model run where it has a folder."""
-    runs = [r for r in runs_of_study(study, model) if not r.is_base]
-    if with_base and study != "base":
-        models = sorted({r.model for r in runs} | ({model} if model else set()))
-        runs += [Run.base(m) for m in models if Run.base(m).output_dir.is_dir()]
-    return runs
 
 
 def collect(runs: list[Run], workers: int | None = None, cache: bool = True) -> list[RunRecord]:

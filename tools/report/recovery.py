@@ -18,7 +18,7 @@ import io
 import json
 import sys
 
-from filelib import atomic_write_text
+from filelib import atomic_write_text, run_main
 from tools.core.paths import report_dir, runs_of_study
 
 STAGES = ("unpruned", "pruned", "recovered")
@@ -152,4 +152,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

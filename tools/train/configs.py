@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 import yaml
 
-from filelib import atomic_write_text
+from filelib import atomic_write_text, run_main
 from tools.core.paths import EXPERIMENTS, TEMPLATES, Run
 from tools.core.profiles import (  # noqa: F401 (list_profiles, load_profile: part of this module's face)
     PROFILES,
@@ -396,4 +396,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

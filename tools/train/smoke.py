@@ -14,13 +14,12 @@ import argparse
 import builtins
 import inspect
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import yaml
 
-from filelib import atomic_write_json, atomic_write_text
+from filelib import atomic_write_json, atomic_write_text, run_main
 from tools.core.paths import Run, llamafactory_cli
 from tools.models import BASE_MODEL_DIR
 
@@ -109,4 +108,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from filelib import atomic_write_json, atomic_write_text
+from filelib import atomic_write_json, atomic_write_text, read_json_object
 from tools.core import warm
 from tools.core.runinfo import data_fingerprint, now, run_child
 from tools.train.trainstats import run_stats, train_command
@@ -54,13 +54,6 @@ def config_hash(cfg: dict) -> str:
     return sha256_text(json.dumps(cfg, sort_keys=True, default=str))
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def _fingerprint(job: dict) -> dict:
     """The data a run trains on: its dataset files, and the adapter of the stage it continues."""
     from filelib import sha256_file
@@ -82,7 +75,7 @@ def _clear_for_fresh_start(out: Path) -> None:
 
 def _train_loss(out: Path) -> float | None:
     for name in ("train_results.json", "all_results.json"):
-        loss = _read_json(out / name).get("train_loss")
+        loss = read_json_object(out / name, {}).get("train_loss")
         if loss is not None:
             return round(float(loss), 4)
     return None
@@ -160,7 +153,7 @@ def _train_one_locked(job: dict) -> dict:
     except (ValueError, OSError) as e:
         return fail(str(e))
 
-    old = _read_json(out / "run.json")
+    old = read_json_object(out / "run.json", {})
     if (out / "DONE").exists() and has_weights(out):
         same_config = old.get("config_sha256") == job["config_sha256"]
         if old.get("data_fingerprint") == fingerprint and same_config:

@@ -13,6 +13,7 @@ import json
 import re
 from pathlib import Path
 
+from filelib import read_json_object
 from plugins.launchers import LAUNCHER, needs_launcher
 
 PARAMS_LINE = re.compile(r"trainable params: ([\d,]+) \|\| all params: ([\d,]+) \|\| trainable%: ([\d.]+)")
@@ -26,13 +27,6 @@ def train_command(cfg: dict, cli: list[str], python: str, config_file: Path) -> 
             raise ValueError(f"{config_file}: launcher {cfg['launcher']!r}: the one launcher is {LAUNCHER}")
         return [python, "-m", LAUNCHER, str(config_file)]
     return [*cli, "train", str(config_file)]
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def trainable_params(log: Path) -> dict:
@@ -54,8 +48,10 @@ def trainable_params(log: Path) -> dict:
 
 def step_stats(out: Path) -> dict:
     """{train_steps, s_per_step, final_loss} from LLaMA-Factory's files in the output folder."""
-    results = _read_json(out / "train_results.json") or _read_json(out / "all_results.json")
-    steps = _read_json(out / "trainer_state.json").get("global_step")
+    results = read_json_object(out / "train_results.json", {}) or read_json_object(
+        out / "all_results.json", {}
+    )
+    steps = read_json_object(out / "trainer_state.json", {}).get("global_step")
     stats: dict = {}
     if steps:
         stats["train_steps"] = int(steps)
