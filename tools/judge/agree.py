@@ -44,7 +44,7 @@ def judge_second(items, proto, swap: bool, ep: Endpoint, max_cost: float, say=pr
         raise JudgeError(
             f"second judge {spec.judge_model}: estimated cost {est['cost_usd']} above ${max_cost}"
         )
-    failures, _ = judge_api(todo, proto, spec, ep, cache) if todo else ({}, None)
+    failures, _ = judge_api(todo, proto, spec, ep, cache, max_cost=max_cost) if todo else ({}, None)
     return collect(planned, cache, failures, {p.key for p in todo})
 
 

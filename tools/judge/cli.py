@@ -40,13 +40,14 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from filelib import atomic_write_jsonl, read_jsonl, run_main
+from tools.core.args import checked, opt, parse
 from tools.core.paths import MODELS, Run
 from tools.judge.client import CallStats, Endpoint
 from tools.judge.progress import JudgeProgress
@@ -80,47 +81,77 @@ def _money(x: float | None) -> str:
     return "unknown (model not in templates/judge/prices.yaml)" if x is None else f"${x:.4f}"
 
 
+@dataclass
+class JudgeArgs:
+    """Every option of a judging run, each default, help and rule once (tools.core.args)."""
+
+    run: str = opt(help="model/study/variant", required=True)
+    testset: str = opt(help="the evaluation set the answers are for", required=True)
+    decoding: str = opt("greedy", help="the decoding point the answers are for")
+    protocol: str = opt("auto", help="auto | hw5_official | hw5_pairwise | single | a protocol YAML")
+    swap: bool = opt(False, help="judge both orders; report each, their mean and the bias")
+    base_url: str | None = opt(None, help="an OpenAI-compatible endpoint", env="OPENAI_BASE_URL")
+    model: str = opt(DEFAULT_MODEL, help="the judge model at the endpoint")
+    concurrency: int = opt(8, help="calls in flight at once", min=1)
+    timeout: float = opt(60.0, help="seconds per attempt", positive=True)
+    max_retries: int = opt(5, help="retries of a failed call", nonneg=True)
+    dry_run: bool = opt(False, help="print calls, tokens and cost; spend nothing")
+    max_cost: float = opt(
+        DEFAULT_MAX_COST, help="refuse above this estimate, stop calling above this spend (USD)", nonneg=True
+    )
+    offline: bool | None = opt(None, help="the local G-Eval judge (no key needed)")
+    offline_model: Path | None = opt(None, help=f"local model folder (default {DEFAULT_OFFLINE_MODEL})")
+    serve_local: Path | None = opt(None, help="serve this model with llamafactory-cli api and judge")
+    serve_template: str | None = opt(None, help="LLaMA-Factory template for --serve-local")
+    compare: str | None = opt(None, help="paired difference with another run", metavar="OTHER_RUN")
+    references: Path | None = opt(
+        None, help="reference answers joined by id (any shape), e.g. the course's file"
+    )
+    second_base_url: str | None = opt(
+        None, help="a second judge: its endpoint", flag="--second-judge-base-url"
+    )
+    second_model: str | None = opt(
+        None, help="a second judge: its model (agreement)", flag="--second-judge-model"
+    )
+
+
 def run_judge(
-    run: str,
-    testset: str,
-    decoding: str,
-    protocol: str = "auto",
-    swap: bool = False,
-    base_url: str | None = None,
-    model: str = DEFAULT_MODEL,
-    concurrency: int = 8,
-    dry_run: bool = False,
-    max_cost: float = DEFAULT_MAX_COST,
-    offline: bool | None = None,
-    offline_model: str | Path | None = None,
-    serve_local: str | Path | None = None,
-    serve_template: str | None = None,
-    timeout: float = 60.0,
-    max_retries: int = 5,
-    references: str | Path | None = None,
-    second_base_url: str | None = None,
-    second_model: str | None = None,
+    args: JudgeArgs | str,
+    testset: str | None = None,
+    decoding: str | None = None,
+    *,
     say=print,
     progress_bar: bool = True,
     judge_factory=None,
+    **options,
 ) -> dict:
     """Judge one run's predictions; returns {scores, estimate, rows} ({estimate} only on a dry run).
 
+    `args` is a JudgeArgs, or the run's name with the testset, decoding and any JudgeArgs field as
+    keywords (`run_judge("m/s/v", "hw5_test", "greedy", base_url=URL)`): the defaults are JudgeArgs'.
     `judge_factory(model_dir) -> OfflineJudge` lets a caller share one loaded offline judge across
     runs (tools.eval.study); it is called only when a judgment is missing from the cache.
     """
+    if not isinstance(args, JudgeArgs):
+        given = {"testset": testset, "decoding": decoding}
+        args = JudgeArgs(run=args, **{k: v for k, v in given.items() if v is not None}, **options)
+    elif testset or decoding or options:
+        raise TypeError("run_judge(JudgeArgs) takes no other options")
+    a = checked(args)
+    run, testset, decoding, model, base_url = a.run, a.testset, a.decoding, a.model, a.base_url
+    serve_local, max_cost = a.serve_local, a.max_cost
     r = Run.parse(run)
     pred = r.predictions(testset, decoding)
     items = load_items(pred)
-    ref_path = Path(references) if references else None
+    ref_path = Path(a.references) if a.references else None
     try:
         if ref_path is not None:
             items = join_references(items, read_references(ref_path), ref_path)
-        proto = load_protocol(choose_protocol(items, protocol, testset))
+        proto = load_protocol(choose_protocol(items, a.protocol, testset))
     except (ProtocolError, ReferenceError) as e:
         raise JudgeError(str(e)) from e
     check_references(items, proto, pred)
-    if swap and proto.kind != "pairwise":
+    if a.swap and proto.kind != "pairwise":
         raise JudgeError(f"--swap needs a pairwise protocol; {proto.name} grades one answer")
 
     api_key = os.environ.get("OPENAI_API_KEY") or None
@@ -128,14 +159,14 @@ def run_judge(
         if not (Path(serve_local) / "config.json").is_file():
             raise JudgeError(f"--serve-local {serve_local}: not a model folder (no config.json there)")
         mode, spec = "serve", local_spec(Path(serve_local).name, "local")
-    elif offline or (offline is None and not base_url and not api_key):
-        offline_model = Path(offline_model or DEFAULT_OFFLINE_MODEL)
+    elif a.offline or (a.offline is None and not base_url and not api_key):
+        offline_model = Path(a.offline_model or DEFAULT_OFFLINE_MODEL)
         mode, spec = "offline", local_spec(offline_model.name)
     else:
         mode, spec = "api", api_spec(model, base_url)
 
     cache = cache_for(spec)
-    planned = plan(items, proto, spec, swap)
+    planned = plan(items, proto, spec, a.swap)
     todo = [p for p in planned if p.key not in cache]
     est = estimate(todo, proto, spec)
     say(
@@ -148,7 +179,7 @@ def run_judge(
     )
     if spec.offline:
         say(f"  {spec.judge_model} is a local judge: its scores are NOT comparable with GPT-4o-mini's")
-    if dry_run:
+    if a.dry_run:
         return {"estimate": est}
     if est["cost_usd"] is None and est["calls"]:
         raise JudgeError(
@@ -171,47 +202,41 @@ def run_judge(
         enabled=progress_bar and bool(todo),
     )
 
-    if todo:
-        if mode == "offline":
+    try:
+        if todo and mode == "offline":
             from tools.judge.offline import OfflineJudge
 
             judge = (judge_factory or OfflineJudge)(offline_model)
             failures, stats = judge_offline(todo, proto, spec, judge, cache, progress)
-        else:
-            ep = Endpoint(
-                model=model,
-                base_url=base_url,
-                api_key=api_key,
-                timeout=timeout,
-                max_retries=max_retries,
-                concurrency=concurrency,
-            )
+        elif todo:
+            ep = Endpoint(model, base_url, api_key, a.timeout, a.max_retries, a.concurrency)
             if mode == "serve":
                 from tools.judge.serve import serve_local as serving
 
-                with serving(serve_local, serve_template) as url:
+                with serving(serve_local, a.serve_template) as url:
                     ep.base_url, ep.model, ep.api_key = url, Path(serve_local).name, None
-                    failures, stats = judge_api(todo, proto, spec, ep, cache, progress)
+                    failures, stats = judge_api(todo, proto, spec, ep, cache, progress, max_cost)
             else:
-                failures, stats = judge_api(todo, proto, spec, ep, cache, progress)
-    progress.close()
+                failures, stats = judge_api(todo, proto, spec, ep, cache, progress, max_cost)
+    finally:  # also on Ctrl-C: the bar ends its line before the error boundary's one
+        progress.close()
 
     rows = collect(planned, cache, failures, {p.key for p in todo})
-    scores = score_summary(rows, proto, spec, swap, stats)
+    scores = score_summary(rows, proto, spec, a.swap, stats)
     scores.update(run=r.name, testset=testset, decoding=decoding, estimate_this_run=est)
     scores["references"] = provenance(items, testset, ref_path, pred)
-    if second_model or second_base_url:
+    if a.second_model or a.second_base_url:
         from tools.judge.agree import agreement, judge_second, second_path
 
         ep2 = Endpoint(
-            model=second_model or model,
-            base_url=second_base_url,
-            api_key=api_key if not second_base_url else os.environ.get("SECOND_JUDGE_API_KEY"),
-            timeout=timeout,
-            max_retries=max_retries,
-            concurrency=concurrency,
+            model=a.second_model or model,
+            base_url=a.second_base_url,
+            api_key=api_key if not a.second_base_url else os.environ.get("SECOND_JUDGE_API_KEY"),
+            timeout=a.timeout,
+            max_retries=a.max_retries,
+            concurrency=a.concurrency,
         )
-        rows2 = judge_second(items, proto, swap, ep2, max_cost, say)
+        rows2 = judge_second(items, proto, a.swap, ep2, max_cost, say)
         atomic_write_jsonl(second_path(r, testset, decoding), rows2)
         scores["agreement"] = agreement(rows, rows2)
     write_results(r.judgments(testset, decoding), r.scores(testset, decoding), rows, scores)
@@ -276,76 +301,23 @@ def compare_runs(run: str, other: str, testset: str, decoding: str, say=print) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", required=True, help="model/study/variant")
-    ap.add_argument("--testset", required=True)
-    ap.add_argument("--decoding", default="greedy")
-    ap.add_argument(
-        "--protocol", default="auto", help="auto | hw5_official | hw5_pairwise | single | a protocol YAML"
-    )
-    ap.add_argument(
-        "--swap", action="store_true", help="judge both orders; report each, their mean and the bias"
-    )
-    ap.add_argument("--base-url", default=os.environ.get("OPENAI_BASE_URL") or None)
-    ap.add_argument("--model", default=DEFAULT_MODEL)
-    ap.add_argument("--concurrency", type=int, default=8)
-    ap.add_argument("--timeout", type=float, default=60.0, help="seconds per attempt")
-    ap.add_argument("--max-retries", type=int, default=5)
-    ap.add_argument("--dry-run", action="store_true", help="print calls, tokens and cost; spend nothing")
-    ap.add_argument(
-        "--max-cost", type=float, default=DEFAULT_MAX_COST, help="refuse above this estimate (USD)"
-    )
-    ap.add_argument(
-        "--offline", action="store_true", default=None, help="the local G-Eval judge (no key needed)"
-    )
-    ap.add_argument(
-        "--offline-model", default=None, help=f"local model folder (default {DEFAULT_OFFLINE_MODEL})"
-    )
-    ap.add_argument(
-        "--serve-local", default=None, help="serve this model with llamafactory-cli api and judge"
-    )
-    ap.add_argument("--serve-template", default=None, help="LLaMA-Factory template for --serve-local")
-    ap.add_argument("--compare", default=None, metavar="OTHER_RUN", help="paired difference with another run")
-    ap.add_argument(
-        "--references",
-        default=None,
-        help="reference answers joined by id (any shape), e.g. the course's file",
-    )
-    ap.add_argument("--second-judge-base-url", default=None, help="a second judge: its endpoint")
-    ap.add_argument("--second-judge-model", default=None, help="a second judge: its model (agreement)")
-    a = ap.parse_args(argv)
+    a = parse(JudgeArgs, argv, __doc__)
     try:
-        res = run_judge(
-            a.run,
-            a.testset,
-            a.decoding,
-            protocol=a.protocol,
-            swap=a.swap,
-            base_url=a.base_url,
-            model=a.model,
-            concurrency=a.concurrency,
-            dry_run=a.dry_run,
-            max_cost=a.max_cost,
-            offline=a.offline,
-            offline_model=a.offline_model,
-            serve_local=a.serve_local,
-            serve_template=a.serve_template,
-            timeout=a.timeout,
-            max_retries=a.max_retries,
-            references=a.references,
-            second_base_url=a.second_judge_base_url,
-            second_model=a.second_judge_model,
-        )
-        failed = (res.get("scores") or {}).get("n_failed", 0) + (
-            (res.get("scores") or {}).get("swap") or {}
-        ).get("n_failed", 0)
+        res = run_judge(a)
+        scores = res.get("scores") or {}
+        failed = scores.get("n_failed", 0) + (scores.get("swap") or {}).get("n_failed", 0)
         if failed:  # endpoint down, HTTP 400, a malformed body: the mean is not over the whole set
-            s = res["scores"]
             print(
-                f"judge: error: {failed} judgment(s) failed (n={s['n']} of {s['n_items']} scored); the failures "
-                "are not cached: fix the endpoint and re-run to judge them",
+                f"judge: error: {failed} judgment(s) failed (n={scores['n']} of {scores['n_items']} scored); the "
+                "failures are not cached: fix the endpoint and re-run to judge them",
                 file=sys.stderr,
             )
+            stopped = [r["error"] for r in res["rows"] if (r.get("error") or "").startswith("NotCalled")]
+            if stopped:
+                print(
+                    f"judge: error: {len(stopped)} not called: {stopped[0].split(': ', 1)[1]}",
+                    file=sys.stderr,
+                )
             return 1
         if a.compare and not a.dry_run:
             compare_runs(a.run, a.compare, a.testset, a.decoding)

@@ -5,7 +5,9 @@ on 429, and retrying 5xx, time-outs and dropped connections; `timeout` bounds ea
 What it lacks and we add: a semaphore so at most `concurrency` calls are in flight, a count of
 HTTP attempts (retries included) through an httpx event hook, and turning a call that still
 fails, or a response that is not a chat completion, into an error string (the key redacted),
-so every task ends with text or an error and the caller records it either way.
+so every task ends with text or an error and the caller records it either way. `stop()`, asked
+before each call, ends the spending early (the judge's cost limit on the spend the replies report):
+the tasks not yet started end with its reason as their error, uncalled.
 """
 
 from __future__ import annotations
@@ -65,8 +67,12 @@ def make_client(ep: Endpoint, stats: CallStats) -> openai.AsyncOpenAI:
     )
 
 
-async def _one(client, ep: Endpoint, task: Task, sem: asyncio.Semaphore, stats: CallStats):
+async def _one(client, ep: Endpoint, task: Task, sem: asyncio.Semaphore, stats: CallStats, stop=None):
     async with sem:
+        why = stop() if stop is not None else None
+        if why:
+            stats.errors["NotCalled"] = stats.errors.get("NotCalled", 0) + 1
+            return None, None, f"NotCalled: {why}"
         stats.calls += 1
         try:
             extra = {} if ep.seed is None else {"seed": ep.seed}
@@ -100,8 +106,10 @@ async def run_tasks(
     ep: Endpoint,
     on_done: Callable[[Task, str | None, dict | None, str | None], None],
     stats: CallStats | None = None,
+    stop: Callable[[], str | None] | None = None,
 ) -> CallStats:
-    """Call the endpoint for every task; `on_done(task, text, usage, error)` as each one ends."""
+    """Call the endpoint for every task; `on_done(task, text, usage, error)` as each one ends.
+    `stop()` gives a reason to make no further call (or None to go on)."""
     stats = stats or CallStats()
     if not tasks:
         return stats
@@ -112,7 +120,7 @@ async def run_tasks(
     async with client:
 
         async def run(task: Task):
-            text, usage, error = await _one(client, ep, task, sem, stats)
+            text, usage, error = await _one(client, ep, task, sem, stats, stop)
             on_done(task, text, usage, error)
 
         await asyncio.gather(*(run(t) for t in tasks))
@@ -120,5 +128,5 @@ async def run_tasks(
     return stats
 
 
-def call_all(tasks, ep, on_done, stats=None) -> CallStats:
-    return asyncio.run(run_tasks(tasks, ep, on_done, stats))
+def call_all(tasks, ep, on_done, stats=None, stop=None) -> CallStats:
+    return asyncio.run(run_tasks(tasks, ep, on_done, stats, stop))
