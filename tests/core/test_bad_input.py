@@ -398,6 +398,67 @@ CASES = {
         2,
         ["--study", "../../x"],
     ),
+    # -------- numbers and names checked by the argument layer before anything is read or spent (issue 29)
+    "merge-weights-nan": (
+        "tools.export.merge",
+        lambda d: ["--method", "linear", "--runs", "m/s/a", "m/s/b", "--name", "x", "--weights", "nan", "1"],
+        2,
+        ["--weights nan", "finite"],
+    ),
+    "judge-max-cost-nan": (
+        "tools.judge.cli",
+        lambda d: preds(d, [pred_row(0)]) or [*JUDGE, *API, "--max-cost", "nan"],
+        2,
+        ["--max-cost nan", "finite"],
+    ),
+    "judge-timeout-negative": (
+        "tools.judge.cli",
+        lambda d: preds(d, [pred_row(0)]) or [*JUDGE, *API, "--timeout", "-5"],
+        2,
+        ["--timeout -5", "positive"],
+    ),
+    "tiny-no-layers": (
+        "tools.models.tiny",
+        lambda d: ["--layers", "0", "--out", d / "tiny"],
+        2,
+        ["--layers 0", "at least 1"],
+    ),
+    "length-no-resamples": (
+        "tools.judge.length",
+        lambda d: ["--study", "rank", "--n-boot", "0"],
+        2,
+        ["--n-boot 0", "at least"],
+    ),
+    "refine-limit-negative": (
+        "tools.refine.refine",
+        lambda d: ["--dataset", "demo_eval", "--limit", "-1", "--dry-run"],
+        2,
+        ["--limit -1", "at least 1"],
+    ),
+    "decoding-parse-unknown": (
+        "tools.eval.decoding",
+        lambda d: ["--parse", "nope"],
+        2,
+        ["--parse 'nope'", "t<T>_p<P>"],
+    ),
+    "decoding-grid-unknown": (
+        "tools.eval.decoding",
+        lambda d: ["--grid", "nope"],
+        2,
+        ["--grid 'nope'", "hw5"],
+    ),
+    "runinfo-dataset-unknown": (
+        "tools.core.runinfo",
+        lambda d: ["--dataset", "nope"],
+        2,
+        ["--dataset 'nope'", "not registered", "demo_eval"],
+    ),
+    "bench-only-unknown": (
+        "tools.bench.__main__",
+        lambda d: ["--only", "nope"],
+        2,
+        ["--only 'nope'", "data, generate"],
+    ),
 }
 
 PROTO = (

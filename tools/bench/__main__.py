@@ -9,23 +9,27 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import time
 import traceback
+from dataclasses import dataclass
 
 from filelib import run_main
+from tools.core.args import opt, parse
 
 TOPICS = ["data", "generate", "dtype", "study", "judge", "report"]
 
 
+@dataclass
+class BenchArgs:
+    only: list[str] = opt(TOPICS, help="comma-separated topics", split=",", choices=TOPICS)
+    quick: bool = opt(False, help="smaller sizes, for a first look")
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default=",".join(TOPICS), help="comma-separated topics")
-    ap.add_argument("--quick", action="store_true", help="smaller sizes, for a first look")
-    a = ap.parse_args(argv)
+    a = parse(BenchArgs, argv, __doc__)
     failed = []
-    for topic in a.only.split(","):
+    for topic in a.only:
         try:
             mod = importlib.import_module(f"tools.bench.{topic}")
         except ModuleNotFoundError:

@@ -123,7 +123,8 @@ def build_parser(cls, doc: str | None = None, ap: argparse.ArgumentParser | None
         )
     for f, meta, elem, many in _fields(cls):
         flag, dflt = flag_of(f, meta, elem), _default(f)
-        extra = [f"default: ${meta['env']}, else {dflt}" if meta.get("env") else f"default: {dflt}"]
+        shown = meta["split"].join(map(str, dflt)) if meta.get("split") and dflt else dflt
+        extra = [f"default: ${meta['env']}, else {shown}" if meta.get("env") else f"default: {shown}"]
         if meta.get("required"):
             extra = ["required"]
         if _rules_text(meta, elem):
@@ -160,6 +161,8 @@ _WHAT = {int: "not an integer", float: "not a number"}
 
 def parse(cls, argv: list[str] | None = None, doc: str | None = None, **kw):
     """Parse argv into `cls`; on any problem print them all (one line each) and exit with status 2."""
+    if "prog" not in kw and os.path.basename(sys.argv[0]) == "__main__.py":  # `python -m tools.refine`
+        kw["prog"] = os.path.basename(os.path.dirname(sys.argv[0]))
     ap = build_parser(cls, doc, **kw)
     return from_namespace(cls, ap.parse_args(argv), ap)
 

@@ -14,7 +14,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -29,6 +28,7 @@ from importlib import metadata
 from pathlib import Path
 
 from filelib import run_main, sha256_file
+from tools.core.args import opt, parse
 from tools.core.paths import DATA, ROOT
 
 PACKAGES = ("llamafactory", "transformers", "torch", "peft", "trl", "datasets", "accelerate", "ray")
@@ -232,11 +232,31 @@ def run_child(
     )
 
 
+@dataclass
+class InfoArgs:
+    dataset: list[str] | None = opt(None, help="registered dataset name(s), comma-separated", split=",")
+    dataset_dir: Path = opt(DATA, help="the folder holding dataset_info.json")
+
+    def check(self) -> list[str]:
+        if not self.dataset:
+            return []
+        from plugins.publishing import RegistryError, load_info
+
+        try:
+            names = load_info(self.dataset_dir)
+        except (RegistryError, OSError) as e:
+            return [f"--dataset-dir {self.dataset_dir}: {e}"]
+        known = ", ".join(sorted(names)) or "(none)"
+        where = Path(self.dataset_dir) / "dataset_info.json"
+        return [
+            f"--dataset {d!r}: not registered in {where}; registered: {known}"
+            for d in self.dataset
+            if d not in names
+        ]
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", default=None, help="registered dataset name(s), comma-separated")
-    ap.add_argument("--dataset-dir", type=Path, default=DATA)
-    a = ap.parse_args(argv)
+    a = parse(InfoArgs, argv, __doc__)
     facts = {"git_commit": git_commit(), "versions": package_versions()}
     if a.dataset:
         facts["data_fingerprint"] = data_fingerprint(a.dataset, a.dataset_dir)

@@ -20,12 +20,12 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from dataclasses import asdict, dataclass, replace
 
 from filelib import run_main
+from tools.core.args import opt, parse
 from tools.core.paths import TEMPLATES
 from tools.core.profiles import load_yaml
 
@@ -172,13 +172,25 @@ def load_grid(name: str, max_new_tokens: int | None = None, seed: int | None = N
     return points
 
 
+@dataclass
+class DecodingArgs:
+    grid: str | None = opt(None, help="print this grid's points (hw5 when no --parse)", choices=grid_names)
+    parse: str | None = opt(None, help="print the settings of a decoding name, e.g. t0.7_p0.9")
+
+    def check(self) -> list[str]:
+        if self.grid and self.parse:
+            return ["--grid and --parse: give one of them"]
+        flag, value = ("--parse", self.parse) if self.parse else ("--grid", self.grid or "hw5")
+        try:
+            DecodingPoint.parse(value) if self.parse else load_grid(value)
+        except ValueError as e:
+            return [f"{flag} {value!r}: {e}"]
+        return []
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    g = ap.add_mutually_exclusive_group()
-    g.add_argument("--grid", default="hw5", help=f"one of: {', '.join(grid_names())}")
-    g.add_argument("--parse", help="a decoding name")
-    a = ap.parse_args(argv)
-    points = [DecodingPoint.parse(a.parse)] if a.parse else load_grid(a.grid)
+    a = parse(DecodingArgs, argv, __doc__)
+    points = [DecodingPoint.parse(a.parse)] if a.parse else load_grid(a.grid or "hw5")
     for p in points:
         print(f"{p.name:28s} {json.dumps(p.as_gen())}")
     return 0

@@ -24,7 +24,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import platform
@@ -32,6 +31,7 @@ import resource
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from typing import Any
 import yaml
 
 from filelib import atomic_dir, atomic_write_json, atomic_write_text, run_main
+from tools.core.args import opt, parse
 from tools.core.paths import ROOT, Run, venv_bin
 from tools.core.profiles import same_model
 from tools.export.runs import Refused, refuse_quantised_base, run_info, versions
@@ -265,16 +266,24 @@ def merge_models(
     return out.export_dir
 
 
+@dataclass
+class MergeArgs:
+    method: str = opt(help="how to merge", required=True, choices=METHODS)
+    runs: list[str] = opt(help="model/study/variant of each source run", required=True)
+    name: str = opt(help="the merged run is <model>/merge/<method>_<name>", required=True)
+    weights: list[float] | None = opt(None, help="one per run (default: the method's)")
+    density: float = opt(0.5, help="kept share for ties/dare/magnitude_prune", gt=0, max=1)
+    seed: int = opt(0, help="DARE's random drops", nonneg=True)
+    t: float = opt(0.5, help="slerp: 0 = first run, 1 = second", min=0, max=1)
+
+    def check(self) -> list[str]:
+        if self.weights and self.runs and len(self.weights) != len(self.runs):
+            return [f"--weights: {len(self.weights)} weights for {len(self.runs)} --runs"]
+        return []
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--method", required=True, choices=METHODS)
-    ap.add_argument("--runs", nargs="+", required=True, help="model/study/variant of each source run")
-    ap.add_argument("--name", required=True, help="the merged run is <model>/merge/<method>_<name>")
-    ap.add_argument("--weights", nargs="+", type=float, default=None)
-    ap.add_argument("--density", type=float, default=0.5, help="kept share for ties/dare/magnitude_prune")
-    ap.add_argument("--seed", type=int, default=0, help="DARE's random drops")
-    ap.add_argument("--t", type=float, default=0.5, help="slerp: 0 = first run, 1 = second")
-    a = ap.parse_args(argv)
+    a = parse(MergeArgs, argv, __doc__)
     try:
         runs = [Run.parse(r) for r in a.runs]
         merged_run(runs[0].model, a.method, a.name)  # a --name that is not path-safe is refused first

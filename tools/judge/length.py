@@ -23,13 +23,14 @@ table: run, raw mean [CI], length-controlled [CI], the length coefficient b.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 
 from filelib import atomic_write_json, read_jsonl, run_main
+from tools.core.args import opt, parse
 from tools.core.paths import runs_of_study
 
 N_BOOT = 500
@@ -165,14 +166,17 @@ def study_observations(study: str, testset: str, decoding: str, model: str | Non
     return obs, next(iter(labels.values()), None), paths
 
 
+@dataclass
+class LengthArgs:
+    study: str = opt(help="the study whose judged runs are fitted", required=True)
+    testset: str = opt("hw5_test", help="the judged evaluation set")
+    decoding: str = opt("greedy", help="the judged decoding point")
+    model: str | None = opt(None, help="only this model's runs (default: every model)")
+    n_boot: int = opt(N_BOOT, help="bootstrap resamples of the intervals", min=10)
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--study", required=True)
-    ap.add_argument("--testset", default="hw5_test")
-    ap.add_argument("--decoding", default="greedy")
-    ap.add_argument("--model", default=None)
-    ap.add_argument("--n-boot", type=int, default=N_BOOT)
-    a = ap.parse_args(argv)
+    a = parse(LengthArgs, argv, __doc__)
     try:
         obs, label, paths = study_observations(a.study, a.testset, a.decoding, a.model)
         if not obs:

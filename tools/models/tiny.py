@@ -10,10 +10,11 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
 from filelib import atomic_dir, atomic_write_json, run_main
+from tools.core.args import opt, parse
 from tools.core.paths import MODELS
 from tools.models.base import BASE_MODEL_DIR, COMPLETE, gguf_path, is_built
 
@@ -69,14 +70,20 @@ def build(
     return out
 
 
+@dataclass
+class TinyArgs:
+    out: Path = opt(TINY_MODEL_DIR, help="the model folder to build")
+    layers: int = opt(2, help="decoder layers", min=1)
+    hidden: int = opt(64, help="hidden size (4 heads of hidden/4)", min=8)
+    seed: int = opt(0, help="the weights' seed", nonneg=True)
+    force: bool = opt(False, help="rebuild a finished model")
+
+    def check(self) -> list[str]:
+        return [f"--hidden {self.hidden}: must be a multiple of 8"] if self.hidden % 8 else []
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=TINY_MODEL_DIR)
-    ap.add_argument("--layers", type=int, default=2)
-    ap.add_argument("--hidden", type=int, default=64)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--force", action="store_true")
-    a = ap.parse_args(argv)
+    a = parse(TinyArgs, argv, __doc__)
     print(f"tiny model: {build(a.out, a.layers, a.hidden, a.seed, a.force)}")
     return 0
 

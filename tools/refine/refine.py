@@ -18,17 +18,18 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from filelib import run_main, sha256_text
 from plugins.pools import DataError
 from plugins.publishing import RegistryError
+from tools.core.args import checked, opt, parse
 from tools.core.paths import DATA, cache_dir
 from tools.data import check_name, publish, registered_rows
 from tools.judge import CallStats, Endpoint, JudgeCache, Task, api_spec, call_all, cost_usd, messages_tokens
@@ -64,19 +65,30 @@ def estimate(todo: list[tuple[dict, Task]], prompt: RewritePrompt, model: str, b
     return {"calls": len(todo), "prompt_tokens": pt, "completion_tokens": ct, "cost_usd": cost}
 
 
-def refine(
-    dataset: str,
-    prompt_name: str = "detail",
-    model: str = DEFAULT_MODEL,
-    base_url: str | None = None,
-    name: str | None = None,
-    dry_run: bool = False,
-    max_cost: float = DEFAULT_MAX_COST,
-    concurrency: int = 8,
-    limit: int | None = None,
-    dataset_dir: Path = DATA,
-    say=print,
-) -> dict:
+@dataclass
+class RefineArgs:
+    """Every option of a refinement, each default, help and rule once (tools.core.args)."""
+
+    dataset: str = opt(help="a registered dataset, e.g. alpaca_top100", required=True)
+    prompt: str = opt("detail", help="detail | evolve | reasoning | a prompt YAML file")
+    model: str = opt(DEFAULT_MODEL, help="the model at the endpoint")
+    base_url: str | None = opt(None, help="an OpenAI-compatible server (default: OpenAI)")
+    name: str | None = opt(None, help="the new dataset's name (default <dataset>_refined)")
+    dry_run: bool = opt(False, help="show the calls and the cost, call nothing")
+    max_cost: float = opt(DEFAULT_MAX_COST, help="refuse above this many dollars", nonneg=True)
+    concurrency: int = opt(8, help="calls in flight at once", min=1)
+    limit: int | None = opt(None, help="only the first K rows", min=1)
+    dataset_dir: Path = opt(DATA, help="the folder holding dataset_info.json")
+
+
+def refine(args: RefineArgs | str, *more, say=print, **options) -> dict:
+    """Rewrite a dataset (see the module's docstring); `args` is a RefineArgs, or its fields in order
+    (`refine("alpaca_top100", "detail", "gpt-4o-mini", url, dataset_dir=d)`), defaults from RefineArgs."""
+    if not isinstance(args, RefineArgs):
+        args = RefineArgs(args, *more, **options)
+    a = checked(args)
+    dataset, model, base_url, limit, dataset_dir = a.dataset, a.model, a.base_url, a.limit, a.dataset_dir
+    prompt_name, name, max_cost = a.prompt, a.name, a.max_cost
     prompt = load_prompt(prompt_name)
     name = check_name(
         name or (f"{dataset}_refined" if prompt.name == "detail" else f"{dataset}_{prompt.name}")
@@ -94,7 +106,7 @@ def refine(
         f"{len(rows) - len(todo)} cached, {len(todo)} calls, ~{est['prompt_tokens']} prompt + "
         f"~{est['completion_tokens']} completion tokens, {cost}"
     )
-    if dry_run:
+    if a.dry_run:
         return {"dry_run": True, **est, "cached": len(rows) - len(todo)}
     if todo and spec.billed and est["cost_usd"] is None:
         raise RefineError(
@@ -116,7 +128,7 @@ def refine(
             model=model,
             base_url=base_url,
             api_key=os.environ.get("OPENAI_API_KEY"),
-            concurrency=concurrency,
+            concurrency=a.concurrency,
             max_tokens=prompt.max_tokens,
         )
         by_key = {t.key: r for r, t in todo}
@@ -195,31 +207,9 @@ def refine(
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", required=True, help="a registered dataset, e.g. alpaca_top100")
-    ap.add_argument("--prompt", default="detail", help="detail | evolve | reasoning | a prompt YAML file")
-    ap.add_argument("--model", default=DEFAULT_MODEL)
-    ap.add_argument("--base-url", default=None, help="an OpenAI-compatible server (default: OpenAI)")
-    ap.add_argument("--name", default=None, help="the new dataset's name (default <dataset>_refined)")
-    ap.add_argument("--dry-run", action="store_true", help="show the calls and the cost, call nothing")
-    ap.add_argument("--max-cost", type=float, default=DEFAULT_MAX_COST, help="refuse above this many dollars")
-    ap.add_argument("--concurrency", type=int, default=8)
-    ap.add_argument("--limit", type=int, default=None, help="only the first K rows")
-    ap.add_argument("--dataset-dir", type=Path, default=DATA)
-    a = ap.parse_args(argv)
+    a = parse(RefineArgs, argv, __doc__)
     try:
-        refine(
-            a.dataset,
-            a.prompt,
-            a.model,
-            a.base_url,
-            a.name,
-            a.dry_run,
-            a.max_cost,
-            a.concurrency,
-            a.limit,
-            a.dataset_dir,
-        )
+        refine(a)
     except (RefineError, DataError, RegistryError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1 if isinstance(e, Incomplete) else 2
