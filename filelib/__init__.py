@@ -4,6 +4,7 @@
 - `jsonl`: append-only JSONL that survives a killed writer;
 - `jsonfile`: a whole JSON file holding one object, strictly or with a default;
 - `hashing`: sha256 of files and strings;
+- `ownership`: outputs that never replace what the command did not make (`check_output`, `claim`);
 - `boundary`: the one top-level error boundary of every command (`run_main`).
 """
 
@@ -12,13 +13,17 @@ from filelib.boundary import run_main
 from filelib.hashing import sha256_file, sha256_text
 from filelib.jsonfile import read_json_object
 from filelib.jsonl import append_jsonl, read_jsonl
+from filelib.ownership import OwnershipError, check_output, claim
 
 __all__ = [
+    "OwnershipError",
     "append_jsonl",
     "atomic_dir",
     "atomic_write_json",
     "atomic_write_jsonl",
     "atomic_write_text",
+    "check_output",
+    "claim",
     "read_json_object",
     "read_jsonl",
     "run_main",

@@ -17,7 +17,11 @@ from typing import Any
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write `text` to `path` in one rename. A symlink is written through: its target is replaced and the
+    link stays (a registry file kept elsewhere and linked in stays linked)."""
     path = Path(path)
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

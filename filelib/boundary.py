@@ -5,7 +5,8 @@
   `.partial` files a command documents as resumable are left for the next run.
 - An OS error about a file (permission denied, not a directory, is a directory, no such file, disk
   full, read-only file system, name too long...) ends with one line naming the path and the error,
-  `error: <path>: permission denied`, and exit status 2: bad input or a bad place, not a bug.
+  `error: <path>: permission denied`, and exit status 2: bad input or a bad place, not a bug; so does
+  an output that would replace what the command did not make (filelib.ownership).
 - Anything else is left alone: a real bug still shows its traceback, and `SystemExit` (argparse's
   refusals, a command's own exit status) passes through unchanged.
 """
@@ -16,6 +17,8 @@ import errno
 import sys
 from collections.abc import Callable
 from typing import NoReturn
+
+from filelib.ownership import OwnershipError
 
 # the errors that say something about a path or the disk, not about the program
 FILE_ERRNOS = {
@@ -51,6 +54,9 @@ def run_main(main: Callable[..., int | None], *args) -> NoReturn:
     except KeyboardInterrupt:
         _say("interrupted (Ctrl-C)")
         sys.exit(INTERRUPTED)
+    except OwnershipError as e:  # an output that would replace what the command did not make
+        _say(str(e))
+        sys.exit(BAD_PLACE)
     except OSError as e:
         if e.errno not in FILE_ERRNOS:
             raise

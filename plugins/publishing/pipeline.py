@@ -54,11 +54,12 @@ def plan(
     pool_size: int,
     n: int,
     strategies: list[str],
-    names: list[str],
+    claims: dict[str, tuple[str, str]],
     dataset_dir: Path,
     force: bool,
 ) -> None:
-    """Validate every choice up front: nothing is written when one of them is wrong."""
+    """Validate every choice up front: nothing is written when one of them is wrong. `claims`: every
+    name the command will register, {name: (kind, unit)} (registry.check_conflicts)."""
     if pool_size == 0:
         raise DataError("empty pool (no rows)")
     if n <= 0:
@@ -67,7 +68,7 @@ def plan(
         raise DataError(f"N={n} is larger than the pool ({pool_size} rows after dropping duplicates)")
     for s in strategies:
         quota.parse_quota(s, n, parse_strategy) if quota.is_quota(s) else parse_strategy(s)
-    registry.check_conflicts({k: {} for k in names}, dataset_dir, force)
+    registry.check_conflicts(claims, dataset_dir, force)
 
 
 def select(
@@ -127,14 +128,20 @@ def write_subset(
     plot under <dataset_dir>/generated/<name>/ and register them, all as one unit. Returns the manifest."""
     if stages and parts is None:
         parts = split_stages(rows, sel, ctx, thresholds, curriculum_by)
+    claims = {sel.name: ("train", sel.name)}
+    claims.update({f"{sel.name}_{st}": ("stage", sel.name) for st in (parts or {}) if stages})
+    registry.check_conflicts(claims, dataset_dir, force)  # before the first write
     with publish.staging(dataset_dir, sel.name) as gen:
         manifest, files = _write_subset_files(
             gen, rows, sel, source, ctx, parts if stages else None, thresholds, curriculum_by, plot
         )
         # stable across versions (the manifest holds strategy, n and hashes): a kill between the
         # switch and the registry write can never leave the registry describing the other version
-        meta = {"kind": "train", "manifest": publish.rel_file(sel.name, f"{sel.name}.manifest.json")}
-        entries = {k: registry.entry(publish.rel_file(sel.name, v.name), **meta) for k, v in files.items()}
+        meta = {"unit": sel.name, "manifest": publish.rel_file(sel.name, f"{sel.name}.manifest.json")}
+        entries = {
+            k: registry.entry(publish.rel_file(sel.name, v.name), kind=claims[k][0], **meta)
+            for k, v in files.items()
+        }
         publish.commit(dataset_dir, sel.name, gen, entries, force=force)
     return manifest
 
@@ -211,10 +218,10 @@ def write_eval(
     dataset_dir = Path(dataset_dir)
     if file is not None and not Path(file).resolve().is_relative_to(dataset_dir.resolve()):
         file = None  # a shipped file registered into another dataset_dir: write a copy there
-    registry.check_conflicts({name: {}}, dataset_dir, force)
+    registry.check_conflicts({name: ("eval", name)}, dataset_dir, force)
     counts = {"rows": len(rows), "with_reference": sum(1 for r in rows if r["output"])}
     if file is not None:  # a shipped file: one registry write, nothing else to switch
-        meta = {"kind": "eval", "role": role, **counts, "source": source}
+        meta = {"kind": "eval", "unit": name, "role": role, **counts, "source": source}
         registry.register({name: registry.alpaca_entry(file, dataset_dir, **meta)}, dataset_dir, force=force)
         return Path(file)
     with publish.staging(dataset_dir, name) as tmp:
@@ -225,6 +232,7 @@ def write_eval(
         )
         meta = {
             "kind": "eval",
+            "unit": name,
             "role": role,
             "source": source,
             "manifest": publish.rel_file(name, f"{name}.manifest.json"),

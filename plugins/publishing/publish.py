@@ -91,7 +91,7 @@ def commit(
     gen = dataset_dir / GENERATED
     link = gen / unit
     with registry.locked(dataset_dir):
-        registry.check_conflicts(entries, dataset_dir, force)
+        registry.check_conflicts(registry.claims_of(entries), dataset_dir, force)
         if link.exists() and not link.is_symlink():
             shutil.rmtree(tmp, ignore_errors=True)
             raise registry.RegistryError(
@@ -128,3 +128,39 @@ def _collect(gen: Path, unit: str, keep: Path, entries: dict[str, dict]) -> None
     for suffix in (".manifest.json", ".png"):
         with contextlib.suppress(FileNotFoundError, IsADirectoryError):
             (gen / f"{unit}{suffix}").unlink()
+
+
+def remove(dataset_dir: str | Path, name: str) -> list[str]:
+    """Remove a unit as one step: its registry entries, then its published folders. `name` is the unit
+    (a stage or member names its unit in the refusal). A user's entry is never touched; a shipped file a
+    unit registered (outside generated/) stays on disk. Returns the names unregistered."""
+    dataset_dir = Path(dataset_dir)
+    gen = dataset_dir / GENERATED
+    with registry.locked(dataset_dir):
+        info = registry.load_info(dataset_dir)
+        own = registry.owner(name, info.get(name))
+        if name in info and own is None:
+            raise registry.RegistryError(
+                f"{registry.info_path(dataset_dir)}: {name} is not ours (no 'smalldata' marker): edit the file by hand"
+            )
+        if own is not None and own[1] != name:
+            raise registry.RegistryError(
+                f"{name} is a {own[0]} set of unit {own[1]!r}: remove the unit: python -m tools.data --remove {own[1]}"
+            )
+        names = list(registry.members(name, dataset_dir))
+        on_disk = (gen / name).is_symlink() or (gen / name).exists()
+        if not names and not on_disk:
+            raise registry.RegistryError(
+                f"{name}: no such unit in {registry.info_path(dataset_dir)} or {gen}"
+            )
+        gone = registry.unregister(names, dataset_dir)  # the commit point: nothing names the files now
+        link = gen / name
+        if link.is_symlink():
+            link.unlink()
+        version = re.compile(rf"^{re.escape(name)}\.[0-9a-f]{{12}}$")
+        for p in gen.iterdir() if gen.is_dir() else ():
+            if version.match(p.name) and p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+        if gen.is_dir():
+            _fsync_dir(gen)
+    return gone

@@ -4,7 +4,11 @@ Our entries carry a marker key, `"smalldata": {...}`, which LLaMA-Factory 0.9.5 
 `DatasetAttr.join` reads only the keys it knows, and the web UI only calls `.get("ranking")`).
 Registration merges with what is there, under a lock, and writes atomically, so a crash never
 clobbers the file; an entry of the same name without our marker is a user's and is only replaced
-when asked (`force=True`), while our own entries are replaced on every run. Only our entries' text
+when asked (`force=True`). Each of our entries belongs to a unit (the data set published as one folder,
+`generated/<unit>/`) and has a kind: `train` (the unit's own set), `stage` (another training set of the
+unit: a curriculum stage, a mix's member) or `eval` (a dev, test or held-out set). A command replaces
+only names of its own kind and unit; any other of ours is refused, naming the command that removes its
+unit (`python -m tools.data --remove UNIT`), before anything is written. Only our entries' text
 is ever rewritten: a user's entries keep their exact bytes (number spellings, escapes, a key given
 twice), because the file is spliced rather than re-serialised.
 """
@@ -148,6 +152,32 @@ def is_ours(entry: object) -> bool:
     return isinstance(entry, dict) and isinstance(entry.get(MARK), dict)
 
 
+KINDS = ("train", "stage", "eval")
+
+
+def _unit_of_path(rel: object) -> str | None:
+    parts = Path(str(rel)).parts if rel else ()
+    return parts[1] if len(parts) > 2 and parts[0] == "generated" else None
+
+
+def owner(name: str, entry: object) -> tuple[str, str] | None:
+    """(kind, unit) of one of our entries; None for a user's. Entries written before units were recorded
+    get theirs from their files' folder (generated/<unit>/...)."""
+    if not is_ours(entry):
+        return None
+    mark = entry[MARK]
+    unit = mark.get("unit") or _unit_of_path(mark.get("manifest")) or _unit_of_path(entry.get("file_name"))
+    unit = str(unit or name)
+    kind = str(mark.get("kind") or "train")
+    return ("stage" if kind == "train" and name != unit else kind), unit
+
+
+def members(unit: str, dataset_dir: str | Path = DATA) -> dict[str, str]:
+    """{name: kind} of our entries that belong to `unit`."""
+    info = load_info(dataset_dir)
+    return {n: o[0] for n, e in info.items() if (o := owner(n, e)) and o[1] == unit}
+
+
 def alpaca_entry(file: str | Path, dataset_dir: str | Path = DATA, **meta) -> dict:
     """An Alpaca-format entry for a file inside dataset_dir, marked as ours (meta goes in the marker)."""
     return entry(Path(file).resolve().relative_to(Path(dataset_dir).resolve()).as_posix(), **meta)
@@ -190,17 +220,36 @@ def locked(dataset_dir: str | Path) -> Iterator[None]:
         os.close(fd)
 
 
-def check_conflicts(entries: dict[str, dict], dataset_dir: str | Path = DATA, force: bool = False) -> None:
-    """Raise before anything is written when a name belongs to a user's entry (and force is off)."""
-    if force:
-        return
+def check_conflicts(
+    claims: dict[str, tuple[str, str]], dataset_dir: str | Path = DATA, force: bool = False
+) -> None:
+    """Raise before anything is written when a name is a user's entry (and force is off), or one of ours
+    of another kind or unit (always: `force` replaces a user's entry, never another unit's).
+    `claims`: {name: (kind, unit)} the caller is about to register."""
     info = load_info(dataset_dir)
-    taken = [n for n in entries if n in info and not is_ours(info[n])]
-    if taken:
+    taken = [n for n in claims if n in info and not is_ours(info[n])]
+    if taken and not force:
         raise RegistryError(
             f"{info_path(dataset_dir)}: {', '.join(taken)} already registered by someone else "
             "(no 'smalldata' marker); pass --force to replace, or --name to pick another name"
         )
+    for name, (kind, unit) in claims.items():
+        old = owner(name, info.get(name))
+        # entries written before units were recorded say only train or eval: a stage reads as train there
+        recorded = old is not None and "unit" in info[name][MARK]
+        if old is not None and (
+            old[1] != unit or (old[0] == "eval") != (kind == "eval") or (recorded and old[0] != kind)
+        ):
+            what = f"the {old[0]} set" if old[0] != "stage" else "a training set"
+            raise RegistryError(
+                f"{info_path(dataset_dir)}: {name} is {what} of unit {old[1]!r}, not a {kind} set of {unit!r}: "
+                f"pick another name, or remove that unit first: python -m tools.data --remove {old[1]}"
+            )
+
+
+def claims_of(entries: dict[str, dict]) -> dict[str, tuple[str, str]]:
+    """{name: (kind, unit)} of entries built by `entry` (their marker says both)."""
+    return {n: owner(n, e) or ("train", n) for n, e in entries.items()}
 
 
 def register(entries: dict[str, dict], dataset_dir: str | Path = DATA, force: bool = False) -> Path:
@@ -210,7 +259,7 @@ def register(entries: dict[str, dict], dataset_dir: str | Path = DATA, force: bo
         if not isinstance(e, dict) or not ("file_name" in e or "hf_hub_url" in e):
             raise RegistryError(f"entry {name!r}: needs a 'file_name'")
     with locked(dataset_dir):
-        check_conflicts(entries, dataset_dir, force)
+        check_conflicts(claims_of(entries), dataset_dir, force)
         path = info_path(dataset_dir)
         text = _read_text(path)
         _parse(path, text)
@@ -226,7 +275,8 @@ def register(entries: dict[str, dict], dataset_dir: str | Path = DATA, force: bo
 
 
 def unregister(names: list[str], dataset_dir: str | Path = DATA) -> list[str]:
-    """Remove our own entries (a user's are left alone); returns the names removed."""
+    """Remove our own entries (a user's are left alone); returns the names removed. Callers hold the
+    lock when the files go in the same step (publish.remove)."""
     dataset_dir = Path(dataset_dir)
     with locked(dataset_dir):
         path = info_path(dataset_dir)

@@ -43,7 +43,10 @@ def test_demo_pool_selects_splits_registers(tmp_path, out_dir, capsys):
     assert m["source"]["files"][0]["sha256"] and m["package_version"] and m["seed"] == 0
     assert sum(m["curriculum"]["counts"].values()) == 100 and m["ids"] == [r["id"] for r in subset]
     assert (tmp_path / "generated/alpaca_top100/alpaca_top100.png").stat().st_size > 10_000
-    assert all(info[k]["smalldata"]["kind"] == "train" for k in info)
+    kinds = {k: (info[k]["smalldata"]["kind"], info[k]["smalldata"]["unit"]) for k in info}
+    assert kinds == {"alpaca_top100": ("train", "alpaca_top100")} | {
+        f"alpaca_top100_{s}": ("stage", "alpaca_top100") for s in ("easy", "medium", "hard")
+    }
     # LLaMA-Factory's own parser reads the entries (the marker key is ignored)
     from llamafactory.data.parser import get_dataset_list
 

@@ -116,10 +116,10 @@ def test_quota_through_the_pipeline_records_each_rows_part(tmp_path):
     rows = clustered_pool()
     ctx = Context(n=8, embedding="hashed")
     spec = "quota:4*hw5_default,4*diversity"
-    pipeline.plan(len(rows), 8, [spec], ["q8"], tmp_path, False)
+    pipeline.plan(len(rows), 8, [spec], {"q8": ("train", "q8")}, tmp_path, False)
     sel = pipeline.select(rows, "q8", spec, 8, ctx)
     m = pipeline.write_subset(rows, sel, tmp_path, {"kind": "test"}, ctx, stages=False, plot=False)
     assert len(m["ids"]) == 8 and m["weights"] == {"4*hw5_default": 4, "4*diversity": 4}
     assert [m["quota"]["chosen_by"][i] for i in m["ids"]] == ["4*hw5_default"] * 4 + ["4*diversity"] * 4
     with pytest.raises(DataError, match="needs a positive count"):
-        pipeline.plan(len(rows), 9, ["quota:0*rating,4*length"], ["q9"], tmp_path, False)
+        pipeline.plan(len(rows), 9, ["quota:0*rating,4*length"], {"q9": ("train", "q9")}, tmp_path, False)

@@ -44,14 +44,17 @@ def publish(
     dataset_dir: Path = DATA,
     note: str = "",
     also: dict[str, tuple[list[dict], dict, str]] | None = None,
+    also_kind: str = "stage",
 ) -> tuple[Path, Path]:
     """Write rows and manifest under <dataset_dir>/generated/<name>/ and register `name`, as one unit;
     `also` ({other name: (rows, manifest, note)}) are published in the same unit, so datasets that
-    must agree (a mix and its held-out set) are switched together."""
+    must agree (a mix and its held-out set) are switched together; they are registered as `also_kind`
+    (`stage`: more training sets; `eval`: a set to measure on, never to train on)."""
     sets = {name: (rows, manifest, note), **(also or {})}
     for n in sets:
         check_name(n)
-    registry.check_conflicts(dict.fromkeys(sets, {}), dataset_dir)
+    claims = {n: ("train", name) if n == name else (also_kind, name) for n in sets}
+    registry.check_conflicts(claims, dataset_dir)
     entries = {}
     with publish_unit.staging(dataset_dir, name) as tmp:
         for n, (r, m, nt) in sets.items():
@@ -67,7 +70,7 @@ def publish(
             }
             atomic_write_json(tmp / f"{n}.manifest.json", man)
             manifest_rel = publish_unit.rel_file(name, f"{n}.manifest.json")
-            entries[n] = registry.entry(rel, note=nt, manifest=manifest_rel)
+            entries[n] = registry.entry(rel, note=nt, manifest=manifest_rel, kind=claims[n][0], unit=name)
         publish_unit.commit(dataset_dir, name, tmp, entries)
     folder = publish_unit.unit_dir(dataset_dir, name)
     return folder / f"{name}.json", folder / f"{name}.manifest.json"

@@ -49,6 +49,7 @@ def mix(
         note=f"{dataset} + {len(added)} general rows ({share:.0%})",
         # one unit: a kill can never pair a new mix with an old held-out set that overlaps it
         also={heldout_name: (heldout, {**base, "role": "held-out general text for forgetting"}, "")},
+        also_kind="eval",
     )
     return {
         "name": name,

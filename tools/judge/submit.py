@@ -20,7 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-from filelib import atomic_write_json, read_jsonl, run_main
+from filelib import OwnershipError, atomic_write_json, check_output, read_jsonl, run_main
 from tools.core.paths import DATA, Run
 
 
@@ -87,9 +87,14 @@ def submit(
     r = Run.parse(run)
     pred = r.predictions(testset, decoding)
     ids_path = Path(ids_file) if ids_file else default_ids_file(testset)
+    out = Path(out) if out else pred.with_name("submission.json")
+    # never over its inputs, nor over a file a run keeps (answers, judgments, weights): only a submission
+    check_output(out, "the submission writer", inputs=[pred, ids_path], folder=False, outside_models=False)
+    run_dir = r.trained.output_dir.resolve()
+    if out.exists() and run_dir in out.resolve().parents and out.name != "submission.json":
+        raise OwnershipError(f"{out}: a file of the run {r.trained.name}: write the submission elsewhere")
     ids = read_test_ids(ids_path)
     sub = build_submission(pred, ids, ids_path, warn=lambda m: print(m, file=sys.stderr))
-    out = Path(out) if out else pred.with_name("submission.json")
     atomic_write_json(out, sub, indent=2)
     say(f"submit: {len(sub)} answers of {r.name} ({testset}/{decoding}) -> {out}")
     return out

@@ -19,10 +19,12 @@ import re
 import sys
 from pathlib import Path
 
-from filelib import atomic_dir, run_main
+from filelib import atomic_dir, check_output, claim, run_main
 
 ZEROED = ("self_attn.o_proj", "mlp.down_proj")  # the block's writes into the residual stream
 
+
+OWNER = "tools.models.llama_pro (a LLaMA-Pro expansion)"
 
 def expanded_order(layers: int, blocks: int) -> list[tuple[int, bool]]:
     """(source layer, is a new zero-output copy) for each layer of the expanded model."""
@@ -38,6 +40,7 @@ def expanded_order(layers: int, blocks: int) -> list[tuple[int, bool]]:
 
 
 def expand(model_path: str, blocks: int, out: Path) -> Path:
+    check_output(out, OWNER, inputs=[model_path])  # never over its input or someone else's folder
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -70,6 +73,7 @@ def expand(model_path: str, blocks: int, out: Path) -> Path:
     with atomic_dir(out) as tmp:
         expanded.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        claim(tmp, OWNER)
     return out
 
 

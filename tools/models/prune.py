@@ -27,11 +27,13 @@ import json
 import sys
 from pathlib import Path
 
-from filelib import atomic_write_json, run_main
+from filelib import atomic_write_json, check_output, run_main
 from plugins.launchers import layer_widths, param_count, resize_layer, save_pickle, save_safe
 from plugins.publishing import RegistryError, resolve
 from tools.core.paths import DATA
 
+
+OWNER = "tools.models.prune (a pruned model)"
 
 def layer_ratio(ratio: float, i: int, first: int, last: int) -> float:
     """The share of layer i to remove: 0 outside [first, last], ramping 0.5x -> 1.5x the ratio inside."""
@@ -169,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         if not 0 <= getattr(a, name) < 1:
             print(f"error: --{name.replace('_', '-')} must be in [0, 1)", file=sys.stderr)
             return 2
+    # never over the input model, inside another model's folder, or over another command's folder
+    check_output(a.out, OWNER, inputs=[a.model], folder=a.safe, own_files=["pruned.json"])
+    check_output(a.out.with_name(a.out.name + ".prune.json"), OWNER, inputs=[a.model], folder=False)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -13,12 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from filelib import atomic_dir, atomic_write_json, run_main
+from filelib import atomic_dir, atomic_write_json, check_output, claim, run_main
 from tools.core.args import opt, parse
 from tools.core.paths import MODELS
 from tools.models.base import BASE_MODEL_DIR, COMPLETE, gguf_path, is_built
 
 TINY_MODEL_DIR = MODELS / "tiny-smollm2"
+OWNER = "tools.models.tiny (the tiny random model)"
 
 
 def load_tokenizer():
@@ -36,6 +37,7 @@ def build(
     out: Path = TINY_MODEL_DIR, layers: int = 2, hidden: int = 64, seed: int = 0, force: bool = False
 ) -> Path:
     spec = {"layers": layers, "hidden": hidden, "seed": seed}
+    check_output(out, OWNER, own_files=[COMPLETE])  # never over a folder of someone else's
     done = out / COMPLETE
     if done.exists() and not force:
         import json
@@ -67,6 +69,7 @@ def build(
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         atomic_write_json(tmp / COMPLETE, {"spec": spec, "llamafactory_template": "smollm2"})
+        claim(tmp, OWNER)
     return out
 
 
