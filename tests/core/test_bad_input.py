@@ -459,6 +459,18 @@ CASES = {
         2,
         ["--only 'nope'", "data, generate"],
     ),
+    "report-workers-zero": (
+        "tools.report.build",
+        lambda d: ["--study", "rank", "--workers", "0"],
+        2,
+        ["--workers 0", "at least 1"],
+    ),
+    "report-model-escapes": (
+        "tools.report.build",
+        lambda d: ["--study", "rank", "--model", "../y"],
+        2,
+        ["--model '../y'"],
+    ),
 }
 
 PROTO = (

@@ -23,8 +23,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -34,7 +32,8 @@ from pathlib import Path
 import pandas as pd
 
 from filelib import atomic_dir, atomic_write_json, atomic_write_text, run_main
-from tools.core.paths import TEMPLATES, report_dir, runs_of_study
+from tools.core.args import checked, opt, parse
+from tools.core.paths import TEMPLATES, report_dir, runs_of_study, study_dir
 from tools.report.advice import Advice, intervals_overlap, run_advice
 from tools.report.choose import Choice, choose_on_dev, split_sets
 from tools.report.collect import RunRecord, collect
@@ -120,22 +119,46 @@ def study_advice(records: list[RunRecord], table: pd.DataFrame, testset, decodin
     return out + ([overlap] if overlap else [])
 
 
-def build_report(
-    study: str,
-    model: str | None = None,
-    testset: str | None = None,
-    decoding: str | None = None,
-    with_base: bool = True,
-    workers: int | None = None,
-    data_dir: Path | None = None,
-    cache: bool = True,
-) -> Report:
-    """Read the study's runs and write reports/<study>/; returns what was written and how long each part took."""
+@dataclass
+class ReportArgs:
+    """Every option of a report, each default, help and rule once (tools.core.args)."""
+
+    study: str = opt(help="the study to report (templates/studies/<study>.yaml)", required=True)
+    model: str | None = opt(None, help="only this model's runs (default: every model)")
+    testset: str | None = opt(None, help="evaluation set for the table (default: the commonest)")
+    decoding: str | None = opt(None, help="decoding point for the table (default: greedy)")
+    with_base: bool = opt(True, help="leave the base model run out", flag="--no-base")
+    workers: int | None = opt(None, help="processes reading events (default: per core)", min=1)
+    data_dir: Path | None = None  # the data sets' folder for the data section (not an option)
+    cache: bool = opt(True, help="re-read every event file (ignore cache/report_events)")
+
+    def check(self) -> list[str]:
+        problems = []  # names are folder names: `../x` would read or write outside saves/ and reports/
+        for flag, value, check in (
+            ("--study", self.study, report_dir),
+            ("--model", self.model, lambda m: study_dir(m, "x")),
+        ):
+            try:
+                check(value) if value else None
+            except ValueError as e:
+                problems.append(f"{flag} {value!r}: {e}")
+        return problems
+
+
+def build_report(args: ReportArgs | str, *more, **options) -> Report:
+    """Read the study's runs and write reports/<study>/; returns what was written and how long each part took.
+
+    `args` is a ReportArgs, or its fields in order (`build_report("rank", with_base=False)`)."""
+    if not isinstance(args, ReportArgs):
+        args = ReportArgs(args, *more, **options)
+    a = checked(args)
+    study, model, testset, decoding, data_dir = a.study, a.model, a.testset, a.decoding, a.data_dir
     t0, c0 = time.perf_counter(), time.process_time()
-    runs = runs_of_study(study, model, with_base=with_base)
+    runs = runs_of_study(study, model, with_base=a.with_base)
     if not runs:
-        raise SystemExit(f"study {study!r}: no run folders under saves/*/lora/{study}/ (nothing to report)")
-    records = collect(runs, workers, cache)
+        where = f"saves/{model or '*'}/lora/{study}/"
+        raise SystemExit(f"study {study!r}: no run folders under {where} (nothing to report)")
+    records = collect(runs, a.workers, a.cache)
     t_read, c_read = time.perf_counter(), time.process_time()
 
     dev, _ = split_sets(records)
@@ -246,25 +269,7 @@ def build_report(
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--study", required=True)
-    ap.add_argument("--model", default=None, help="only this model's runs (default: every model)")
-    ap.add_argument("--testset", default=None, help="evaluation set for the table (default: the commonest)")
-    ap.add_argument("--decoding", default=None, help="decoding point for the table (default: greedy)")
-    ap.add_argument("--no-base", action="store_true", help="leave the base model run out")
-    ap.add_argument("--workers", type=int, default=None, help="processes reading events (default: per core)")
-    ap.add_argument(
-        "--no-cache", action="store_true", help="re-read every event file (ignore cache/report_events)"
-    )
-    a = ap.parse_args(argv)
-    try:
-        report_dir(a.study)  # a study name is a folder name: `../x` would write outside reports/
-    except ValueError as e:
-        print(f"report: error: --study: {e}", file=sys.stderr)
-        return 2
-    rep = build_report(
-        a.study, a.model, a.testset, a.decoding, not a.no_base, a.workers, cache=not a.no_cache
-    )
+    rep = build_report(parse(ReportArgs, argv, __doc__))
     print(f"report: {rep.out / 'index.html'} ({len(rep.records)} runs, {rep.timings['total']:.1f} s)")
     print(f"        {rep.verdict.text}")
     if rep.floor:
