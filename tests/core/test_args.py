@@ -141,3 +141,18 @@ def test_options_added_to_an_existing_parser():
     ap = argparse.ArgumentParser()
     build_parser(Demo, ap=ap)
     assert ap.parse_args(["--run", "r", "--n", "4"]).n == "4"  # converted and checked by from_namespace
+
+
+def test_command_returns_2_for_every_refusal(capsys):
+    from tools.core.args import command
+
+    @command(Demo, "demo")
+    def main(a: Demo) -> int:
+        return 0 if a.n == 3 else 1
+
+    assert main(["--run", "r", "--n", "3"]) == 0
+    assert main(["--run", "r", "--n", "0"]) == 2  # our rule
+    assert main(["--run", "r", "--bogus"]) == 2  # argparse's own refusal, the same way
+    err = capsys.readouterr().err
+    assert "error: --n 0: must be at least 1" in err and "error: unrecognized arguments: --bogus" in err
+    assert main.args is Demo and main.__name__ == "main"

@@ -15,7 +15,7 @@ import traceback
 from dataclasses import dataclass
 
 from filelib import run_main
-from tools.core.args import opt, parse
+from tools.core.args import command, opt
 
 TOPICS = ["data", "generate", "dtype", "study", "judge", "report"]
 
@@ -26,8 +26,8 @@ class BenchArgs:
     quick: bool = opt(False, help="smaller sizes, for a first look")
 
 
-def main(argv: list[str] | None = None) -> int:
-    a = parse(BenchArgs, argv, __doc__)
+@command(BenchArgs, __doc__)
+def main(a: BenchArgs) -> int:
     failed = []
     for topic in a.only:
         try:

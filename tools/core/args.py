@@ -9,7 +9,8 @@
         def check(self) -> list[str]:  # cross-field rules: one message per violation
             return ["--weights: one per --runs"] if self.weights and len(self.weights) != len(self.runs) else []
 
-    a = parse(MergeArgs, argv, doc=__doc__)   # exits 2 naming every bad option at once
+    @command(MergeArgs, __doc__)              # main(argv) -> int: 2 with every bad option named at once
+    def main(a: MergeArgs) -> int: ...
 
 The field's type says how a value is read (`int`, `float`, `str`, `Path`, `X | None`, `list[X]`; `bool`
 is a switch, `--no-x` when it defaults to True). `opt()` rules: `min`/`max` (inclusive), `gt`/`lt`
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import math
 import os
 import sys
@@ -38,6 +40,18 @@ _KEY = "smalldata.arg"
 MISSING = dataclasses.MISSING
 RULES = {"min", "max", "gt", "lt", "positive", "nonneg", "finite", "choices", "required"}
 RULES |= {"split", "repeat", "env", "flag", "metavar", "nargs"}
+
+
+class Refused(SystemExit):
+    """The command line was refused (the problems are on stderr): exit status 2, or `main` returns 2."""
+
+    def __init__(self):
+        super().__init__(2)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> typing.NoReturn:  # argparse's own refusals end the same way as ours
+        fail(self, [message])
 
 
 class ArgsError(ValueError):
@@ -118,9 +132,7 @@ def build_parser(cls, doc: str | None = None, ap: argparse.ArgumentParser | None
     """The argparse parser of a dataclass (or `ap` with its options added): every option with its help,
     default and range in `--help`. Values stay strings here; `parse` converts and checks them."""
     if ap is None:
-        ap = argparse.ArgumentParser(
-            description=doc, formatter_class=argparse.RawDescriptionHelpFormatter, **kw
-        )
+        ap = _Parser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
     for f, meta, elem, many in _fields(cls):
         flag, dflt = flag_of(f, meta, elem), _default(f)
         shown = meta["split"].join(map(str, dflt)) if meta.get("split") and dflt else dflt
@@ -208,7 +220,26 @@ def fail(ap: argparse.ArgumentParser, problems: list[str]) -> typing.NoReturn:
     ap.print_usage(sys.stderr)
     for p in problems:
         print(f"{ap.prog}: error: {p}", file=sys.stderr)
-    raise SystemExit(2)
+    raise Refused()
+
+
+def command(cls, doc: str | None = None, **kw):
+    """`@command(XArgs, __doc__)` on `def main(a: XArgs) -> int` makes `main(argv=None) -> int`: the
+    command line parsed and checked into XArgs, or every problem printed and 2 returned."""
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def main(argv: list[str] | None = None) -> int:
+            try:
+                a = parse(cls, argv, doc, **kw)
+            except Refused as e:
+                return e.code
+            return fn(a)
+
+        main.args = cls
+        return main
+
+    return wrap
 
 
 # ----------------------------------------------------------------------------------------- the checks

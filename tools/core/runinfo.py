@@ -28,7 +28,7 @@ from importlib import metadata
 from pathlib import Path
 
 from filelib import run_main, sha256_file
-from tools.core.args import opt, parse
+from tools.core.args import command, opt
 from tools.core.paths import DATA, ROOT
 
 PACKAGES = ("llamafactory", "transformers", "torch", "peft", "trl", "datasets", "accelerate", "ray")
@@ -255,8 +255,8 @@ class InfoArgs:
         ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    a = parse(InfoArgs, argv, __doc__)
+@command(InfoArgs, __doc__)
+def main(a: InfoArgs) -> int:
     facts = {"git_commit": git_commit(), "versions": package_versions()}
     if a.dataset:
         facts["data_fingerprint"] = data_fingerprint(a.dataset, a.dataset_dir)

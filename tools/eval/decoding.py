@@ -25,7 +25,7 @@ import re
 from dataclasses import asdict, dataclass, replace
 
 from filelib import run_main
-from tools.core.args import opt, parse
+from tools.core.args import command, opt
 from tools.core.paths import TEMPLATES
 from tools.core.profiles import load_yaml
 
@@ -188,8 +188,8 @@ class DecodingArgs:
         return []
 
 
-def main(argv: list[str] | None = None) -> int:
-    a = parse(DecodingArgs, argv, __doc__)
+@command(DecodingArgs, __doc__)
+def main(a: DecodingArgs) -> int:
     points = [DecodingPoint.parse(a.parse)] if a.parse else load_grid(a.grid or "hw5")
     for p in points:
         print(f"{p.name:28s} {json.dumps(p.as_gen())}")

@@ -39,7 +39,7 @@ from typing import Any
 import yaml
 
 from filelib import atomic_dir, atomic_write_json, atomic_write_text, run_main
-from tools.core.args import opt, parse
+from tools.core.args import command, opt
 from tools.core.paths import ROOT, Run, venv_bin
 from tools.core.profiles import same_model
 from tools.export.runs import Refused, refuse_quantised_base, run_info, versions
@@ -282,8 +282,8 @@ class MergeArgs:
         return []
 
 
-def main(argv: list[str] | None = None) -> int:
-    a = parse(MergeArgs, argv, __doc__)
+@command(MergeArgs, __doc__)
+def main(a: MergeArgs) -> int:
     try:
         runs = [Run.parse(r) for r in a.runs]
         merged_run(runs[0].model, a.method, a.name)  # a --name that is not path-safe is refused first

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from filelib import atomic_write_jsonl, read_jsonl, run_main
-from tools.core.args import checked, opt, parse
+from tools.core.args import checked, command, opt
 from tools.core.paths import MODELS, Run
 from tools.judge.client import CallStats, Endpoint
 from tools.judge.progress import JudgeProgress
@@ -300,8 +300,8 @@ def compare_runs(run: str, other: str, testset: str, decoding: str, say=print) -
     return d
 
 
-def main(argv: list[str] | None = None) -> int:
-    a = parse(JudgeArgs, argv, __doc__)
+@command(JudgeArgs, __doc__)
+def main(a: JudgeArgs) -> int:
     try:
         res = run_judge(a)
         scores = res.get("scores") or {}

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from filelib import atomic_write_json, read_jsonl, run_main
-from tools.core.args import opt, parse
+from tools.core.args import command, opt
 from tools.core.paths import runs_of_study
 
 N_BOOT = 500
@@ -175,8 +175,8 @@ class LengthArgs:
     n_boot: int = opt(N_BOOT, help="bootstrap resamples of the intervals", min=10)
 
 
-def main(argv: list[str] | None = None) -> int:
-    a = parse(LengthArgs, argv, __doc__)
+@command(LengthArgs, __doc__)
+def main(a: LengthArgs) -> int:
     try:
         obs, label, paths = study_observations(a.study, a.testset, a.decoding, a.model)
         if not obs:

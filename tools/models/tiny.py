@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from filelib import atomic_dir, atomic_write_json, check_output, claim, run_main
-from tools.core.args import opt, parse
+from tools.core.args import command, opt
 from tools.core.paths import MODELS
 from tools.models.base import BASE_MODEL_DIR, COMPLETE, gguf_path, is_built
 
@@ -85,8 +85,8 @@ class TinyArgs:
         return [f"--hidden {self.hidden}: must be a multiple of 8"] if self.hidden % 8 else []
 
 
-def main(argv: list[str] | None = None) -> int:
-    a = parse(TinyArgs, argv, __doc__)
+@command(TinyArgs, __doc__)
+def main(a: TinyArgs) -> int:
     print(f"tiny model: {build(a.out, a.layers, a.hidden, a.seed, a.force)}")
     return 0
 

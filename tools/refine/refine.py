@@ -29,7 +29,7 @@ from pathlib import Path
 from filelib import run_main, sha256_text
 from plugins.pools import DataError
 from plugins.publishing import RegistryError
-from tools.core.args import checked, opt, parse
+from tools.core.args import checked, command, opt
 from tools.core.paths import DATA, cache_dir
 from tools.data import check_name, publish, registered_rows
 from tools.judge import CallStats, Endpoint, JudgeCache, Task, api_spec, call_all, cost_usd, messages_tokens
@@ -206,8 +206,8 @@ def refine(args: RefineArgs | str, *more, say=print, **options) -> dict:
     return {"name": name, "rows": len(out_rows), "calls": stats.calls, "cost_usd": spent}
 
 
-def main(argv: list[str] | None = None) -> int:
-    a = parse(RefineArgs, argv, __doc__)
+@command(RefineArgs, __doc__)
+def main(a: RefineArgs) -> int:
     try:
         refine(a)
     except (RefineError, DataError, RegistryError) as e:

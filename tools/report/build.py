@@ -32,7 +32,7 @@ from pathlib import Path
 import pandas as pd
 
 from filelib import atomic_dir, atomic_write_json, atomic_write_text, run_main
-from tools.core.args import checked, opt, parse
+from tools.core.args import checked, command, opt
 from tools.core.paths import TEMPLATES, report_dir, runs_of_study, study_dir
 from tools.report.advice import Advice, intervals_overlap, run_advice
 from tools.report.choose import Choice, choose_on_dev, split_sets
@@ -268,8 +268,9 @@ def build_report(args: ReportArgs | str, *more, **options) -> Report:
     return Report(out, table, v, warns, records, advice=advice, timings=timings, choice=choice, floor=floor)
 
 
-def main(argv: list[str] | None = None) -> int:
-    rep = build_report(parse(ReportArgs, argv, __doc__))
+@command(ReportArgs, __doc__)
+def main(a: ReportArgs) -> int:
+    rep = build_report(a)
     print(f"report: {rep.out / 'index.html'} ({len(rep.records)} runs, {rep.timings['total']:.1f} s)")
     print(f"        {rep.verdict.text}")
     if rep.floor:
