@@ -599,12 +599,13 @@ def test_mixed_encodings_are_named_by_row(tmp_path):
 
 
 def test_evaluation_duplicates_are_reported(tmp_path, capsys):
-    from tools.data.cli import main
-
     ev = w(tmp_path, "ev.json", [{"question_id": 1, "text": "Q?"}, {"question_id": 2, "text": "Q?"}])
     rc, msg = run_main("tools.data.cli", ["--eval", ev, "--dataset-dir", tmp_path / "data"], capsys)
-    assert main is not None and rc == 0
+    assert rc == 0, msg
     assert "1 prompts" in msg and "1 duplicate prompt(s) dropped, rows 1 (= 1)" in msg, msg
+    # the registered set is what the message says: the first of the two, the duplicate not written
+    written = json.loads((tmp_path / "data" / "generated" / "ev" / "ev.json").read_text())
+    assert [(r["id"], r["instruction"]) for r in written] == [("1", "Q?")], written
 
 
 def test_user_entries_keep_their_bytes(tmp_path, capsys):

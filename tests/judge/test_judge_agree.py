@@ -9,14 +9,10 @@ the scores its judge would give - a planted rule per judge, so the expected agre
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import threading
 
-import aiohttp
 import pytest
-from aiohttp import web
 from scipy.stats import spearmanr
 
 from filelib import atomic_write_jsonl, read_jsonl
@@ -39,49 +35,19 @@ def judge_two(n: int) -> int:  # agrees on the order, not on every step
     return min(10, n + (n % 3 == 0))
 
 
-class ScoringProxy:
-    def __init__(self, upstream: str, rule, bonus: int):
-        self.upstream, self.rule, self.bonus = upstream, rule, bonus
-        self.calls = 0
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+def scoring(rule, bonus: int):
+    """A reply for `chat_server` in front of the real server: its completion (usage, ids, finish reason),
+    the words replaced by the scores this judge's rule gives, plus `bonus` for the second answer."""
 
-    async def handle(self, req):
-        data = await req.json()
-        self.calls += 1
-        async with self.session.post(f"{self.upstream}/chat/completions", json=data) as r:
-            body = await r.json()  # the real server's completion: usage, ids, finish reason
-        user = data["messages"][-1]["content"]
-        a1, a2 = user.split("[The Start of Assistant 2's Answer]")
-        s1 = self.rule(int(ANSWER.search(a1).group(1))) if ANSWER.search(a1) else REF_SCORE
-        s2 = self.rule(int(ANSWER.search(a2).group(1))) if ANSWER.search(a2) else REF_SCORE
-        body["choices"][0]["message"]["content"] = f"{s1} {min(10, s2 + self.bonus)}"
-        return web.json_response(body)
+    async def reply(call) -> dict:
+        body = await call.forward()
+        a1, a2 = call.prompt.split("[The Start of Assistant 2's Answer]")
+        s1 = rule(int(ANSWER.search(a1).group(1))) if ANSWER.search(a1) else REF_SCORE
+        s2 = rule(int(ANSWER.search(a2).group(1))) if ANSWER.search(a2) else REF_SCORE
+        body["choices"][0]["message"]["content"] = f"{s1} {min(10, s2 + bonus)}"
+        return body
 
-    def __enter__(self) -> str:
-        self.thread.start()
-
-        async def start():
-            self.session = aiohttp.ClientSession()
-            app = web.Application()
-            app.router.add_post("/v1/chat/completions", self.handle)
-            self.runner = web.AppRunner(app)
-            await self.runner.setup()
-            site = web.TCPSite(self.runner, "127.0.0.1", 0)
-            await site.start()
-            return site._server.sockets[0].getsockname()[1]
-
-        port = asyncio.run_coroutine_threadsafe(start(), self.loop).result(10)
-        return f"http://127.0.0.1:{port}/v1"
-
-    def __exit__(self, *exc):
-        async def stop():
-            await self.session.close()
-            await self.runner.cleanup()
-
-        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
+    return reply
 
 
 NUMBERS = {"a": [2, 3, 4, 5, 6, 7, 8], "b": [3, 4, 6, 5, 8, 9, 8]}
@@ -107,42 +73,41 @@ def winner(ans: int, ref: int) -> int:
     return (ans > ref) - (ans < ref)
 
 
-def test_flip_rate_and_two_judges_agreement(out_dir, tiny_api, capsys):
+def test_flip_rate_and_two_judges_agreement(out_dir, tiny_api, chat_server, capsys):
     runs = {v: write_run(v) for v in NUMBERS}
-    p1, p2 = ScoringProxy(tiny_api, judge_one, BONUS), ScoringProxy(tiny_api, judge_two, 0)
-    with p1 as one, p2 as two:
-        for v, run in runs.items():
-            s = run_judge(
-                run.name,
-                "demo_eval",
-                "greedy",
-                protocol="hw5_official",
-                swap=True,
-                base_url=one,
-                model="judge-one",
-                second_base_url=two,
-                second_model="judge-two",
-                say=lambda *_: None,
-                progress_bar=False,
-            )["scores"]
-            ns = NUMBERS[v]
-            # judge one favours the second position by BONUS: the flips are where that changes the winner
-            flips = sum(
-                winner(min(10, judge_one(n) + BONUS), REF_SCORE) != winner(judge_one(n), REF_SCORE + BONUS)
-                for n in ns
-            )
-            assert s["swap"]["n_pairs"] == len(ns) and s["swap"]["n_flips"] == flips > 0
-            assert s["swap"]["flip_rate"] == pytest.approx(flips / len(ns))
-            bias = [min(10, judge_one(n) + BONUS) - judge_one(n) for n in ns]  # scores stop at 10
-            assert s["swap"]["position_bias"]["mean"] == pytest.approx(sum(bias) / len(ns))
-            want = spearmanr(
-                [min(10, judge_one(n) + BONUS) for n in ns], [judge_two(n) for n in ns]
-            ).statistic
-            ag = s["agreement"]
-            assert ag["spearman"] == pytest.approx(want) and ag["n"] == len(ns)
-            assert ag["judge_second"].startswith("judge-two@")
-            assert len(list(read_jsonl(second_path(run, "demo_eval", "greedy")))) == 2 * len(ns)
-        calls = p1.calls + p2.calls
+    p1 = chat_server(scoring(judge_one, BONUS), upstream=tiny_api)
+    p2 = chat_server(scoring(judge_two, 0), upstream=tiny_api)
+    one, two = p1.url, p2.url
+    for v, run in runs.items():
+        s = run_judge(
+            run.name,
+            "demo_eval",
+            "greedy",
+            protocol="hw5_official",
+            swap=True,
+            base_url=one,
+            model="judge-one",
+            second_base_url=two,
+            second_model="judge-two",
+            say=lambda *_: None,
+            progress_bar=False,
+        )["scores"]
+        ns = NUMBERS[v]
+        # judge one favours the second position by BONUS: the flips are where that changes the winner
+        flips = sum(
+            winner(min(10, judge_one(n) + BONUS), REF_SCORE) != winner(judge_one(n), REF_SCORE + BONUS)
+            for n in ns
+        )
+        assert s["swap"]["n_pairs"] == len(ns) and s["swap"]["n_flips"] == flips > 0
+        assert s["swap"]["flip_rate"] == pytest.approx(flips / len(ns))
+        bias = [min(10, judge_one(n) + BONUS) - judge_one(n) for n in ns]  # scores stop at 10
+        assert s["swap"]["position_bias"]["mean"] == pytest.approx(sum(bias) / len(ns))
+        want = spearmanr([min(10, judge_one(n) + BONUS) for n in ns], [judge_two(n) for n in ns]).statistic
+        ag = s["agreement"]
+        assert ag["spearman"] == pytest.approx(want) and ag["n"] == len(ns)
+        assert ag["judge_second"].startswith("judge-two@")
+        assert len(list(read_jsonl(second_path(run, "demo_eval", "greedy")))) == 2 * len(ns)
+    calls = len(p1.bodies) + len(p2.bodies)
     # two orders, two judges, every distinct (prompt, answer) once: the runs share two answers, the cache knows
     distinct = {(i, n) for ns in NUMBERS.values() for i, n in enumerate(ns)}
     assert len(distinct) == 12 and calls == 2 * 2 * len(distinct)

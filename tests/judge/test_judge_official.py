@@ -4,14 +4,11 @@ the references each score records, and `--references`."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import threading
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 
 from filelib import atomic_write_jsonl, read_jsonl, sha256_file
 from tools.core.paths import Run
@@ -36,65 +33,26 @@ def official_average(replies: list[str]) -> tuple[float, int]:
     return (total / count if count > 0 else 0), count
 
 
-class Recorder:
-    """An OpenAI-shaped chat endpoint on a loopback port: records each request body, answers the reply
-    planned for the prompt's "item N" (the first line of a real GPT-4o-mini answer, cut at 5 tokens)."""
+def planned(replies: dict[int, str]):
+    """A reply for `chat_server` standing in for OpenAI: the reply planned for the prompt's "item N"
+    (the first line of a real GPT-4o-mini answer, cut at 5 tokens), "8 6" for any other."""
 
-    def __init__(self, replies: dict[int, str]):
-        self.replies, self.bodies = replies, []
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+    def reply(call) -> str:
+        m = re.search(r"item (\d+)", call.prompt)
+        return replies.get(int(m.group(1)) if m else -1, "8 6")
 
-    async def handle(self, req):
-        raw = await req.read()
-        body = json.loads(raw)
-        self.bodies.append(body)
-        m = re.search(r"item (\d+)", body["messages"][-1]["content"])
-        text = self.replies.get(int(m.group(1)) if m else -1, "8 6")
-        return web.json_response(
-            {
-                "id": "x",
-                "object": "chat.completion",
-                "created": 0,
-                "model": body["model"],
-                "choices": [
-                    {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"}
-                ],
-                "usage": {"prompt_tokens": 300, "completion_tokens": 5, "total_tokens": 305},
-            }
-        )
-
-    def __enter__(self):
-        self.thread.start()
-
-        async def start():
-            app = web.Application()
-            app.router.add_post("/v1/chat/completions", self.handle)
-            self.runner = web.AppRunner(app)
-            await self.runner.setup()
-            site = web.TCPSite(self.runner, "127.0.0.1", 0)
-            await site.start()
-            return site._server.sockets[0].getsockname()[1]
-
-        port = asyncio.run_coroutine_threadsafe(start(), self.loop).result(10)
-        self.url = f"http://127.0.0.1:{port}/v1"
-        return self
-
-    def __exit__(self, *exc):
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
+    return reply
 
 
 def write_items(run: Run, rows: list[dict], testset="hw5_test"):
     return atomic_write_jsonl(run.predictions(testset, "greedy"), [r | {"decoding": "greedy"} for r in rows])
 
 
-def test_request_body_is_hw5s_to_the_byte(out_dir):
+def test_request_body_is_hw5s_to_the_byte(out_dir, chat_server):
     run = Run.parse(RUN)
     write_items(run, [FIXTURE["predictions_row"]])
-    with Recorder({}) as srv:
-        res = judge.run_judge(RUN, "hw5_test", "greedy", base_url=srv.url, say=lambda *_: None)
+    srv = chat_server(planned({}))
+    res = judge.run_judge(RUN, "hw5_test", "greedy", base_url=srv.url, say=lambda *_: None)
     assert len(srv.bodies) == 1
     sent = srv.bodies[0]
     assert (
@@ -126,7 +84,7 @@ def test_official_parse_quirks(reply, expected, quirk):
     assert bool(p.quirk) == quirk
 
 
-def test_official_number_over_a_run_with_quirky_replies(out_dir):
+def test_official_number_over_a_run_with_quirky_replies(out_dir, chat_server):
     replies = {i: q[0] for i, q in enumerate(QUIRKS)}
     run = Run.parse(RUN)
     rows = [
@@ -140,8 +98,8 @@ def test_official_number_over_a_run_with_quirky_replies(out_dir):
         for i in replies
     ]
     write_items(run, rows)
-    with Recorder(replies) as srv:
-        s = judge.run_judge(RUN, "hw5_test", "greedy", base_url=srv.url, say=lambda *_: None)["scores"]
+    srv = chat_server(planned(replies))
+    s = judge.run_judge(RUN, "hw5_test", "greedy", base_url=srv.url, say=lambda *_: None)["scores"]
     want, counted = official_average(list(replies.values()))
     assert s["mean"] == pytest.approx(want) and s["n"] == counted == 6
     assert s["n_unparsed"] == 3 and s["n_quirks"] == 4
@@ -149,10 +107,10 @@ def test_official_number_over_a_run_with_quirky_replies(out_dir):
     rows = {r["id"]: r for r in read_jsonl(run.judgments("hw5_test", "greedy"))}
     assert rows["q2"]["score_answer"] == 7.0 and rows["q2"]["quirk"]
     # the robust variant refuses what the official rule counts: never mixed under one protocol name
-    with Recorder(replies) as srv:
-        r2 = judge.run_judge(
-            RUN, "hw5_test", "greedy", protocol="hw5_pairwise", base_url=srv.url, say=lambda *_: None
-        )["scores"]
+    srv = chat_server(planned(replies))
+    r2 = judge.run_judge(
+        RUN, "hw5_test", "greedy", protocol="hw5_pairwise", base_url=srv.url, say=lambda *_: None
+    )["scores"]
     assert r2["protocol"] == "hw5_pairwise" and r2["n"] < counted
     assert srv.bodies[0]["max_tokens"] == 512
 
@@ -187,7 +145,7 @@ def test_hw5_prompts_rebuild_the_courses_question(shared_data):
         assert user.startswith(f"[Question]\n{rec['conversations'][0]['value']}\n\n[The Start of Assistant 1")
 
 
-def test_references_recorded_and_replaced_by_id(out_dir, tmp_path, capsys):
+def test_references_recorded_and_replaced_by_id(out_dir, tmp_path, capsys, chat_server):
     run = Run.parse(RUN)
     rows = [
         {
@@ -212,12 +170,13 @@ def test_references_recorded_and_replaced_by_id(out_dir, tmp_path, capsys):
             ]
         )
     )
-    with Recorder({}) as srv:
-        s = judge.run_judge(RUN, "hw5_test", "greedy", base_url=srv.url, say=lambda *_: None)["scores"]
-        assert s["references"]["source"] == "predictions" and "Long-Is-More" in s["references"]["note"]
-        s2 = judge.run_judge(
-            RUN, "hw5_test", "greedy", base_url=srv.url, references=course, say=lambda *_: None
-        )["scores"]
+    srv = chat_server(planned({}))
+    s = judge.run_judge(RUN, "hw5_test", "greedy", base_url=srv.url, say=lambda *_: None)["scores"]
+    assert s["references"]["source"] == "predictions" and "Long-Is-More" in s["references"]["note"]
+    res2 = judge.run_judge(
+        RUN, "hw5_test", "greedy", base_url=srv.url, references=course, say=lambda *_: None
+    )
+    s2 = res2["scores"]
     assert s2["references"] == s2["references"] | {
         "source": "file",
         "path": str(course),
@@ -234,30 +193,30 @@ def test_references_recorded_and_replaced_by_id(out_dir, tmp_path, capsys):
     assert run.scores("hw5_test", "greedy").read_text() == before
 
 
-def test_one_progress_bar_not_a_line_per_item(out_dir, capsys):
+def test_one_progress_bar_not_a_line_per_item(out_dir, capsys, chat_server):
     run = Run.parse(RUN)
     rows = [
         {"id": f"q{i}", "instruction": f"Explain item {i}.", "input": "", "answer": f"A{i}", "reference": "R"}
         for i in range(12)
     ]
     write_items(run, rows)
-    with Recorder({3: "oops"}) as srv:
-        judge.run_judge(RUN, "hw5_test", "greedy", base_url=srv.url)
+    srv = chat_server(planned({3: "oops"}))
+    judge.run_judge(RUN, "hw5_test", "greedy", base_url=srv.url)
     cap = capsys.readouterr()
     assert "judged" not in cap.out and cap.out.count("\n") < 8  # a summary, no line per judgment
     final = cap.err.split("\r")[-1]
     assert "12/12" in final and "calls 12, cached 0, failed 0, spend $0.0006" in final
 
 
-def test_compare_refuses_runs_judged_under_different_protocols(out_dir, capsys):
+def test_compare_refuses_runs_judged_under_different_protocols(out_dir, capsys, chat_server):
     rows = [{"id": "q0", "instruction": "Explain item 0.", "input": "", "answer": "A", "reference": "R"}]
     other = "smollm2_135m/rank/r16"
     write_items(Run.parse(RUN), rows)
     write_items(Run.parse(other), rows)
-    with Recorder({}) as srv:
-        judge.run_judge(RUN, "hw5_test", "greedy", base_url=srv.url, say=lambda *_: None)
-        judge.run_judge(
-            other, "hw5_test", "greedy", protocol="hw5_pairwise", base_url=srv.url, say=lambda *_: None
-        )
+    srv = chat_server(planned({}))
+    judge.run_judge(RUN, "hw5_test", "greedy", base_url=srv.url, say=lambda *_: None)
+    judge.run_judge(
+        other, "hw5_test", "greedy", protocol="hw5_pairwise", base_url=srv.url, say=lambda *_: None
+    )
     with pytest.raises(judge.JudgeError, match="hw5_official.*hw5_pairwise.*not comparable"):
         judge.compare_runs(RUN, other, "hw5_test", "greedy")

@@ -23,7 +23,6 @@ import threading
 import time
 from pathlib import Path
 
-import aiohttp
 import pytest
 import yaml
 from aiohttp import web
@@ -42,20 +41,26 @@ HANG_S = 7.0  # the hang lasts longer
 TAG = re.compile(r"\[case:(\w+)#(\d+)\]")
 
 
-class FaultProxy:
-    def __init__(self, upstream: str):
-        self.upstream = upstream
+class Faults:
+    """The proxy's script: a reply for `chat_server` in front of the real server, per (case, attempt)
+    as the module docstring says. `attempts` counts each (case, n) as it arrives; "slow" cases wait
+    for `release`; `url` is the proxy's once `start` has run."""
+
+    def __init__(self):
         self.attempts: collections.Counter = collections.Counter()
         self.release = threading.Event()  # "slow" cases wait for it
-        self.stopping = threading.Event()
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.url = ""
 
-    async def handle(self, req: web.Request) -> web.StreamResponse:
-        data = await req.json()
-        case, n = TAG.search(data["messages"][-1]["content"]).groups()
+    def start(self, chat_server, upstream: str) -> Faults:
+        self.server = chat_server(self, upstream=upstream)
+        self.url = self.server.url
+        return self
+
+    async def __call__(self, call) -> dict | web.StreamResponse:
+        case, n = TAG.search(call.prompt).groups()
         self.attempts[case, n] += 1
         first = self.attempts[case, n] == 1
+        stopping = call.server.stopping
         if case == "r429" and first:
             return web.json_response(
                 {"error": {"message": "rate limited"}}, status=429, headers={"Retry-After": "1"}
@@ -64,53 +69,27 @@ class FaultProxy:
             return web.json_response({"error": {"message": "boom"}}, status=500)
         if case == "hang" and first:
             t_end = time.time() + HANG_S
-            while time.time() < t_end and not self.stopping.is_set():
+            while time.time() < t_end and not stopping.is_set():
                 await asyncio.sleep(0.05)
             return web.json_response({"error": {"message": "too late"}}, status=504)
         if case == "drop" and first:
-            req.transport.close()
+            call.request.transport.close()
             return web.Response()
         if case == "badjson":
             return web.Response(text='{"id": "x", "choices": [', content_type="application/json")
         if case == "slow":
-            while not (self.release.is_set() or self.stopping.is_set()):
+            while not (self.release.is_set() or stopping.is_set()):
                 await asyncio.sleep(0.05)
-        if self.stopping.is_set():
+        if stopping.is_set():
             return web.json_response({"error": {"message": "proxy stopping"}}, status=503)
-        async with self.session.post(f"{self.upstream}/chat/completions", json=data) as r:
-            body = await r.json()
+        body = await call.forward()
         if case != "plain":  # see the module docstring: realistic words for the scored paths
             body["choices"][0]["message"]["content"] = (
                 f"7 {int(n) % 10 + 1}\nAssistant 2 answered the question; Assistant 1 was more detailed."
                 if case != "garbled"
                 else "Asistant #1 ::: g00d ;; Asistant #2 ::: ok\x00"
             )
-        return web.json_response(body)
-
-    async def _start(self):
-        self.session = aiohttp.ClientSession()
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", self.handle)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        return site._server.sockets[0].getsockname()[1]
-
-    async def _stop(self):
-        await self.session.close()
-        await self.runner.cleanup()
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        port = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
-        return f"http://127.0.0.1:{port}/v1"
-
-    def __exit__(self, *exc):
-        self.stopping.set()
-        asyncio.run_coroutine_threadsafe(self._stop(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
+        return body
 
 
 @pytest.fixture(scope="module")
@@ -119,11 +98,8 @@ def server(tiny_api):
 
 
 @pytest.fixture()
-def proxy(server):
-    p = FaultProxy(server)
-    with p as url:
-        p.url = url
-        yield p
+def proxy(server, chat_server) -> Faults:
+    return Faults().start(chat_server, server)
 
 
 @pytest.fixture()

@@ -16,7 +16,7 @@ import yaml
 
 from filelib import read_jsonl
 from plugins.publishing import load_info, resolve
-from tests.judge.test_judge_server import FaultProxy
+from tests.judge.test_judge_server import Faults
 from tools.core.paths import ROOT
 from tools.refine.prompts import REFINE_TEMPLATES, RefineError, load_prompt
 from tools.refine.refine import cache_file, main, refine
@@ -72,7 +72,9 @@ def test_prompts_are_data_and_replies_are_checked(tmp_path):
 
 
 @pytest.mark.slow
-def test_dry_run_cost_limit_kill_resume_and_publish(tmp_path, out_dir, tiny_api, short_prompt, capsys):
+def test_dry_run_cost_limit_kill_resume_and_publish(
+    tmp_path, out_dir, tiny_api, chat_server, short_prompt, capsys
+):
     ids = write_set(tmp_path, {"ok": 3, "slow": 3})
     common = ["--dataset", "small", "--prompt", short_prompt, "--dataset-dir", str(tmp_path)]
 
@@ -86,27 +88,27 @@ def test_dry_run_cost_limit_kill_resume_and_publish(tmp_path, out_dir, tiny_api,
     err = capsys.readouterr().err
     assert "above --max-cost" in err and "--max-cost 0.01" in err
 
-    proxy = FaultProxy(tiny_api)
-    with proxy as url:
-        cmd = [sys.executable, "-m", "tools.refine", *common, "--base-url", url, "--model", "tiny"]
-        env = {**os.environ, "SMALLDATA_OUT": str(out_dir)}
-        env.pop("OPENAI_API_KEY", None)
-        cache = cache_file("tiny@" + url.split("/")[2])
-        child = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.time() + 90
-            while len(list(read_jsonl(cache))) < 3:  # the quick ones landed; the slow ones wait
-                assert time.time() < deadline and child.poll() is None
-                time.sleep(0.1)
-        finally:
-            child.send_signal(signal.SIGKILL)
-            child.wait()
-        assert "small_refined" not in load_info(tmp_path)  # published only when complete
-        with open(cache, "a") as f:
-            f.write('{"key": "torn')  # as if killed mid-write
+    proxy = Faults().start(chat_server, tiny_api)
+    url = proxy.url
+    cmd = [sys.executable, "-m", "tools.refine", *common, "--base-url", url, "--model", "tiny"]
+    env = {**os.environ, "SMALLDATA_OUT": str(out_dir)}
+    env.pop("OPENAI_API_KEY", None)
+    cache = cache_file("tiny@" + url.split("/")[2])
+    child = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 90
+        while len(list(read_jsonl(cache))) < 3:  # the quick ones landed; the slow ones wait
+            assert time.time() < deadline and child.poll() is None
+            time.sleep(0.1)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert "small_refined" not in load_info(tmp_path)  # published only when complete
+    with open(cache, "a") as f:
+        f.write('{"key": "torn')  # as if killed mid-write
 
-        proxy.release.set()
-        res = refine("small", short_prompt, "tiny", url, dataset_dir=tmp_path, say=lambda *a: None)
+    proxy.release.set()
+    res = refine("small", short_prompt, "tiny", url, dataset_dir=tmp_path, say=lambda *a: None)
     assert res["calls"] == 3 and res["rows"] == 6  # only the 3 unfinished rows were called again
     keys = [json.loads(line)["key"] for line in cache.read_text().splitlines()]
     assert len(keys) == len(set(keys)) == 6
@@ -118,10 +120,10 @@ def test_dry_run_cost_limit_kill_resume_and_publish(tmp_path, out_dir, tiny_api,
         [p["id"] for p in man["rows_provenance"]] == ids and man["billed"] is False and man["cost_usd"] == 0
     )
 
-    # everything cached now: a re-run against the same endpoint makes no call
-    with FaultProxy(tiny_api) as other:
-        again = refine("small", short_prompt, "tiny", url, dataset_dir=tmp_path, say=lambda *a: None)
-        assert again["calls"] == 0 and other
+    # everything cached now: a re-run against the same endpoint (still serving) makes no call
+    asked = len(proxy.server.bodies)
+    again = refine("small", short_prompt, "tiny", url, dataset_dir=tmp_path, say=lambda *a: None)
+    assert again["calls"] == 0 and len(proxy.server.bodies) == asked
 
 
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, out_dir, capsys):

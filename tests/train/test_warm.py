@@ -23,13 +23,17 @@ def write_module(folder: Path, body: str) -> str:
     return "warm_probe"
 
 
+NAP_S = 0.5  # each probe child sleeps this long before it exits
+
+
 def test_a_warm_child_has_its_own_status_env_folder_and_log(tmp_path):
     pkg = tmp_path / "probe"
     pkg.mkdir()
     name = write_module(
         pkg,
-        "import os, sys\n"
+        "import os, sys, time\n"
         "print('out', os.environ['PROBE'], os.getcwd(), sys.argv[1:])\n"
+        f"time.sleep({NAP_S})\n"
         "print('err line', file=sys.stderr)\n"
         "raise SystemExit(int(sys.argv[1]))\n",
     )
@@ -44,7 +48,10 @@ def test_a_warm_child_has_its_own_status_env_folder_and_log(tmp_path):
     log = (tmp_path / "a.log").read_text()
     assert "(warm start)" in log and f"out yes {tmp_path} ['0']" in log and "err line" in log
     assert f"out yes {pkg} ['3']" in (tmp_path / "b.log").read_text()
-    assert ok.peak_rss_mb and ok.peak_rss_mb > 10 and ok.wall_s >= 0
+    assert ok.peak_rss_mb and ok.peak_rss_mb > 10
+    # the wall time is the child's own run, measured: at least the nap each child took (a lower bound
+    # only, so a loaded machine cannot fail it)
+    assert ok.wall_s >= NAP_S and bad.wall_s >= NAP_S, (ok.wall_s, bad.wall_s)
 
 
 def test_a_crash_is_a_failed_status_with_its_traceback_in_the_log(tmp_path):
