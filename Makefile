@@ -29,7 +29,7 @@ ARGS    ?=
 NEEDS   := $(if $(filter smollm2_135m tiny,$(MODEL)),base-model,setup)
 
 .PHONY: help setup setup-extras setup-gpu lock base-model tiny-model smoke demo test test-fast lint format browser \
-        data refine mix configs configs-check sweep sweep-data sweep-rank sweep-lr sweep-target sweep-curriculum \
+        fetch-hw5 data refine mix configs configs-check sweep sweep-data sweep-rank sweep-lr sweep-target sweep-curriculum \
         sweep-method sweep-epochs sweep-improve sweep-recipes eval judge submit export merge report tensorboard webui bench bench-gpu clean \
         recovery-demo
 
@@ -99,6 +99,9 @@ format: setup ## ruff format and autofix
 	$(VENV)/bin/ruff check --fix .
 
 # ---------------------------------------------------------------- data
+fetch-hw5: setup ## download HW5's test prompts, references and Alpaca files into the cache, hash-checked (ARGS="--pool" adds the 52k pool)
+	$(PY) -m tools.data.fetch $(ARGS)
+
 data: setup ## select N rows from SOURCE by STRATEGY, split the curriculum, register (DATA_ARGS="--all-strategies --eval hw5")
 	$(PY) -m tools.data --source $(SOURCE) --strategy $(STRATEGY) --n $(N) $(DATA_ARGS)
 

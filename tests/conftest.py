@@ -1,4 +1,4 @@
-"""Shared fixtures: the tiny random model, the embedded base model, the real data in ../shared.
+"""Shared fixtures: the tiny random model, the embedded base model, HW5's real data (tools/data/sources.py).
 
 Every test that writes outputs gets its own SMALLDATA_OUT (saves/, exports/, reports/, cache/)
 so tests never touch the repo's own folders or each other's.
@@ -6,14 +6,9 @@ so tests never touch the repo's own folders or each other's.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-
-from tools.core.paths import ROOT
-
-SHARED_DATA = Path(os.environ.get("SMALLDATA_SHARED", ROOT.parent / "shared" / "data"))
 
 
 @pytest.fixture(scope="session")
@@ -34,10 +29,15 @@ def base_model() -> Path:
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """../shared/data: the real HW5 and Long-Is-More files; skip where this clone has none."""
-    if not (SHARED_DATA / "hw5").is_dir():
-        pytest.skip(f"real data not present at {SHARED_DATA} (a fresh clone has no ../shared)")
-    return SHARED_DATA
+    """A folder with the real HW5 and Long-Is-More files (hw5/..., long_is_more/...), found as the data
+    commands find them: the cache `make fetch-hw5` fills, $SMALLDATA_HW5_DIR, then ../shared/data
+    ($SMALLDATA_SHARED); skip where none has them."""
+    from tools.data import data_root
+
+    root = data_root()
+    if root is None:
+        pytest.skip("HW5's real data is not on this machine: `make fetch-hw5` (or set SMALLDATA_HW5_DIR)")
+    return root
 
 
 @pytest.fixture()

@@ -2,10 +2,10 @@
 (load, select, curriculum, write, register) on it; diversity (k-center) and the quota selection on the
 same pool; IFD vs a bare forward pass.
 
-The 52k-row pool is SYNTHETIC: the real ~2k Alpaca rows of ../shared/data (or, without it, the
-demo pool) repeated, each copy's instruction tagged so no row is a duplicate, written in
-FastChat's shape like HW5's fastchat_alpaca_52k.json. Both sides of each ratio are measured in
-this run, on this machine: selection = load + normalise + score + top-N from the same file.
+The 52k-row pool is SYNTHETIC: the real ~2k Alpaca rows (HW5's `alpaca_2k` source, found by
+tools/data/sources.py; without it, the demo pool) repeated, each copy's instruction tagged so no
+row is a duplicate, written in FastChat's shape like HW5's fastchat_alpaca_52k.json. Both sides of
+each ratio are measured in this run, on this machine: selection = load + normalise + score + top-N from the same file.
 
 Usage:
     python -m tools.bench.data [--quick]
@@ -20,23 +20,25 @@ import time
 from pathlib import Path
 
 from filelib import run_main
-from plugins.pools import load_table
+from plugins.pools import DataError, load_table
 from plugins.selection import Context, score, top_n
-from tools.core.paths import MODELS, ROOT
-
-SHARED = ROOT.parent / "shared" / "data"
-POOL_FILES = ("long_is_more/filtered_alpaca_1k_longest.json", "long_is_more/filtered_alpaca_1k_score.json")
+from tools.core.paths import MODELS
+from tools.data import locate
 
 
 def seed_rows() -> tuple[list[dict], str]:
     """FastChat records to scale up, and where they came from."""
-    if all((SHARED / f).exists() for f in POOL_FILES):
+    try:
+        found = locate("alpaca_2k")
+    except DataError:
+        found = []
+    if found:
         recs, seen = [], set()
-        for r in (r for f in POOL_FILES for r in json.loads((SHARED / f).read_text())):
+        for r in (r for f in found for r in json.loads(f.path.read_text())):
             if r["id"] not in seen:  # the two files share 28 ids: keep the first, so no copy has duplicates
                 seen.add(r["id"])
                 recs.append(r)
-        return recs, "the real 2k Alpaca rows of ../shared/data"
+        return recs, f"the real 2k Alpaca rows ({found[0].where})"
     from plugins.pools import demo_pool
 
     recs = [
@@ -50,7 +52,7 @@ def seed_rows() -> tuple[list[dict], str]:
         }
         for r in demo_pool.build()
     ]
-    return recs, "the demo pool (../shared/data absent)"
+    return recs, "the demo pool (HW5's Alpaca files absent: make fetch-hw5)"
 
 
 def make_pool(path: Path, rows: int) -> str:

@@ -8,9 +8,10 @@ Usage:
                          [--embedding auto|minilm|hashed] [--diversity-prefilter hw5_default|none]
                          [--diversity-candidates K] [--length-window 100,400]
 
-Sources: `demo` (built from Python's own documentation, see plugins/pools/demo_pool.py), `hw5` (the two
-../shared/data/long_is_more/filtered_alpaca_1k_*.json files merged, duplicates dropped), a JSON
-or JSONL file in any supported shape, or a hub name (`tatsu-lab/alpaca`) through `datasets`.
+Sources: `demo` (built from Python's own documentation, see plugins/pools/demo_pool.py), `hw5` (Long-Is-More's
+two Alpaca 1k files merged, duplicates dropped), `alpaca_52k` (HW5's 52k pool), a JSON
+or JSONL file in any supported shape, or a hub name (`tatsu-lab/alpaca`) through `datasets`. HW5's files
+are found by tools/data/sources.py: the cache `make fetch-hw5` fills, then --data-dir, then ../shared/data.
 The subset is always registered as `alpaca_top<N>` (+ `_easy|_medium|_hard`), whatever the pool;
 `--all-strategies` adds `alpaca_top<N>_by_<strategy>` for the data study, and `alpaca_top<N>_by_<name>`
 for each named selection in the study specs' `selections:` blocks (quota compositions such as
@@ -37,13 +38,12 @@ from plugins.pools import DataError, Table, load_table, merge_tables, normalise_
 from plugins.publishing import pipeline, registry
 from plugins.selection import STUDY_STRATEGIES, Context, curriculum, leakage, parse_thresholds
 from tools.core.hub import hub_offline, hub_reachable
-from tools.core.paths import DATA, MODELS, ROOT, TEMPLATES, cache_dir
+from tools.core.paths import DATA, MODELS, TEMPLATES, cache_dir
 from tools.data.derived import check_name
+from tools.data.sources import locate, source_files
 
-SHARED = ROOT.parent / "shared" / "data"
-HW5_POOL = ("long_is_more/filtered_alpaca_1k_longest.json", "long_is_more/filtered_alpaca_1k_score.json")
-HW5_TEST = "hw5/test_set_evol_instruct_150.json"
-HW5_REFS = "long_is_more/filtered_evol_instruct_1k_score.json"
+# --source name -> the named source it reads (tools/data/sources.py)
+POOLS = {"hw5": "alpaca_2k", "alpaca_52k": "alpaca_52k"}
 DEV_N = 150  # hw5_dev: as many prompts as the test set, so a dev mean is as precise as a test mean
 EMBEDDED = MODELS / "smollm2-135m-instruct"
 
@@ -52,16 +52,9 @@ def say(msg: str) -> None:
     print(f"data: {msg}", flush=True)
 
 
-def _shared(rel: str, shared: Path) -> Path:
-    p = shared / rel
-    if not p.exists():
-        raise DataError(
-            f"{p}: not found; the real data lives in ../shared/data (use --source demo without it)"
-        )
-    return p
-
-
-def load_source(spec: str, shape: str | None = None, shared: Path = SHARED) -> tuple[list[dict], dict, list]:
+def load_source(
+    spec: str, shape: str | None = None, shared: Path | None = None
+) -> tuple[list[dict], dict, list]:
     """Rows, the manifest's source block, and the rows to write first (the demo pool file)."""
     if spec == "demo":
         from plugins.pools import demo_pool
@@ -71,15 +64,13 @@ def load_source(spec: str, shape: str | None = None, shared: Path = SHARED) -> t
         src = {"kind": "demo", "spec": spec, "python_docs": sys.version.split()[0]}
         src["files"] = [{"path": "data/generated/demo_pool.json", "sha256": None}]  # set once written
         return t.rows, src | {"rows": len(t.rows), "duplicates_dropped": len(t.duplicates)}, records
-    if spec == "hw5":
-        tables = [load_table(_shared(rel, shared), shape, require_answer=True) for rel in HW5_POOL]
+    if spec in POOLS:  # `shared`: a folder the user names (--data-dir), searched after the cache
+        found = locate(POOLS[spec], shared)
+        tables = [load_table(f.path, shape, require_answer=True) for f in found]
         rows, dups = merge_tables(tables)
-        files = [
-            {"path": f"../shared/data/{rel}", "sha256": sha256_file(t.path)}
-            for rel, t in zip(HW5_POOL, tables, strict=True)
-        ]
+        files = [f.manifest() for f in found]
         src = {
-            "kind": "hw5",
+            "kind": spec,
             "spec": spec,
             "files": files,
             "rows": len(rows),
@@ -118,15 +109,16 @@ def _load_hub(name: str, shape: str | None) -> tuple[list[dict], dict, list]:
 
 
 def eval_rows(
-    spec: str, shape: str | None, shared: Path = SHARED
+    spec: str, shape: str | None, shared: Path | None = None
 ) -> tuple[str, list[dict], Path | None, str]:
     """(name, rows, committed file or None, note) of an evaluation set."""
     if spec == "demo":
         path = DATA / "demo_eval.json"
         return "demo_eval", load_table(path, shape).rows, path, "the prompts this project ships"
     if spec == "hw5":
-        prompts = load_table(_shared(HW5_TEST, shared), "prompt").rows
-        refs = {r["id"]: r["output"] for r in load_table(_shared(HW5_REFS, shared), "sharegpt").rows[:150]}
+        prompts = load_table(source_files("hw5", shared)[0], "prompt").rows
+        refs_file = source_files("hw5_refs", shared)[0]
+        refs = {r["id"]: r["output"] for r in load_table(refs_file, "sharegpt").rows[:150]}
         for r in prompts:
             r["output"] = refs.get(r["id"], "")
         missing = sum(1 for r in prompts if not r["output"])
@@ -176,7 +168,7 @@ def study_selections(studies: Path = TEMPLATES / "studies") -> dict[str, str]:
 
 
 def dev_rows(
-    spec: str, test_rows: list[dict], shared: Path = SHARED, n: int = DEV_N
+    spec: str, test_rows: list[dict], shared: Path | None = None, n: int = DEV_N
 ) -> tuple[str, list[dict], Path | None, str] | None:
     """The dev set beside a test set (choices are made on it, never on the test set): for `hw5`,
     Long-Is-More's Evol-Instruct rows after HW5's 150 (the same source, with references), for `demo`
@@ -185,7 +177,7 @@ def dev_rows(
         path = DATA / "demo_dev.json"
         name, rows, file, note = "demo_dev", load_table(path).rows, path, "the dev prompts this project ships"
     elif spec == "hw5":
-        pool = load_table(_shared(HW5_REFS, shared), "sharegpt").rows[150:]
+        pool = load_table(source_files("hw5_refs", shared)[0], "sharegpt").rows[150:]
         rows = [r for r in pool if r["output"]][: n or None]
         name, file, note = (
             "hw5_dev",
@@ -235,7 +227,9 @@ def warn_leakage(manifest: dict) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--source", help="demo | hw5 | <file> | <hub name> (default demo unless only --eval)")
+    ap.add_argument(
+        "--source", help="demo | hw5 | alpaca_52k | <file> | <hub name> (default demo unless only --eval)"
+    )
     ap.add_argument("--strategy", default="hw5_default", help="a strategy or name:weight,name:weight")
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--name", help="subset name (default alpaca_top<N>)")
@@ -270,7 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--length-window", help="length_window: answer words lo,hi (default 100,400)")
     ap.add_argument("--model", type=Path, default=EMBEDDED, help="tokenizer/LM for long_is_more and IFD")
     ap.add_argument("--dataset-dir", type=Path, default=DATA)
-    ap.add_argument("--shared", type=Path, default=SHARED, help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--data-dir", dest="shared", type=Path, help="a folder with HW5's files (see make fetch-hw5)"
+    )
+    ap.add_argument("--shared", dest="shared", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument("--force", action="store_true", help="replace a user's registry entry of the same name")
     return ap

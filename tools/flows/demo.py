@@ -1,7 +1,7 @@
 """The whole study end to end on the embedded default, one status line per step.
 
 On the embedded SmolLM2-135M and the data the project ships (`--data demo`), or the real 2k
-Alpaca rows and HW5's 150 prompts from ../shared/data (`--data hw5`):
+Alpaca rows and HW5's 150 prompts (`--data hw5`: fetched once by `make fetch-hw5`, see tools/data/sources.py):
 
   1. select 100 rows from the pool, split the curriculum, register the datasets;
   2. render the demo study (the three chained curriculum stages against the same rows shuffled, steps
@@ -172,10 +172,11 @@ def main(argv: list[str] | None = None) -> int:
         a.max_new_tokens,
         3,
     )
-    best = chosen_run(STUDY, model, devset)
+    choice = choose_on_dev(dev_records(STUDY, model), devset)
+    best = choice.run
     if best is None:
         raise SystemExit(f"demo: no tuned run has a score on {devset}: nothing to choose")
-    print(f"      chosen on {devset}: {best.name} (greedy)", flush=True)
+    print(f"      chosen on {devset}: {best.name} (greedy): {choice.verdict}", flush=True)
     evaluate(
         f"test set {testset}, scored once: the chosen point and the base",
         [Run.base(model), best],
@@ -196,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"report: {report_dir(STUDY) / 'index.html'}")
     print(f"        {report_dir(STUDY) / 'report.md'}")
     print(f"chosen on {devset}: {best.name} -> exported to {best.export_dir}")
+    how = f"by {choice.decided_by['metric']}" if choice.decided_by else f"by no criterion (tie-break: {choice.tie_break})"
+    print(f"decided {how}: {choice.verdict}")
     return 0
 
 
