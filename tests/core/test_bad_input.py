@@ -471,6 +471,56 @@ CASES = {
         2,
         ["--model '../y'"],
     ),
+    "generate-no-new-tokens": (
+        "tools.eval.generate",
+        lambda d: ["--run", RUN, "--testset", "t", "--max-new-tokens", "0"],
+        2,
+        ["--max-new-tokens 0", "at least 1"],
+    ),
+    "generate-limit-negative": (
+        "tools.eval.generate",
+        lambda d: ["--run", RUN, "--testset", "t", "--limit", "-1", "--seed", "-1"],
+        2,
+        ["--limit -1", "--seed -1"],
+    ),
+    "study-unknown": (
+        "tools.eval.study",
+        lambda d: [
+            "--study",
+            "nope",
+            "--judge",
+            "none",
+            "--no-metrics",
+            "--limit",
+            "1",
+            "--max-new-tokens",
+            "1",
+        ],
+        2,
+        ["--study 'nope'", "unknown study", "rank"],
+    ),
+    "study-heldout-n-negative": (
+        "tools.eval.study",
+        lambda d: ["--runs", RUN, "--heldout", "alpaca_top100", "--heldout-n", "-5"],
+        2,
+        ["--heldout-n -5"],
+    ),
+    "metrics-heldout-n-negative": (
+        "tools.eval.metrics",
+        lambda d: [
+            "--run",
+            RUN,
+            "--testset",
+            "t",
+            "--heldout",
+            "alpaca_top100",
+            "--heldout-n",
+            "-1",
+            "--no-ppl",
+        ],
+        2,
+        ["--heldout-n -1"],
+    ),
 }
 
 PROTO = (

@@ -37,16 +37,17 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from filelib import append_jsonl, atomic_write_json, atomic_write_jsonl, read_jsonl, run_main
+from tools.core.args import checked, command, opt
 from tools.core.paths import DATA, Run
 from tools.eval.decoding import DEFAULT_MAX_NEW_TOKENS, DecodingPoint, load_grid
 from tools.eval.engine import DTYPES, Engine, auto_batch_size, peak_mem_mb
@@ -247,34 +248,104 @@ def _versions() -> dict:
     }
 
 
+@dataclass
+class GenerateArgs:
+    """Every option of a generation, each default, help and rule once (tools.core.args)."""
+
+    run: str | None = opt(None, help="model/study/variant (the base model: <model>/base/base)")
+    testset: str = opt("demo_eval", help="a registered prompt set (demo_eval, hw5_test, ...)")
+    grid: str | None = opt(None, help="a grid in templates/decoding/ (hw5, quick, default)")
+    decoding: list[str] | None = opt(
+        None,
+        help="decoding names, e.g. greedy t0.7_p0.9, or a policy by prompt type (bytype_recipe: "
+        "tools/eval/policy.py); default greedy",
+    )
+    batch_size: int | None = opt(None, help="prompts per batch (default: all prompts, within memory)", min=1)
+    limit: int | None = opt(None, help="only the first K prompts", min=1)
+    dataset_dir: Path = opt(DATA, help="the folder holding dataset_info.json")
+    references: str | None = opt(None, help="a registered set whose `output` is the reference, joined by id")
+    model_path: Path | None = opt(None, help="a merged or plain model folder (no adapter)")
+    template: str | None = opt(None, help="LLaMA-Factory template (default: run.json or the profile)")
+    base_model: str | None = opt(
+        None, help="override an adapter run's base model (checked against the adapter)"
+    )
+    force: bool = opt(False, help="regenerate finished points")
+    dtype: str | None = opt(
+        None, help="default: the profile's on GPU, bfloat16 on a bf16 CPU", choices=lambda: list(DTYPES)
+    )
+    max_new_tokens: int | None = opt(
+        None, help=f"answer length cap (default {DEFAULT_MAX_NEW_TOKENS})", min=1
+    )
+    seed: int | None = opt(None, help="seed of sampled points", nonneg=True)
+    quiet: bool = opt(False, help="no progress bar")
+
+    def check(self) -> list[str]:
+        return ["--grid and --decoding: give one of them"] if self.grid and self.decoding else []
+
+    def points(self) -> list[DecodingPoint | Policy]:
+        return decoding_points(self.grid, self.decoding, self.max_new_tokens, self.seed)
+
+
+def decoding_points(
+    grid: str | None, names: list[str] | None, max_new_tokens: int | None, seed: int | None = None
+) -> list[DecodingPoint | Policy]:
+    """The decoding points asked for: a grid's, or each --decoding name (a policy or a point; greedy)."""
+    if grid:
+        return load_grid(grid, max_new_tokens, seed)
+    kw = {"max_new_tokens": max_new_tokens or DEFAULT_MAX_NEW_TOKENS} | (
+        {"seed": seed} if seed is not None else {}
+    )
+    return [
+        load_policy(n, max_new_tokens, seed) if is_policy(n) else DecodingPoint.parse(n, **kw)
+        for n in (names or ["greedy"])
+    ]
+
+
+# the order of generate()'s positional parameters after (run, testset, points), kept for its callers
+_POSITIONAL = (
+    "batch_size",
+    "limit",
+    "dataset_dir",
+    "references",
+    "model_path",
+    "template",
+    "base_model",
+    "force",
+)
+
+
 def generate(
-    run: Run | str | None,
-    testset: str,
-    points: list[DecodingPoint | Policy],
-    batch_size: int | None = None,
-    limit: int | None = None,
-    dataset_dir: Path = DATA,
-    references: str | None = None,
-    model_path: str | Path | None = None,
-    template: str | None = None,
-    base_model: str | Path | None = None,
-    force: bool = False,
+    args: GenerateArgs | Run | str | None,
+    testset: str | None = None,
+    points: list[DecodingPoint | Policy] | None = None,
+    *more,
     on_batch=None,
     progress: bool = True,
-    dtype: str | None = None,
+    **options,
 ) -> list[Path]:
-    """Every decoding point for one source and prompt set; the model is loaded once, and only if needed."""
-    if (batch_size is not None and batch_size < 1) or (limit is not None and limit < 1):
-        raise GenerateError("--batch-size and --limit must be at least 1")
-    source = resolve_source(run, model_path, template, base_model)
-    prompts = load_prompts(testset, dataset_dir, references)[:limit]
+    """Every decoding point for one source and prompt set; the model is loaded once, and only if needed.
+
+    `args` is a GenerateArgs (its points from --grid/--decoding unless `points` is given), or the run
+    with GenerateArgs' fields (`generate(run, "hw5_test", points, 8, None, data_dir, force=True)`)."""
+    if not isinstance(args, GenerateArgs):
+        if len(more) > len(_POSITIONAL):
+            raise TypeError(f"generate() takes at most {3 + len(_POSITIONAL)} positional arguments")
+        given = dict(zip(_POSITIONAL, more, strict=False))
+        given |= {"testset": testset} if testset is not None else {}
+        args = GenerateArgs(args, **given, **options)
+    a = checked(args)
+    points = points or a.points()
+    run, batch_size, force, progress = a.run, a.batch_size, a.force, progress and not a.quiet
+    source = resolve_source(run, a.model_path, a.template, a.base_model)
+    testset = a.testset
+    prompts = load_prompts(testset, a.dataset_dir, a.references)[: a.limit]
     missing = sum(p["reference"] is None for p in prompts)
     log.info("%s: %d prompts from %s, %d without a reference", source.run, len(prompts), testset, missing)
     engine: list[Engine] = []
 
     def factory() -> Engine:
         if not engine:
-            engine.append(Engine(source, dtype))
+            engine.append(Engine(source, a.dtype))
         return engine[0]
 
     return [
@@ -294,61 +365,12 @@ def generate(
     ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", help="model/study/variant (the base model: <model>/base/base)")
-    ap.add_argument(
-        "--testset", default="demo_eval", help="a registered prompt set (demo_eval, hw5_test, ...)"
-    )
-    g = ap.add_mutually_exclusive_group()
-    g.add_argument("--grid", help="a grid in templates/decoding/ (hw5, quick, default)")
-    g.add_argument(
-        "--decoding",
-        nargs="+",
-        default=None,
-        help="decoding names, e.g. greedy t0.7_p0.9, or a policy by prompt type (bytype_recipe: tools/eval/policy.py)",
-    )
-    ap.add_argument("--batch-size", type=int, default=None, help="default: all prompts, within memory")
-    ap.add_argument("--dtype", choices=DTYPES, help="default: the profile's on GPU, bfloat16 on a bf16 CPU")
-    ap.add_argument("--max-new-tokens", type=int, default=None, help=f"default {DEFAULT_MAX_NEW_TOKENS}")
-    ap.add_argument("--seed", type=int, default=None, help="seed of sampled points in a --grid")
-    ap.add_argument("--limit", type=int, default=None, help="only the first K prompts")
-    ap.add_argument("--dataset-dir", type=Path, default=DATA)
-    ap.add_argument("--references", help="a registered set whose `output` is the reference, joined by id")
-    ap.add_argument("--model-path", type=Path, help="a merged or plain model folder (no adapter)")
-    ap.add_argument("--template", help="LLaMA-Factory template (default: run.json or the profile)")
-    ap.add_argument("--base-model", help="override an adapter run's base model (checked against the adapter)")
-    ap.add_argument("--force", action="store_true", help="regenerate finished points")
-    ap.add_argument("--quiet", action="store_true", help="no progress bar")
-    a = ap.parse_args(argv)
+@command(GenerateArgs, __doc__)
+def main(a: GenerateArgs) -> int:
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        if a.grid:
-            points = load_grid(a.grid, a.max_new_tokens, a.seed)
-        else:
-            kw = {"max_new_tokens": a.max_new_tokens or DEFAULT_MAX_NEW_TOKENS}
-            if a.seed is not None:
-                kw["seed"] = a.seed
-            points = [
-                load_policy(n, a.max_new_tokens, a.seed) if is_policy(n) else DecodingPoint.parse(n, **kw)
-                for n in (a.decoding or ["greedy"])
-            ]
-        paths = generate(
-            a.run,
-            a.testset,
-            points,
-            a.batch_size,
-            a.limit,
-            a.dataset_dir,
-            a.references,
-            a.model_path,
-            a.template,
-            a.base_model,
-            a.force,
-            progress=not a.quiet,
-            dtype=a.dtype,
-        )
+        paths = generate(a)
     except (GenerateError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -24,16 +24,17 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import logging
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from filelib import atomic_write_json, atomic_write_jsonl, read_jsonl, run_main
 from plugins.pools import load_rows
+from tools.core.args import command, opt
 from tools.core.paths import DATA, Run
 from tools.eval.decoding import load_grid
 from tools.eval.engine import Engine
@@ -275,36 +276,44 @@ def compute(
     return metrics
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", required=True, help="model/study/variant")
-    ap.add_argument("--testset", default="demo_eval")
-    g = ap.add_mutually_exclusive_group()
-    g.add_argument("--decoding", nargs="+", default=None, help="decoding names (default greedy)")
-    g.add_argument("--grid", help="every point of a grid in templates/decoding/")
-    ap.add_argument("--chinese", action="store_true", help="character-level ROUGE")
-    ap.add_argument("--no-ppl", action="store_true", help="skip perplexity (no model load)")
-    ap.add_argument("--no-similarity", action="store_true")
-    ap.add_argument("--heldout", help="a registered pool for held-out perplexity")
-    ap.add_argument("--heldout-n", type=int, default=50)
-    ap.add_argument(
-        "--zeroshot", nargs="+", metavar="TASK", help="lm-eval tasks (python_mc, local, standard, ...)"
+@dataclass
+class MetricsArgs:
+    run: str = opt(help="model/study/variant", required=True)
+    testset: str = opt("demo_eval", help="a registered prompt set")
+    decoding: list[str] | None = opt(None, help="decoding names (default greedy)")
+    grid: str | None = opt(None, help="every point of a grid in templates/decoding/")
+    chinese: bool = opt(False, help="character-level ROUGE")
+    ppl: bool = opt(True, help="skip perplexity (no model load)")
+    similarity: bool = opt(True, help="skip embedding similarity")
+    heldout: str | None = opt(None, help="a registered pool for held-out perplexity")
+    heldout_n: int = opt(50, help="with --heldout: how many rows", min=1)
+    zeroshot: list[str] | None = opt(
+        None, help="lm-eval tasks (python_mc, local, standard, ...)", metavar="TASK"
     )
-    ap.add_argument("--zeroshot-limit", type=int, default=None, help="with --zeroshot: items per task")
-    ap.add_argument("--dataset-dir", type=Path, default=DATA)
-    ap.add_argument("--batch-size", type=int, default=None, help="default: as many as fit memory")
-    a = ap.parse_args(argv)
+    zeroshot_limit: int | None = opt(None, help="with --zeroshot: items per task", min=1)
+    dataset_dir: Path = opt(DATA, help="the folder holding dataset_info.json")
+    batch_size: int | None = opt(None, help="default: as many as fit memory", min=1)
+
+    def check(self) -> list[str]:
+        problems = ["--grid and --decoding: give one of them"] if self.grid and self.decoding else []
+        if self.zeroshot_limit is not None and not self.zeroshot:
+            problems.append("--zeroshot-limit: goes with --zeroshot")
+        try:
+            check_tasks(self.zeroshot) if self.zeroshot else None  # before any model loads
+        except ValueError as e:
+            problems.append(f"--zeroshot: {e}")
+        return problems
+
+
+@command(MetricsArgs, __doc__)
+def main(a: MetricsArgs) -> int:
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     try:
         run = Run.parse(a.run)
         names = [p.name for p in load_grid(a.grid)] if a.grid else (a.decoding or ["greedy"])
-        if a.zeroshot_limit is not None and (a.zeroshot_limit < 1 or not a.zeroshot):
-            raise GenerateError("--zeroshot-limit must be at least 1, and goes with --zeroshot")
-        if a.zeroshot:
-            check_tasks(a.zeroshot)  # a name lm-eval does not know: exit 2 before any model loads
         engine = None
         for name in names:
-            wants_model = not a.no_ppl or a.zeroshot
+            wants_model = a.ppl or a.zeroshot
             if wants_model and engine is None and run.predictions(a.testset, name).exists():
                 engine = Engine(source_of(run.predictions(a.testset, name)))
             m = compute(
@@ -312,8 +321,8 @@ def main(argv: list[str] | None = None) -> int:
                 a.testset,
                 name,
                 a.chinese,
-                not a.no_ppl,
-                not a.no_similarity,
+                a.ppl,
+                a.similarity,
                 a.heldout,
                 a.heldout_n,
                 a.dataset_dir,

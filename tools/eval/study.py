@@ -26,27 +26,28 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import functools
 import logging
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from filelib import atomic_write_json, run_main
-from tools.core.paths import DATA, Run, runs_of_study, study_dir
-from tools.eval.decoding import DEFAULT_MAX_NEW_TOKENS, DecodingPoint, load_grid
+from tools.core.args import command, opt
+from tools.core.paths import DATA, TEMPLATES, Run, runs_of_study, study_dir
+from tools.eval.decoding import DEFAULT_MAX_NEW_TOKENS, DecodingPoint
 from tools.eval.engine import DTYPES, Engine, _base_key
-from tools.eval.generate import generate_point
+from tools.eval.generate import decoding_points, generate_point
 from tools.eval.metrics import compute
-from tools.eval.policy import is_policy, load_policy
 from tools.eval.prompts import GenerateError, load_prompts
 from tools.eval.source import Source, resolve_source
 from tools.eval.stale import metrics_stale, zeroshot_done
 
 log = logging.getLogger("study")
 JUDGES = ("auto", "offline", "openai", "none")
+STUDIES = TEMPLATES / "studies"
 
 
 def study_runs(model: str, study: str, base: bool = True) -> list[Run]:
@@ -120,24 +121,14 @@ class Study:
 
 
 def evaluate_run(
-    study: Study,
-    source: Source,
-    testset: str,
-    prompts: list[dict],
-    points: list[DecodingPoint],
-    batch_size: int | None = None,
-    metrics: bool = True,
-    similarity: bool = True,
-    judge: str = "auto",
-    dataset_dir: Path = DATA,
-    force: bool = False,
-    say=print,
-    heldout: tuple[str, int] | None = None,
-    zeroshot: tuple[list[str], int | None] | None = None,
+    study: Study, source: Source, prompts: list[dict], points: list[DecodingPoint], a: StudyArgs, say=print
 ) -> None:
     """Answers, metrics and judge scores of one run at every point, on the shared engine and judge.
-    `heldout` (pool, n): perplexity on n rows of a registered pool the run did not train on (forgetting).
-    `zeroshot` (tasks, limit): zero-shot accuracy, computed once per run and written with every point."""
+    With --heldout: perplexity on rows of a registered pool the run did not train on (forgetting); with
+    --zeroshot: zero-shot accuracy, computed once per run and written with every point."""
+    testset, force = a.testset, a.force
+    heldout = (a.heldout, a.heldout_n) if a.heldout else None
+    zeroshot = (a.zeroshot, a.zeroshot_limit) if a.zeroshot else None
     run = source.run
     known = zeroshot_done(source, zeroshot) if zeroshot and not force else {}
     for point in points:
@@ -147,19 +138,19 @@ def evaluate_run(
             testset,
             prompts,
             point,
-            batch_size,
+            a.batch_size,
             force,
             progress=False,
             engine_factory=lambda: study.engine_for(source),
         )
         met = run.metrics(testset, point.name)
-        if metrics and (force or metrics_stale(met, pred, heldout, zeroshot)):
+        if a.metrics and (force or metrics_stale(met, pred, heldout, zeroshot)):
             m = compute(
                 run,
                 testset,
                 point.name,
-                similarity=similarity,
-                dataset_dir=dataset_dir,
+                similarity=a.similarity,
+                dataset_dir=a.dataset_dir,
                 engine=study.engine_for(source),
                 heldout=heldout[0] if heldout else None,
                 heldout_n=heldout[1] if heldout else 50,
@@ -174,67 +165,35 @@ def evaluate_run(
                 for t, r in (m.get("zeroshot") or {}).items()
             )
             say(f"  metrics {run.name} {point.name}: rougeL {m['rougeL']} ppl {m['ppl_reference']}{general}")
-        if judge != "none":
+        if a.judge != "none":
             from tools.judge import run_judge
 
             run_judge(
                 run.name,
                 testset,
                 point.name,
-                offline={"auto": None, "offline": True, "openai": False}[judge],
+                offline={"auto": None, "offline": True, "openai": False}[a.judge],
                 offline_model=study.offline_model,
                 judge_factory=study.offline_judge,
                 say=lambda line: say(f"  {line}"),
             )
 
 
-def evaluate_study(
-    runs: list[Run | str],
-    testset: str,
-    points: list[DecodingPoint],
-    limit: int | None = None,
-    batch_size: int | None = None,
-    dtype: str | None = None,
-    metrics: bool = True,
-    similarity: bool = True,
-    judge: str = "auto",
-    offline_model: str | Path | None = None,
-    dataset_dir: Path = DATA,
-    references: str | None = None,
-    force: bool = False,
-    say=print,
-    heldout: tuple[str, int] | None = None,
-    zeroshot: tuple[list[str], int | None] | None = None,
-) -> dict:
+def evaluate_study(runs: list[Run | str], points: list[DecodingPoint], a: StudyArgs, say=print) -> dict:
     """Evaluate every run on one engine; returns {failed: [run names], timings}."""
     t0 = time.perf_counter()
     sources = [resolve_source(r) for r in runs]
     if not sources:
         raise GenerateError("no runs to evaluate")
     check_sources(sources)
-    prompts = load_prompts(testset, dataset_dir, references)[:limit]
-    study = Study(dtype, offline_model)
+    prompts = load_prompts(a.testset, a.dataset_dir, a.references)[: a.limit]
+    study = Study(a.dtype, a.offline_model)
     failed = []
     for source in sources:
         t_run = time.perf_counter()
-        say(f"{source.run.name}: {testset} x {', '.join(p.name for p in points)}")
+        say(f"{source.run.name}: {a.testset} x {', '.join(p.name for p in points)}")
         try:
-            evaluate_run(
-                study,
-                source,
-                testset,
-                prompts,
-                points,
-                batch_size,
-                metrics,
-                similarity,
-                judge,
-                dataset_dir,
-                force,
-                say,
-                heldout,
-                zeroshot,
-            )
+            evaluate_run(study, source, prompts, points, a, say)
         except Exception as e:  # noqa: BLE001 (one run's failure is reported; the others still go)
             if isinstance(e, KeyboardInterrupt):
                 raise
@@ -258,77 +217,75 @@ def evaluate_study(
     return {"failed": failed, "timings": timings}
 
 
-def main(argv: list[str] | None = None) -> int:
-    t_start = time.time()
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    who = ap.add_mutually_exclusive_group(required=True)
-    who.add_argument("--study", help="every finished run of this study (with --model), and the base model")
-    who.add_argument("--runs", nargs="+", help="runs by name, model/study/variant")
-    ap.add_argument("--model", default="smollm2_135m", help="with --study: the profile")
-    ap.add_argument("--no-base", action="store_true", help="with --study: leave the base model out")
-    ap.add_argument("--testset", default="demo_eval")
-    g = ap.add_mutually_exclusive_group()
-    g.add_argument("--grid", help="a grid in templates/decoding/")
-    g.add_argument("--decoding", nargs="+", default=None, help="decoding names (default greedy)")
-    ap.add_argument("--max-new-tokens", type=int, default=None, help=f"default {DEFAULT_MAX_NEW_TOKENS}")
-    ap.add_argument("--limit", type=int, default=None, help="only the first K prompts")
-    ap.add_argument("--batch-size", type=int, default=None, help="default: all prompts, within memory")
-    ap.add_argument("--dtype", choices=DTYPES, help="default: the profile's on GPU, bf16 on a bf16 CPU")
-    ap.add_argument(
-        "--judge", choices=JUDGES, default="auto", help="auto: GPT-4o-mini with a key, else offline"
+@dataclass
+class StudyArgs:
+    """Every option of a study's evaluation, each default, help and rule once (tools.core.args)."""
+
+    study: str | None = opt(None, help="every finished run of this study (with --model), and the base model")
+    runs: list[str] | None = opt(None, help="runs by name, model/study/variant (instead of --study)")
+    model: str = opt("smollm2_135m", help="with --study: the profile")
+    base: bool = opt(True, help="with --study: leave the base model out")
+    testset: str = opt("demo_eval", help="a registered prompt set")
+    grid: str | None = opt(None, help="a grid in templates/decoding/")
+    decoding: list[str] | None = opt(None, help="decoding names or policies (default greedy)")
+    max_new_tokens: int | None = opt(
+        None, help=f"answer length cap (default {DEFAULT_MAX_NEW_TOKENS})", min=1
     )
-    ap.add_argument("--offline-model", default=None, help="the offline judge's model folder")
-    ap.add_argument("--no-metrics", action="store_true")
-    ap.add_argument("--no-similarity", action="store_true")
-    ap.add_argument("--dataset-dir", type=Path, default=DATA)
-    ap.add_argument("--references", help="a registered set whose `output` is the reference, joined by id")
-    ap.add_argument("--timings", type=Path, help="write the time split (load, compute, wall) as JSON here")
-    ap.add_argument("--force", action="store_true", help="regenerate and rescore")
-    ap.add_argument("--heldout", help="a registered pool: perplexity on rows no run trained on (forgetting)")
-    ap.add_argument("--heldout-n", type=int, default=50, help="with --heldout: how many rows")
-    ap.add_argument("--zeroshot", nargs="+", metavar="TASK", help="lm-eval tasks: zero-shot accuracy per run")
-    ap.add_argument("--zeroshot-limit", type=int, default=None, help="with --zeroshot: items per task")
-    a = ap.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        if (a.batch_size is not None and a.batch_size < 1) or (a.limit is not None and a.limit < 1):
-            raise GenerateError("--batch-size and --limit must be at least 1")
-        if a.zeroshot_limit is not None and (a.zeroshot_limit < 1 or not a.zeroshot):
-            raise GenerateError("--zeroshot-limit must be at least 1, and goes with --zeroshot")
-        if a.zeroshot:
+    limit: int | None = opt(None, help="only the first K prompts", min=1)
+    batch_size: int | None = opt(None, help="default: all prompts, within memory", min=1)
+    dtype: str | None = opt(None, help="default: the profile's on GPU, bf16 on a bf16 CPU", choices=DTYPES)
+    judge: str = opt("auto", help="auto: GPT-4o-mini with a key, else offline", choices=JUDGES)
+    offline_model: Path | None = opt(None, help="the offline judge's model folder")
+    metrics: bool = opt(True, help="no metrics (ROUGE, perplexity, ...)")
+    similarity: bool = opt(True, help="no embedding similarity")
+    dataset_dir: Path = opt(DATA, help="the folder holding dataset_info.json")
+    references: str | None = opt(None, help="a registered set whose `output` is the reference, joined by id")
+    timings: Path | None = opt(None, help="write the time split (load, compute, wall) as JSON here")
+    force: bool = opt(False, help="regenerate and rescore")
+    heldout: str | None = opt(
+        None, help="a registered pool: perplexity on rows no run trained on (forgetting)"
+    )
+    heldout_n: int = opt(50, help="with --heldout: how many rows", min=1)
+    zeroshot: list[str] | None = opt(None, help="lm-eval tasks: zero-shot accuracy per run", metavar="TASK")
+    zeroshot_limit: int | None = opt(None, help="with --zeroshot: items per task", min=1)
+
+    def check(self) -> list[str]:
+        problems = []
+        if bool(self.study) == bool(self.runs):
+            problems.append("--study or --runs: give one of them")
+        elif self.study and not (STUDIES / f"{self.study}.yaml").is_file() and not _has_runs(self):
+            known = ", ".join(sorted(p.stem for p in STUDIES.glob("*.yaml")))
+            problems.append(f"--study {self.study!r}: unknown study (no spec, no runs); studies: {known}")
+        if self.grid and self.decoding:
+            problems.append("--grid and --decoding: give one of them")
+        if self.zeroshot_limit is not None and not self.zeroshot:
+            problems.append("--zeroshot-limit: goes with --zeroshot")
+        if self.zeroshot:
             from tools.eval.zeroshot import check_tasks
 
             try:
-                check_tasks(a.zeroshot)
+                check_tasks(self.zeroshot)
             except ValueError as e:
-                raise GenerateError(f"--zeroshot: {e}") from None
-        if a.grid:
-            points = load_grid(a.grid, a.max_new_tokens)
-        else:
-            kw = {"max_new_tokens": a.max_new_tokens or DEFAULT_MAX_NEW_TOKENS}
-            points = [
-                load_policy(n, a.max_new_tokens) if is_policy(n) else DecodingPoint.parse(n, **kw)
-                for n in (a.decoding or ["greedy"])
-            ]
-        runs = a.runs or study_runs(a.model, a.study, not a.no_base)
-        out = evaluate_study(
-            runs,
-            a.testset,
-            points,
-            a.limit,
-            a.batch_size,
-            a.dtype,
-            not a.no_metrics,
-            not a.no_similarity,
-            a.judge,
-            a.offline_model,
-            a.dataset_dir,
-            a.references,
-            a.force,
-            heldout=(a.heldout, a.heldout_n) if a.heldout else None,
-            zeroshot=(a.zeroshot, a.zeroshot_limit) if a.zeroshot else None,
-        )
+                problems.append(f"--zeroshot: {e}")
+        return problems
+
+
+def _has_runs(a: StudyArgs) -> bool:
+    try:
+        return study_dir(a.model, a.study).is_dir()
+    except ValueError:  # not a folder name
+        return False
+
+
+@command(StudyArgs, __doc__)
+def main(a: StudyArgs) -> int:
+    t_start = time.time()
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        points = decoding_points(a.grid, a.decoding, a.max_new_tokens)
+        runs = a.runs or study_runs(a.model, a.study, a.base)
+        out = evaluate_study(runs, points, a)
     except (GenerateError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
