@@ -74,7 +74,10 @@ def test_choice_is_made_on_dev_never_on_test(out_dir, capsys):
     chosen_test = json.loads(Run.parse("tiny/epochs/r8@epoch2").scores("demo_eval", "greedy").read_text())
     assert row["judge_mean"] == pytest.approx(chosen_test["mean"])
     assert rep.verdict.text.startswith("Chosen on demo_dev by judge mean: tiny/epochs/r8@epoch2 (greedy)")
-    assert "paired dev prompts" in rep.verdict.text and "Chosen - base model on demo_eval" in rep.verdict.text
+    assert "Decided by judge_mean: tiny/epochs/r8@epoch2 (greedy) beats tiny/epochs/r16" in rep.verdict.text
+    assert (
+        "on 30 paired prompts" in rep.verdict.text and "Chosen - base model on demo_eval" in rep.verdict.text
+    )
     md = (report_dir("epochs") / "report.md").read_text()
     head = md.split("## Runs")[0]
     assert "## Decision" in head and "made on the dev set **demo_dev**" in head

@@ -46,7 +46,9 @@ def fake_tools(calls: list[list[str]]):
                 atomic_write_json(run.metrics(testset, "greedy"), metrics(0.2))
                 key = run.name.rsplit("/", 1)[1]
                 mean = DEV.get(key, 4.0) if testset == "demo_dev" else (7.0 if run.is_base else 5.0)
-                items = {f"p{i}": mean + (i % 3 - 1) * 0.5 for i in range(9)}
+                # each point its own prompt-to-prompt noise, so paired differences vary (an interval exists)
+                noise = [(i * (3 + len(key)) + len(run.name)) % 5 - 2 for i in range(9)]
+                items = {f"p{i}": mean + 0.2 * noise[i] for i in range(9)}
                 d = run.eval_dir(testset, "greedy")
                 write_judgments(d, items)
                 atomic_write_json(d / "scores.json", judged_scores(items))

@@ -7,6 +7,7 @@ Usage:
                          [--ifd-candidates K] [--shape alpaca|sharegpt|openai|prompt] [--force]
                          [--embedding auto|minilm|hashed] [--diversity-prefilter hw5_default|none]
                          [--diversity-candidates K] [--length-window 100,400]
+    python -m tools.data --remove UNIT     # unregister a unit (a set with its stages) and delete its files
 
 Sources: `demo` (built from Python's own documentation, see plugins/pools/demo_pool.py), `hw5` (Long-Is-More's
 two Alpaca 1k files merged, duplicates dropped), `alpaca_52k` (HW5's 52k pool), a JSON
@@ -35,8 +36,8 @@ from pathlib import Path
 
 from filelib import atomic_write_json, run_main, sha256_file, sha256_text
 from plugins.pools import DataError, Table, load_table, merge_tables, normalise_records
-from plugins.publishing import pipeline, registry
-from plugins.selection import STUDY_STRATEGIES, Context, curriculum, leakage, parse_thresholds
+from plugins.publishing import pipeline, publish, registry
+from plugins.selection import STAGES, STUDY_STRATEGIES, Context, curriculum, leakage, parse_thresholds
 from tools.core.hub import hub_offline, hub_reachable
 from tools.core.paths import DATA, MODELS, TEMPLATES, cache_dir
 from tools.data.derived import check_name
@@ -270,11 +271,20 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--shared", dest="shared", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument("--force", action="store_true", help="replace a user's registry entry of the same name")
+    ap.add_argument(
+        "--remove",
+        metavar="UNIT",
+        help="unregister a data set unit and delete its generated files, then stop",
+    )
     return ap
 
 
 def run(a: argparse.Namespace) -> int:
     ddir = Path(a.dataset_dir)
+    if a.remove:
+        gone = publish.remove(ddir, a.remove)
+        say(f"removed: {a.remove}: {', '.join(gone) or 'no registry entries'} (and its generated files)")
+        return 0
     ctx = Context(
         seed=a.seed,
         n=a.n,
@@ -307,7 +317,7 @@ def run(a: argparse.Namespace) -> int:
     devs = [(spec, d) for spec, e in evals if (d := dev_rows(spec, e[1], a.shared, a.dev_n))]
     dev_names = {d[0] for _, d in devs}
     evals += devs
-    registry.check_conflicts({e[0]: {} for _, e in evals}, ddir, a.force)
+    registry.check_conflicts({e[0]: ("eval", e[0]) for _, e in evals}, ddir, a.force)
     guard = guard_sets(ddir, {e[0]: e[1] for _, e in evals})
     if source:
         rows, src, pool_file = load_source(source, a.shape, a.shared)
@@ -318,10 +328,11 @@ def run(a: argparse.Namespace) -> int:
             named = study_selections()
             picked = a.strategies.split(",") if a.strategies else [*STUDY_STRATEGIES, *named]
             study = {s: named.get(s, s) for s in picked}
-        names = [name] + [f"{name}_{s}" for s in ("easy", "medium", "hard")]
-        names += [f"{name}_by_{s}" for s in study] + [e[0] for _, e in evals]
+        claims = {name: ("train", name), **{f"{name}_{s}": ("stage", name) for s in STAGES}}
+        claims.update({f"{name}_by_{s}": ("train", f"{name}_by_{s}") for s in study})
+        claims.update({e[0]: ("eval", e[0]) for _, e in evals})
         strategies = [a.strategy, *study.values()] + ([a.curriculum_by] if a.curriculum_by else [])
-        pipeline.plan(len(rows), a.n, strategies, names, ddir, a.force)
+        pipeline.plan(len(rows), a.n, strategies, claims, ddir, a.force)
         ctx.notes["leakage_sets"] = guard
         sel = pipeline.select(rows, name, a.strategy, a.n, ctx, a.near_dup)
         say(f"select: {a.strategy}: top {a.n} of {len(rows)} in {sel.seconds:.2f} s; knee at rank {sel.knee}")

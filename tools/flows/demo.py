@@ -197,7 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"report: {report_dir(STUDY) / 'index.html'}")
     print(f"        {report_dir(STUDY) / 'report.md'}")
     print(f"chosen on {devset}: {best.name} -> exported to {best.export_dir}")
-    how = f"by {choice.decided_by['metric']}" if choice.decided_by else f"by no criterion (tie-break: {choice.tie_break})"
+    how = (
+        f"by {choice.decided_by['metric']}"
+        if choice.decided_by
+        else f"by no criterion (tie-break: {choice.tie_break})"
+    )
     print(f"decided {how}: {choice.verdict}")
     return 0
 

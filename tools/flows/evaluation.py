@@ -129,4 +129,6 @@ def choose_point(study: str, model: str | None, dev: str) -> Run | None:
         return None
     if choice.best is None:
         print(f"  choose: {choice.note}")
+    else:
+        print(f"  choose: {choice.verdict}", flush=True)
     return choice.run

@@ -1,11 +1,12 @@
 """Choose on the dev set, score on the test set: the best run, epoch and decoding point of a study.
 
 Every evaluated point of every tuned run - its final adapter or one epoch's checkpoint
-(`<run>@epochN`), at each decoding point - that has a score on the dev set is a candidate. The
-best is the highest judge mean on dev; where no candidate has judge scores, the declared fallback
-metric (ROUGE-L against the references, `FALLBACK`) decides, and the choice says so. Ties go to the
-earlier epoch, then to the name. The test set is never read here: it is scored for the chosen point
-afterwards (`make sweep` and `make demo` do that), so its score is an honest estimate.
+(`<run>@epochN`), at each decoding point - that has a score on the dev set is a candidate. The study's
+decision rule (tools/report/rule.py: templates/decision.yaml or the spec's `decision:`) picks: its
+criteria in order, the first that separates the best point from the runner-up with the declared effect
+decides; where none does, the choice says "no clear winner" and the declared tie-break picks. The test
+set is never read here: it is scored for the chosen point afterwards (`make sweep` and `make demo` do
+that), so its score is an honest estimate.
 
 Which set is which: the role `tools.data` records in dataset_info.json (`dev` or `test`), else the
 name (`*_dev` is a dev set). The report and the export use this same function on the same files,
@@ -30,6 +31,7 @@ from filelib import atomic_write_json, read_jsonl, run_main
 from plugins.publishing import registry
 from tools.core.paths import DATA, Run, report_dir, runs_of_study
 from tools.report.collect import EvalPoint, RunRecord, read_evals
+from tools.report.rule import Rule, eval_loss_at, judge_criterion, load_rule, per_prompt, rank_of, steps_at
 
 METRIC = "judge_mean"
 FALLBACK = "rougeL"
@@ -53,14 +55,6 @@ def split_sets(records: list[RunRecord], dataset_dir: Path = DATA) -> tuple[str 
     return (devs[0] if devs else None), [t for t in counts if role_of(t, dataset_dir) != "dev"]
 
 
-def value(e: EvalPoint | None, metric: str) -> float | None:
-    if e is None:
-        return None
-    if metric == METRIC:
-        return (e.scores or {}).get("mean")
-    return (e.metrics or {}).get(metric)
-
-
 @dataclass
 class Point:
     run: str  # the run name that addresses it: model/study/variant[@epochN]
@@ -74,10 +68,15 @@ class Point:
 @dataclass
 class Choice:
     dev: str | None
-    metric: str | None  # judge_mean, or FALLBACK when no dev point was judged
+    metric: str | None  # the criterion that decided, else the first with values (what `score` shows)
     best: Point | None = None
-    candidates: list[Point] = field(default_factory=list)
+    candidates: list[Point] = field(default_factory=list)  # best first, by `metric`
     note: str = ""
+    decided_by: dict | None = None  # the deciding criterion's outcome; None: no criterion separated
+    tried: list[dict] = field(default_factory=list)  # every criterion tried, in the rule's order
+    tie_break: str | None = None  # the tie-break that picked `best` when no criterion decided
+    rule: str = ""  # the rule, as the report states it
+    verdict: str = ""  # one sentence: what decided, by how much, or that nothing did
 
     @property
     def run(self) -> Run | None:
@@ -87,42 +86,111 @@ class Choice:
         return {**asdict(self), "chosen_on": self.dev}
 
 
-def candidates(records: list[RunRecord], dev: str, metric: str) -> list[Point]:
-    out = []
+def candidates(records: list[RunRecord], dev: str) -> tuple[list[Point], dict[str, EvalPoint]]:
+    """Every point of every tuned run evaluated on the dev set, and its evaluation by label."""
+    out, evals = [], {}
     for r in records:
         if r.is_base:
             continue
         for e in r.evals:
-            v = value(e, metric) if e.testset == dev else None
-            if v is None:
+            if e.testset != dev:
                 continue
-            ci = (e.scores or {}).get("ci95") if metric == METRIC else None
             name = r.run.at_epoch(e.epoch).name
-            out.append(Point(name, r.run.name, e.epoch, e.decoding, float(v), ci))
-    return out
+            ci = (e.scores or {}).get("ci95")
+            out.append(Point(name, r.run.name, e.epoch, e.decoding, float("nan"), ci))
+            evals[f"{name} ({e.decoding})"] = e
+    return out, evals
 
 
-def choose_on_dev(records: list[RunRecord], dev: str | None = None, dataset_dir: Path = DATA) -> Choice:
-    """The best (run, epoch, decoding) on the dev set; Choice.best is None when nothing was scored there."""
+def choose_on_dev(
+    records: list[RunRecord], dev: str | None = None, dataset_dir: Path = DATA, rule: Rule | None = None
+) -> Choice:
+    """The point the study's decision rule picks on the dev set (tools.report.rule); Choice.best is None
+    when nothing was evaluated there. The test set is never read."""
     dev = dev or split_sets(records, dataset_dir)[0]
     if dev is None:
         return Choice(
             None, None, note="no dev set evaluated: nothing to choose on (the test set is not used)"
         )
-    for metric in (METRIC, FALLBACK):
-        points = candidates(records, dev, metric)
-        if points:
-            # highest score; then the earlier epoch (the final adapter counts as the last), then the name
-            key = lambda p: (-p.score, p.epoch if p.epoch is not None else 10**6, p.run, p.decoding)  # noqa: E731
-            points.sort(key=key)
-            how = (
-                "judge mean"
-                if metric == METRIC
-                else f"{FALLBACK} (declared fallback: no judge scores on dev)"
-            )
-            note = f"chosen on {dev} by {how} among {len(points)} point(s)"
-            return Choice(dev, metric, points[0], points, note)
-    return Choice(dev, None, note=f"no tuned run has a score on the dev set {dev}")
+    study = next((r.run.study for r in records if not r.is_base), None)
+    rule = rule or load_rule(study)
+    points, evals = candidates(records, dev)
+    if not points:
+        return Choice(dev, None, note=f"no tuned run has a score on the dev set {dev}", rule=rule.describe())
+    label = lambda p: f"{p.run} ({p.decoding})"  # noqa: E731
+
+    def value_of(p: Point, metric: str) -> float | None:
+        e = evals[label(p)]
+        if metric == METRIC:
+            v = (e.scores or {}).get("mean")
+        elif metric == "eval_loss":
+            v = eval_loss_at(Run.parse(p.run))
+        elif metric == "ref_loss":
+            items = per_prompt(Run.parse(p.run), dev, p.decoding, metric, item_scores)
+            v = sum(items.values()) / len(items) if items else None
+        else:
+            v = (e.metrics or {}).get(metric)
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+    def items_of(p: Point, metric: str) -> dict[str, float]:
+        return per_prompt(Run.parse(p.run), dev, p.decoding, metric, item_scores)
+
+    tried = [
+        judge_criterion(c, points, value_of, items_of, rule.min_paired, lambda p: p.trained)
+        for c in rule.criteria
+    ]
+    deciding = next((o for o in tried if o.decided), None)
+    shown = deciding or next((o for o in tried if o.values), None)
+    if shown is None:
+        return Choice(
+            dev,
+            None,
+            note=f"no point on {dev} has a value for any criterion of the rule",
+            rule=rule.describe(),
+        )
+    for p in points:
+        p.score = shown.values.get(label(p), float("nan"))
+    ranked = sorted(
+        points, key=lambda p: list(shown.values).index(label(p)) if label(p) in shown.values else 10**6
+    )
+    choice = Choice(dev, shown.metric, None, ranked, rule=rule.describe(), tried=[asdict(o) for o in tried])
+    if deciding is not None:
+        choice.best = next(p for p in ranked if label(p) == deciding.best)
+        choice.decided_by = asdict(deciding)
+        before = [o.sentence() for o in tried[: tried.index(deciding)]]
+        choice.verdict = f"{deciding.best} beats {deciding.runner_up} on {dev} {deciding.sentence()}" + (
+            f" ({'; '.join(before)})" if before else ""
+        )
+    else:
+        choice.best, choice.tie_break = tie_break(ranked, rule, shown)
+        choice.verdict = (
+            f"no clear winner on {dev}: "
+            + "; ".join(o.sentence() for o in tried)
+            + f"; the declared tie-break ({choice.tie_break}) picked {label(choice.best)}"
+        )
+    choice.note = choice.verdict
+    return choice
+
+
+def tie_break(ranked: list[Point], rule: Rule, shown) -> tuple[Point, str]:
+    """The point the rule's tie-break keys pick among all candidates (no criterion separated them)."""
+
+    def key(p: Point) -> tuple:
+        out = []
+        for t in rule.tie_break:
+            if t == "fewest_steps":
+                s = steps_at(Run.parse(p.run))
+                out.append(s if s is not None else 10**9)
+            elif t == "lowest_rank":
+                r = rank_of(Run.parse(p.run))
+                out.append(r if r is not None else 10**9)
+            elif t == "first_criterion":
+                out.append(ranked.index(p))
+            else:
+                out.append(p.run)
+        return (*out, p.run, p.decoding)
+
+    return min(ranked, key=key), ", then ".join(rule.tie_break)
 
 
 def dev_records(study: str, model: str | None = None) -> list[RunRecord]:

@@ -59,28 +59,21 @@ def _decide(
     if choice.best is None:
         dec.lines.append(choice.note)
         return dec
-    b, metric = choice.best, choice.metric or METRIC
-    ci = f" [{b.ci95[0]:.3g}, {b.ci95[1]:.3g}]" if b.ci95 else ""
-    what = "judge mean" if metric == METRIC else f"{FALLBACK} (no judge scores on dev)"
-    dec.lines.append(f"chosen on {choice.dev} by {what}: {_label(b)} {b.score:.3g}{ci}.")
-    others = [p for p in choice.candidates if p.trained != b.trained]
-    mine = item_scores(b_run := _run(b), choice.dev, b.decoding, metric)
-    if others:
-        second = others[0]
-        d = paired(item_scores(_run(second), choice.dev, second.decoding, metric), mine)
-        if d:
-            dec.clear = d["significant"]
-            verdict = (
-                "a real difference" if d["significant"] else "not distinguishable from noise (0 is inside)"
-            )
-            dec.lines.append(
-                f"against the best of another arm, {_label(second)} {second.score:.3g}: "
-                f"{d['diff']:+.3g} {_fmt_ci(d['ci95'])} on {d['n_paired']} paired dev prompts, {verdict}."
-            )
-        else:
-            dec.lines.append(
-                f"runner-up arm {_label(second)} {second.score:.3g}: no per-prompt scores shared, no paired interval."
-            )
+    b = choice.best
+    b_run = _run(b)
+    if choice.decided_by:
+        d = choice.decided_by
+        dec.clear = True
+        what = "judge mean" if d["metric"] == METRIC else d["metric"]
+        ci = f" [{b.ci95[0]:.3g}, {b.ci95[1]:.3g}]" if b.ci95 and d["metric"] == METRIC else ""
+        dec.lines.append(f"chosen on {choice.dev} by {what}: {_label(b)} {b.score:.3g}{ci}.")
+        dec.lines.append(f"decided by {d['metric']}: {choice.verdict}.")
+    else:
+        dec.lines.append(
+            f"no clear winner on {choice.dev}: chosen by the declared tie-break, not by a score."
+        )
+        dec.lines.append(f"{choice.verdict}.")
+    dec.lines.append(f"decision rule: {choice.rule}.")
     if test:
         rec = next((r for r in records if r.run.name == b.trained), None)
         e = rec.eval_point(test, b.decoding, b.epoch) if rec else None
