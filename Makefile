@@ -21,6 +21,8 @@ DECODING ?= greedy
 JUDGE_ARGS ?=
 DATA    ?= demo
 PYTEST_ARGS ?=
+SITE_DIR ?= site
+DOCS_ADDR ?= 127.0.0.1:8000
 DATA_ARGS ?=
 DEMO_ARGS ?=
 SWEEP_ARGS ?=
@@ -31,7 +33,7 @@ NEEDS   := $(if $(filter smollm2_135m tiny,$(MODEL)),base-model,setup)
 .PHONY: help setup setup-extras setup-gpu lock base-model tiny-model smoke demo test test-fast lint format browser \
         fetch-hw5 data refine mix configs configs-check sweep sweep-data sweep-rank sweep-lr sweep-target sweep-curriculum \
         sweep-method sweep-epochs sweep-improve sweep-recipes eval judge submit export merge report tensorboard webui bench bench-gpu clean \
-        recovery-demo
+        recovery-demo docs docs-serve
 
 help: ## this map: every target, one line each
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z0-9_-]+:.*## /{printf "  \033[1m%-17s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -97,6 +99,13 @@ lint: setup ## ruff check and format check
 format: setup ## ruff format and autofix
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+# ---------------------------------------------------------------- documentation
+docs: setup ## the documentation site (docs/, mkdocs.yml): mkdocs build --strict into site/ (SITE_DIR=...)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir $(SITE_DIR)
+
+docs-serve: setup ## the documentation site, rebuilt on every edit, on http://127.0.0.1:8000 (DOCS_ADDR=...)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve --strict --dev-addr $(DOCS_ADDR)
 
 # ---------------------------------------------------------------- data
 fetch-hw5: setup ## download HW5's test prompts, references and Alpaca files into the cache, hash-checked (ARGS="--pool" adds the 52k pool)

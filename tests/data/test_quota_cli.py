@@ -1,4 +1,4 @@
-"""`python -m tools.data --strategy 'quota:...'` as the README shows it, and its bad input."""
+"""`python -m tools.data --strategy 'quota:...'` as docs/guides/hw5-study.md shows it, and its bad input."""
 
 from __future__ import annotations
 

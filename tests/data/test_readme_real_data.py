@@ -1,4 +1,4 @@
-"""Every README command that reads ../shared/data, run as the README writes it (through make), on a
+"""Every documented command that reads HW5's real files, run as README.md and docs/ write it (through make), on a
 copy of data/ ($SMALLDATA_DATA) and a private output root ($SMALLDATA_OUT), so the user's registry
 and saves are never touched. `-o setup`: the venv is already there (never pip-install from a test).
 
@@ -8,7 +8,7 @@ and saves are never touched. `-o setup`: the venv is already there (never pip-in
     the demo's own path.
   - the GPU section's data command, `make data SOURCE=hw5 DATA_ARGS="--all-strategies --eval hw5"`,
     with no GPU visible; DATA_ARGS adds a dataset dir and IFD/long_is_more on the tiny model with 12
-    candidates (the README's own run takes minutes of IFD on the embedded model on a CPU).
+    candidates (the documented run takes minutes of IFD on the embedded model on a CPU).
 """
 
 from __future__ import annotations

@@ -178,7 +178,7 @@ def test_perplexity_of_references_through_the_generating_model(tiny_model, base_
     assert m["heldout"] == {"dataset": "pool", "n": 3, "excluded_or_empty": 1} and m["ppl_heldout"] > 1000
     items = list(read_jsonl(run.eval_dir("mini_eval", "greedy") / "metrics_items.jsonl"))
     assert items[0]["ppl_reference"] > 1 and "ppl_reference" not in items[2]
-    # zero-shot accuracy on the same model through lm-eval, without perplexity (README: metrics --zeroshot)
+    # zero-shot accuracy on the same model through lm-eval, without perplexity (docs/guides/refine-mix.md: metrics --zeroshot)
     rc = M.main(
         ["--run", run.name, "--testset", "mini_eval", "--dataset-dir", str(data), "--no-similarity"]
         + ["--no-ppl", "--zeroshot", "python_mc", "--zeroshot-limit", "4"]

@@ -142,7 +142,7 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, out_dir, capsys):
 
 
 def test_the_make_targets_run_the_tools(tmp_path, out_dir):
-    """`make refine` and `make mix` as the README shows them (on a small registered set)."""
+    """`make refine` and `make mix` as docs/guides/refine-mix.md shows them (on a small registered set)."""
     write_set(tmp_path, {"ok": 4})
     env = {**os.environ, "SMALLDATA_OUT": str(out_dir)}
     r = subprocess.run(

@@ -19,7 +19,7 @@ from tools.train import Report, render_study
 from tools.train import preflight as train_preflight
 from tools.train.memory import bill
 
-# LLaMA-2-7B's config.json (meta-llama/Llama-2-7b-hf), the shape the README's GPU table measured.
+# LLaMA-2-7B's config.json (meta-llama/Llama-2-7b-hf), the shape docs/benchmarks.md's GPU table measured.
 LLAMA2_7B = {
     "architectures": ["LlamaForCausalLM"],
     "model_type": "llama",
@@ -31,7 +31,7 @@ LLAMA2_7B = {
     "vocab_size": 32000,
     "tie_word_embeddings": False,
 }
-# README "GPU figures": peak GPU GB (nvidia-smi, GiB) per rank on an H100, bf16, 4 x 2 rows, cutoff 1024.
+# docs/benchmarks.md, "LoRA rank on a GPU": peak GPU GB (nvidia-smi, GiB) per rank on an H100, bf16, 4 x 2 rows, cutoff 1024.
 H100_TABLE = {4: 15.93, 8: 16.11, 16: 16.45, 32: 16.76, 64: 17.94}
 NO_GPU = {"cuda": False, "bf16": False, "gpu_mb": None, "gpu_name": None, "ram_mb": 24_000}
 H100 = {"cuda": True, "bf16": True, "gpu_mb": 81_559, "gpu_name": "NVIDIA H100 80GB HBM3", "ram_mb": 200_000}
@@ -101,7 +101,7 @@ def test_a_gpu_profile_on_a_cpu_machine_is_refused_before_anything_is_written(ou
 
 
 def test_a_gated_model_not_in_the_cache_explains_the_login(out_dir, hf_cache, capsys):
-    assert pf.main(["--study", "rank", "--model", "llama2_7b"]) == 2  # the README's command
+    assert pf.main(["--study", "rank", "--model", "llama2_7b"]) == 2  # the documented command (README, docs/)
     out = capsys.readouterr().out
     assert "FAIL model: meta-llama/Llama-2-7b-hf is not in the Hugging Face cache and HF_HUB_OFFLINE" in out
     assert "accept its licence" in out and "huggingface-cli login" in out and "HF_TOKEN" in out
