@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -177,6 +178,18 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def no_gpu() -> str | None:
+    """One line saying why this machine cannot run the benchmark, or None when a CUDA GPU is there."""
+    import torch
+
+    if torch.cuda.is_available():
+        return None
+    return (
+        "tools.bench.gpu needs a CUDA GPU and this machine has none (torch.cuda.is_available() is False); "
+        "run it on a GPU machine (`make bench-gpu` there), or `make bench` for the CPU benchmarks"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ranks", default="4,8,16,32,64")
@@ -187,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
         "--tokenizer", type=Path, default=TOKENIZER_FROM, help="a folder with SmolLM2's tokenizer"
     )
     a = ap.parse_args(argv)
+    refusal = no_gpu()
+    if refusal:
+        print(f"error: {refusal}", file=sys.stderr, flush=True)
+        return 2
     a.workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     model = build_llama2_7b_shaped(a.workdir / "llama2-7b-shaped", a.tokenizer)
