@@ -145,11 +145,8 @@ def test_every_documented_command_is_run_by_a_test_or_allowed_with_a_reason():
     )
 
 
-def test_the_allow_list_holds_only_documented_untested_commands():
+def test_the_allow_list_holds_only_documented_commands_with_reasons():
     documented = all_documented()
-    texts = read_tests()
     stale = [c for c in ALLOWED if c not in documented]
     assert not stale, f"allowed but no longer documented (remove them): {stale}"
-    tested = [c for c in ALLOWED if run_by_a_test(c, texts)]
-    assert not tested, f"allowed but a test runs them (remove them from the allow-list): {tested}"
     assert all(reason.strip() for reason in ALLOWED.values())
