@@ -104,3 +104,80 @@ def test_command_writes_the_controlled_score_beside_the_raw(out_dir, capsys):
     _write_run("smollm2_135m/rank/other", [o for o in obs if o[0] == "plain"], protocol="hw5_pairwise")
     assert main(["--study", "rank", "--n-boot", "50"]) == 2
     assert "different judges or protocols" in capsys.readouterr().err
+
+
+def _fixed_lengths(shift: dict[str, float], n_prompts=30, seed=2):
+    """Scores with a planted length effect, each run's answers a fixed number of words off its reference."""
+    rng = np.random.default_rng(seed)
+    prompt = rng.normal(0, 1, n_prompts)
+    return [
+        (r, f"p{i}", float(5 + prompt[i] + B * np.tanh(d / 50) + rng.normal(0, 0.3)), float(d))
+        for r, d in shift.items()
+        for i in range(n_prompts)
+    ]
+
+
+@pytest.mark.parametrize(
+    "shift",
+    [{"only": 40.0}, {"terse": 0.0, "verbose": 40.0}, {"a": 0.0, "b": 0.0}],
+    ids=["one-run-always-40-longer", "each-run-a-fixed-length", "no-length-difference"],
+)
+def test_a_length_term_the_data_cannot_identify_is_not_estimable(shift):
+    res = length_controlled(_fixed_lengths(shift), n_boot=50)
+    assert res["estimable"] is False and "rank-deficient" in res["reason"]
+    assert "b" not in res and all("lc" not in r for r in res["runs"].values())
+    assert set(res["runs"]) == set(shift) and all(r["raw_ci95"] for r in res["runs"].values())
+
+
+def test_command_says_not_estimable_and_writes_no_controlled_score(out_dir, capsys):
+    obs = _fixed_lengths({"terse": 0.0, "verbose": 40.0})
+    runs = {
+        r: _write_run(f"smollm2_135m/fixed/{r}", [o for o in obs if o[0] == r]) for r in ("terse", "verbose")
+    }
+    assert main(["--study", "fixed", "--n-boot", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "not estimable" in out and "b = " not in out
+    for name, run in runs.items():
+        lc = json.loads(run.scores("hw5_test", "greedy").read_text())["length_controlled"]
+        assert lc["estimable"] is False and "rank-deficient" in lc["reason"]
+        assert "lc" not in lc and "b" not in lc
+        assert lc["raw"] == pytest.approx(np.mean([o[2] for o in obs if o[0] == name]))
+
+
+def test_the_length_term_reads_the_references_the_judging_used(out_dir, tmp_path, chat_server, capsys):
+    from tools.judge.cli import run_judge
+    from tools.judge.length import study_observations
+
+    run = Run.parse("smollm2_135m/refs/a")
+    preds = [
+        {
+            "id": f"q{i}",
+            "instruction": f"Explain item {i}.",
+            "answer": "w " * (30 + i),
+            "reference": "r " * 10,
+        }
+        for i in range(6)
+    ]
+    atomic_write_jsonl(run.predictions("demo_eval", "greedy"), preds)
+    course = tmp_path / "course.json"  # the references judging is pointed at: 25 words each
+    course.write_text(
+        json.dumps([{"id": f"q{i}", "instruction": "x", "output": "g " * 25} for i in range(6)])
+    )
+    srv = chat_server(lambda call: "5 7")
+    run_judge(
+        run.name,
+        "demo_eval",
+        "greedy",
+        base_url=srv.url,
+        model="j",
+        references=course,
+        say=lambda *_: None,
+        progress_bar=False,
+    )
+    obs, _, _ = study_observations("refs", "demo_eval", "greedy")
+    assert sorted(o[3] for o in obs) == [30 + i - 25 for i in range(6)]  # not 30 + i - 10 (the predictions')
+    # the file changed since judging: refused, naming it
+    course.write_text(json.dumps([{"id": f"q{i}", "instruction": "x", "output": "g " * 5} for i in range(6)]))
+    assert main(["--study", "refs", "--testset", "demo_eval", "--n-boot", "20"]) == 2
+    err = capsys.readouterr().err
+    assert str(course) in err and "changed since judging" in err

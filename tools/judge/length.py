@@ -14,6 +14,19 @@ comparison, so the fit drops the prompt effects. The controlled score of a run i
 with the length term at zero (an answer as long as the reference), averaged over the prompts:
 a[run] + mean(p). Intervals: a bootstrap over prompts (all runs together), refitting each time.
 
+Not estimable: where the data cannot tell the length term from the run effects - its design is
+rank-deficient (every answer of a run longer than its reference by the same amount, one run always
+exactly N words longer, every run at one length difference), more than NOT_ESTIMABLE_DRAWS of the
+bootstrap refits are, or the interval of b is degenerate (zero width) - no b and no controlled score
+are reported: the command says "not estimable" and why, and writes `length_controlled:
+{estimable: false, reason, raw ...}` (exit 0; the raw means stand alone). A least-squares solver would
+otherwise return a minimum-norm split of the run effect into "length" and "run", a confident-looking
+b = 0.000 [0.0, 0.0] that moves scores by an arbitrary amount.
+
+References: the length term compares each answer with the reference the judge was shown - the file
+judging used with `--references FILE` (recorded in scores.json: its path and sha256), else the
+predictions' own - and refuses where those texts no longer match what scores.json recorded.
+
 Usage:
     python -m tools.judge.length --study S [--testset hw5_test] [--decoding greedy] [--model M] [--n-boot 500]
 
@@ -26,31 +39,41 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from filelib import atomic_write_json, read_jsonl, run_main
+from filelib import atomic_write_json, read_jsonl, run_main, sha256_file, sha256_text
 from tools.core.args import command, opt
 from tools.core.paths import runs_of_study
+from tools.judge.cache import read_judgments
+from tools.judge.references import read_references
 
 N_BOOT = 500
 SEED = 0
+NOT_ESTIMABLE_DRAWS = 0.05  # above this share of rank-deficient bootstrap refits, b is not estimable
 
 
 def words(text: str | None) -> int:
     return len((text or "").split())
 
 
-def _solve(r, g, y, d, n_runs: int, with_prompts: bool, sd: float) -> tuple[np.ndarray, float]:
-    """(controlled score per run index, b). With prompt effects: the within-prompt (fixed-effects)
-    estimator - demean every column inside each prompt, which removes the prompt effects exactly,
-    even when some run lacks some prompt - then recover the levels from the per-prompt means."""
+def _full_rank(M: np.ndarray) -> bool:
+    return M.shape[0] >= M.shape[1] and np.linalg.matrix_rank(M) == M.shape[1]
+
+
+def _solve(r, g, y, d, n_runs: int, with_prompts: bool, sd: float) -> tuple[np.ndarray, float, bool]:
+    """(controlled score per run index, b, whether the design has full rank). With prompt effects: the
+    within-prompt (fixed-effects) estimator - demean every column inside each prompt, which removes the
+    prompt effects exactly, even when some run lacks some prompt - then recover the levels from the
+    per-prompt means. A rank-deficient design has no unique b: its numbers are not to be reported."""
     x = np.tanh(d / sd)
     D = np.zeros((y.size, n_runs))
     D[np.arange(y.size), r] = 1.0
     if not with_prompts:
-        coef, *_ = np.linalg.lstsq(np.column_stack([D, x]), y, rcond=None)
-        return coef[:n_runs], float(coef[-1])
+        M = np.column_stack([D, x])
+        coef, *_ = np.linalg.lstsq(M, y, rcond=None)
+        return coef[:n_runs], float(coef[-1]), _full_rank(M)
     cnt = np.bincount(g).astype(float)
     cnt[cnt == 0] = 1.0
 
@@ -58,11 +81,12 @@ def _solve(r, g, y, d, n_runs: int, with_prompts: bool, sd: float) -> tuple[np.n
         return v - (np.bincount(g, v, minlength=cnt.size) / cnt)[g]
 
     Z = np.column_stack([D[:, 1:], x])  # run 0 is the baseline of the differences
-    coef, *_ = np.linalg.lstsq(np.column_stack([demean(c) for c in Z.T]), demean(y), rcond=None)
+    M = np.column_stack([demean(c) for c in Z.T])
+    coef, *_ = np.linalg.lstsq(M, demean(y), rcond=None)
     delta, b = np.r_[0.0, coef[:-1]], float(coef[-1])
     level = np.bincount(g, y - delta[r] - b * x, minlength=cnt.size) / cnt  # a[0] + p[prompt]
     present = np.bincount(g, minlength=cnt.size) > 0
-    return delta + level[present].mean(), b
+    return delta + level[present].mean(), b, _full_rank(M)
 
 
 def _arrays(obs):
@@ -81,41 +105,80 @@ def fit(obs: list[tuple], with_prompts: bool | None = None) -> dict:
     runs, _, r, g, y, d = _arrays(obs)
     with_prompts = len(runs) > 1 if with_prompts is None else with_prompts
     sd = float(d.std()) or 1.0
-    lc, b = _solve(r, g, y, d, len(runs), with_prompts, sd)
+    lc, b, full = _solve(r, g, y, d, len(runs), with_prompts, sd)
     return {
         "lc": {x: float(lc[i]) for i, x in enumerate(runs)},
         "raw": {x: float(y[r == i].mean()) for i, x in enumerate(runs)},
         "b": b,
         "sd_words": sd,
         "prompt_effects": with_prompts,
+        "full_rank": full,
     }
 
 
+def _why_not(runs, r, d) -> str:
+    """Why a design is rank-deficient, in words a user can check against the answers."""
+    const = [(x, d[r == i][0]) for i, x in enumerate(runs) if np.ptp(d[r == i]) == 0]
+    fixed = ", ".join(f"{x}: {v:+g} words" for x, v in const)
+    if len(const) == len(runs):
+        return f"every run's answers differ from their references by one fixed number of words ({fixed})"
+    if const:
+        return f"the length differences are confounded with the runs ({fixed} on every prompt)"
+    return "the length differences are confounded with the runs and prompts"
+
+
 def length_controlled(obs: list[tuple], n_boot: int = N_BOOT, seed: int = SEED) -> dict:
-    """The fit plus bootstrap 95 % intervals (prompts resampled, each draw a prompt of its own)."""
+    """The fit plus bootstrap 95 % intervals (prompts resampled, each draw a prompt of its own); or,
+    where the length term is not estimable, the raw means only, with `estimable: False` and why."""
     point = fit(obs)
     runs, prompts, r, g, y, d = _arrays(obs)
     members = [np.flatnonzero(g == j) for j in range(len(prompts))]
     rng = np.random.default_rng(seed)
-    lc_draws, raw_draws, b_draws = [], [], []
+    lc_draws, raw_draws, b_draws, deficient = [], [], [], 0
     for _ in range(n_boot):
         pick = rng.integers(0, len(prompts), len(prompts))
         idx = np.concatenate([members[j] for j in pick])
         g2 = np.repeat(np.arange(len(pick)), [members[j].size for j in pick])
         sd = float(d[idx].std()) or 1.0
-        lc, b = _solve(r[idx], g2, y[idx], d[idx], len(runs), point["prompt_effects"], sd)
-        lc_draws.append(lc)
-        b_draws.append(b)
+        lc, b, full = _solve(r[idx], g2, y[idx], d[idx], len(runs), point["prompt_effects"], sd)
+        if full:
+            lc_draws.append(lc)
+            b_draws.append(b)
+        else:
+            deficient += 1
         raw_draws.append(
             [y[idx][r[idx] == i].mean() if (r[idx] == i).any() else np.nan for i in range(len(runs))]
         )
-    lc_draws, raw_draws = np.array(lc_draws), np.array(raw_draws)
+    lc_draws, raw_draws = np.array(lc_draws).reshape(-1, len(runs)), np.array(raw_draws)
 
     def ci(x):
         x = np.asarray(x)[np.isfinite(x)]
         return [float(np.quantile(x, 0.025)), float(np.quantile(x, 0.975))] if x.size else None
 
+    b_ci = ci(b_draws)
+    why = None
+    if not point["full_rank"]:
+        why = f"the design is rank-deficient: {_why_not(runs, r, d)}"
+    elif deficient > NOT_ESTIMABLE_DRAWS * n_boot:
+        why = (
+            f"{deficient} of {n_boot} bootstrap refits are rank-deficient: the length term rests on too few "
+            "prompts where the runs' length differences vary"
+        )
+    elif b_ci is None or not b_ci[1] - b_ci[0] > 1e-9:
+        why = f"the interval of the length coefficient is degenerate ({b_ci})"
+    if why:
+        return {
+            "estimable": False,
+            "reason": why,
+            "runs": {
+                x: {"raw": point["raw"][x], "raw_ci95": ci(raw_draws[:, i]), "n": int((r == i).sum())}
+                for i, x in enumerate(runs)
+            },
+            "prompt_effects": point["prompt_effects"],
+            "n_boot": n_boot,
+        }
     return {
+        "estimable": True,
         "runs": {
             x: {
                 "raw": point["raw"][x],
@@ -127,11 +190,48 @@ def length_controlled(obs: list[tuple], n_boot: int = N_BOOT, seed: int = SEED) 
             for i, x in enumerate(runs)
         },
         "b": point["b"],
-        "b_ci95": ci(b_draws),
+        "b_ci95": b_ci,
         "sd_words": point["sd_words"],
         "prompt_effects": point["prompt_effects"],
         "n_boot": n_boot,
     }
+
+
+def _pred_reference(row: dict) -> str | None:
+    ref = row.get("reference")
+    return ref if isinstance(ref, str) and ref.strip() else None  # as tools.judge reads it
+
+
+def judged_references(run_name: str, pred: dict[str, dict], scores_path: Path) -> dict[str, str | None]:
+    """{id: the reference the judge was shown}: the file of `--references` when judging used one (its
+    sha256 as recorded), else the predictions' own; refused where the texts are not those recorded."""
+    scores = json.loads(scores_path.read_text()) if scores_path.exists() else {}
+    prov = scores.get("references") if isinstance(scores, dict) else None
+    if not isinstance(prov, dict):  # judged before scores.json recorded its references
+        return {i: _pred_reference(row) for i, row in pred.items()}
+    if prov.get("source") == "file":
+        path = Path(str(prov.get("path")))
+        if not path.is_file():
+            raise ValueError(
+                f"{run_name}: judged against the references in {path}, which is not there: restore it, or "
+                "re-judge the run"
+            )
+        if prov.get("sha256") and sha256_file(path) != prov["sha256"]:
+            raise ValueError(
+                f"{run_name}: the references file {path} changed since judging (sha256 {prov['sha256'][:12]} "
+                "recorded): re-judge the run with it, or restore the file"
+            )
+        file_refs = read_references(path)
+        refs = {i: file_refs.get(i) for i in pred}
+    else:
+        refs = {i: _pred_reference(row) for i, row in pred.items()}
+    recorded = prov.get("texts_sha256")
+    if recorded and sha256_text(*[f"{i}\t{refs[i] or ''}" for i in sorted(refs)]) != recorded:
+        raise ValueError(
+            f"{run_name}: the references ({prov.get('source')}: {prov.get('path')}) are not those it was "
+            "judged against (their sha256 differs from scores.json's): re-judge the run"
+        )
+    return refs
 
 
 def study_observations(study: str, testset: str, decoding: str, model: str | None = None):
@@ -142,21 +242,17 @@ def study_observations(study: str, testset: str, decoding: str, model: str | Non
         if not (jpath.exists() and ppath.exists()):
             continue
         pred = {str(r["id"]): r for r in read_jsonl(ppath)}
-        rows = [r for r in read_jsonl(jpath) if r.get("order") == "ab" and r.get("parsed")]
+        rows = [r for r in read_judgments(jpath) if r.get("order") == "ab" and r["parsed"]]
         if not rows:
             continue
         labels[run.name] = (rows[0]["judge_model"], rows[0]["protocol"], rows[0].get("protocol_version"))
         paths[run.name] = run.scores(testset, decoding)
+        refs = judged_references(run.name, pred, paths[run.name])
         for r in rows:
-            p = pred.get(str(r["id"]))
-            if p is not None and p.get("reference"):
+            p, ref = pred.get(str(r["id"])), refs.get(str(r["id"]))
+            if p is not None and ref:
                 obs.append(
-                    (
-                        run.name,
-                        str(r["id"]),
-                        float(r["score_answer"]),
-                        words(p["answer"]) - words(p["reference"]),
-                    )
+                    (run.name, str(r["id"]), float(r["score_answer"]), words(p["answer"]) - words(ref))
                 )
     if len(set(labels.values())) > 1:
         detail = "; ".join(f"{k}: {v[1]} by {v[0]}" for k, v in sorted(labels.items()))
@@ -186,20 +282,29 @@ def main(a: LengthArgs) -> int:
         print(f"judge.length: error: {e}", file=sys.stderr)
         return 2
     judge_model, protocol, _ = label
-    print(
-        f"{a.study} {a.testset}/{a.decoding}: {protocol} by {judge_model}; b = {res['b']:+.3f} {res['b_ci95']}"
-    )
+    head = f"{a.study} {a.testset}/{a.decoding}: {protocol} by {judge_model}"
+    if res["estimable"]:
+        print(f"{head}; b = {res['b']:+.3f} {res['b_ci95']}")
+    else:
+        print(f"{head}; length term not estimable: {res['reason']}; no length-controlled score")
     print(f"{'run':40s} {'raw':>24s} {'length-controlled':>24s}")
     for run, r in sorted(res["runs"].items()):
         raw = f"{r['raw']:.3f} [{r['raw_ci95'][0]:.2f}, {r['raw_ci95'][1]:.2f}]"
-        lc = f"{r['lc']:.3f} [{r['lc_ci95'][0]:.2f}, {r['lc_ci95'][1]:.2f}]"
+        lc = (
+            f"{r['lc']:.3f} [{r['lc_ci95'][0]:.2f}, {r['lc_ci95'][1]:.2f}]"
+            if res["estimable"]
+            else "not estimable"
+        )
         print(f"{run:40s} {raw:>24s} {lc:>24s}")
         scores = json.loads(paths[run].read_text()) if paths[run].exists() else {}
+        fitted = (
+            {"b": res["b"], "b_ci95": res["b_ci95"], "sd_words": res["sd_words"]} if res["estimable"] else {}
+        )
         scores["length_controlled"] = {
+            "estimable": res["estimable"],
+            **({} if res["estimable"] else {"reason": res["reason"]}),
             **r,
-            "b": res["b"],
-            "b_ci95": res["b_ci95"],
-            "sd_words": res["sd_words"],
+            **fitted,
             "prompt_effects": res["prompt_effects"],
             "fit_runs": sorted(res["runs"]),
             "protocol": protocol,

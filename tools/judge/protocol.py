@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tools.core.paths import TEMPLATES
 from tools.core.profiles import ConfigError, load_yaml
+from tools.judge.parse import HI, LO
 
 JUDGE_TEMPLATES = TEMPLATES / "judge"
 REQUIRED = ("name", "version", "kind", "system", "prompt", "max_tokens", "expected_completion_tokens")
@@ -41,6 +42,12 @@ class Protocol:
     # Put back before the question when it is not there (HW5's test file embeds the Alpaca preamble in
     # each prompt; our loaders strip it, the course's script sends it).
     question_prefix: str = ""
+
+    @property
+    def score_range(self) -> tuple[float, float]:
+        """The scale a score must lie on: 1-10, the range every parser here accepts (the official
+        parser alone counts a number outside it, and flags it as a quirk)."""
+        return (LO, HI)
 
     def orders(self, swap: bool) -> list[str]:
         if self.kind == "single":
@@ -85,6 +92,26 @@ def _check_placeholders(path: Path, d: dict) -> None:
         )
 
 
+# Every protocol loaded in this process, by (name, version): a cached judgment names its protocol, and
+# the cache re-parses its reply with that protocol's parser (a protocol YAML outside templates/ too).
+_LOADED: dict[tuple[str, int], Protocol] = {}
+_TRIED: set[str] = set()  # template names already read for find_protocol
+
+
+def find_protocol(name: object, version: object) -> Protocol | None:
+    """The protocol a judgment was made under: one loaded in this process, else templates/judge/<name>.yaml
+    when its version matches; None when neither is there."""
+    if not isinstance(name, str) or isinstance(version, bool) or not isinstance(version, int):
+        return None
+    if (name, version) not in _LOADED and name not in _TRIED and name in available():
+        _TRIED.add(name)
+        try:
+            load_protocol(name)  # registers itself; another version of it stays unknown
+        except ProtocolError:
+            return None
+    return _LOADED.get((name, version))
+
+
 def load_protocol(name_or_path: str) -> Protocol:
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
@@ -109,7 +136,7 @@ def load_protocol(name_or_path: str) -> Protocol:
     parser = d.get("parser", "robust")
     if parser not in ("robust", "official"):
         raise ProtocolError(f"{path}: parser must be robust or official, not {parser!r}")
-    return Protocol(
+    proto = Protocol(
         name=d["name"],
         version=int(d["version"]),
         kind=d["kind"],
@@ -124,3 +151,5 @@ def load_protocol(name_or_path: str) -> Protocol:
         seed=d.get("seed", 42),
         question_prefix=d.get("question_prefix", ""),
     )
+    _LOADED[(proto.name, proto.version)] = proto
+    return proto
