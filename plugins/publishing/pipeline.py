@@ -193,6 +193,8 @@ def _write_subset_files(gen, rows, sel, source, ctx, parts, thresholds, curricul
         "ids": [r["id"] for r in chosen],
         # training rows that repeat a dev or test prompt (plugins.selection.leakage): warned about, shown in the report
         "leakage": leakage.summary(leakage.check(chosen, sets), sets) if sets else None,
+        # pool rows dropped (or kept with --keep-leaked) before selection for repeating one (tools/data/guard.py)
+        "leak_guard": ctx.notes.get("leak_guard"),
         "files": {k: {"path": v.name, "sha256": sha256_file(v)} for k, v in files.items()},
         "plot": png.name if png else None,
         "seconds": round(sel.seconds, 3),

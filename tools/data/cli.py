@@ -41,6 +41,7 @@ from plugins.selection import STAGES, STUDY_STRATEGIES, Context, curriculum, lea
 from tools.core.hub import hub_offline, hub_reachable
 from tools.core.paths import DATA, MODELS, TEMPLATES, cache_dir
 from tools.data.derived import check_name
+from tools.data.guard import describe, drop_leaked, guard_sets
 from tools.data.sources import locate, source_files
 
 # --source name -> the named source it reads (tools/data/sources.py)
@@ -197,24 +198,6 @@ def dev_rows(
     return name, rows, file, note + "; disjoint from the test set by id, text and 8-word runs"
 
 
-def guard_sets(dataset_dir: Path, given: dict[str, list[dict]]) -> dict[str, list[dict]]:
-    """The prompts training rows must not repeat: the sets given now, and every dev or test set
-    already registered in dataset_dir (a broken or missing one is skipped: it is checked when used)."""
-    sets = dict(given)
-    for name, entry in registry.load_info(dataset_dir).items():
-        if (
-            name in sets
-            or not registry.is_ours(entry)
-            or entry["smalldata"].get("kind") not in ("eval", "dev")
-        ):
-            continue
-        try:
-            sets[name] = load_table(registry.resolve(name, dataset_dir)).rows
-        except (DataError, registry.RegistryError):
-            continue
-    return sets
-
-
 def warn_leakage(manifest: dict) -> None:
     leak = manifest.get("leakage") or {}
     if leak.get("overlaps"):
@@ -272,6 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument("--force", action="store_true", help="replace a user's registry entry of the same name")
     ap.add_argument(
+        "--keep-leaked",
+        action="store_true",
+        help="keep pool rows that repeat a dev/test prompt (dropped by default; flagged in the manifest)",
+    )
+    ap.add_argument(
         "--remove",
         metavar="UNIT",
         help="unregister a data set unit and delete its generated files, then stop",
@@ -322,6 +310,10 @@ def run(a: argparse.Namespace) -> int:
     if source:
         rows, src, pool_file = load_source(source, a.shape, a.shared)
         say(f"load: {source}: {src['rows']} rows, {src['duplicates_dropped']} duplicates dropped")
+        rows, leak = drop_leaked(rows, guard, a.keep_leaked)  # before any choice is made from them
+        if line := describe(leak, f"the {source} pool"):
+            say(line)
+        ctx.notes["leak_guard"] = leak
         name = a.name or f"alpaca_top{a.n}"
         study: dict[str, str] = {}  # dataset suffix -> strategy
         if a.all_strategies or a.strategies:

@@ -9,6 +9,7 @@ then registered): a kill at any moment leaves the old pair or the new one.
 from __future__ import annotations
 
 import re
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from plugins.pools import DataError, load_rows
 from plugins.publishing import publish as publish_unit
 from plugins.publishing import registry
 from tools.core.paths import DATA
+from tools.data.guard import describe, drop_leaked, guard_sets
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -45,16 +47,26 @@ def publish(
     note: str = "",
     also: dict[str, tuple[list[dict], dict, str]] | None = None,
     also_kind: str = "stage",
+    keep_leaked: bool = False,
 ) -> tuple[Path, Path]:
     """Write rows and manifest under <dataset_dir>/generated/<name>/ and register `name`, as one unit;
     `also` ({other name: (rows, manifest, note)}) are published in the same unit, so datasets that
     must agree (a mix and its held-out set) are switched together; they are registered as `also_kind`
-    (`stage`: more training sets; `eval`: a set to measure on, never to train on)."""
+    (`stage`: more training sets; `eval`: a set to measure on, never to train on). The training rows pass
+    the leakage guard first (tools/data/guard.py): rows repeating a registered dev or test prompt are
+    dropped (kept and flagged with `keep_leaked`), and the manifest lists them."""
     sets = {name: (rows, manifest, note), **(also or {})}
     for n in sets:
         check_name(n)
     claims = {n: ("train", name) if n == name else (also_kind, name) for n in sets}
     registry.check_conflicts(claims, dataset_dir)
+    for n, (r, m, nt) in list(sets.items()):
+        if claims[n][0] == "eval":
+            continue
+        kept, leak = drop_leaked(r, guard_sets(dataset_dir), keep_leaked)
+        if line := describe(leak, n):
+            print(f"warning: {line}", file=sys.stderr)
+        sets[n] = (kept, {**m, "leak_guard": leak}, nt)
     entries = {}
     with publish_unit.staging(dataset_dir, name) as tmp:
         for n, (r, m, nt) in sets.items():

@@ -34,6 +34,7 @@ def mix(
     heldout_n: int = 100,
     seed: int = 0,
     dataset_dir: Path = DATA,
+    keep_leaked: bool = False,
 ) -> dict:
     name = check_name(name or f"{dataset}_mix")
     heldout_name = check_name(f"{name}_general_heldout")
@@ -50,6 +51,7 @@ def mix(
         # one unit: a kill can never pair a new mix with an old held-out set that overlaps it
         also={heldout_name: (heldout, {**base, "role": "held-out general text for forgetting"}, "")},
         also_kind="eval",
+        keep_leaked=keep_leaked,
     )
     return {
         "name": name,
@@ -69,9 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--heldout-n", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dataset-dir", type=Path, default=DATA)
+    ap.add_argument(
+        "--keep-leaked", action="store_true", help="keep rows repeating a dev/test prompt (flagged)"
+    )
     a = ap.parse_args(argv)
     try:
-        r = mix(a.dataset, a.general, a.share, a.name, a.heldout_n, a.seed, a.dataset_dir)
+        r = mix(a.dataset, a.general, a.share, a.name, a.heldout_n, a.seed, a.dataset_dir, a.keep_leaked)
     except (DataError, RegistryError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
