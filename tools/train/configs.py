@@ -64,6 +64,7 @@ STUDY_KEYS = frozenset(
         "decoding",
         "heldout",
         "zeroshot",
+        "search",  # the space, sampler and pruner of `make tune` (tools/flows/tune.py checks it)
     }
 )
 # `heldout` / `zeroshot`: the forgetting guard the sweep's evaluation adds (perplexity on a held-out general
