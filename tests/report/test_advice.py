@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+import pytest
+
 from tools.core.paths import Run
 from tools.report.advice import curve_advice, intervals_overlap, log_advice, metrics_advice
 from tools.report.build import build_report
@@ -187,3 +190,61 @@ def test_zero_shot_accuracy_is_shown_beside_the_judge_score(out_dir):
     assert not any(x.startswith("mixed: forgetting") for x in lines), lines
     csv = (rep.out / "runs.csv").read_text().splitlines()[0]
     assert "zs_python_mc" in csv and "zeroshot_change" in csv and "zs_arc_easy" not in csv
+
+
+# ---------------------------------------------------------------- warnings and advice never contradict
+def _synthetic_curves() -> dict[str, tuple[list[float], list[tuple[int, float]]]]:
+    """name -> (train loss per step, [(eval step, eval loss)]): every shape a run's curve takes."""
+    rng = np.random.default_rng(0)
+    n = 60
+    return {
+        "rising": ([2.0 + 0.02 * i for i in range(n)], []),
+        "slightly_rising": ([2.0 + 0.002 * i for i in range(n)], []),
+        "flat": ([2.0 + 0.001 * ((-1) ** i) for i in range(n)], []),
+        "falling": ([2.0 * math.exp(-i / 30) for i in range(n)], []),
+        "noisy_falling": ([2.0 * math.exp(-i / 30) + rng.normal(0, 0.15) for i in range(n)], []),
+        "noisy_flat": ([2.0 + rng.normal(0, 0.2) for i in range(n)], []),
+        "overfitting": (
+            [2.0 * math.exp(-i / 15) for i in range(n)],
+            [(10, 1.5), (20, 1.2), (30, 1.25), (40, 1.4), (50, 1.6), (60, 1.8)],
+        ),
+        "improving_with_eval": (
+            [2.0 * math.exp(-i / 20) for i in range(n)],
+            [(20, 1.6), (40, 1.3), (60, 1.1)],
+        ),
+        "short": ([2.0, 1.9, 1.8], []),
+    }
+
+
+CONTRADICTIONS = [
+    ("went up", "flat"),
+    ("raise the learning rate", "lower the learning rate"),
+    ("more steps may help", "train fewer epochs"),
+    ("still improving", "overfitting"),
+    ("train loss rising", "train loss flat"),
+]
+
+
+@pytest.mark.parametrize("shape", list(_synthetic_curves()))
+def test_no_two_rules_contradict_each_other_on_one_run(shape):
+    from tools.report.events import Curves
+    from tools.report.table import curve_warnings
+
+    loss, ev = _synthetic_curves()[shape]
+    steps = list(range(1, len(loss) + 1))
+    curves = Curves({"loss": (steps, loss), "eval_loss": ([s for s, _ in ev], [v for _, v in ev])})
+    ev_steps, ev_loss = [s for s, _ in ev], [v for _, v in ev]
+    advice = curve_advice(shape, steps, loss, ev_steps, ev_loss, [1.0] * len(loss))
+    said = curve_warnings(curves) + [f"{a.symptom}: {a.advice}" for a in advice]
+    for a, b in CONTRADICTIONS:
+        assert not (any(a in x for x in said) and any(b in x for x in said)), (shape, said)
+    expected = {
+        "rising": "went up",
+        "flat": "train loss flat",
+        "overfitting": "overfitting",
+        "noisy_flat": "train loss flat",
+    }
+    if shape in expected:
+        assert any(expected[shape] in x for x in said), (shape, said)
+    if shape in ("falling", "noisy_falling", "improving_with_eval", "short"):
+        assert not any("flat" in x or "went up" in x or "overfitting" in x for x in said), (shape, said)

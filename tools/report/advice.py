@@ -13,11 +13,10 @@ import math
 import re
 from dataclasses import asdict, dataclass
 
+from tools.report import trend
 from tools.report.collect import RunRecord, zeroshot_accs
+from tools.report.trend import MIN_STEPS
 
-FLAT = 0.03  # train loss fell less than this share from its first to its last fifth = flat
-MIN_STEPS = 5  # fewer logged steps than this say nothing about a trend
-OVERFIT = 0.02  # eval loss this much above its minimum while train loss still falls = overfitting
 SPIKE = 10.0  # a gradient norm this many times the median = a spike
 TRUNCATED = 0.2  # this share of answers hitting max_new_tokens = too short a budget
 SHORT = 0.5  # answers under this share of the references' length = much shorter
@@ -39,14 +38,6 @@ class Advice:
 
     def line(self) -> str:
         return f"{self.run}: {self.symptom} ({self.evidence}) -> {self.advice}"
-
-
-def _fifths(values: list[float]) -> tuple[float, float] | None:
-    vals = [v for v in values if math.isfinite(v)]
-    if len(vals) < MIN_STEPS:
-        return None
-    k = max(1, len(vals) // 5)
-    return sum(vals[:k]) / k, sum(vals[-k:]) / k
 
 
 def curve_advice(
@@ -76,35 +67,37 @@ def curve_advice(
                     "lower the learning rate, add warmup, keep max_grad_norm at 1.0",
                 )
             )
-    fifths = _fifths(loss)
-    if fifths and not bad:
-        first, last = fifths
-        drop = (first - last) / first if first > 0 else 0.0
-        if drop < FLAT:
-            out.append(
-                Advice(
-                    label,
-                    "train loss flat",
-                    f"{first:.4g} -> {last:.4g} ({-drop:+.1%}) over {len(loss)} logged steps",
-                    "raise the learning rate (e.g. 2x), lora_alpha, or the number of epochs",
-                )
+    t = trend.read(steps, loss, list(eval_steps), list(eval_loss))
+    if not bad and t.train == "flat":
+        out.append(
+            Advice(
+                label,
+                "train loss flat",
+                f"{t.first:.4g} -> {t.last:.4g} ({(t.last - t.first) / t.first:+.1%}) over {len(loss)} logged steps",
+                "raise the learning rate (e.g. 2x), lora_alpha, or the number of epochs",
             )
-    finite_eval = [(s, v) for s, v in zip(eval_steps, eval_loss, strict=True) if math.isfinite(v)]
-    if len(finite_eval) >= 2 and fifths:
-        best_step, best = min(finite_eval, key=lambda p: p[1])
-        last_step, last_eval = finite_eval[-1]
-        train_falling = fifths[1] < fifths[0]
-        if train_falling and best > 0 and last_eval > best * (1 + OVERFIT):
-            out.append(
-                Advice(
-                    label,
-                    "eval loss rising while train loss falls (overfitting)",
-                    f"eval loss {best:.4g} at step {best_step} -> {last_eval:.4g} at step {last_step}; "
-                    f"train loss {fifths[0]:.4g} -> {fifths[1]:.4g}",
-                    f"train fewer epochs (stop near step {best_step}, or pick that epoch's checkpoint), "
-                    "lower the rank, or raise lora_dropout",
-                )
+        )
+    if not bad and t.train == "rising":
+        out.append(
+            Advice(
+                label,
+                "train loss rising (diverging)",
+                f"{t.first:.4g} -> {t.last:.4g} ({(t.last - t.first) / t.first:+.1%}) over {len(loss)} logged steps",
+                "lower the learning rate (e.g. halve it) and add warmup (warmup_ratio 0.1)",
             )
+        )
+    if t.overfit:
+        best_step, best, last_step, last_eval = t.overfit
+        out.append(
+            Advice(
+                label,
+                "eval loss rising while train loss falls (overfitting)",
+                f"eval loss {best:.4g} at step {best_step} -> {last_eval:.4g} at step {last_step}; "
+                f"train loss {t.train_at[0]:.4g} -> {t.train_at[1]:.4g}",
+                f"train fewer epochs (stop near step {best_step}, or pick that epoch's checkpoint), "
+                "lower the rank, or raise lora_dropout",
+            )
+        )
     return out
 
 

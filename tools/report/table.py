@@ -16,13 +16,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from tools.report import trend
 from tools.report.collect import RunRecord, zeroshot_accs
 from tools.report.events import Curves
 
 PREFERRED_TESTSETS = ("hw5_test", "demo_eval")
-RISE = 0.05  # train loss this much above its start = diverged
-IMPROVING = 0.02  # last fifth of the steps this much below the fifth before = still improving
-OVERFIT = 0.02  # eval loss this much above its minimum = rising
 
 
 def _finite(xs: list[float]) -> list[float]:
@@ -51,45 +49,31 @@ def summarize(curves: Curves) -> dict:
 
 
 def curve_warnings(curves: Curves) -> list[str]:
-    """Diverged (NaN, loss going up), still improving at the last step, eval loss rising (overfitting)."""
+    """Diverged (NaN, loss going up), still improving at the last step, eval loss rising (overfitting):
+    read once by tools.report.trend, the same reading the advice uses."""
     warn = []
-    steps, loss = curves.steps("loss"), curves.values("loss")
     for name in ("loss", "grad_norm", "eval_loss"):
         bad = [
             s for s, v in zip(curves.steps(name), curves.values(name), strict=True) if not math.isfinite(v)
         ]
         if bad:
             warn.append(f"diverged: {name} is NaN/inf from step {bad[0]} ({len(bad)} points)")
-    fin = [(s, v) for s, v in zip(steps, loss, strict=True) if math.isfinite(v)]
-    n = len(fin)
-    if n >= 4:
-        w = max(1, n // 5)
-        first, last = _mean([v for _, v in fin[:w]]), _mean([v for _, v in fin[-w:]])
-        if last > first * (1 + RISE):
-            warn.append(f"diverged: train loss went up from {first:.4g} to {last:.4g}")
-        elif n >= 6:
-            prev = _mean([v for _, v in fin[-2 * w : -w]])
-            if last < prev * (1 - IMPROVING) and min(v for _, v in fin) in [v for _, v in fin[-w:]]:
-                warn.append(
-                    f"still improving at its last step: train loss fell {100 * (1 - last / prev):.1f} % "
-                    f"over the last {w} logged steps (more steps may help)"
-                )
-    esteps, eloss = curves.steps("eval_loss"), curves.values("eval_loss")
-    eok = [(s, v) for s, v in zip(esteps, eloss, strict=True) if math.isfinite(v)]
-    if len(eok) >= 3:
-        i = min(range(len(eok)), key=lambda k: eok[k][1])
-        s_min, e_min = eok[i]
-        s_end, e_end = eok[-1]
-        if i < len(eok) - 1 and e_end > e_min * (1 + OVERFIT):
-            t_at = [v for s, v in fin if s <= s_min][-3:]
-            t_end = [v for s, v in fin if s <= s_end][-3:]
-            if t_at and t_end and _mean(t_end) < _mean(t_at):
-                warn.append(
-                    f"overfitting: eval loss rose from {e_min:.4g} (step {s_min}) to {e_end:.4g} "
-                    f"(step {s_end}) while train loss fell from {_mean(t_at):.4g} to {_mean(t_end):.4g}"
-                )
-        elif i == len(eok) - 1 and e_end < eok[-2][1] * (1 - IMPROVING / 2):
-            warn.append("still improving at its last step: eval loss still falling at the last evaluation")
+    t = trend.read(
+        curves.steps("loss"), curves.values("loss"), curves.steps("eval_loss"), curves.values("eval_loss")
+    )
+    if t.train == "rising":
+        warn.append(f"diverged: train loss went up from {t.first:.4g} to {t.last:.4g}")
+    if t.improving:
+        warn.append(
+            f"still improving at its last step: train loss {t.first:.4g} -> {t.last:.4g}, lowest in the last "
+            "fifth of its steps (more steps may help)"
+        )
+    if t.overfit:
+        s_min, e_min, s_end, e_end = t.overfit
+        warn.append(
+            f"overfitting: eval loss rose from {e_min:.4g} (step {s_min}) to {e_end:.4g} "
+            f"(step {s_end}) while train loss fell from {t.train_at[0]:.4g} to {t.train_at[1]:.4g}"
+        )
     return warn
 
 
