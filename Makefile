@@ -176,3 +176,11 @@ bench-gpu: base-model ## the rank study on a LLaMA-2-7B-shaped model on a GPU (p
 
 clean: ## remove generated folders (saves, exports, reports, cache); keeps .venv and models
 	rm -rf saves exports reports cache data/generated
+
+# ---------------------------------------------------------------- search (Optuna): docs/tune.md
+.PHONY: tune
+TRIALS  ?= 6
+TUNE_ARGS ?=
+tune: $(NEEDS) ## Optuna search of a study's search: space, pruned per epoch on dev (STUDY=lr TRIALS=6 MODEL=...; resumable)
+	@test "$(RUNNER)" = local || { echo "make tune: RUNNER=$(RUNNER) is not supported (local only; see docs/tune.md)" >&2; exit 2; }
+	$(PY) -m tools.flows.tune --study $(STUDY) --model $(MODEL) --trials $(TRIALS) $(TUNE_ARGS)
