@@ -521,6 +521,21 @@ CASES = {
         2,
         ["--heldout-n -1"],
     ),
+    "configs-set-out-of-range": (
+        "tools.train.configs",
+        lambda d: (
+            ["render", "--study", "rank", "--model", "smollm2_135m", "--only", "r8", "--out", d / "cfg"]
+            + ["--set", "lora_rank=-8", "--set", "lora_dropout=1.5", "--set", "learning_rate=.nan"]
+        ),
+        2,
+        ["--set lora_rank=-8: must be at least 1", "--set lora_dropout=1.5", "--set learning_rate=nan"],
+    ),
+    "preflight-set-negative-alpha": (
+        "tools.flows.preflight",
+        lambda d: ["--study", "rank", "--model", "smollm2_135m", "--only", "r8", "--set", "lora_alpha=-16"],
+        2,
+        ["--set lora_alpha=-16", "above 0"],
+    ),
 }
 
 PROTO = (

@@ -223,15 +223,27 @@ def fail(ap: argparse.ArgumentParser, problems: list[str]) -> typing.NoReturn:
     raise Refused()
 
 
+def parse_sub(table: dict[str, type], argv: list[str] | None = None, doc: str | None = None, **kw):
+    """Subcommands (`configs render ...`): each name's dataclass parsed and checked as `parse` does."""
+    ap = _Parser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
+    sub = ap.add_subparsers(dest="_command", required=True, metavar="{" + ",".join(table) + "}")
+    parsers = {
+        n: build_parser(c, ap=sub.add_parser(n, help=(c.__doc__ or "").strip())) for n, c in table.items()
+    }
+    ns = ap.parse_args(argv)
+    return from_namespace(table[ns._command], ns, parsers[ns._command])
+
+
 def command(cls, doc: str | None = None, **kw):
     """`@command(XArgs, __doc__)` on `def main(a: XArgs) -> int` makes `main(argv=None) -> int`: the
-    command line parsed and checked into XArgs, or every problem printed and 2 returned."""
+    command line parsed and checked into XArgs, or every problem printed and 2 returned. With a dict
+    {name: XArgs} the names are subcommands, and `a` is the one given."""
 
     def wrap(fn):
         @functools.wraps(fn)
         def main(argv: list[str] | None = None) -> int:
             try:
-                a = parse(cls, argv, doc, **kw)
+                a = parse_sub(cls, argv, doc, **kw) if isinstance(cls, dict) else parse(cls, argv, doc, **kw)
             except Refused as e:
                 return e.code
             return fn(a)

@@ -8,13 +8,14 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import sys
+from dataclasses import dataclass
 
 from filelib import run_main
-from tools.core.profiles import ConfigError
+from tools.core.args import command, opt
+from tools.core.profiles import ConfigError, list_profiles
 from tools.eval import check_tasks, expand
-from tools.train import Rendered, load_study, parse_set, render_study
+from tools.train import Rendered, list_studies, load_study, parse_set, render_study, set_problems
 from tools.train import preflight_check as train_checks
 
 
@@ -46,15 +47,23 @@ def preflight(study: str, model: str, overrides: dict | None = None, only: list[
     return check(render_study(study, model, overrides, only), model, dev)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--study", required=True)
-    ap.add_argument("--model", required=True, help="a profile in templates/profiles/")
-    ap.add_argument("--only", default=None, help="comma-separated variants")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    a = ap.parse_args(argv)
+@dataclass
+class PreflightArgs:
+    study: str = opt(help="a study in templates/studies/", required=True, choices=list_studies)
+    model: str = opt(help="a profile in templates/profiles/", required=True, choices=list_profiles)
+    only: list[str] | None = opt(None, help="comma-separated variants", split=",")
+    sets: list[str] = opt(
+        [], help="override a template variable", repeat=True, flag="--set", metavar="KEY=VALUE"
+    )
+
+    def check(self) -> list[str]:
+        return set_problems(self.sets)
+
+
+@command(PreflightArgs, __doc__)
+def main(a: PreflightArgs) -> int:
     try:
-        rep = preflight(a.study, a.model, parse_set(a.set), a.only.split(",") if a.only else None)
+        rep = preflight(a.study, a.model, parse_set(a.sets), a.only)
     except ConfigError as e:
         print(f"preflight: error: {e}", file=sys.stderr)
         return 2

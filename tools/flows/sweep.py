@@ -37,15 +37,16 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from filelib import run_main
 from plugins.launchers import is_pruned
+from tools.core.args import command, opt
 from tools.core.paths import DATA, EXPERIMENTS, ROOT, Run, cache_dir, llamafactory_cli, out_root
-from tools.core.profiles import ConfigError, load_profile, resolve_model_path
+from tools.core.profiles import ConfigError, list_profiles, load_profile, resolve_model_path
 from tools.core.runinfo import git_commit, package_versions
 from tools.flows.evaluation import evaluate, evaluate_recovery
 from tools.flows.preflight import check as preflight_check
@@ -53,10 +54,12 @@ from tools.train import (
     COMMITTED_PROFILES,
     PreflightError,
     config_hash,
+    list_studies,
     load_study,
     parse_set,
     render_study,
     run_jobs,
+    set_problems,
     train_one,
     write_rendered,
 )
@@ -262,47 +265,44 @@ def sweep(
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--study", required=True)
-    ap.add_argument("--model", default="smollm2_135m", help="a profile in templates/profiles/")
-    ap.add_argument("--runner", choices=("local", "ray"), default="local")
-    ap.add_argument("--only", default=None, help="comma-separated variants")
-    ap.add_argument("--no-eval", action="store_true", help="train only")
-    ap.add_argument("--testset", default=None, help="evaluation set (default: the profile's eval_testset)")
-    ap.add_argument(
-        "--test-all",
-        action="store_true",
-        help="score every run on the test set, not only the one chosen on dev",
+@dataclass
+class SweepArgs:
+    study: str = opt(help="a study in templates/studies/", required=True, choices=list_studies)
+    model: str = opt("smollm2_135m", help="a profile in templates/profiles/", choices=list_profiles)
+    runner: str = opt("local", help="where runs train", choices=("local", "ray"))
+    only: list[str] | None = opt(None, help="comma-separated variants", split=",")
+    eval: bool = opt(True, help="train only")
+    testset: str | None = opt(None, help="evaluation set (default: the profile's eval_testset)")
+    test_all: bool = opt(False, help="score every run on the test set, not only the one chosen on dev")
+    configs_dir: Path | None = opt(None, help="render into this folder")
+    dataset_dir: Path = opt(DATA, help="LLaMA-Factory dataset_dir")
+    sets: list[str] = opt(
+        [], help="override a template variable", repeat=True, flag="--set", metavar="KEY=VALUE"
     )
-    ap.add_argument("--configs-dir", type=Path, default=None, help="render into this folder")
-    ap.add_argument(
-        "--dataset-dir", type=Path, default=DATA, help="LLaMA-Factory dataset_dir (default data/)"
+    skip_preflight: bool = opt(False, help="train even when a preflight check fails")
+    warm: bool = opt(
+        False, help="import LLaMA-Factory once: each run a child of a warm fork server (local runner; Linux)"
     )
-    ap.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a template variable"
-    )
-    ap.add_argument("--skip-preflight", action="store_true", help="train even when a preflight check fails")
-    ap.add_argument(
-        "--warm",
-        action="store_true",
-        help="import LLaMA-Factory once: each run a child of a warm fork server (local runner; Linux)",
-    )
-    a = ap.parse_args(argv)
+
+    def check(self) -> list[str]:
+        into = self.configs_dir and Path(self.configs_dir).resolve() == EXPERIMENTS.resolve()
+        wrong = ["--set renders configs that differ from the study spec: not into experiments/"]
+        return set_problems(self.sets) + (wrong if self.sets and into else [])
+
+
+@command(SweepArgs, __doc__)
+def main(a: SweepArgs) -> int:
     try:
-        overrides = parse_set(a.set)
-        if overrides and a.configs_dir and a.configs_dir.resolve() == EXPERIMENTS.resolve():
-            raise ConfigError("--set renders configs that differ from the study spec: not into experiments/")
         results = sweep(
             a.study,
             a.model,
             a.runner,
-            a.only.split(",") if a.only else None,
-            not a.no_eval,
+            a.only,
+            a.eval,
             a.testset,
             a.configs_dir,
             a.dataset_dir,
-            overrides,
+            parse_set(a.sets),
             a.test_all,
             a.skip_preflight,
             a.warm,

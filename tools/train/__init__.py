@@ -10,12 +10,12 @@ __getattr__, __all__ = lazy_face(
     __name__,
     {
         **dict.fromkeys(
-            ["COMMITTED_PROFILES", "Rendered", "check", "list_studies", "load_study", "parse_set"]
+            ["COMMITTED_PROFILES", "Rendered", "check", "list_studies", "load_study"]
             + ["render_all", "render_run", "render_study", "skipped_variants", "write_rendered"],
             "configs",
         ),
         "validate_config": "validate",
-        "yaml_scalar": "template",
+        **dict.fromkeys(["yaml_scalar", "parse_set", "set_problems"], "template"),
         **dict.fromkeys(["train_one", "last_checkpoint", "config_hash"], "trainer"),
         **dict.fromkeys(["PreflightError", "Report", "device_info", "model_config"], "preflight"),
         "preflight_check": "preflight:check",

@@ -18,17 +18,18 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import filecmp
 import sys
 import tempfile
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 import yaml
 
 from filelib import atomic_write_text, run_main
+from tools.core.args import command, opt
 from tools.core.paths import EXPERIMENTS, TEMPLATES, Run
 from tools.core.profiles import (  # noqa: F401 (list_profiles, load_profile: part of this module's face)
     PROFILES,
@@ -39,9 +40,16 @@ from tools.core.profiles import (  # noqa: F401 (list_profiles, load_profile: pa
     rel,
     resolve_model_path,
 )
-from tools.train.template import TRAIN_TEMPLATE, settable_keys, train_template, yaml_scalar
+from tools.train.template import (
+    TRAIN_TEMPLATE,
+    parse_set,
+    set_problems,
+    settable_keys,
+    train_template,
+    yaml_scalar,
+)
 from tools.train.template import check_keys as _check_keys
-from tools.train.validate import validate_config
+from tools.train.validate import check_ranges, validate_config
 
 STUDIES = TEMPLATES / "studies"
 # The profiles whose rendered files are committed (make configs / configs-check): what a GPU user runs,
@@ -53,25 +61,12 @@ PROFILE_META = frozenset({"description", "capabilities"})
 # `selections`: named datasets the study needs that `make data --all-strategies` registers (tools.data)
 # `decoding`: the decoding names (points or policies, tools.eval) the sweep evaluates; a variant may set its own
 STUDY_KEYS = frozenset(
-    {
-        "question",
-        "scientific",
-        "nuisance",
-        "fixed",
-        "why",
-        "variants",
-        "selections",
-        "decoding",
-        "heldout",
-        "zeroshot",
-        "search",  # the space, sampler and pruner of `make tune` (tools/flows/tune.py checks it)
-    }
+    "question scientific nuisance fixed why variants selections decoding heldout zeroshot search".split()
 )
+# `search`: the space, sampler and pruner of `make tune` (tools/flows/tune.py checks it).
 # `heldout` / `zeroshot`: the forgetting guard the sweep's evaluation adds (perplexity on a held-out general
 # set; zero-shot accuracy through lm-eval on the tasks listed)
-VARIANT_META = frozenset(
-    {"requires", "excludes", "decoding", "why"}
-)  # `why`: what this variant changes, for its header
+VARIANT_META = frozenset({"requires", "excludes", "decoding", "why"})  # `why`: what the variant changes
 
 
 class Rendered(NamedTuple):
@@ -177,6 +172,7 @@ def render_study(
     for section in ("nuisance", "fixed"):
         _check_keys(spec.get(section) or {}, f"{spec_path} ({section})")
     _check_keys(overrides, "--set overrides")
+    check_ranges(overrides, "--set", "--set {key}={value!r}")
     for key in spec["scientific"]:
         if key not in settable_keys():
             raise ConfigError(f"{spec_path}: scientific key {key!r} is not a template variable")
@@ -206,6 +202,7 @@ def render_study(
             **body,
             **overrides,
         }
+        check_ranges(values, where)
         parent = values.get("continue_from")
         if parent is not None and parent not in spec["variants"]:
             raise ConfigError(f"{where}: continue_from {parent!r} is not a variant of this study")
@@ -237,15 +234,7 @@ def render_study(
             ) from e
         validate_config(cfg, f"{rel(run.config)} (from {TRAIN_TEMPLATE.name} + {where})")
         sci = {k: cfg.get(k, values.get(k)) for k in spec["scientific"]}
-        keep = (
-            "learning_rate",
-            "lora_rank",
-            "lora_alpha",
-            "lora_target",
-            "num_train_epochs",
-            "max_steps",
-            "dataset",
-        )
+        keep = "learning_rate lora_rank lora_alpha lora_target num_train_epochs max_steps dataset".split()
         hparams = {**{k: cfg[k] for k in keep if k in cfg}, **sci}
         decoding = vvalues.get("decoding") or spec.get("decoding") or ["greedy"]
         if not isinstance(decoding, list) or not all(isinstance(d, str) for d in decoding):
@@ -325,45 +314,58 @@ def check(out_dir: Path = EXPERIMENTS, models: tuple[str, ...] = COMMITTED_PROFI
 
 
 # ---------------------------------------------------------------------------------------- CLI
-def parse_set(items: list[str]) -> dict:
-    """`key=value` pairs; the value is read as YAML (12 -> int, 2e-4 -> str, 2.0e-4 -> float, true -> bool)."""
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: write key=value")
-        key, raw = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
-    return out
+@dataclass
+class RenderArgs:
+    """render study x profile into experiments/ (or --out)"""
+
+    all: bool = opt(False, help=f"every study for {', '.join(COMMITTED_PROFILES)}")
+    study: list[str] = opt([], help="a study (repeatable; default: all)", repeat=True)
+    model: list[str] = opt([], help="a profile (repeatable)", repeat=True)
+    only: list[str] | None = opt(None, help="comma-separated variants", split=",")
+    sets: list[str] = opt(
+        [], help="override a template variable", repeat=True, flag="--set", metavar="KEY=VALUE"
+    )
+    out: Path = opt(EXPERIMENTS, help="folder to render into")
+
+    def check(self) -> list[str]:
+        out = [
+            f"{flag}: unknown {noun} {name!r}; one of: {', '.join(known)}"
+            for flag, names, known, noun in (
+                ("--study", self.study, list_studies(), "study"),
+                ("--model", self.model, list_profiles(), "profile"),
+            )
+            for name in names
+            if name not in known
+        ]
+        if self.sets and Path(self.out).resolve() == EXPERIMENTS.resolve():
+            out.append(
+                "--set writes configs that differ from the study spec: give --out DIR, not experiments/"
+            )
+        return out + set_problems(self.sets)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("render", help="render study x profile into experiments/ (or --out)")
-    r.add_argument("--all", action="store_true", help=f"every study for {', '.join(COMMITTED_PROFILES)}")
-    r.add_argument("--study", action="append", help="a study (repeatable); default: all")
-    r.add_argument("--model", action="append", help="a profile (repeatable)")
-    r.add_argument("--only", default=None, help="comma-separated variants")
-    r.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a template variable"
-    )
-    r.add_argument(
-        "--out", type=Path, default=EXPERIMENTS, help="folder to render into (default experiments/)"
-    )
-    c = sub.add_parser(
-        "check", help="exit 1 and name the stale files when experiments/ differs from a fresh render"
-    )
-    c.add_argument("--out", type=Path, default=EXPERIMENTS)
-    sub.add_parser("list", help="studies, their variants and the profiles")
-    a = ap.parse_args(argv)
+@dataclass
+class CheckArgs:
+    """exit 1 and name the stale files when experiments/ differs from a fresh render"""
+
+    out: Path = opt(EXPERIMENTS, help="the rendered folder to compare")
+
+
+@dataclass
+class ListArgs:
+    """studies, their variants and the profiles"""
+
+
+@command({"render": RenderArgs, "check": CheckArgs, "list": ListArgs}, __doc__)
+def main(a: RenderArgs | CheckArgs | ListArgs) -> int:
     try:
-        if a.cmd == "list":
+        if isinstance(a, ListArgs):
             for s in list_studies():
                 print(f"{s:<11} {' '.join(map(str, load_study(s)['variants']))}")
             for m in list_profiles():
                 print(f"profile {m:<13} {load_profile(m)['description']}")
             return 0
-        if a.cmd == "check":
+        if isinstance(a, CheckArgs):
             stale = check(a.out)
             for s in stale:
                 print(f"stale: {s}")
@@ -374,25 +376,18 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             print(f"{a.out.name}/ is up to date")
             return 0
-        overrides = parse_set(a.set)
-        if a.set and a.out.resolve() == EXPERIMENTS.resolve():
-            raise ConfigError(
-                "--set writes configs that differ from the study spec: give --out DIR, not experiments/"
-            )
-        models = tuple(a.model or (COMMITTED_PROFILES if a.all or not a.model else ()))
-        studies = a.study or list_studies()
-        only = a.only.split(",") if a.only else None
+        models = tuple(a.model or COMMITTED_PROFILES)
         rendered: list[Rendered] = []
-        for study in studies:
+        for study in a.study or list_studies():
             for model in models:
-                rendered += render_study(study, model, overrides, only)
+                rendered += render_study(study, model, parse_set(a.sets), a.only)
                 for v, why in skipped_variants(study, model).items():
                     print(f"skip {model}/{study}/{v}: {why}")
-        paths = write_rendered(rendered, a.out, prune=not only)
+        paths = write_rendered(rendered, a.out, prune=not a.only)
         print(f"rendered {len(paths)} file(s) into {rel(a.out)}/")
         return 0
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print("\n".join(f"error: {line}" for line in str(e).splitlines()), file=sys.stderr)
         return 2
 
 

@@ -10,7 +10,7 @@ import yaml
 
 from tools.core.paths import TEMPLATES
 from tools.core.profiles import ConfigError
-from tools.train.validate import check_value
+from tools.train.validate import check_value, range_problems
 
 TRAIN_TEMPLATE = TEMPLATES / "train.yaml.j2"
 # Set by the renderer itself, never by a profile or study.
@@ -85,3 +85,22 @@ def check_keys(values: dict, where: str, meta_keys: frozenset[str] = frozenset()
                 f"{where}: unknown key {key!r}{hint}; the template takes: {', '.join(sorted(allowed))}"
             )
         check_value(key, value, where)
+
+
+def parse_set(items: list[str]) -> dict:
+    """`key=value` pairs; the value is read as YAML (12 -> int, 2e-4 -> str, 2.0e-4 -> float, true -> bool)."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: write key=value")
+        key, raw = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+    return out
+
+
+def set_problems(items: list[str]) -> list[str]:
+    """What is wrong with `--set KEY=VALUE` items: unreadable, or a number outside its variable's range."""
+    try:
+        return range_problems(parse_set(items), "--set", "--set {key}={value!r}")
+    except ConfigError as e:
+        return [str(e)]

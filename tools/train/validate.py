@@ -90,6 +90,45 @@ def check_value(key: str, value: Any, where: str) -> None:
         raise ConfigError(f"{where}: {key} = {value!r} is a {type(value).__name__}; it must be {want}")
 
 
+# Template variables with an obvious range: (lowest, lowest allowed, highest, highest allowed).
+AT_LEAST_1, POSITIVE, NONNEG = (1, True, None, False), (0, False, None, False), (0, True, None, False)
+RANGES: dict[str, tuple] = {
+    **dict.fromkeys(("lora_rank", "per_device_train_batch_size", "per_device_eval_batch_size"), AT_LEAST_1),
+    **dict.fromkeys(("gradient_accumulation_steps", "devices", "train_rows", "cutoff_len"), AT_LEAST_1),
+    **dict.fromkeys(("max_samples", "max_steps_cap", "llama_pro_blocks"), AT_LEAST_1),
+    **dict.fromkeys(("lora_alpha", "lora_alpha_per_rank", "learning_rate", "num_train_epochs"), POSITIVE),
+    **dict.fromkeys(("step_budget_epochs", "max_grad_norm"), POSITIVE),
+    **dict.fromkeys(("warmup_steps", "weight_decay", "seed"), NONNEG),
+    "val_size": POSITIVE,  # a share below 1, a count of rows above
+    "lora_dropout": (0, True, 1, False),
+}
+
+
+def range_problems(values: dict, where: str, form: str = "{where}: {key} = {value!r}") -> list[str]:
+    """Every number outside its variable's range (NaN and infinity too), one line each."""
+    import math
+
+    out = []
+    for key, value in values.items():
+        if key not in RANGES or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue  # None leaves it to the template; a wrong type is check_value's to name
+        low, low_in, high, high_in = RANGES[key]
+        name = form.format(where=where, key=key, value=value)
+        if not math.isfinite(value):
+            out.append(f"{name}: must be a finite number")
+        elif (value < low) if low_in else (value <= low):
+            out.append(f"{name}: must be {'at least' if low_in else 'above'} {low}")
+        elif high is not None and ((value > high) if high_in else (value >= high)):
+            out.append(f"{name}: must be {'at most' if high_in else 'below'} {high}")
+    return out
+
+
+def check_ranges(values: dict, where: str, form: str = "{where}: {key} = {value!r}") -> None:
+    problems = range_problems(values, where, form)
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
 @cache
 def _train_parser():
     """LLaMA-Factory's own parser for `llamafactory-cli train` (hparams/parser.py: _TRAIN_ARGS)."""
@@ -114,6 +153,7 @@ def validate_config(cfg: dict, where: str) -> None:
     for key, value in cfg.items():
         if key in _lf_field_types() or key in PROJECT_KEYS:
             check_value(key, value, where)
+    check_ranges(cfg, where)
     if cfg.get("peft_type", "lora") != "lora" and cfg.get("finetuning_type", "lora") != "lora":
         raise ConfigError(f"{where}: peft_type {cfg['peft_type']} needs finetuning_type: lora")
     cfg = {k: v for k, v in cfg.items() if k not in PROJECT_KEYS}
