@@ -89,7 +89,8 @@ class ChatServer:
 
             self.session = aiohttp.ClientSession() if self.upstream else None
             app = web.Application()
-            app.router.add_post("/v1/chat/completions", handle)
+            # any prefix: a judge on another path of the same host (`.../second/v1`) reaches it too
+            app.router.add_post("/{prefix:.+}/chat/completions", handle)
             self.runner = web.AppRunner(app)
             await self.runner.setup()
             site = web.TCPSite(self.runner, "127.0.0.1", 0)

@@ -7,6 +7,15 @@ judged, with the same protocol, its own cache, the same cost limit, and its judg
 `judge.second.jsonl` beside `judge.jsonl`; scores.json gets an `agreement` block. This command
 then compares two runs under both judges.
 
+The second judge is cached under its full endpoint (`cache.endpoint_label`: model, scheme, host, port,
+path), so a second judge with the first one's model name on another path of the same host is called,
+not answered from the first judge's cache. Its failed calls are counted in the agreement block
+(`n_failed`) and fail the judging run as the first judge's do (exit 1).
+
+A Spearman correlation needs paired prompts: below MIN_PAIRS (10) prompts scored by both judges it is
+not estimable - the block says so (`spearman: null`, a `note`) and this command refuses (exit 2, the
+count in the message) rather than print a number.
+
 Usage:
     python -m tools.judge.agree --runs A B --testset T [--decoding greedy]
     python -m tools.judge.agree --judgments FIRST.jsonl SECOND.jsonl   (one run, two judge files)
@@ -16,16 +25,21 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from filelib import read_jsonl, run_main
+from filelib import run_main
 from tools.core.paths import Run
+from tools.judge.cache import endpoint_label, read_judgments
 from tools.judge.client import Endpoint
 from tools.judge.run import JudgeError, api_spec, cache_for, collect, estimate, judge_api, plan
 
 SECOND = "judge.second.jsonl"
+# The fewest prompts scored by both judges (or, across runs, by both judges on both runs) on which an
+# agreement is reported; below it Spearman's rho is noise (n=7 gives a 95 % interval wider than 1).
+MIN_PAIRS = 10
 
 
 def second_path(run: Run, testset: str, decoding: str) -> Path:
@@ -33,8 +47,9 @@ def second_path(run: Run, testset: str, decoding: str) -> Path:
 
 
 def judge_second(items, proto, swap: bool, ep: Endpoint, max_cost: float, say=print) -> list[dict]:
-    """The same judgments by another endpoint/model (cached under its own label); returns its rows."""
-    spec = api_spec(ep.model, ep.base_url)
+    """The same judgments by another endpoint/model (cached under its full endpoint); returns its rows,
+    its failed calls among them (`error` set, never cached)."""
+    spec = replace(api_spec(ep.model, ep.base_url), judge_model=endpoint_label(ep.model, ep.base_url))
     cache = cache_for(spec)
     planned = plan(items, proto, spec, swap)
     todo = [p for p in planned if p.key not in cache]
@@ -58,8 +73,12 @@ def spearman(a: dict[str, float], b: dict[str, float]) -> dict:
     from scipy.stats import spearmanr
 
     ids = sorted(set(a) & set(b))
-    if len(ids) < 3:
-        return {"spearman": None, "n": len(ids)}
+    if len(ids) < MIN_PAIRS:
+        return {
+            "spearman": None,
+            "n": len(ids),
+            "note": f"not estimable: {len(ids)} paired prompts, at least {MIN_PAIRS} needed",
+        }
     x, y = [a[i] for i in ids], [b[i] for i in ids]
     if len(set(x)) < 2 or len(set(y)) < 2:  # a constant judge has no ranking to agree with
         return {"spearman": None, "n": len(ids), "note": "one judge gave every prompt the same score"}
@@ -75,6 +94,9 @@ def agreement(first: list[dict], second: list[dict]) -> dict:
         **spearman(a, b),
         "mean_first": float(np.mean(list(a.values()))) if a else None,
         "mean_second": float(np.mean(list(b.values()))) if b else None,
+        # the second judge's calls that failed (endpoint down, HTTP errors): the run exits 1 on them
+        "n_failed": sum(1 for r in second if r.get("error") is not None),
+        "n_unparsed": sum(1 for r in second if r.get("error") is None and not r.get("parsed")),
     }
 
 
@@ -109,7 +131,18 @@ def winner_agreement(runs: dict[str, dict[str, list[dict]]]) -> dict:
 def _rows(path: Path) -> list[dict]:
     if not path.exists():
         raise JudgeError(f"{path}: not there (judge with --second-judge-base-url/--second-judge-model first)")
-    return list(read_jsonl(path))
+    return read_judgments(path)
+
+
+def _enough(what: str, n: int, ag: dict | None = None) -> None:
+    """Refuse an agreement it cannot estimate: too few paired prompts, or a judge with no ranking."""
+    if n < MIN_PAIRS:
+        raise JudgeError(
+            f"{what}: {n} prompts scored by both judges, at least {MIN_PAIRS} needed for an agreement "
+            "(not estimable: judge more prompts, or re-run the failed or unparsed ones)"
+        )
+    if ag is not None and ag["spearman"] is None:
+        raise JudgeError(f"{what}: Spearman not estimable on n={n}: {ag.get('note')}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,8 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if a.judgments:
             res = agreement(_rows(a.judgments[0]), _rows(a.judgments[1]))
+            _enough(f"{a.judgments[0]} and {a.judgments[1]}", res["n"], res)
             print(
-                f"{res['judge_first']} vs {res['judge_second']}: Spearman {res['spearman']} on n={res['n']}"
+                f"{res['judge_first']} vs {res['judge_second']}: Spearman {res['spearman']:+.3f} on n={res['n']}"
             )
             return 0
         if not a.runs:
@@ -135,12 +169,15 @@ def main(argv: list[str] | None = None) -> int:
                 "first": _rows(r.judgments(a.testset, a.decoding)),
                 "second": _rows(second_path(r, a.testset, a.decoding)),
             }
-        for name, by in runs.items():
-            ag = agreement(by["first"], by["second"])
-            print(
-                f"{name}: {ag['judge_first']} vs {ag['judge_second']}: Spearman {ag['spearman']} (n={ag['n']})"
-            )
+        ags = {name: agreement(by["first"], by["second"]) for name, by in runs.items()}
         w = winner_agreement(runs)
+        for name, ag in ags.items():
+            _enough(name, ag["n"], ag)
+        _enough(f"{' and '.join(runs)} together", w["n_prompts"])
+        for name, ag in ags.items():
+            print(
+                f"{name}: {ag['judge_first']} vs {ag['judge_second']}: Spearman {ag['spearman']:+.3f} (n={ag['n']})"
+            )
         print(
             f"better run: first judge {w['judges']['first']['better']}, second {w['judges']['second']['better']} "
             f"-> {'agree' if w['same_better_run'] else 'DISAGREE'}; per-prompt winner agreement "

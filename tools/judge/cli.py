@@ -26,9 +26,11 @@ which references it used. --second-judge-base-url/--second-judge-model: a second
 answers, its agreement in scores.json (and `python -m tools.judge.agree` across two runs); its key,
 if its endpoint needs one, is read from SECOND_JUDGE_API_KEY (OPENAI_API_KEY when it is OpenAI's).
 
-Exit status: 0 judged; 1 some judgments failed (endpoint down, HTTP errors, malformed bodies: what
-was judged is written and cached, the failures are retried by the next run); 2 bad input or a
-refused run (nothing written).
+Exit status: 0 judged; 1 some judgments failed, the second judge's too (endpoint down, HTTP errors,
+malformed bodies: what was judged is written and cached, the failures are retried by the next run);
+2 bad input or a refused run (nothing written; a damaged cache line too); 3 (NOTHING_SCORED) every
+call answered but no reply could be parsed into a score (`mean: null, n: 0`): written, and the
+message shows one such reply.
 
 Usage:
     python -m tools.judge --run R --testset T --decoding D [--protocol auto|hw5_pairwise|single] [--swap]
@@ -75,6 +77,7 @@ from tools.judge.stats import paired_difference
 
 DEFAULT_OFFLINE_MODEL = MODELS / "smollm2-135m-instruct"
 DEFAULT_MAX_COST = 1.0
+NOTHING_SCORED = 3  # exit status: judged, but not one reply parsed into a score
 
 
 def _money(x: float | None) -> str:
@@ -263,7 +266,8 @@ def run_judge(
         )
     if "agreement" in scores:
         ag = scores["agreement"]
-        say(f"  second judge {ag['judge_second']}: Spearman {ag['spearman']} on n={ag['n']}")
+        note = f" ({ag['note']})" if ag.get("note") else ""
+        say(f"  second judge {ag['judge_second']}: Spearman {ag['spearman']} on n={ag['n']}{note}")
     return {"scores": scores, "estimate": est, "rows": rows}
 
 
@@ -319,6 +323,23 @@ def main(a: JudgeArgs) -> int:
                     file=sys.stderr,
                 )
             return 1
+        failed2 = (scores.get("agreement") or {}).get("n_failed", 0)
+        if failed2:  # the second judge's failures count as the first's: its agreement is not over the set
+            ag = scores["agreement"]
+            print(
+                f"judge: error: second judge {ag['judge_second']}: {failed2} judgment(s) failed (agreement on "
+                f"n={ag['n']}); the failures are not cached: fix its endpoint and re-run to judge them",
+                file=sys.stderr,
+            )
+            return 1
+        if scores.get("n_items") and not scores.get("n"):
+            bad = next((r for r in res["rows"] if r["error"] is None and not r["parsed"]), {})
+            print(
+                f"judge: error: nothing scored: {scores['n_unparsed']} of {scores['n_items']} replies could not "
+                f"be parsed; e.g. id {bad.get('id')}: {(bad.get('raw') or '')[:120]!r} ({bad.get('reason')})",
+                file=sys.stderr,
+            )
+            return NOTHING_SCORED
         if a.compare and not a.dry_run:
             compare_runs(a.run, a.compare, a.testset, a.decoding)
     except (JudgeError, ValueError, ServeError) as e:
