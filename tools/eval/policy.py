@@ -29,10 +29,9 @@ import re
 import sys
 from dataclasses import dataclass, replace
 
-import yaml
-
 from filelib import run_main
 from tools.core.paths import TEMPLATES
+from tools.core.profiles import load_yaml
 from tools.eval.decoding import DecodingPoint
 
 POLICIES = TEMPLATES / "decoding" / "policies"
@@ -103,7 +102,7 @@ def load_policy(name: str, max_new_tokens: int | None = None, seed: int | None =
         raise ValueError(
             f"decoding policy {name!r}: no {path}; policies: {', '.join(policy_names()) or 'none'}"
         )
-    spec = yaml.safe_load(path.read_text()) or {}
+    spec = load_yaml(path) or {}  # strict: a duplicated key is refused with file and line
     unknown = set(spec) - {"description", "types", "defaults"}
     if unknown:
         raise ValueError(f"{path}: unknown keys {sorted(unknown)}")

@@ -75,6 +75,7 @@ class Choice:
     decided_by: dict | None = None  # the deciding criterion's outcome; None: no criterion separated
     tried: list[dict] = field(default_factory=list)  # every criterion tried, in the rule's order
     tie_break: str | None = None  # the tie-break that picked `best` when no criterion decided
+    left_out: list[str] = field(default_factory=list)  # dev evaluations that could not be read, and why
     rule: str = ""  # the rule, as the report states it
     verdict: str = ""  # one sentence: what decided, by how much, or that nothing did
 
@@ -115,6 +116,20 @@ def choose_on_dev(
     study = next((r.run.study for r in records if not r.is_base), None)
     rule = rule or load_rule(study)
     points, evals = candidates(records, dev)
+    unreadable = ("broken JSON", "ignored", "not a finite number")
+    bad = {
+        (r.run.name, p.split(": ", 1)[0]): p
+        for r in records
+        for p in r.problems
+        if f"/{dev}/" in p.split(": ", 1)[0] + "/" and any(u in p for u in unreadable)
+    }
+    left_out = [f"{run}: {p}" for (run, _), p in bad.items()]
+    # a point whose dev evaluation cannot be read takes no part, not even in the tie-break
+    where = {(r, w.split("/", 1)[0], w.split("/")[-1]) for r, w in bad}
+    points = [
+        p for p in points
+        if (p.trained, "eval" if p.epoch is None else f"eval@epoch{p.epoch}", p.decoding) not in where
+    ]  # fmt: skip
     if not points:
         return Choice(dev, None, note=f"no tuned run has a score on the dev set {dev}", rule=rule.describe())
     label = lambda p: f"{p.run} ({p.decoding})"  # noqa: E731
@@ -154,6 +169,7 @@ def choose_on_dev(
         points, key=lambda p: list(shown.values).index(label(p)) if label(p) in shown.values else 10**6
     )
     choice = Choice(dev, shown.metric, None, ranked, rule=rule.describe(), tried=[asdict(o) for o in tried])
+    choice.left_out = left_out
     if deciding is not None:
         choice.best = next(p for p in ranked if label(p) == deciding.best)
         choice.decided_by = asdict(deciding)
@@ -168,6 +184,8 @@ def choose_on_dev(
             + "; ".join(o.sentence() for o in tried)
             + f"; the declared tie-break ({choice.tie_break}) picked {label(choice.best)}"
         )
+    if left_out:
+        choice.verdict += f" (left out, unreadable: {'; '.join(left_out)})"
     choice.note = choice.verdict
     return choice
 
@@ -248,7 +266,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dev", default=None, help="the dev set (default: the one most runs were evaluated on)")
     ap.add_argument("--dataset-dir", type=Path, default=DATA)
     a = ap.parse_args(argv)
-    choice = record_choice(a.study, a.model, a.dev, a.dataset_dir)
+    try:
+        if a.dev is not None and registry.owner(a.dev, registry.load_info(a.dataset_dir).get(a.dev)) is None:
+            raise ValueError(f"--dev {a.dev}: not a data set registered by this project in {a.dataset_dir}")
+        choice = record_choice(a.study, a.model, a.dev, a.dataset_dir)
+    except (ValueError, registry.RegistryError) as e:  # a bad study or model name, an unknown dev set
+        print(f"choose: error: {e}", file=sys.stderr)
+        return 2
     if choice.best is None:
         print(f"choose: {choice.note}", file=sys.stderr)
         return 1

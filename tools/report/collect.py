@@ -10,6 +10,7 @@ line in `problems` that the report prints, and the rest still renders.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,6 +76,19 @@ def zeroshot_accs(m: dict) -> dict[str, float]:
     }
 
 
+def checked_numbers(obj: dict | None, path: Path, problems: list[str], keys=("mean",)) -> dict | None:
+    """The object, or None with a problem when one of `keys` is present but not a finite number (a text
+    `mean`, NaN): such a file would otherwise print as a confident score."""
+    if obj is None:
+        return None
+    for k in keys:
+        v = obj.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+            problems.append(f"{path}: {k} = {v!r} is not a finite number; the file is ignored")
+            return None
+    return obj
+
+
 def read_json(path: Path, problems: list[str], what: str) -> dict | None:
     """A JSON object, or None with a line in `problems` saying what is missing or broken."""
     if not path.exists():
@@ -124,8 +138,12 @@ def read_evals(run: Run, problems: list[str]) -> list[EvalPoint]:
             point = EvalPoint(
                 d.parent.name,
                 d.name,
-                read_json(d / "metrics.json", local, "metrics"),
-                read_json(d / "scores.json", local, "judge scores"),
+                checked_numbers(
+                    read_json(d / "metrics.json", local, "metrics"), d / "metrics.json", local, ("rougeL",)
+                ),
+                checked_numbers(
+                    read_json(d / "scores.json", local, "judge scores"), d / "scores.json", local
+                ),
                 epoch,
             )
             problems.extend(f"{where}: {p}" for p in local)

@@ -8,6 +8,7 @@ not hide a real gap or invent one. A difference is called real only when its 95 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -78,7 +79,8 @@ def _decide(
         rec = next((r for r in records if r.run.name == b.trained), None)
         e = rec.eval_point(test, b.decoding, b.epoch) if rec else None
         s = (e.scores or {}) if e else {}
-        if s.get("mean") is not None:
+        mean = s.get("mean")
+        if isinstance(mean, (int, float)) and not isinstance(mean, bool) and math.isfinite(mean):
             dec.test_scores = s
             tci = s.get("ci95") or []
             shown = f" [{tci[0]:.3g}, {tci[1]:.3g}]" if len(tci) == 2 else ""
@@ -93,6 +95,16 @@ def _decide(
                         f"chosen - base model on {test}: {d['diff']:+.3g} {_fmt_ci(d['ci95'])} "
                         f"on {d['n_paired']} paired prompts."
                     )
+        elif (
+            e is not None
+            and (e.scores is None and (e.testset, e.decoding))
+            and rec
+            and any("scores.json" in p for p in rec.problems)
+        ):
+            dec.lines.append(
+                f"the test score of the chosen point on {test} could not be read (see the run's problems): "
+                "not shown."
+            )
         else:
             dec.lines.append(
                 f"the test set {test} is not scored for the chosen point yet "
