@@ -30,10 +30,19 @@ LOCAL_TASKS = {"python_mc": TEMPLATES / "zeroshot" / "python_mc.yaml"}
 STANDARD_TASKS = ("boolq", "piqa", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa")
 
 
+class _TaskYaml(yaml.SafeLoader):
+    """lm-eval's task YAML: a `!function module.name` tag read as its text (lm-eval's own CLI resolves it)."""
+
+
+_TaskYaml.add_constructor("!function", lambda loader, node: loader.construct_scalar(node))
+
+
 def local_task_config(name: str) -> dict:
-    """A shipped task's lm-eval config with its data file made absolute (lm-eval reads it from the CWD)."""
+    """A shipped task's lm-eval config with its data file made absolute; its `custom_dataset` (what lets
+    lm-eval's own CLI find the file from any folder) is not needed once the path is absolute."""
     path = LOCAL_TASKS[name]
-    cfg = yaml.safe_load(path.read_text())
+    cfg = yaml.load(path.read_text(), Loader=_TaskYaml)  # noqa: S506 (a SafeLoader with one tag more)
+    cfg.pop("custom_dataset", None)
     files = cfg["dataset_kwargs"]["data_files"]
     cfg["dataset_kwargs"]["data_files"] = {k: str(Path(path).parent / v) for k, v in files.items()}
     return cfg
