@@ -536,6 +536,39 @@ CASES = {
         2,
         ["--set lora_alpha=-16", "above 0"],
     ),
+    "data-ifd-candidates-negative": (
+        "tools.data.cli",
+        lambda d: ["--source", w(d, "pool.json", POOL), "--n", 3, "--ifd-candidates", -3, "--no-plot"],
+        2,
+        ["--ifd-candidates -3", "at least 1"],
+    ),
+    "data-length-window-not-digits": (
+        "tools.data.cli",
+        lambda d: ["--source", w(d, "pool.json", POOL), "--n", 3, "--length-window", "\u00b2,5", "--no-plot"],
+        2,
+        ["--length-window '\u00b2'", "not an integer"],
+    ),
+    "data-seed-negative": (
+        "tools.data.cli",
+        lambda d: ["--source", w(d, "pool.json", POOL), "--n", 3, "--seed", -1, "--no-plot"],
+        2,
+        ["--seed -1", "must not be negative"],
+    ),
+    "mix-heldout-n-negative": (
+        "tools.data.mix",
+        lambda d: [
+            "--dataset",
+            "alpaca_top100",
+            "--general",
+            "demo",
+            "--heldout-n",
+            -4,
+            "--dataset-dir",
+            d / "data",
+        ],
+        2,
+        ["--heldout-n -4", "at least 1"],
+    ),
 }
 
 PROTO = (

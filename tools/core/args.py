@@ -17,7 +17,8 @@ is a switch, `--no-x` when it defaults to True). `opt()` rules: `min`/`max` (inc
 (exclusive), `positive`, `nonneg`, `finite` (the default for floats: NaN and inf are refused),
 `choices` (a list, or a callable giving it, read when checked), `required`, `split=","` (one value
 holding a list), `repeat` (an option given several times), `env` (the command line's default read from
-that variable), `flag` (the option's spelling, a positional when it has no leading dash).
+that variable), `flag` (the option's spelling, a positional when it has no leading dash; a tuple adds
+aliases).
 
 Values are read as strings and converted here, so a bad number, an unknown name and a broken cross-field
 rule all appear in one report: one line per problem naming the option, the value and the rule, exit 2,
@@ -107,8 +108,8 @@ def _default(f: dataclasses.Field):
 
 
 def flag_of(f: dataclasses.Field, meta: dict, elem: type | None = None) -> str:
-    if meta.get("flag"):
-        return meta["flag"]
+    if meta.get("flag"):  # a tuple: the spelling, then aliases
+        return meta["flag"] if isinstance(meta["flag"], str) else meta["flag"][0]
     name = f.name.replace("_", "-")
     return f"--no-{name}" if elem is bool and _default(f) is True else f"--{name}"
 
@@ -156,7 +157,8 @@ def build_parser(cls, doc: str | None = None, ap: argparse.ArgumentParser | None
         if not flag.startswith("-"):  # a positional
             ap.add_argument(f.name, nargs=spec.pop("nargs", None if meta.get("required") else "?"), **spec)
         else:
-            ap.add_argument(flag, dest=f.name, metavar=meta.get("metavar"), **spec)
+            aliases = () if isinstance(meta.get("flag", ""), str) else meta["flag"][1:]
+            ap.add_argument(flag, *aliases, dest=f.name, metavar=meta.get("metavar"), **spec)
     return ap
 
 

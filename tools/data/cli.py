@@ -29,15 +29,16 @@ the row or line and the field; nothing is written then.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from filelib import atomic_write_json, run_main, sha256_file, sha256_text
 from plugins.pools import DataError, Table, load_table, merge_tables, normalise_records
 from plugins.publishing import pipeline, publish, registry
 from plugins.selection import STAGES, STUDY_STRATEGIES, Context, curriculum, leakage, parse_thresholds
+from tools.core.args import command, opt
 from tools.core.hub import hub_offline, hub_reachable
 from tools.core.paths import DATA, MODELS, TEMPLATES, cache_dir
 from tools.data.derived import check_name
@@ -46,6 +47,7 @@ from tools.data.sources import locate, source_files
 
 # --source name -> the named source it reads (tools/data/sources.py)
 POOLS = {"hw5": "alpaca_2k", "alpaca_52k": "alpaca_52k"}
+SHAPES = ("alpaca", "sharegpt", "openai", "prompt")
 DEV_N = 150  # hw5_dev: as many prompts as the test set, so a dev mean is as precise as a test mean
 EMBEDDED = MODELS / "smollm2-135m-instruct"
 
@@ -142,17 +144,6 @@ def eval_rows(
     return Path(spec).stem, t.rows, None, note
 
 
-def _share(text: str) -> float:
-    """--near-dup: a Jaccard share, 0 < x <= 1 (7 would skip nothing and say nothing)."""
-    try:
-        x = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < x <= 1:
-        raise argparse.ArgumentTypeError(f"{text} is outside (0, 1]: it is a share of shared words, e.g. 0.5")
-    return x
-
-
 def study_selections(studies: Path = TEMPLATES / "studies") -> dict[str, str]:
     """Named selections the study specs declare (`selections: {name: strategy}`), for --all-strategies."""
     import yaml
@@ -209,65 +200,78 @@ def warn_leakage(manifest: dict) -> None:
         )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument(
-        "--source", help="demo | hw5 | alpaca_52k | <file> | <hub name> (default demo unless only --eval)"
+@dataclass
+class DataArgs:
+    """Every option of `tools.data`, each default, help and rule once (tools.core.args)."""
+
+    source: str | None = opt(
+        None, help="demo | hw5 | alpaca_52k | <file> | <hub name> (demo unless only --eval)"
     )
-    ap.add_argument("--strategy", default="hw5_default", help="a strategy or name:weight,name:weight")
-    ap.add_argument("--n", type=int, default=100)
-    ap.add_argument("--name", help="subset name (default alpaca_top<N>)")
-    ap.add_argument("--all-strategies", action="store_true", help="also register alpaca_top<N>_by_<strategy>")
-    ap.add_argument("--strategies", help="comma-separated list for the data study (default: all)")
-    ap.add_argument("--eval", action="append", default=[], help="demo | hw5 | <prompt file> (repeatable)")
-    ap.add_argument("--eval-name", help="registered name for an --eval <file> (default: the file's stem)")
-    ap.add_argument(
-        "--dev-n", type=int, default=DEV_N, help=f"hw5_dev prompts (default {DEV_N}; 0 = all 850)"
+    strategy: str = opt("hw5_default", help="a strategy or name:weight,name:weight")
+    n: int = opt(100, help="rows in the subset", min=1)
+    name: str | None = opt(None, help="subset name (default alpaca_top<N>)")
+    all_strategies: bool = opt(False, help="also register alpaca_top<N>_by_<strategy>")
+    strategies: str | None = opt(None, help="comma-separated list for the data study (default: all)")
+    eval: list[str] = opt([], help="demo | hw5 | <prompt file> (repeatable)", repeat=True)
+    eval_name: str | None = opt(None, help="registered name for an --eval <file> (default: the file's stem)")
+    dev_n: int = opt(DEV_N, help="hw5_dev prompts (0 = all 850)", nonneg=True)
+    thresholds: str | None = opt(
+        None, help="HW5's cut by answer words, e.g. 50,120 (default: thirds by rank)"
     )
-    ap.add_argument(
-        "--thresholds", help="HW5's cut by answer words, e.g. 50,120 (default: thirds by rank of difficulty)"
+    curriculum_by: str | None = opt(None, help="split the stages by thirds of this strategy's ranks instead")
+    near_dup: float | None = opt(None, help="skip rows sharing more than this Jaccard share, e.g. 0.5")
+    seed: int = opt(0, help="the seed of random choices", nonneg=True)
+    shape: str | None = opt(None, help="the pool's shape (default: detected)", choices=SHAPES)
+    ifd_candidates: int | None = opt(
+        None, help="IFD on the top K by --ifd-prefilter (default: 3N on CPU, all on GPU)", min=1
     )
-    ap.add_argument("--curriculum-by", help="split the stages by thirds of this strategy's ranks instead")
-    ap.add_argument(
-        "--near-dup", type=_share, help="skip rows sharing more than this Jaccard share, 0-1 (e.g. 0.5)"
+    ifd_prefilter: str = opt("hw5_default", help="the strategy that picks IFD's candidates")
+    ifd_max_tokens: int | None = opt(None, help="tokens per sequence (default 512 on GPU, 256 on CPU)", min=1)
+    embedding: str = opt(
+        "auto", help="diversity: minilm | hashed (fallback) | auto", choices=("auto", "minilm", "hashed")
     )
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--shape", choices=["alpaca", "sharegpt", "openai", "prompt"])
-    ap.add_argument(
-        "--ifd-candidates",
-        type=int,
-        help="IFD on the top K by --ifd-prefilter (default: 3N on CPU, all on GPU)",
+    diversity_prefilter: str = opt("hw5_default", help="quality first (DEITA); none = all")
+    diversity_candidates: int | None = opt(
+        None, help="rows the diversity pass sees (default 20N, >= 2000)", min=1
     )
-    ap.add_argument("--ifd-prefilter", default="hw5_default")
-    ap.add_argument("--ifd-max-tokens", type=int, help="tokens per sequence (default 512 on GPU, 256 on CPU)")
-    ap.add_argument("--embedding", default="auto", help="diversity: minilm | hashed (fallback) | auto")
-    ap.add_argument("--diversity-prefilter", default="hw5_default", help="quality first (DEITA); none = all")
-    ap.add_argument(
-        "--diversity-candidates", type=int, help="rows the diversity pass sees (default 20N, >= 2000)"
+    length_window: list[int] | None = opt(
+        None,
+        help="length_window: answer words lo,hi (default 100,400)",
+        split=",",
+        nonneg=True,
+        metavar="LO,HI",
     )
-    ap.add_argument("--length-window", help="length_window: answer words lo,hi (default 100,400)")
-    ap.add_argument("--model", type=Path, default=EMBEDDED, help="tokenizer/LM for long_is_more and IFD")
-    ap.add_argument("--dataset-dir", type=Path, default=DATA)
-    ap.add_argument(
-        "--data-dir", dest="shared", type=Path, help="a folder with HW5's files (see make fetch-hw5)"
+    model: Path = opt(EMBEDDED, help="tokenizer/LM for long_is_more and IFD")
+    dataset_dir: Path = opt(DATA, help="the folder holding dataset_info.json")
+    shared: Path | None = opt(
+        None,
+        help="a folder with HW5's files (see make fetch-hw5)",
+        flag=("--data-dir", "--shared"),
+        metavar="DIR",
     )
-    ap.add_argument("--shared", dest="shared", type=Path, help=argparse.SUPPRESS)
-    ap.add_argument("--no-plot", action="store_true")
-    ap.add_argument("--force", action="store_true", help="replace a user's registry entry of the same name")
-    ap.add_argument(
-        "--keep-leaked",
-        action="store_true",
+    plot: bool = opt(True, help="no figures")
+    force: bool = opt(False, help="replace a user's registry entry of the same name")
+    keep_leaked: bool = opt(
+        False,
         help="keep pool rows that repeat a dev/test prompt (dropped by default; flagged in the manifest)",
     )
-    ap.add_argument(
-        "--remove",
-        metavar="UNIT",
-        help="unregister a data set unit and delete its generated files, then stop",
+    remove: str | None = opt(
+        None, help="unregister a data set unit and delete its generated files, then stop", metavar="UNIT"
     )
-    return ap
+
+    def check(self) -> list[str]:
+        out = []
+        if self.near_dup is not None and not 0 < self.near_dup <= 1:
+            out.append(f"--near-dup {self.near_dup}: outside (0, 1]: it is a share of shared words, e.g. 0.5")
+        lw = self.length_window
+        if lw is not None and (len(lw) != 2 or lw[0] > lw[1]):
+            out.append(
+                f"--length-window {','.join(map(str, lw))}: write lo,hi answer words, lo <= hi, e.g. 100,400"
+            )
+        return out
 
 
-def run(a: argparse.Namespace) -> int:
+def run(a: DataArgs) -> int:
     ddir = Path(a.dataset_dir)
     if a.remove:
         gone = publish.remove(ddir, a.remove)
@@ -287,10 +291,7 @@ def run(a: argparse.Namespace) -> int:
         diversity_candidates=a.diversity_candidates,
     )
     if a.length_window:
-        lo, _, hi = a.length_window.partition(",")
-        if not (lo.strip().isdigit() and hi.strip().isdigit() and int(lo) <= int(hi)):
-            raise DataError(f"--length-window {a.length_window!r}: write lo,hi answer words, e.g. 100,400")
-        ctx.length_window = (int(lo), int(hi))
+        ctx.length_window = tuple(a.length_window)
     ctx.notes["near_dup"] = a.near_dup
     for flag, value in (("--name", a.name), ("--eval-name", a.eval_name)):
         if value is not None:
@@ -334,7 +335,7 @@ def run(a: argparse.Namespace) -> int:
             pool_path = atomic_write_json(ddir / "generated" / "demo_pool.json", pool_file)
             src["files"][0]["sha256"] = sha256_file(pool_path)
         m = pipeline.write_subset(
-            rows, sel, ddir, src, ctx, True, thresholds, a.curriculum_by, not a.no_plot, a.force, parts
+            rows, sel, ddir, src, ctx, True, thresholds, a.curriculum_by, a.plot, a.force, parts
         )
         warn_leakage(m)
         how = (
@@ -356,7 +357,7 @@ def run(a: argparse.Namespace) -> int:
         )
         for s, strategy in study.items():
             sub = pipeline.select(rows, f"{name}_by_{s}", strategy, a.n, ctx, a.near_dup)
-            sm = pipeline.write_subset(rows, sub, ddir, src, ctx, False, plot=not a.no_plot, force=a.force)
+            sm = pipeline.write_subset(rows, sub, ddir, src, ctx, False, plot=a.plot, force=a.force)
             warn_leakage(sm)
             extra = ""
             if "ifd" in sub.weights and "ifd" in ctx.notes:
@@ -370,8 +371,8 @@ def run(a: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    a = build_parser().parse_args(argv)
+@command(DataArgs, __doc__)
+def main(a: DataArgs) -> int:
     try:
         return run(a)
     except (DataError, registry.RegistryError) as e:

@@ -13,14 +13,15 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from filelib import run_main
 from plugins.pools import DataError
 from plugins.publishing import RegistryError
 from plugins.selection import mix_general
+from tools.core.args import command, opt
 from tools.core.paths import DATA
 from tools.data.cli import load_source
 from tools.data.derived import check_name, publish, registered_rows
@@ -62,19 +63,20 @@ def mix(
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", required=True, help="a registered training set, e.g. alpaca_top100")
-    ap.add_argument("--general", required=True, help="the general pool: demo, hw5, a file or a hub name")
-    ap.add_argument("--share", type=float, default=0.03, help="share of general rows in the mixed set")
-    ap.add_argument("--name", default=None, help="the new dataset's name (default <dataset>_mix)")
-    ap.add_argument("--heldout-n", type=int, default=100)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--dataset-dir", type=Path, default=DATA)
-    ap.add_argument(
-        "--keep-leaked", action="store_true", help="keep rows repeating a dev/test prompt (flagged)"
-    )
-    a = ap.parse_args(argv)
+@dataclass
+class MixArgs:
+    dataset: str = opt(help="a registered training set, e.g. alpaca_top100", required=True)
+    general: str = opt(help="the general pool: demo, hw5, a file or a hub name", required=True)
+    share: float = opt(0.03, help="share of general rows in the mixed set", gt=0, lt=1)
+    name: str | None = opt(None, help="the new dataset's name (default <dataset>_mix)")
+    heldout_n: int = opt(100, help="general rows held out (the forgetting check's set)", min=1)
+    seed: int = opt(0, help="the seed of the draw", nonneg=True)
+    dataset_dir: Path = opt(DATA, help="the folder holding dataset_info.json")
+    keep_leaked: bool = opt(False, help="keep rows repeating a dev/test prompt (flagged)")
+
+
+@command(MixArgs, __doc__)
+def main(a: MixArgs) -> int:
     try:
         r = mix(a.dataset, a.general, a.share, a.name, a.heldout_n, a.seed, a.dataset_dir, a.keep_leaked)
     except (DataError, RegistryError) as e:

@@ -15,14 +15,15 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from filelib import run_main
 from plugins.pools import build_demo_pool
 from plugins.publishing import registry
+from tools.core.args import command, opt
 from tools.core.paths import DATA
 from tools.data.derived import publish
 
@@ -58,14 +59,14 @@ def register_recovery_data(heldout_share: float = 0.1, dataset_dir: Path = DATA)
     return {TRAIN: len(train), HELDOUT: len(held), **dict.fromkeys(HUB, "hub")}
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--heldout-share", type=float, default=0.1)
-    ap.add_argument("--dataset-dir", type=Path, default=DATA)
-    a = ap.parse_args(argv)
-    if not 0 < a.heldout_share < 1:
-        print("error: --heldout-share must be in (0, 1)", file=sys.stderr)
-        return 2
+@dataclass
+class RecoveryDataArgs:
+    heldout_share: float = opt(0.1, help="share of the general rows held out", gt=0, lt=1)
+    dataset_dir: Path = opt(DATA, help="the folder holding dataset_info.json")
+
+
+@command(RecoveryDataArgs, __doc__)
+def main(a: RecoveryDataArgs) -> int:
     try:
         done = register_recovery_data(a.heldout_share, a.dataset_dir)
     except (registry.RegistryError, ValueError) as e:
