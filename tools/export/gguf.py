@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -42,12 +41,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from filelib import atomic_write_json, atomic_write_text, run_main, sha256_file
+from filelib import atomic_write_json, atomic_write_text, run_main
 from tools.core.args import command, opt
 from tools.core.paths import DATA, Run, report_dir
-from tools.eval.decoding import DecodingPoint
 from tools.export import gguf_template as tpl
-from tools.export import llamacpp
+from tools.export import gguf_verify, llamacpp
+from tools.export.gguf_template import Decoding
 from tools.export.runs import Refused, run_info
 
 DEFAULT_QUANTS = ("f16", "q8_0")
@@ -152,128 +151,17 @@ def read_gguf_meta(path: Path, keys: tuple[str, ...] = ("tokenizer.chat_template
 
 
 # ---------------------------------------------------------------------------------------- choice
-def decoding_for(run: Run, given: str | None, max_new_tokens: int = 512) -> tuple[DecodingPoint, str]:
+def decoding_for(run: Run, given: str | None, max_new_tokens: int = 512) -> tuple[Decoding, str]:
     """The Modelfile's decoding point: as given, else the study's choice on dev when it is this run,
     else greedy; with where it came from."""
     if given:
-        return DecodingPoint.parse(given, max_new_tokens=max_new_tokens), "--decoding"
+        return Decoding.parse(given, max_new_tokens=max_new_tokens), "--decoding"
     path = report_dir(run.study) / "choice.json"
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         best = json.loads(path.read_text())["best"]
         if best and Run.parse(best["run"]).trained.name == run.trained.name:
-            return DecodingPoint.parse(best["decoding"], max_new_tokens=max_new_tokens), str(path)
-    return DecodingPoint.greedy(max_new_tokens=max_new_tokens), "default (greedy)"
-
-
-# ---------------------------------------------------------------------------------------- verify
-def hf_reference(
-    run: Run, merged: Path, template_name: str, rows: list[dict], tokens: int, ppl_tokens: int
-) -> dict[str, Any]:
-    """The merged model in transformers, loaded as the eval loads it: per prompt its ids, greedy tokens,
-    reference answer ids and their log-probabilities; tokens/s."""
-    import torch
-
-    from tools.eval.engine import Engine
-    from tools.eval.source import Source
-
-    engine = Engine(Source(run, "merged", str(merged), template_name), dtype="float32")
-    stops = set(engine.stop_ids)
-    out, gen_s, gen_n = [], 0.0, 0
-    for row in rows:
-        prompt_ids, answer_ids = engine.encode(row, row.get("reference") or "")
-        ids = torch.tensor([prompt_ids])
-        t0 = time.perf_counter()
-        with torch.inference_mode():
-            seq = engine.model.generate(
-                input_ids=ids, attention_mask=torch.ones_like(ids), eos_token_id=engine.stop_ids,
-                pad_token_id=engine.pad_id, do_sample=False, max_new_tokens=tokens,
-                temperature=None, top_p=None, top_k=None,
-            )[0, len(prompt_ids):].tolist()  # fmt: skip
-        gen_s += time.perf_counter() - t0
-        end = next((i for i, t in enumerate(seq) if t in stops), None)
-        greedy = seq if end is None else seq[:end]
-        gen_n += len(greedy)
-        ref = answer_ids[:ppl_tokens] if row.get("reference") else []
-        logprobs: list[float] = []
-        if ref:
-            full = torch.tensor([prompt_ids + ref])
-            with torch.inference_mode():
-                lp = torch.log_softmax(engine.model(input_ids=full).logits[0].float(), -1)
-            logprobs = [float(lp[len(prompt_ids) + i - 1, t]) for i, t in enumerate(ref)]
-        out.append({"id": row["id"], "prompt_ids": prompt_ids, "greedy": greedy, "ref": ref,
-                    "logprobs": logprobs})  # fmt: skip
-    prompt, prompt_ids = tpl.lf_prompt(engine.template, engine.tokenizer, "Hello!")
-    return {
-        "rows": out,
-        "tokens_per_s": gen_n / gen_s if gen_s else 0.0,
-        "n_vocab": len(engine.tokenizer),
-        "stop_ids": sorted(stops),
-        "template_probe": {"user": "Hello!", "prompt": prompt},
-    }
-
-
-def ppl(rows_logprobs: list[list[float]]) -> float | None:
-    flat = [x for lps in rows_logprobs for x in lps]
-    return math.exp(-sum(flat) / len(flat)) if flat else None
-
-
-def verify_file(path: Path, hf: dict[str, Any], tokens: int, threshold: float, log: Path) -> dict[str, Any]:
-    """llama.cpp (llama-server on 127.0.0.1) answering the same prompt ids greedily, scoring the same
-    reference tokens, and rendering the embedded template for one message."""
-    stops = set(hf["stop_ids"])
-    per, speeds, lps = [], [], []
-    with llamacpp.serve(path, log=log) as server:
-        probe = hf["template_probe"]
-        rendered = server.post("/apply-template", {"messages": [{"role": "user", "content": probe["user"]}]})
-        for r in hf["rows"]:
-            got, speed = server.greedy(r["prompt_ids"], tokens)
-            got = [t for t in got if t not in stops][:tokens]
-            speeds.append(speed)
-            lp = server.token_logprobs(r["prompt_ids"], r["ref"], hf["n_vocab"]) if r["ref"] else []
-            lps.append(lp)
-            per.append({"id": r["id"], "match": got == r["greedy"][:tokens], "llama": got, "hf": r["greedy"]})
-    agreement = sum(p["match"] for p in per) / len(per) if per else 0.0
-    return {
-        "file": path.name,
-        "size_bytes": path.stat().st_size,
-        "sha256": sha256_file(path),
-        "agreement": agreement,
-        "matched": sum(p["match"] for p in per),
-        "prompts": len(per),
-        "flagged": agreement < threshold,
-        "ppl_llama_cpp": ppl(lps),
-        "ppl_hf": ppl([r["logprobs"] for r in hf["rows"]]),
-        "tokens_per_s": sum(speeds) / len(speeds) if speeds else 0.0,
-        "template_matches": rendered.get("prompt") == probe["prompt"],
-        "template_rendered": rendered.get("prompt"),
-        "per_prompt": per,
-    }
-
-
-def report_markdown(rec: dict[str, Any]) -> str:
-    def num(x, fmt="{:.3f}"):
-        return "-" if x is None else fmt.format(x)
-
-    lines = [
-        f"# GGUF export of {rec['run']}",
-        "",
-        f"llama.cpp ({rec['llama_cpp']}) against the merged model in transformers on {rec['testset']} "
-        f"({rec['prompts']} prompts): greedy agreement over the first {rec['tokens']} tokens, reference "
-        f"perplexity over the first {rec['ppl_tokens']} answer tokens. Flagged below {rec['threshold']:.0%}.",
-        "",
-        "| file | size (MiB) | agreement | ppl llama.cpp | ppl HF (merged) | tokens/s llama.cpp | template | flag |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
-    ]
-    for v in rec["files"]:
-        lines.append(
-            f"| {v['file']} | {v['size_bytes'] / 2**20:.1f} | {v['matched']}/{v['prompts']} ({v['agreement']:.0%}) "
-            f"| {num(v['ppl_llama_cpp'])} | {num(v['ppl_hf'])} | {num(v['tokens_per_s'], '{:.1f}')} "
-            f"| {'same' if v['template_matches'] else 'DIFFERS'} | {'BELOW THRESHOLD' if v['flagged'] else 'ok'} |"
-        )
-    lines += ["", f"Merged model in transformers: {rec['hf_tokens_per_s']:.1f} tokens/s (float32, CPU).", ""]
-    if rec.get("lora"):
-        lines.append(f"LoRA adapter alone: `{rec['lora']}` (use with the base model's GGUF and `--lora`).")
-    return "\n".join(lines) + "\n"
+            return Decoding.parse(best["decoding"], max_new_tokens=max_new_tokens), str(path)
+    return Decoding.greedy(max_new_tokens=max_new_tokens), "default (greedy)"
 
 
 # ---------------------------------------------------------------------------------------- export
@@ -365,18 +253,18 @@ def export_gguf(
         "verified": False,
     }
     if verify:
-        from tools.eval.prompts import load_prompts
-
-        rows = load_prompts(testset, dataset_dir)[:limit]
-        hf = hf_reference(run, merged, info["template"], rows, tokens, ppl_tokens)
-        results = [verify_file(files[q], hf, tokens, threshold, out / f"server-{q}.log") for q in quants]
+        rows = gguf_verify.dev_rows(testset, dataset_dir)[:limit]
+        hf = gguf_verify.hf_reference(merged, info["template"], rows, tokens, ppl_tokens)
+        results = [
+            gguf_verify.verify_file(files[q], hf, tokens, threshold, out / f"server-{q}.log") for q in quants
+        ]
         for q, r in zip(quants, results, strict=True):
             r["quant"] = q
         record.update(
             verified=True, testset=testset, prompts=len(rows), tokens=tokens, ppl_tokens=ppl_tokens,
             threshold=threshold, hf_tokens_per_s=hf["tokens_per_s"], files=results,
         )  # fmt: skip
-        atomic_write_text(out / "gguf_report.md", report_markdown(record))
+        atomic_write_text(out / "gguf_report.md", gguf_verify.report_markdown(record))
     atomic_write_json(out / "gguf_report.json", record)
     return record
 

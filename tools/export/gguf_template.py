@@ -16,10 +16,46 @@ template the run was trained with, so llama.cpp and Ollama build the same prompt
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tools.eval.decoding import DecodingPoint
+
+@dataclass(frozen=True)
+class Decoding:
+    """A decoding point by its name as the eval writes it (tools.eval.decoding: `greedy`, `greedy_rp1.1`,
+    `t0.7_p0.9[_k40][_rp1.1][_s7]`), read here because export does not import the eval stage."""
+
+    name: str = "greedy"
+    max_new_tokens: int = 512
+    do_sample: bool = False
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    repetition_penalty: float = 1.0
+    seed: int = 42
+
+    @classmethod
+    def parse(cls, name: str, max_new_tokens: int = 512) -> Decoding:
+        m = re.fullmatch(r"greedy(?:_rp(?P<rp>[0-9.]+))?", name) or re.fullmatch(
+            r"t(?P<t>[0-9.]+)_p(?P<p>[0-9.]+)(?:_k(?P<k>\d+))?(?:_rp(?P<rp>[0-9.]+))?(?:_s(?P<s>\d+))?", name
+        )
+        if not m:
+            raise ValueError(
+                f"decoding {name!r}: expected 'greedy', 'greedy_rp<R>' or 't<T>_p<P>[_k<K>][_rp<R>][_s<seed>]'"
+            )
+        g = m.groupdict()
+        rp = float(g["rp"]) if g.get("rp") else 1.0
+        if "t" not in g:
+            return cls(name, max_new_tokens, repetition_penalty=rp)
+        return cls(
+            name, max_new_tokens, True, float(g["t"]), float(g["p"]), int(g["k"] or 0), rp, int(g["s"] or 42)
+        )
+
+    @classmethod
+    def greedy(cls, max_new_tokens: int = 512) -> Decoding:
+        return cls("greedy", max_new_tokens)
 
 
 def lf_template(name: str, tokenizer: Any):
@@ -103,7 +139,7 @@ def stop_words(template: Any, tokenizer: Any) -> list[str]:
     return words
 
 
-def point_parameters(point: DecodingPoint) -> dict[str, Any]:
+def point_parameters(point: Decoding) -> dict[str, Any]:
     """Ollama PARAMETER values for a decoding point (greedy: temperature 0, top_k 1)."""
     params: dict[str, Any] = {"num_predict": point.max_new_tokens, "repeat_penalty": point.repetition_penalty}
     if point.do_sample:
@@ -121,7 +157,7 @@ def _quote(text: str) -> str:
     return '"""' + text + '"""'
 
 
-def modelfile(gguf_name: str, template: Any, tokenizer: Any, point: DecodingPoint, ctx: int = 2048) -> str:
+def modelfile(gguf_name: str, template: Any, tokenizer: Any, point: Decoding, ctx: int = 2048) -> str:
     text, system = ollama_template(template, tokenizer)
     lines = [f"FROM ./{gguf_name}", f"TEMPLATE {_quote(text)}"]
     if system:
@@ -163,7 +199,6 @@ def parse_modelfile(text: str) -> dict[str, Any]:
 def render_ollama(template_text: str, user: str, system: str | None) -> str:
     """Ollama's rendering of the Go-template subset `ollama_template` writes ({{ if .System }}..{{ end }},
     {{ .System }}, {{ .Prompt }}); `system` is the request's system prompt or else the SYSTEM line."""
-    import re
 
     def cond(m: re.Match) -> str:
         return m.group(1) if system else ""

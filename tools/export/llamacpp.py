@@ -105,7 +105,7 @@ def have_binaries() -> bool:
 
 def quant_types() -> list[str]:
     """Every type name llama-quantize of the pinned source knows (lower case), read from its source."""
-    src = source_root() / "tools" / "quantize" / "quantize.cpp"
+    src = source_root().joinpath("tools/quantize/quantize.cpp")
     names = re.findall(r'\{\s*"([A-Z0-9_]+)",\s*LLAMA_FTYPE_', src.read_text()) if src.exists() else []
     names = [n.lower() for n in names if n != "COPY"]
     return sorted(set(names) | set(CONVERTER_TYPES), key=lambda n: (n not in CONVERTER_TYPES, n))
