@@ -7,6 +7,8 @@
   full, read-only file system, name too long...) ends with one line naming the path and the error,
   `error: <path>: permission denied`, and exit status 2: bad input or a bad place, not a bug; so does
   an output that would replace what the command did not make (filelib.ownership).
+- Output piped into a reader that stopped (`... | head`): no message, exit status 141 (128 + SIGPIPE),
+  as a shell tool ends.
 - Anything else is left alone: a real bug still shows its traceback, and `SystemExit` (argparse's
   refusals, a command's own exit status) passes through unchanged.
 """
@@ -14,6 +16,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import sys
 from collections.abc import Callable
 from typing import NoReturn
@@ -38,6 +41,7 @@ FILE_ERRNOS = {
 }
 INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command ended by Ctrl-C
 BAD_PLACE = 2
+PIPE_CLOSED = 141  # 128 + SIGPIPE
 
 
 def describe(e: OSError) -> str:
@@ -57,6 +61,9 @@ def run_main(main: Callable[..., int | None], *args) -> NoReturn:
     except OwnershipError as e:  # an output that would replace what the command did not make
         _say(str(e))
         sys.exit(BAD_PLACE)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        sys.exit(PIPE_CLOSED)
     except OSError as e:
         if e.errno not in FILE_ERRNOS:
             raise

@@ -68,6 +68,17 @@ def test_ctrl_c_ends_in_one_line_and_exit_130(capsys):
     assert code == 130 and err == "error: interrupted (Ctrl-C)\n"
 
 
+def test_a_closed_pipe_ends_quietly():
+    """`python -m tools.train.configs list | head -1`: the reader stops, the command ends without a word."""
+    code = (
+        "import sys; from filelib import run_main; run_main(lambda: [print('x' * 100) for _ in range(10**5)])"
+    )
+    proc = subprocess.run(
+        f'{sys.executable} -c "{code}" | head -1', shell=True, cwd=ROOT, capture_output=True, text=True
+    )
+    assert proc.stdout == "x" * 100 + "\n" and proc.stderr == "", proc.stderr
+
+
 def test_everything_else_is_left_alone(capsys):
     with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback
         run_main(lambda: 1 / 0)

@@ -1,29 +1,24 @@
-"""One argument layer: a command's options as a dataclass, each option's default, help and checks in one place.
+"""One argument layer: a command's options as a dataclass, each option's default, help and rules in one place.
 
     @dataclass
     class MergeArgs:
         runs: list[str] = opt(help="adapter runs", required=True)
-        weights: list[float] | None = opt(None, help="one per run", finite=True)
         density: float = opt(0.5, help="kept share", gt=0, max=1)
 
-        def check(self) -> list[str]:  # cross-field rules: one message per violation
-            return ["--weights: one per --runs"] if self.weights and len(self.weights) != len(self.runs) else []
+        def check(self) -> list[str]:  # cross-field rules, one line per problem
+            return [] if len(self.runs) > 1 else ["--runs: at least two"]
 
-    @command(MergeArgs, __doc__)              # main(argv) -> int: 2 with every bad option named at once
+    @command(MergeArgs, __doc__)  # main(argv) -> int: 2, every bad option named at once, before any work
     def main(a: MergeArgs) -> int: ...
 
-The field's type says how a value is read (`int`, `float`, `str`, `Path`, `X | None`, `list[X]`; `bool`
-is a switch, `--no-x` when it defaults to True). `opt()` rules: `min`/`max` (inclusive), `gt`/`lt`
-(exclusive), `positive`, `nonneg`, `finite` (the default for floats: NaN and inf are refused),
-`choices` (a list, or a callable giving it, read when checked), `required`, `split=","` (one value
-holding a list), `repeat` (an option given several times), `env` (the command line's default read from
-that variable), `flag` (the option's spelling, a positional when it has no leading dash; a tuple adds
-aliases).
-
-Values are read as strings and converted here, so a bad number, an unknown name and a broken cross-field
-rule all appear in one report: one line per problem naming the option, the value and the rule, exit 2,
-before the command reads, spends or writes anything. `checked(obj)` applies the same rules to an object
-built in code (library callers), raising `ArgsError` (a ValueError) with every problem.
+The type says how a value is read (int, float, str, Path, X | None, list[X]; bool: a switch, `--no-x`
+when it defaults to True). Rules of `opt()`: min/max (inclusive), gt/lt (exclusive), positive, nonneg,
+finite (floats' default: NaN and inf refused), choices (a list, or a callable read when checked),
+required, split="," (one value holding a list), repeat (given several times), env (the command line's
+default read from that variable), flag (the spelling; a tuple adds aliases), metavar.
+Values are converted here, not by argparse, so an unreadable number, an unknown name and a broken
+cross-field rule appear in one report naming the option, the value and the rule. `checked(obj)` applies
+the same rules to an object built in code, raising ArgsError (a ValueError) with every problem.
 """
 
 from __future__ import annotations
@@ -38,16 +33,21 @@ import types
 import typing
 
 _KEY = "smalldata.arg"
-MISSING = dataclasses.MISSING
-RULES = {"min", "max", "gt", "lt", "positive", "nonneg", "finite", "choices", "required"}
-RULES |= {"split", "repeat", "env", "flag", "metavar", "nargs"}
+RULES = {"min", "max", "gt", "lt", "positive", "nonneg", "finite", "choices", "required", "split", "repeat"}
+RULES |= {"env", "flag", "metavar"}
+# (rule, holds, what a value breaking it is told)
+BOUNDS = (
+    ("min", lambda v, b: v >= b, "must be at least {}"),
+    ("max", lambda v, b: v <= b, "must be at most {}"),
+    ("gt", lambda v, b: v > b, "must be above {}"),
+    ("lt", lambda v, b: v < b, "must be below {}"),
+    ("positive", lambda v, on: not on or v > 0, "must be positive"),
+    ("nonneg", lambda v, on: not on or v >= 0, "must not be negative"),
+)
 
 
 class Refused(SystemExit):
-    """The command line was refused (the problems are on stderr): exit status 2, or `main` returns 2."""
-
-    def __init__(self):
-        super().__init__(2)
+    """The command line was refused, its problems on stderr: exit status 2 (`command`'s main returns 2)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -63,48 +63,33 @@ class ArgsError(ValueError):
         super().__init__("; ".join(self.problems))
 
 
-def opt(default=MISSING, *, help: str = "", factory=MISSING, **rules) -> typing.Any:
-    """A dataclass field carrying its help and its rules (see the module's docstring for the rules)."""
-    unknown = set(rules) - RULES
-    if unknown:
-        raise TypeError(f"opt(): unknown rule(s) {sorted(unknown)}")
-    if default is MISSING and factory is MISSING:
-        default = None  # a required option too: `checked` names it when it is missing
+def opt(default=None, *, help: str = "", **rules) -> typing.Any:
+    """A dataclass field carrying its help and its rules (see the module's docstring). A required option
+    defaults to None too: `checked` names it when it is missing."""
+    if set(rules) - RULES:
+        raise TypeError(f"opt(): unknown rule(s) {sorted(set(rules) - RULES)}")
     meta = {_KEY: {"help": help, **rules}}
-    if factory is not MISSING:
-        return dataclasses.field(default_factory=factory, metadata=meta)
-    if isinstance(default, (list, dict, set)):
-        return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda d=default: list(d), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
 
 
-# ----------------------------------------------------------------------------------------- the fields
-def _shape(tp) -> tuple[type, bool, bool]:
-    """(element type, is a list, may be None) of an annotation."""
-    optional = False
+def _shape(tp) -> tuple[type, bool]:
+    """(element type, is a list) of an annotation (`X | None` is X)."""
     if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
-        parts = [t for t in typing.get_args(tp) if t is not type(None)]
-        optional, tp = len(parts) < len(typing.get_args(tp)), parts[0]
-    if typing.get_origin(tp) in (list, tuple):
-        return typing.get_args(tp)[0], True, optional
-    return tp, False, optional
+        tp = next(t for t in typing.get_args(tp) if t is not type(None))
+    return (typing.get_args(tp)[0], True) if typing.get_origin(tp) is list else (tp, False)
 
 
 def _fields(cls) -> list[tuple[dataclasses.Field, dict, type, bool]]:
     hints = typing.get_type_hints(cls)
-    out = []
-    for f in dataclasses.fields(cls):
-        meta = f.metadata.get(_KEY)
-        if meta is not None:
-            elem, many, _ = _shape(hints[f.name])
-            out.append((f, meta, elem, many))
-    return out
+    return [
+        (f, f.metadata[_KEY], *_shape(hints[f.name])) for f in dataclasses.fields(cls) if _KEY in f.metadata
+    ]
 
 
 def _default(f: dataclasses.Field):
-    if f.default is not MISSING:
-        return f.default
-    return f.default_factory() if f.default_factory is not MISSING else None
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
 
 def flag_of(f: dataclasses.Field, meta: dict, elem: type | None = None) -> str:
@@ -119,16 +104,13 @@ def _choices(meta: dict) -> list | None:
     return list(c() if callable(c) else c) if c is not None else None
 
 
-def _rules_text(meta: dict, elem: type) -> str:
-    bits = []
-    for key, text in (("min", ">= {}"), ("max", "<= {}"), ("gt", "> {}"), ("lt", "< {}")):
-        if meta.get(key) is not None:
-            bits.append(text.format(meta[key]))
-    bits += [w for k, w in (("positive", "> 0"), ("nonneg", ">= 0")) if meta.get(k)]
-    return ", ".join(bits)
+def _rules_text(meta: dict) -> str:
+    signs = {"min": ">= {}", "max": "<= {}", "gt": "> {}", "lt": "< {}", "positive": "> 0", "nonneg": ">= 0"}
+    return ", ".join(
+        t.format(meta[k]) for k, t in signs.items() if meta.get(k) is not None and meta[k] is not False
+    )
 
 
-# ----------------------------------------------------------------------------------------- the parser
 def build_parser(cls, doc: str | None = None, ap: argparse.ArgumentParser | None = None, **kw):
     """The argparse parser of a dataclass (or `ap` with its options added): every option with its help,
     default and range in `--help`. Values stay strings here; `parse` converts and checks them."""
@@ -138,12 +120,9 @@ def build_parser(cls, doc: str | None = None, ap: argparse.ArgumentParser | None
         flag, dflt = flag_of(f, meta, elem), _default(f)
         shown = meta["split"].join(map(str, dflt)) if meta.get("split") and dflt else dflt
         extra = [f"default: ${meta['env']}, else {shown}" if meta.get("env") else f"default: {shown}"]
-        if meta.get("required"):
-            extra = ["required"]
-        if _rules_text(meta, elem):
-            extra.append(_rules_text(meta, elem))
-        if meta.get("choices") is not None:
-            extra.append("one of: " + ", ".join(map(str, _choices(meta))))
+        extra = ["required"] if meta.get("required") else extra
+        extra += [_rules_text(meta)] if _rules_text(meta) else []
+        extra += ["one of: " + ", ".join(map(str, _choices(meta)))] if "choices" in meta else []
         help_ = f"{meta['help']} ({'; '.join(extra)})".strip().replace("%", "%%")
         if elem is bool:
             ap.add_argument(
@@ -153,21 +132,10 @@ def build_parser(cls, doc: str | None = None, ap: argparse.ArgumentParser | None
             continue
         spec = {"help": help_, "default": None}
         if many and not meta.get("split"):
-            spec.update(action="append") if meta.get("repeat") else spec.update(nargs=meta.get("nargs", "+"))
-        if not flag.startswith("-"):  # a positional
-            ap.add_argument(f.name, nargs=spec.pop("nargs", None if meta.get("required") else "?"), **spec)
-        else:
-            aliases = () if isinstance(meta.get("flag", ""), str) else meta["flag"][1:]
-            ap.add_argument(flag, *aliases, dest=f.name, metavar=meta.get("metavar"), **spec)
+            spec.update(action="append") if meta.get("repeat") else spec.update(nargs="+")
+        aliases = () if isinstance(meta.get("flag", ""), str) else meta["flag"][1:]
+        ap.add_argument(flag, *aliases, dest=f.name, metavar=meta.get("metavar"), **spec)
     return ap
-
-
-def _convert(text: str, elem: type):
-    if elem is int:
-        return int(text.strip())
-    if elem is float:
-        return float(text.strip())
-    return elem(text)
 
 
 _WHAT = {int: "not an integer", float: "not a number"}
@@ -196,13 +164,16 @@ def from_namespace(cls, ns: argparse.Namespace, ap: argparse.ArgumentParser):
         items = raw if isinstance(raw, list) else [raw]
         if meta.get("split"):
             items = [p.strip() for r in items for p in r.split(meta["split"])]
-        bad = [x for x in items if not _can(x, elem)]
-        if bad:
-            problems.append(f"{flag} {bad[0]!r}: {_WHAT.get(elem, 'not readable')}")
-            failed.add(f.name)
-            continue
-        got = [_convert(x, elem) for x in items]
-        values[f.name] = got if many else got[0]
+        got = []
+        for x in items:
+            try:
+                got.append(elem(x.strip()) if elem in _WHAT else elem(x))
+            except ValueError:
+                problems.append(f"{flag} {x!r}: {_WHAT.get(elem, 'not readable')}")
+                failed.add(f.name)
+                break
+        else:
+            values[f.name] = got if many else got[0]
     obj = cls(**values)
     problems += validate(obj, skip=failed)
     if problems:
@@ -210,19 +181,11 @@ def from_namespace(cls, ns: argparse.Namespace, ap: argparse.ArgumentParser):
     return obj
 
 
-def _can(text: str, elem: type) -> bool:
-    try:
-        _convert(text, elem)
-        return True
-    except ValueError:
-        return False
-
-
 def fail(ap: argparse.ArgumentParser, problems: list[str]) -> typing.NoReturn:
     ap.print_usage(sys.stderr)
     for p in problems:
         print(f"{ap.prog}: error: {p}", file=sys.stderr)
-    raise Refused()
+    raise Refused(2)
 
 
 def parse_sub(table: dict[str, type], argv: list[str] | None = None, doc: str | None = None, **kw):
@@ -256,24 +219,14 @@ def command(cls, doc: str | None = None, **kw):
     return wrap
 
 
-# ----------------------------------------------------------------------------------------- the checks
 def _broken(value, meta: dict, elem: type) -> str | None:
     """The rule a single value breaks, or None."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if elem is float and meta.get("finite", True) and not math.isfinite(value):
             return "must be a finite number"
-        for key, ok, text in (
-            ("min", lambda v, b: v >= b, "must be at least {}"),
-            ("max", lambda v, b: v <= b, "must be at most {}"),
-            ("gt", lambda v, b: v > b, "must be above {}"),
-            ("lt", lambda v, b: v < b, "must be below {}"),
-        ):
-            if meta.get(key) is not None and not ok(value, meta[key]):
+        for key, holds, text in BOUNDS:
+            if meta.get(key) is not None and not holds(value, meta[key]):
                 return text.format(meta[key])
-        if meta.get("positive") and not value > 0:
-            return "must be positive"
-        if meta.get("nonneg") and value < 0:
-            return "must not be negative"
     choices = _choices(meta)
     if choices is not None and value not in choices:
         return "unknown; one of: " + (", ".join(map(str, choices)) or "(none)")
@@ -292,7 +245,7 @@ def validate(obj, skip: set[str] | frozenset = frozenset()) -> list[str]:
             if meta.get("required"):
                 problems.append(f"{flag}: required")
             continue
-        if many and not value and meta.get("nargs", "+") == "+" and not meta.get("repeat"):
+        if many and not value and not meta.get("repeat"):
             problems.append(f"{flag}: needs at least one value")
         for v in value if many else [value]:
             why = _broken(v, meta, elem)
