@@ -145,8 +145,25 @@ def test_a_tune_killed_mid_trial_resumes_with_no_trial_lost_or_run_twice(out_dir
     assert trials[1].params == trials[0].params and trials[1].user_attrs["run"] == first
     assert json.loads(Run("tiny", "lr", first).run_json.read_text())["resumed_from"]
     runs = [t.user_attrs["run"] for t in trials[1:]]
+    assert trials[2].params != trials[0].params  # the resumed sampler does not repeat its first proposal
     assert len(set(runs)) == 2 and sorted(d.name for d in saves.glob("t*")) == sorted(runs)
     assert all(Run("tiny", "lr", r).is_finished() for r in runs)
     # a finished tune asked again trains nothing more
     assert tune.main(argv(data, 2, "--pruner", "{name: none}")) == 0
     assert len(storage().trials) == 3
+
+
+@pytest.mark.slow
+def test_the_quick_benchmark_measures_trials_needed_and_steps_saved(out_dir, tiny_model, capsys, monkeypatch):
+    from tools.flows import tune_bench
+
+    monkeypatch.setenv("SMALLDATA_OUT", str(out_dir))  # the benchmark moves it under cache/tune-bench
+
+    assert tune_bench.main(["--quick", "--pruner", "{name: median, n_startup_trials: 1}"]) == 0
+    res = json.loads((out_dir / "cache/tune-bench/lr-tiny/reports/lr/tune_bench.json").read_text())
+    assert res["grid_runs"] == 3 and set(res["grid_best"]["all"]) == {"lr1e-4", "lr2e-4", "lr5e-4"}
+    assert res["trials"] == 2 and res["trials_needed"] in (1, 2, None) and 0 <= res["pruning_saved_share"] < 1
+    assert res["grid_steps"] == 3 * 2 * 2 and res["tune_steps"]["planned"] == 2 * 2 * 2
+    out = capsys.readouterr().out
+    assert "grid: 3 runs" in out and "machine:" in out and "load" in out
+    assert not (out_dir / "saves").exists()  # the study's own runs are untouched

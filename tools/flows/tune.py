@@ -58,7 +58,10 @@ def make_sampler(spec: dict, seed: int | None):
     cls["qmc"] = optuna.samplers.QMCSampler
     if name not in cls:
         raise ConfigError(f"search.sampler: {name!r} is not one of {SAMPLERS}")
-    return cls[name](**kw)
+    try:
+        return cls[name](**kw)
+    except TypeError as e:  # an argument the sampler does not take
+        raise ConfigError(f"search.sampler {spec}: {e}") from None
 
 
 def make_pruner(spec: dict, epochs: int):
@@ -73,7 +76,10 @@ def make_pruner(spec: dict, epochs: int):
     cls |= {"percentile": optuna.pruners.PercentilePruner, "none": optuna.pruners.NopPruner}
     if name not in cls:
         raise ConfigError(f"search.pruner: {name!r} is not one of {PRUNERS}")
-    return cls[name](**kw)
+    try:
+        return cls[name](**kw)
+    except TypeError as e:  # an argument the pruner does not take
+        raise ConfigError(f"search.pruner {spec}: {e}") from None
 
 
 def recover(ost) -> list[int]:
@@ -332,6 +338,9 @@ def tune(a: TuneArgs) -> dict:
         "pruner": pruner,
         "storage": str(out / "tune.db"),
     }
+    if ost.trials:  # a resumed search: a fresh seed, or the sampler would repeat its first proposals
+        seed = (sampler.get("seed") if a.seed is None else a.seed) or 0
+        ost.sampler = make_sampler({**sampler, "seed": seed + len(ost.trials)}, None)
     requeued = recover(ost)
     if requeued:
         print(f"resumed {name}: trial(s) {requeued} were interrupted; re-queued on the same run folders")
