@@ -37,6 +37,7 @@ import yaml
 
 from filelib import atomic_dir, atomic_write_json, atomic_write_text, read_jsonl, run_main, sha256_file
 from tools.core.paths import ROOT, TEMPLATES, Run, exports_dir, llamafactory_cli, runs_of_study, saves_dir
+from tools.core.portable import make_portable
 from tools.core.streams import streams_to
 from tools.export.logits import CHECK_PROMPTS, TOLERANCE, CheckFailed, logit_check  # noqa: F401
 from tools.export.runs import Refused, default_dtype, refuse_quantised_base, run_info, versions  # noqa: F401
@@ -223,6 +224,7 @@ def export_run(
                     f"> tolerance {tol:g} on the check prompts; export discarded"
                 )
             shutil.copy(config, tmp / "export.yaml")
+            cannot_read = make_portable(tmp)  # transformers 4.x's spellings beside 5.x's
             record = {
                 "run": run.name,
                 "export_dir": str(final),
@@ -236,6 +238,7 @@ def export_run(
                 "trained_quantization_bit": info["quantization_bit"],
                 "seconds": round(time.time() - t0, 1),
                 "versions": versions(),
+                "cannot_read": cannot_read,
             }
             atomic_write_json(tmp / "export.json", record)
     except BaseException:
@@ -275,9 +278,9 @@ def quantise_export(
     with atomic_dir(final) as tmp:
         llamafactory_export(config, tmp, run.output_dir / f"export_gptq{bits}bit.log")
         shutil.copy(config, tmp / "export.yaml")
-        atomic_write_json(
-            tmp / "export.json", {"run": run.name, "quantization_bit": bits, "from": str(run.export_dir)}
-        )
+        record = {"run": run.name, "quantization_bit": bits, "from": str(run.export_dir)}
+        record["cannot_read"] = make_portable(tmp)
+        atomic_write_json(tmp / "export.json", record)
     return final
 
 
@@ -294,6 +297,8 @@ def _export_one(run: Run, a: argparse.Namespace) -> None:
         f"exported {run} -> {rec['export_dir']} ({rec['dtype']}); logit check max |diff| "
         f"{c['max_abs_diff']:.2e} <= {c['tolerance']:g} (adapter effect {c['adapter_effect']:.2e})"
     )
+    for line in rec.get("cannot_read", []):
+        print(f"note: {line}")
     if not c["check_is_informative"]:
         print("warning: the adapter changes logits less than the tolerance; the check cannot tell it apart")
     if a.quantize:

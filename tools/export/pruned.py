@@ -24,6 +24,7 @@ import sys
 from filelib import atomic_dir, atomic_write_json, run_main
 from plugins.launchers import PrunedModelError, load, save_hf, save_like, uniform_widths
 from tools.core.paths import Run
+from tools.core.portable import make_portable
 from tools.core.profiles import resolve_model_path
 from tools.export.logits import CHECK_PROMPTS, TOLERANCE, CheckFailed, _logits, _max_diff, prompt_ids
 
@@ -55,6 +56,14 @@ def export_pruned(run: Run) -> dict:
         dest = tmp / ("pruned_model.bin" if kind == "pickle" else "pruned")
         save_like(merged, tokenizer, kind, dest)
         hf = save_hf(merged, tokenizer, tmp / "hf")
+        record["cannot_read"] = (
+            make_portable(hf)
+            if hf is not None
+            else [
+                "transformers (any version): cannot load this export (layers of different widths); "
+                "load it with plugins.launchers.load"
+            ]
+        )
         (tmp / "lora_adapter").mkdir()
         for name in ADAPTER_FILES:
             shutil.copy2(run.output_dir / name, tmp / "lora_adapter" / name)
@@ -92,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"exported {a.run} to {Run.parse(a.run).export_dir}: {json.dumps(rec['max_abs_diff'])}, hf: {rec['hf']}"
     )
+    for line in rec["cannot_read"]:
+        print(f"note: {line}")
     return 0
 
 

@@ -6,6 +6,11 @@ tokenizer and its chat template, so LLaMA-Factory can use it like any hub model 
 `smollm2`). The folder is built under a temporary name and renamed when complete, so a killed
 build is never taken for a finished one.
 
+Every Hugging Face folder the project writes (this model, merged, pruned and LLaMA-Pro exports) goes
+through `tools.core.portable.make_portable`, so transformers 4.4x-4.5x and 5.x read the same model: transformers 5 writes
+`rope_parameters` and the tokenizer class `TokenizersBackend`, which 4.x does not know (it falls back to
+`rope_theta` 10000 silently, and its AutoTokenizer fails). The 4.x spellings are written beside them.
+
 Usage:
     python -m tools.models.base [--out models/smollm2-135m-instruct] [--force]
     python -m tools.models.base --check      # greedy answer to a fixed question
@@ -20,6 +25,7 @@ from pathlib import Path
 
 from filelib import atomic_dir, atomic_write_json, run_main
 from tools.core.paths import MODELS
+from tools.core.portable import make_portable
 
 BASE_MODEL_DIR = MODELS / "smollm2-135m-instruct"
 LLAMAFACTORY_TEMPLATE = "smollm2"
@@ -55,12 +61,16 @@ def build(out: Path = BASE_MODEL_DIR, force: bool = False) -> Path:
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
+        notes = make_portable(tmp)
+        for line in notes:
+            print(f"note: {line}")
         atomic_write_json(
             tmp / COMPLETE,
             {
                 "source": src.name,
                 "llamafactory_template": LLAMAFACTORY_TEMPLATE,
                 "seconds": round(time.time() - t0, 1),
+                "cannot_read": notes,
             },
         )
     return out
@@ -88,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true", help="print the greedy answer to a fixed question")
     args = ap.parse_args(argv)
     if is_built(args.out) and not args.force and not args.check:
+        make_portable(args.out)  # a folder built before both spellings were written gets them now
         print(f"base model: {args.out} (already built)")
         return 0
     t0 = time.time()

@@ -20,11 +20,13 @@ import sys
 from pathlib import Path
 
 from filelib import atomic_dir, check_output, claim, run_main
+from tools.core.portable import make_portable
 
 ZEROED = ("self_attn.o_proj", "mlp.down_proj")  # the block's writes into the residual stream
 
 
 OWNER = "tools.models.llama_pro (a LLaMA-Pro expansion)"
+
 
 def expanded_order(layers: int, blocks: int) -> list[tuple[int, bool]]:
     """(source layer, is a new zero-output copy) for each layer of the expanded model."""
@@ -73,6 +75,8 @@ def expand(model_path: str, blocks: int, out: Path) -> Path:
     with atomic_dir(out) as tmp:
         expanded.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        for line in make_portable(tmp):  # transformers 4.x's spellings too (tools.core.portable)
+            print(f"note: {line}")
         claim(tmp, OWNER)
     return out
 
