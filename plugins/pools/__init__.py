@@ -1,5 +1,6 @@
 """Reading instruction pools: any supported file shape into normalised rows, and the shipped demo pool."""
 
+from plugins.pools.conversation import to_records, to_sharegpt
 from plugins.pools.demo_pool import build as build_demo_pool
 from plugins.pools.loaders import (
     SHAPES,
@@ -29,4 +30,6 @@ __all__ = [
     "read_records",
     "split_preamble",
     "to_alpaca",
+    "to_records",
+    "to_sharegpt",
 ]

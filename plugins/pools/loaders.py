@@ -11,6 +11,12 @@ file has one). Shapes, detected from the first record or forced with `shape=`:
               `output` is "" unless a reference is there (`output`, `reference`, `answer`,
               `response`), the input is `input` or Dolly's `context`. A training pool must have one.
 
+A conversation of several exchanges (ShareGPT, OpenAI messages, LIMA's list of strings) is kept whole:
+its row has `turns` (every user and assistant turn, `{from: human|gpt, value}`, in order) and `system`
+where it has one; `instruction`/`output` are its first exchange (what single-turn strategies would see,
+so they refuse such rows with a count: plugins.publishing.pipeline) and `Table.multi_turn` counts them.
+`to_records` writes a set holding any of them in LLaMA-Factory's sharegpt form, which trains on every turn.
+
 Also read: Self-Instruct rows whose input/output pairs sit in `instances: [{input, output}]`
 (one row per instance), conversations given as plain strings (["question", "answer", ...], as
 LIMA writes them), ids under `id`, `idx`, `question_id`, `example_id` or `uid`, a UTF-8 BOM, and
@@ -33,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from plugins.pools import conversation
 from plugins.pools.readfile import DataError, read_records  # noqa: F401 - re-exported: loaders' public names
 
 log = logging.getLogger("plugins.data")
@@ -57,6 +64,11 @@ class Table:
     shape: str
     rows: list[dict]
     duplicates: list[dict] = field(default_factory=list)  # {id, row, duplicate_of}
+
+    @property
+    def multi_turn(self) -> int:
+        """Rows that are conversations of several exchanges (kept whole in `turns`)."""
+        return sum(1 for r in self.rows if r.get("turns"))
 
 
 # ------------------------------------------------------------------------------------------- shapes
@@ -188,6 +200,7 @@ def normalise(rec: Any, shape: str, path: Path, row: int, require_answer: bool =
     (a training pool) an empty or missing answer is an error, else it becomes ""."""
     if not isinstance(rec, dict):
         raise DataError(f"{path}: row {row}: expected an object, found {type(rec).__name__}")
+    whole, system = [], ""
     if shape == "alpaca":
         if "instruction" not in rec:
             raise DataError(f"{path}: row {row}: field 'instruction' is missing (keys found: {sorted(rec)})")
@@ -200,6 +213,7 @@ def normalise(rec: Any, shape: str, path: Path, row: int, require_answer: bool =
             raise DataError(f"{path}: row {row}: field '{key}' is missing (keys found: {sorted(rec)})")
         instruction, output = _conversation(rec, key, path, row, need_answer=require_answer)
         inp = ""
+        whole, system = conversation.whole(rec, key, path, row)
     elif shape == "prompt":
         key = "conversations" if "conversations" in rec else "messages" if "messages" in rec else None
         if key:
@@ -242,6 +256,10 @@ def normalise(rec: Any, shape: str, path: Path, row: int, require_answer: bool =
         "input": inp.strip(),
         "output": output,
     }
+    if whole:
+        out["turns"] = whole
+        if system:
+            out["system"] = system
     score = rec.get("score")
     if score is not None:
         if isinstance(score, bool) or not isinstance(score, int | float):
@@ -353,6 +371,8 @@ def load_rows(path: str | Path, shape: str | None = None, require_answer: bool =
     Duplicates (same instruction and input) are dropped and logged; use `load_table` to get them.
     """
     t = load_table(path, shape, require_answer)
+    if t.multi_turn:
+        log.warning("%s: %d rows are conversations of several exchanges (kept whole)", path, t.multi_turn)
     if t.duplicates:
         log.warning("%s: dropped %d duplicate rows (same instruction and input)", path, len(t.duplicates))
     return t.rows

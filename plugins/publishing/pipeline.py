@@ -19,7 +19,7 @@ import numpy as np
 
 import plugins
 from filelib import atomic_write_json, sha256_file
-from plugins.pools import DataError, to_alpaca
+from plugins.pools import DataError, to_alpaca, to_sharegpt
 from plugins.publishing import publish, registry
 from plugins.selection import (
     UNSCORED,
@@ -71,9 +71,32 @@ def plan(
     registry.check_conflicts(claims, dataset_dir, force)
 
 
+def _multi_turn(rows: list[dict]) -> bool:
+    return any(r.get("turns") for r in rows)
+
+
+def refuse_multi_turn(rows: list[dict], strategy: str) -> None:
+    """Scoring strategies read one question and its answer: a pool holding conversations of several
+    exchanges is refused with their count (random keeps them whole), never cut to their first exchange."""
+    many = sum(1 for r in rows if r.get("turns"))
+    if many and not all(w.startswith("random") for w in parse_strategy_names(strategy)):
+        raise DataError(
+            f"strategy {strategy!r} scores single question-answer pairs, and {many} of {len(rows)} pool rows "
+            "are conversations of several exchanges: use --strategy random (which keeps them whole), "
+            "or a pool of single exchanges"
+        )
+
+
+def parse_strategy_names(strategy: str) -> list[str]:
+    if quota.is_quota(strategy):
+        return ["quota"]
+    return list(parse_strategy(strategy))
+
+
 def select(
     rows: list[dict], name: str, strategy: str, n: int, ctx: Context, near_dup: float | None = None
 ) -> Selection:
+    refuse_multi_turn(rows, strategy)
     t0 = time.perf_counter()
     if quota.is_quota(strategy):
         return _select_quota(rows, name, strategy, n, ctx, t0)
@@ -138,8 +161,11 @@ def write_subset(
         # stable across versions (the manifest holds strategy, n and hashes): a kill between the
         # switch and the registry write can never leave the registry describing the other version
         meta = {"unit": sel.name, "manifest": publish.rel_file(sel.name, f"{sel.name}.manifest.json")}
+        chosen = [rows[i] for i in sel.indices]
+        fmt = {"formatting": "sharegpt" if _multi_turn(chosen) else "alpaca"}
+        fmt["system"] = any(r.get("system") for r in chosen)
         entries = {
-            k: registry.entry(publish.rel_file(sel.name, v.name), kind=claims[k][0], **meta)
+            k: registry.entry(publish.rel_file(sel.name, v.name), kind=claims[k][0], **fmt, **meta)
             for k, v in files.items()
         }
         publish.commit(dataset_dir, sel.name, gen, entries, force=force)
@@ -157,9 +183,11 @@ def _write_subset_files(gen, rows, sel, source, ctx, parts, thresholds, curricul
             files[f"{sel.name}_{st}"] = gen / f"{sel.name}_{st}.json"
             counts[st] = len(part)
         assert sum(counts.values()) == len(chosen)
-    atomic_write_json(files[sel.name], [to_alpaca(r) for r in chosen])
+    # a unit holding any conversation of several exchanges is written whole, in sharegpt form, every file
+    write = to_sharegpt if _multi_turn(chosen) else to_alpaca
+    atomic_write_json(files[sel.name], [write(r) for r in chosen])
     for st, part in parts.items():
-        atomic_write_json(files[f"{sel.name}_{st}"], [to_alpaca(r) for r in part])
+        atomic_write_json(files[f"{sel.name}_{st}"], [write(r) for r in part])
     png = None
     if plot:
         words = total_words(rows, ctx)

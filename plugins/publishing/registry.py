@@ -183,12 +183,24 @@ def alpaca_entry(file: str | Path, dataset_dir: str | Path = DATA, **meta) -> di
     return entry(Path(file).resolve().relative_to(Path(dataset_dir).resolve()).as_posix(), **meta)
 
 
-def entry(rel: str, **meta) -> dict:
-    """An Alpaca-format entry for `rel` (a path relative to dataset_dir), marked as ours."""
+SHAREGPT_COLUMNS = {"messages": "conversations"}  # tags: LLaMA-Factory's defaults (from/value, human/gpt)
+
+
+def entry(rel: str, formatting: str = "alpaca", system: bool = False, **meta) -> dict:
+    """An entry for `rel` (a path relative to dataset_dir), marked as ours: Alpaca columns, or with
+    `formatting="sharegpt"` a file of whole conversations (plugins.pools.to_records); `system` when its
+    rows carry a system prompt."""
+    columns = (
+        dict(SHAREGPT_COLUMNS)
+        if formatting == "sharegpt"
+        else {"prompt": "instruction", "query": "input", "response": "output"}
+    )
+    if system:
+        columns["system"] = "system"
     return {
         "file_name": rel,
-        "formatting": "alpaca",
-        "columns": {"prompt": "instruction", "query": "input", "response": "output"},
+        "formatting": formatting,
+        "columns": columns,
         MARK: {"generated_by": __name__, **meta},
     }
 
