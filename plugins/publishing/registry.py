@@ -11,6 +11,16 @@ only names of its own kind and unit; any other of ours is refused, naming the co
 unit (`python -m tools.data --remove UNIT`), before anything is written. Only our entries' text
 is ever rewritten: a user's entries keep their exact bytes (number spellings, escapes, a key given
 twice), because the file is spliced rather than re-serialised.
+
+The registry tells the truth: it lists only sets whose files exist. `dataset_info.json` is generated
+(ignored by git): the sets the project ships are declared in the committed `shipped_datasets.json`
+beside it and written into it whenever it is missing; generated sets are added when their files are
+written and our entries whose files are gone are removed whenever the registry is read or written, so
+`make data` on a clean clone leaves `git status` clean. Evaluation sets (kind `eval`: dev, test,
+held-out) carry `"ranking": null`: LlamaBoard lists a set for a stage only when its `ranking` equals the
+stage's (False for SFT, True for RM/DPO), so it never offers them for training, while LLaMA-Factory's
+loader still reads them (as SFT data: `eval_dataset: demo_dev` in a training config keeps working). One
+folder, one file, one API: LLaMA-Factory's training needs its dev set in the same dataset_dir.
 """
 
 from __future__ import annotations
@@ -27,7 +37,9 @@ from filelib import atomic_write_text
 # $SMALLDATA_DATA, as tools.core.paths reads it (plugins never import tools)
 DATA = Path(os.environ.get("SMALLDATA_DATA", Path(__file__).resolve().parents[2] / "data"))
 INFO = "dataset_info.json"
+SHIPPED = "shipped_datasets.json"  # committed: the sets the project ships (dataset_info.json is generated)
 MARK = "smalldata"
+HIDDEN = {"ranking": None}  # LlamaBoard offers a set only where ranking == the stage's: None matches none
 
 
 class RegistryError(ValueError):
@@ -64,8 +76,41 @@ def _parse(path: Path, text: str) -> dict:
 
 
 def load_info(dataset_dir: str | Path = DATA) -> dict:
-    path = info_path(dataset_dir)
+    """The registered sets whose files exist (the file is brought up to date first: `sync`)."""
+    path = sync(dataset_dir)
     return _parse(path, _read_text(path))
+
+
+def shipped(dataset_dir: str | Path = DATA) -> dict:
+    """The sets the project ships in `dataset_dir` (its committed shipped_datasets.json), if any."""
+    path = Path(dataset_dir) / SHIPPED
+    return _parse(path, _read_text(path)) if path.is_file() else {}
+
+
+def _gone(name: str, entry: object, dataset_dir: Path) -> bool:
+    """One of our entries whose file does not exist (a user's entries are never judged)."""
+    return is_ours(entry) and "file_name" in entry and not (dataset_dir / str(entry["file_name"])).exists()
+
+
+def sync(dataset_dir: str | Path = DATA) -> Path:
+    """dataset_info.json made true: the shipped sets added where missing, our entries whose files are gone
+    removed (a user's entries keep their bytes). Writes only when something changes; returns the file."""
+    dataset_dir = Path(dataset_dir)
+    path = info_path(dataset_dir)
+    text = _read_text(path)
+    info = _parse(path, text)
+    updates: dict[str, dict | None] = {n: None for n, e in info.items() if _gone(n, e, dataset_dir)}
+    updates.update(
+        {n: e for n, e in shipped(dataset_dir).items() if n not in info and not _gone(n, e, dataset_dir)}
+    )
+    if not updates or not dataset_dir.is_dir():
+        return path
+    with locked(dataset_dir):
+        text = _read_text(path)
+        new = _spliced(text, updates) if text.strip() else _spliced("", updates)
+        if new != text:
+            atomic_write_text(path, new)
+    return path
 
 
 def _members(text: str) -> tuple[str, list[list], str]:
@@ -128,7 +173,7 @@ def _spliced(text: str, updates: dict[str, dict | None]) -> str:
 def resolve(name: str, dataset_dir: str | Path = DATA) -> Path:
     """The file of a registered dataset; a clear error listing the registered names otherwise."""
     path = info_path(dataset_dir)
-    info = load_info(dataset_dir)
+    info = {**shipped(dataset_dir), **_parse(path, _read_text(path))}  # before sync: the rebuild hint
     if name not in info:
         names = ", ".join(sorted(info)) or "none"
         raise RegistryError(
@@ -279,7 +324,11 @@ def register(entries: dict[str, dict], dataset_dir: str | Path = DATA, force: bo
         for name, e in entries.items():
             e = dict(e)
             e.setdefault(MARK, {"generated_by": __name__})
+            if (owner(name, e) or ("",))[0] == "eval":
+                e.update(HIDDEN)  # never offered for training by LlamaBoard (see the module's docstring)
             updates[name] = e
+        stale = _parse(path, text).items()
+        updates.update({n: None for n, old in stale if n not in updates and _gone(n, old, dataset_dir)})
         new = _spliced(text, updates)
         if new == text:
             return path  # nothing changed: the tracked file keeps its mtime
