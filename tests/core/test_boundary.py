@@ -143,19 +143,15 @@ def predictions(n: int = 2) -> Path:
     return p
 
 
-def test_output_file_that_is_a_folder(tmp_path, monkeypatch):
-    monkeypatch.setenv("SMALLDATA_OUT", str(tmp_path))
-    predictions()
-    ids = tmp_path / "ids.json"
-    ids.write_text(json.dumps([{"id": "q0"}, {"id": "q1"}]))
-    (tmp_path / "taken" / "inside").mkdir(parents=True)
-    args = ["tools.judge.submit", "--run", RUN, "--testset", "t", "--ids", ids, "--out", tmp_path / "taken"]
-    rc, err = finish(command([str(a) for a in args], tmp_path))
+def test_output_file_that_is_a_folder(tmp_path):
+    target = tmp_path / "cfg" / "rank" / "smollm2_135m_lora_sft_r8.yaml"
+    (target / "inside").mkdir(parents=True)
+    args = ["tools.train.configs", "render", "--study", "rank", "--model", "smollm2_135m", "--only", "r8"]
+    rc, err = finish(command([*args, "--out", str(tmp_path / "cfg")], tmp_path))
     assert rc == 2 and "Traceback" not in err, err
-    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ") and "is a directory" in err, err
-    assert str(tmp_path / "taken") in err
-    assert [p.name for p in (tmp_path / "taken").iterdir()] == ["inside"]
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")], "a temporary file was left"
+    assert err.strip().splitlines() == [f"error: {target}: is a directory"], err
+    assert [p.name for p in target.iterdir()] == ["inside"]
+    assert not [p for p in target.parent.iterdir() if p.name.endswith(".tmp")], "a temporary file was left"
 
 
 def test_ctrl_c_in_a_judge_waiting_on_its_endpoint(tmp_path, monkeypatch):

@@ -23,13 +23,13 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import sys
 from dataclasses import dataclass, replace
 
 from filelib import run_main
+from tools.core.args import command, opt
 from tools.core.paths import TEMPLATES
 from tools.core.profiles import load_yaml
 from tools.eval.decoding import DecodingPoint
@@ -124,17 +124,24 @@ def load_policy(name: str, max_new_tokens: int | None = None, seed: int | None =
     return Policy(name, points, str(spec.get("description", "")))
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    g = ap.add_mutually_exclusive_group()
-    g.add_argument("--policy", default="bytype_recipe", help=f"one of: {', '.join(policy_names())}")
-    g.add_argument("--classify", help="a prompt to classify")
-    a = ap.parse_args(argv)
+@dataclass
+class PolicyArgs:
+    policy: str | None = opt(
+        None, help="print a policy's points (default bytype_recipe)", choices=policy_names
+    )
+    classify: str | None = opt(None, help="print the type of this prompt")
+
+    def check(self) -> list[str]:
+        return ["--policy and --classify: give one of them"] if self.policy and self.classify else []
+
+
+@command(PolicyArgs, __doc__)
+def main(a: PolicyArgs) -> int:
     if a.classify:
         print(classify(a.classify))
         return 0
     try:
-        pol = load_policy(a.policy)
+        pol = load_policy(a.policy or "bytype_recipe")
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

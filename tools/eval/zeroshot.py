@@ -18,11 +18,13 @@ Usage: imported by tools.eval.recovery, metrics and study (`zero_shot(model, tok
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from filelib import run_main
+from tools.core.args import command, opt
 from tools.core.hub import hub_offline, hub_reachable
 from tools.core.paths import TEMPLATES
 
@@ -114,13 +116,15 @@ def zero_shot(model, tokenizer, tasks: list[str], batch_size: int = 8, limit: in
     return {t: results[t] for t in names if t in results}
 
 
-def main(argv: list[str] | None = None) -> int:
-    import argparse
+@dataclass
+class ZeroshotArgs:
+    check: list[str] = opt(help="task names to check", required=True, metavar="TASK")
+
+
+@command(ZeroshotArgs, __doc__)
+def main(a: ZeroshotArgs) -> int:
     import sys
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--check", nargs="+", metavar="TASK", required=True, help="task names to check")
-    a = ap.parse_args(argv)
     try:
         check_tasks(a.check)
     except ValueError as e:

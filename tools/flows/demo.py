@@ -31,15 +31,16 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 
 from filelib import run_main
 from tools.core import warm
+from tools.core.args import command, opt
 from tools.core.paths import ROOT, Run, cache_dir, report_dir
 from tools.core.streams import streams_to
 from tools.data import main as data_main
@@ -123,16 +124,19 @@ def evaluate(label: str, runs: list[Run], testset: str, extra: list[str], max_ne
     step(f"tools.eval.study on {testset}", [tool(study_main), *ev], f"{n}-evaluate-{testset}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", choices=["demo", "hw5"], default="demo")
-    ap.add_argument("--limit", type=int, default=None, help="evaluate on the first N prompts only")
-    ap.add_argument("--judge", choices=["auto", "offline", "openai"], default="auto")
-    ap.add_argument(
-        "--model", choices=[MODEL, "tiny"], default=MODEL, help="the profile to train (tiny: for tests)"
+@dataclass
+class DemoArgs:
+    data: str = opt("demo", help="the pool to select from", choices=("demo", "hw5"))
+    limit: int | None = opt(None, help="evaluate on the first N prompts only (hw5: 32)", min=1)
+    judge: str = opt(
+        "auto", help="auto: GPT-4o-mini with a key, else offline", choices=("auto", "offline", "openai")
     )
-    ap.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS, help="answer length cap")
-    a = ap.parse_args(argv)
+    model: str = opt(MODEL, help="the profile to train (tiny: for tests)", choices=(MODEL, "tiny"))
+    max_new_tokens: int = opt(MAX_NEW_TOKENS, help="answer length cap", min=1)
+
+
+@command(DemoArgs, __doc__)
+def main(a: DemoArgs) -> int:
     model = a.model
 
     testset, devset = TESTSETS[a.data], DEVSETS[a.data]

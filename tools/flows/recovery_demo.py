@@ -18,15 +18,16 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 from filelib import run_main
+from tools.core.args import command, opt
 from tools.core.paths import ROOT, Run
-from tools.core.profiles import load_profile, resolve_model_path
+from tools.core.profiles import list_profiles, load_profile, resolve_model_path
 from tools.core.runinfo import command_of
 from tools.data import recovery_main as data_recovery_main
 from tools.export import pruned_main as export_pruned_main
@@ -45,12 +46,15 @@ def step(main, args: list[str]) -> None:
         raise SystemExit(rc)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="smollm2_135m", help="a CPU profile")
-    ap.add_argument("--mlp-ratio", default="0.2")
-    ap.add_argument("--head-ratio", default="0.2")
-    a = ap.parse_args(argv)
+@dataclass
+class RecoveryDemoArgs:
+    model: str = opt("smollm2_135m", help="a CPU profile", choices=list_profiles)
+    mlp_ratio: float = opt(0.2, help="share of MLP channels pruned", gt=0, lt=1)
+    head_ratio: float = opt(0.2, help="share of attention heads pruned", gt=0, lt=1)
+
+
+@command(RecoveryDemoArgs, __doc__)
+def main(a: RecoveryDemoArgs) -> int:
     t0 = time.time()
     step(data_recovery_main, [])
     pruned = resolve_model_path(f"saves/{a.model}/pruned/pruned_model.bin")
@@ -59,7 +63,14 @@ def main(argv: list[str] | None = None) -> int:
         step(
             prune_main,
             ["--model", resolve_model_path(source), "--out", pruned]
-            + ["--mlp-ratio", a.mlp_ratio, "--head-ratio", a.head_ratio, "--calibration", "demo_recovery"],
+            + [
+                "--mlp-ratio",
+                str(a.mlp_ratio),
+                "--head-ratio",
+                str(a.head_ratio),
+                "--calibration",
+                "demo_recovery",
+            ],
         )
     step(sweep_main, ["--study", STUDY, "--model", a.model, "--only", VARIANT])
     run = Run(a.model, STUDY, VARIANT)

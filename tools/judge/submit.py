@@ -15,12 +15,13 @@ the registered test set's own file). The default output is `submission.json` bes
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from filelib import OwnershipError, atomic_write_json, check_output, read_jsonl, run_main
+from tools.core.args import command, opt
 from tools.core.paths import DATA, Run
 
 
@@ -100,14 +101,17 @@ def submit(
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", required=True)
-    ap.add_argument("--testset", default="hw5_test")
-    ap.add_argument("--decoding", default="greedy")
-    ap.add_argument("--ids", default=None, help="the course's test file (default: the registered test set's)")
-    ap.add_argument("--out", default=None, help="default: submission.json beside the predictions")
-    a = ap.parse_args(argv)
+@dataclass
+class SubmitArgs:
+    run: str = opt(help="model/study/variant", required=True)
+    testset: str = opt("hw5_test", help="the test set the answers are for")
+    decoding: str = opt("greedy", help="the decoding point the answers are for")
+    ids: Path | None = opt(None, help="the course's test file (default: the registered test set's)")
+    out: Path | None = opt(None, help="default: submission.json beside the predictions")
+
+
+@command(SubmitArgs, __doc__)
+def main(a: SubmitArgs) -> int:
     try:
         submit(a.run, a.testset, a.decoding, a.ids, a.out)
     except (SubmitError, ValueError) as e:

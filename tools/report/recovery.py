@@ -12,13 +12,14 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
 import sys
+from dataclasses import dataclass
 
 from filelib import atomic_write_text, run_main
+from tools.core.args import command, opt
 from tools.core.paths import report_dir, runs_of_study
 
 STAGES = ("unpruned", "pruned", "recovered")
@@ -137,11 +138,14 @@ def build_recovery_report(study: str = "recovery", model: str | None = None) -> 
     return {"dir": out, "rows": rows, "columns": cols}
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--study", default="recovery")
-    ap.add_argument("--model", default=None)
-    a = ap.parse_args(argv)
+@dataclass
+class RecoveryReportArgs:
+    study: str = opt("recovery", help="the recovery study")
+    model: str | None = opt(None, help="only this model's runs (default: every model)")
+
+
+@command(RecoveryReportArgs, __doc__)
+def main(a: RecoveryReportArgs) -> int:
     try:
         done = build_recovery_report(a.study, a.model)
     except FileNotFoundError as e:

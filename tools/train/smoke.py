@@ -10,16 +10,17 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import builtins
 import inspect
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from filelib import atomic_write_json, atomic_write_text, run_main
+from tools.core.args import command, opt
 from tools.core.paths import Run, llamafactory_cli
 from tools.models import BASE_MODEL_DIR
 
@@ -93,13 +94,16 @@ def run(
     return output_dir
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", type=Path, default=BASE_MODEL_DIR)
-    ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--lr", type=float, default=2.0e-4)
-    a = ap.parse_args(argv)
+@dataclass
+class SmokeArgs:
+    model: Path = opt(BASE_MODEL_DIR, help="the model folder to train")
+    steps: int = opt(6, help="optimizer steps", min=1)
+    out: Path | None = opt(None, help="the run folder (default: a temporary one)")
+    lr: float = opt(2.0e-4, help="learning rate", positive=True)
+
+
+@command(SmokeArgs, __doc__)
+def main(a: SmokeArgs) -> int:
     t0 = time.time()
     out = run(a.model, a.steps, a.out, a.lr)
     print(f"smoke run: adapter {out / 'adapter_model.safetensors'}")
