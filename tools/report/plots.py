@@ -46,13 +46,13 @@ def curves_png(records: list[RunRecord], name: str, ylabel: str, eval_too: bool 
     runs = [r for r in records if r.curves.steps(name)]
     if not runs:
         return None
-    fig = Figure(figsize=(7.5, 4))
+    fig = Figure(figsize=(7.5, 4), layout="constrained")
     ax = fig.add_subplot()
-    # chained stages share their chain's colour and continue its step axis (collect.chain_steps)
-    keys = list(dict.fromkeys((r.run.model, r.chain or r.run.variant) for r in runs))
-    colour = dict(zip(keys, _colors(len(keys)), strict=True))
+    # one colour per run, chained stages included (each is a run of its own, in the legend by its name);
+    # a stage continues its chain's step axis (collect.chain_steps), its start marked in its colour
+    colour = dict(zip([r.label for r in runs], _colors(len(runs)), strict=True))
     for r in runs:
-        c = colour[(r.run.model, r.chain or r.run.variant)]
+        c = colour[r.label]
         steps = [s + r.step_offset for s in r.curves.steps(name)]
         ax.plot(*_thin(steps, r.curves.values(name)), color=c, lw=1.2, label=r.label)
         if r.step_offset:
@@ -81,22 +81,32 @@ def axis_png(table, axis: Axis) -> bytes | None:
     if arms.empty or not (has_judge or has_rouge):
         return None
     panels = [p for p, ok in (("judge_mean", has_judge), ("rougeL", has_rouge)) if ok]
-    fig = Figure(figsize=(4.2 * len(panels) + 0.5, 3.8))
+    # constrained layout: each panel's y label keeps clear of its neighbour
+    fig = Figure(figsize=(4.6 * len(panels) + 0.5, 4.0), layout="constrained")
     numeric = axis.numeric and axis.key is not None
-    xs = [axis.values.get(lbl) for lbl in arms["label"]] if numeric else list(range(len(arms)))
     for i, metric in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
-        y = arms[metric].astype(float)
+        scored = arms[arms[metric].notna()]  # an arm without this score is said, not drawn as a gap
+        y = scored[metric].astype(float)
+        xs = [axis.values.get(lbl) for lbl in scored["label"]] if numeric else list(range(len(scored)))
+        style = "-" if numeric else ""  # categories have no order: points, not a line through them
         if metric == "judge_mean":
-            lo = (y - arms["judge_ci_lo"].astype(float)).fillna(0).clip(lower=0)
-            hi = (arms["judge_ci_hi"].astype(float) - y).fillna(0).clip(lower=0)
+            lo = (y - scored["judge_ci_lo"].astype(float)).fillna(0).clip(lower=0)
+            hi = (scored["judge_ci_hi"].astype(float) - y).fillna(0).clip(lower=0)
             # plain arrays: matplotlib checks Series element by element (a pandas FutureWarning)
             yerr = [lo.to_numpy(), hi.to_numpy()]
-            ax.errorbar(xs, y.to_numpy(), yerr=yerr, fmt="o-", capsize=4, label="arms (95 % interval)")
+            ax.errorbar(xs, y.to_numpy(), yerr=yerr, fmt="o" + style, capsize=4, label="arms (95 % interval)")
             ax.set_ylabel("judge score")
+            bottom, top = float((y - lo).min()), float((y + hi).max())
         else:
-            ax.plot(xs, y, "s-", color="tab:green", label="arms")
+            ax.plot(xs, y.to_numpy(), "s" + style, color="tab:green", label="arms")
             ax.set_ylabel("ROUGE-L")
+            bottom, top = float(y.min()), float(y.max())
+        pad = max(top - bottom, abs(top) * 0.05, 1e-3) * 0.15
+        ax.set_ylim(bottom - pad, top + pad)  # every interval whole, never clipped at the frame
+        missing = len(arms) - len(scored)
+        if missing:
+            ax.set_title(f"{len(scored)} of {len(arms)} arms scored", fontsize=8)
         for _, b in table[table["is_base"]].iterrows():
             if b[metric] == b[metric] and b[metric] is not None:
                 ax.axhline(float(b[metric]), color="grey", ls=":", label=b["label"])
@@ -112,9 +122,13 @@ def axis_png(table, axis: Axis) -> bytes | None:
                 ax.xaxis.set_major_formatter(ScalarFormatter())
             ax.set_xlabel(axis.key)
         else:
+            # the axis' own values under the axis (a dataset's name on a "dataset" axis), the run where
+            # the arms differ by name only
+            names = [str(axis.values.get(lbl, lbl)) if axis.key else lbl for lbl in scored["label"]]
             step = max(1, len(xs) // 20)  # at most ~20 names under the axis
-            ax.set_xticks(xs[::step], list(arms["label"])[::step], rotation=30, ha="right", fontsize=8)
-            ax.set_xlabel(axis.key or "variant")
+            ax.set_xticks(xs[::step], names[::step], rotation=30, ha="right", fontsize=8)
+            ax.set_xlim(-0.6, len(xs) - 0.4)
+            ax.set_xlabel(axis.key or "run")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     return _png(fig)
@@ -207,7 +221,7 @@ def epochs_png(records: list[RunRecord], dev: str, decoding: str = "greedy") -> 
     judged = any(
         e.scores and e.scores.get("mean") is not None for r in runs for e in r.evals if e.testset == dev
     )
-    fig = Figure(figsize=(6.5, 3.8))
+    fig = Figure(figsize=(6.5, 3.8), layout="constrained")
     ax = fig.add_subplot()
     for r, c in zip(runs, _colors(len(runs)), strict=True):
         pts = sorted(
@@ -227,6 +241,9 @@ def epochs_png(records: list[RunRecord], dev: str, decoding: str = "greedy") -> 
             hi.append(max(0.0, ci[1] - y) if ci else 0.0)
         if xs:
             ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o-", capsize=3, color=c, label=r.label)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"{'judge score' if judged else 'ROUGE-L'} on {dev} ({decoding})")
     ax.grid(alpha=0.3)
