@@ -19,7 +19,7 @@ from tools.judge.protocol import Protocol
 CANDIDATES = [str(i) for i in range(1, 11)]
 
 
-class OfflineError(RuntimeError):
+class OfflineError(ValueError):
     pass
 
 
