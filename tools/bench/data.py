@@ -13,15 +13,16 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from filelib import run_main
 from plugins.pools import DataError, load_table
 from plugins.selection import Context, score, top_n
+from tools.core.args import command, opt
 from tools.core.paths import MODELS
 from tools.data import locate
 
@@ -214,10 +215,13 @@ def bench(quick: bool = False) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true")
-    a = ap.parse_args(argv)
+@dataclass
+class BenchArgs:
+    quick: bool = opt(False, help="smaller sizes, for a first look")
+
+
+@command(BenchArgs, __doc__)
+def main(a: BenchArgs) -> int:
     for line in bench(a.quick):
         print(line, flush=True)
     return 0

@@ -17,14 +17,15 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from filelib import run_main
+from tools.core.args import command, opt
 
 DEMO_NEW_TOKENS = 128
 
@@ -177,12 +178,15 @@ def bench(quick: bool = False, train: bool = True):
         yield from bench_training(3 if quick else 6)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--no-train", action="store_true")
-    a = ap.parse_args(argv)
-    for line in bench(a.quick, not a.no_train):
+@dataclass
+class BenchArgs:
+    quick: bool = opt(False, help="smaller sizes, for a first look")
+    train: bool = opt(True, help="leave out the training comparison")
+
+
+@command(BenchArgs, __doc__)
+def main(a: BenchArgs) -> int:
+    for line in bench(a.quick, a.train):
         print(line, flush=True)
     return 0
 

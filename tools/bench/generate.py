@@ -11,11 +11,12 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import random
 import time
+from dataclasses import dataclass
 
 from filelib import run_main
+from tools.core.args import command, opt
 from tools.eval import DecodingPoint
 
 # Used when demo_eval is not registered yet: short instructions of similar length.
@@ -97,10 +98,13 @@ def bench(quick: bool = False) -> list[str]:
     return bench_throughput() + bench_rouge()
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true")
-    a = ap.parse_args(argv)
+@dataclass
+class BenchArgs:
+    quick: bool = opt(False, help="smaller sizes, for a first look")
+
+
+@command(BenchArgs, __doc__)
+def main(a: BenchArgs) -> int:
     for line in bench(a.quick):
         print(line)
     return 0

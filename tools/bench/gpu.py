@@ -19,18 +19,19 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from filelib import atomic_write_json, run_main
+from tools.core.args import command, opt
 from tools.core.paths import EXPERIMENTS, MODELS, llamafactory_cli
 
 # HW5's notes: LLaMA-2-7B, 4-bit QLoRA on a Colab T4, 100 samples, batch 1 x grad-accum 4.
@@ -190,16 +191,17 @@ def no_gpu() -> str | None:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ranks", default="4,8,16,32,64")
-    ap.add_argument("--steps", type=int, default=12)
-    ap.add_argument("--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "bench-gpu")
-    ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
-    ap.add_argument(
-        "--tokenizer", type=Path, default=TOKENIZER_FROM, help="a folder with SmolLM2's tokenizer"
-    )
-    a = ap.parse_args(argv)
+@dataclass
+class GpuArgs:
+    ranks: list[int] = opt([4, 8, 16, 32, 64], help="LoRA ranks to train", split=",", min=1)
+    steps: int = opt(12, help="optimizer steps per rank", min=1)
+    workdir: Path = opt(Path(os.environ.get("TMPDIR", "/tmp")) / "bench-gpu", help="model, data and runs")
+    out: Path | None = opt(None, help="write the results as JSON here")
+    tokenizer: Path = opt(TOKENIZER_FROM, help="a folder with SmolLM2's tokenizer")
+
+
+@command(GpuArgs, __doc__)
+def main(a: GpuArgs) -> int:
     refusal = no_gpu()
     if refusal:
         print(f"error: {refusal}", file=sys.stderr, flush=True)
@@ -210,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model: {model} ({time.time() - t0:.0f} s)", flush=True)
     data = write_dataset(a.workdir / "data")
     results = []
-    for rank in (int(x) for x in a.ranks.split(",")):
+    for rank in a.ranks:
         res = run_rank(rank, model, data, a.workdir, a.steps)
         results.append(res)
         print(json.dumps(res), flush=True)

@@ -15,7 +15,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -26,10 +25,12 @@ import tempfile
 import threading
 import time
 import urllib.request
+from dataclasses import dataclass
 
 from aiohttp import web
 
 from filelib import atomic_write_jsonl, run_main
+from tools.core.args import command, opt
 from tools.core.paths import ROOT
 from tools.core.runinfo import command_of
 from tools.judge import Endpoint, Task, run_tasks
@@ -188,12 +189,15 @@ def bench(quick: bool = False, delay: float = 0.05) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--delay", type=float, default=0.05)
-    ap.add_argument("--serve-stub", action="store_true", help=argparse.SUPPRESS)
-    a = ap.parse_args(argv)
+@dataclass
+class BenchArgs:
+    quick: bool = opt(False, help="smaller sizes, for a first look")
+    delay: float = opt(0.05, help="the stub endpoint's seconds per reply", nonneg=True)
+    serve_stub: bool = opt(False, help="(internal) serve the stub endpoint")
+
+
+@command(BenchArgs, __doc__)
+def main(a: BenchArgs) -> int:
     if a.serve_stub:
         Stub(a.delay).serve()
         return 0

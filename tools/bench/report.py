@@ -12,15 +12,16 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import random
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from filelib import run_main
+from tools.core.args import command, opt
 from tools.core.paths import Run
 
 RUNS, STEPS = 50, 1000
@@ -127,10 +128,13 @@ def bench(quick: bool = False) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="10 runs x 200 steps")
-    a = ap.parse_args(argv)
+@dataclass
+class BenchArgs:
+    quick: bool = opt(False, help="smaller sizes, for a first look")
+
+
+@command(BenchArgs, __doc__)
+def main(a: BenchArgs) -> int:
     for line in bench(a.quick):
         print(line, flush=True)
     return 0

@@ -15,16 +15,17 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from filelib import run_main
+from tools.core.args import command, opt
 from tools.core.paths import ROOT, Run
 from tools.core.runinfo import command_of
 from tools.eval import study_main
@@ -132,14 +133,15 @@ def bench(quick: bool = False, demo: bool | None = None) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument(
-        "--no-demo", action="store_true", help="leave out `python -m tools.flows.demo` from clean"
-    )
-    a = ap.parse_args(argv)
-    for line in bench(a.quick, False if a.no_demo else None):
+@dataclass
+class BenchArgs:
+    quick: bool = opt(False, help="smaller sizes, for a first look")
+    demo: bool = opt(True, help="leave out `python -m tools.flows.demo` from clean")
+
+
+@command(BenchArgs, __doc__)
+def main(a: BenchArgs) -> int:
+    for line in bench(a.quick, None if a.demo else False):
         print(line, flush=True)
     return 0
 

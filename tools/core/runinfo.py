@@ -204,8 +204,10 @@ def watch(pid: int, env: dict | None, on_start, wait, kill):
 def command_of(main: Callable) -> list[str]:
     """`python -m <module>` for a tool's imported `main`: a child started from the function itself, so the
     import graph shows who starts whom (tests/core/test_layout.py) and a renamed module cannot go stale."""
-    module = main.__module__.removesuffix(".__main__")
-    return [sys.executable, "-m", module]
+    module = main.__module__
+    if module == "__main__":  # the tool itself was started with -m: its real name is in its spec
+        module = getattr(sys.modules["__main__"].__spec__, "name", module)
+    return [sys.executable, "-m", module.removesuffix(".__main__")]
 
 
 def run_child(
