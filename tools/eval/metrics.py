@@ -32,7 +32,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from filelib import atomic_write_json, atomic_write_jsonl, read_jsonl, run_main
+from filelib import atomic_write_json, atomic_write_jsonl, read_json_object, read_jsonl, run_main
 from plugins.pools import load_rows
 from tools.core.args import command, opt
 from tools.core.paths import DATA, Run
@@ -110,13 +110,25 @@ def similarity_items(answers: list[str], references: list[str | None]) -> list[f
     return out
 
 
+def _sidecar(side: Path) -> dict:
+    """generation.json as an object, or GenerateError naming the file (a list, broken JSON, not UTF-8)."""
+    try:
+        return read_json_object(side)
+    except ValueError as e:
+        raise GenerateError(f"{e}: re-run tools.eval.generate for this point") from None
+
+
 def source_of(pred_path: Path) -> Source:
     """The model that wrote the answers, as generation.json records it (so PPL scores that very model)."""
     side = sidecar_path(pred_path)
     if not side.exists():
         raise GenerateError(f"{side} is missing: re-run tools.eval.generate for this point")
-    info = json.loads(side.read_text())
-    s = info["source"]
+    info = _sidecar(side)
+    s = info.get("source")
+    if not isinstance(s, dict) or not all(k in s for k in ("kind", "model_name_or_path", "template")):
+        raise GenerateError(
+            f"{side}: no `source` (kind, model_name_or_path, template): re-run tools.eval.generate"
+        )
     extra = {k: v for k, v in s.items() if k not in ("kind", "model_name_or_path", "adapter", "template")}
     return Source(
         Run.parse(info["run"]),
@@ -217,7 +229,7 @@ def compute(
         for p, r in zip(preds, rouge, strict=True)
     ]
     side = sidecar_path(pred_path)
-    gen_info = json.loads(side.read_text()) if side.exists() else {}
+    gen_info = _sidecar(side) if side.exists() else {}
     with_ref = [r for r in rouge if r is not None]
     metrics = {
         "n": len(preds),
