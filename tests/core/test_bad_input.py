@@ -569,6 +569,18 @@ CASES = {
         2,
         ["--heldout-n -4", "at least 1"],
     ),
+    "fetch-timeout-negative": (
+        "tools.data.fetch",
+        lambda d: ["--timeout", "-5", "--offline", "--cache", d / "cache"],
+        2,
+        ["--timeout -5", "positive"],
+    ),
+    "recovery-eval-no-window": (
+        "tools.eval.recovery",
+        lambda d: ["--model", d / "m", "--out", d / "o.json", "--seq-len", "0", "--new-tokens", "-1"],
+        2,
+        ["--seq-len 0", "--new-tokens -1"],
+    ),
 }
 
 PROTO = (

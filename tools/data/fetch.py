@@ -24,7 +24,6 @@ the tests' server on 127.0.0.1. Exit status 0 when every file asked for is in th
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import http.client
@@ -34,10 +33,12 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from filelib import atomic_write_json, atomic_write_text, sha256_file
+from tools.core.args import command, opt
 from tools.core.hub import hub_offline, hub_reachable
 from tools.data.sources import LICENCE_FILE, RECORD, Pin, Pins, cache_root, pins, recorded
 
@@ -237,24 +238,17 @@ def fetch(
     return done, failed
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pool", action="store_true", help="also HW5's 52k pool from the Hugging Face hub")
-    ap.add_argument(
-        "--cache", type=Path, help="the folder to fill (default $SMALLDATA_CACHE or the user's cache)"
-    )
-    ap.add_argument(
-        "--base-url", default=os.environ.get("SMALLDATA_FETCH_BASE") or None, help="a mirror's base URL"
-    )
-    ap.add_argument(
-        "--offline", action="store_true", default=None, help="download nothing (as HF_HUB_OFFLINE=1)"
-    )
-    ap.add_argument("--timeout", type=float, default=60, help="seconds a connection may stall (default 60)")
-    return ap
+@dataclass
+class FetchArgs:
+    pool: bool = opt(False, help="also HW5's 52k pool from the Hugging Face hub")
+    cache: Path | None = opt(None, help="the folder to fill (default $SMALLDATA_CACHE or the user's cache)")
+    base_url: str | None = opt(None, help="a mirror's base URL", env="SMALLDATA_FETCH_BASE")
+    offline: bool | None = opt(None, help="download nothing (as HF_HUB_OFFLINE=1)")
+    timeout: float = opt(60.0, help="seconds a connection may stall", positive=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    a = build_parser().parse_args(argv)
+@command(FetchArgs, __doc__)
+def main(a: FetchArgs) -> int:
     cache = a.cache or cache_root()
     p = pins()
     done, failed = fetch(a.pool, cache, a.base_url, a.offline, a.timeout, p)

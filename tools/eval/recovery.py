@@ -26,11 +26,13 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from filelib import atomic_write_json, run_main, sha256_file, sha256_text
 from plugins.launchers import PrunedModelError, is_pruned, load, param_count
 from plugins.publishing import RegistryError, resolve
+from tools.core.args import command, opt
 from tools.core.hub import hub_reachable
 from tools.core.paths import DATA, ROOT, Run
 from tools.core.profiles import resolve_model_path
@@ -251,37 +253,39 @@ def evaluate_run(run: Run, settings: dict, unpruned: str | None = None, dataset_
 
 
 # ---------------------------------------------------------------------------------------- CLI
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", help="model/study/variant of a finished recovery run")
-    ap.add_argument(
-        "--unpruned", help="the model before pruning (default: the source in <pruned>.prune.json)"
+@dataclass
+class RecoveryEvalArgs:
+    run: str | None = opt(None, help="model/study/variant of a finished recovery run")
+    unpruned: str | None = opt(
+        None, help="the model before pruning (default: the source in <pruned>.prune.json)"
     )
-    ap.add_argument("--model", help="one model: an HF folder or a pruned model")
-    ap.add_argument("--adapter", help="a LoRA adapter folder to merge into --model")
-    ap.add_argument("--trust-pickle", action="store_true", help="allow unpickling (runs code from the file)")
-    ap.add_argument("--stage", default="model")
-    ap.add_argument("--out", type=Path)
-    ap.add_argument("--key", default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--tasks", nargs="+", default=["local"])
-    ap.add_argument(
-        "--text", default="demo_recovery_heldout", help="a registered dataset: the perplexity text"
+    model: str | None = opt(None, help="one model: an HF folder or a pruned model")
+    adapter: str | None = opt(None, help="a LoRA adapter folder to merge into --model")
+    trust_pickle: bool = opt(False, help="allow unpickling (runs code from the file)")
+    stage: str = opt("model", help="the stage's name in the results")
+    out: Path | None = opt(None, help="with --model: the results file")
+    key: str | None = opt(None, help="(internal) the caller's key, recorded in --out")
+    tasks: list[str] = opt(["local"], help="zero-shot tasks")
+    text: str = opt("demo_recovery_heldout", help="a registered dataset: the perplexity text")
+    seq_len: int = opt(128, help="tokens per perplexity window", min=1)
+    max_tokens: int | None = opt(
+        None, help=f"perplexity tokens (default: all on a GPU, {CPU_MAX_TOKENS} on a CPU)", min=1
     )
-    ap.add_argument("--seq-len", type=int, default=128)
-    ap.add_argument(
-        "--max-tokens", type=int, default=None, help=f"default: all on a GPU, {CPU_MAX_TOKENS} on a CPU"
-    )
-    ap.add_argument("--new-tokens", type=int, default=32)
-    ap.add_argument("--dataset-dir", type=Path, default=DATA)
-    a = ap.parse_args(argv)
+    new_tokens: int = opt(32, help="tokens generated for the speed measure", min=1)
+    dataset_dir: Path = opt(DATA, help="the folder holding dataset_info.json")
+
+    def check(self) -> list[str]:
+        return [] if self.run or (self.model and self.out) else ["give --run, or --model with --out"]
+
+
+@command(RecoveryEvalArgs, __doc__)
+def main(a: RecoveryEvalArgs) -> int:
     settings = {k: getattr(a, k) for k in ("tasks", "text", "seq_len", "max_tokens", "new_tokens")}
     try:
         if a.run:
             path = evaluate_run(Run.parse(a.run), settings, a.unpruned, a.dataset_dir)
             print(f"wrote {path}")
             return 0
-        if not a.model or not a.out:
-            raise ValueError("give --run, or --model with --out")
         resolve(a.text, a.dataset_dir)  # a clear error before any model is loaded
         result = evaluate_model(a)
         atomic_write_json(a.out, {**result, "key": a.key})

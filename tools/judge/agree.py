@@ -23,14 +23,14 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from filelib import run_main
+from tools.core.args import command, opt
 from tools.core.paths import Run
 from tools.judge.cache import endpoint_label, read_judgments
 from tools.judge.client import Endpoint
@@ -145,13 +145,22 @@ def _enough(what: str, n: int, ag: dict | None = None) -> None:
         raise JudgeError(f"{what}: Spearman not estimable on n={n}: {ag.get('note')}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", nargs=2, metavar=("A", "B"))
-    ap.add_argument("--judgments", nargs=2, type=Path, metavar=("FIRST", "SECOND"))
-    ap.add_argument("--testset", default="hw5_test")
-    ap.add_argument("--decoding", default="greedy")
-    a = ap.parse_args(argv)
+@dataclass
+class AgreeArgs:
+    runs: list[str] | None = opt(None, help="two runs judged by both judges", metavar="RUN")
+    judgments: list[Path] | None = opt(None, help="one run's two judgment files", metavar="FILE")
+    testset: str = opt("hw5_test", help="the judged evaluation set")
+    decoding: str = opt("greedy", help="the judged decoding point")
+
+    def check(self) -> list[str]:
+        if bool(self.runs) == bool(self.judgments):
+            return ["name --runs A B or --judgments FIRST SECOND"]
+        given = self.runs or self.judgments
+        return [] if len(given) == 2 else [f"--{'runs' if self.runs else 'judgments'}: two, not {len(given)}"]
+
+
+@command(AgreeArgs, __doc__)
+def main(a: AgreeArgs) -> int:
     try:
         if a.judgments:
             res = agreement(_rows(a.judgments[0]), _rows(a.judgments[1]))
@@ -160,8 +169,6 @@ def main(argv: list[str] | None = None) -> int:
                 f"{res['judge_first']} vs {res['judge_second']}: Spearman {res['spearman']:+.3f} on n={res['n']}"
             )
             return 0
-        if not a.runs:
-            raise JudgeError("name --runs A B or --judgments FIRST SECOND")
         runs = {}
         for name in a.runs:
             r = Run.parse(name)

@@ -20,7 +20,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections import Counter
@@ -29,6 +28,7 @@ from pathlib import Path
 
 from filelib import atomic_write_json, read_jsonl, run_main
 from plugins.publishing import registry
+from tools.core.args import command, opt
 from tools.core.paths import DATA, Run, report_dir, runs_of_study
 from tools.report.collect import EvalPoint, RunRecord, read_evals
 from tools.report.rule import Rule, eval_loss_at, judge_criterion, load_rule, per_prompt, rank_of, steps_at
@@ -259,13 +259,16 @@ def record_choice(
     return choice
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--study", required=True)
-    ap.add_argument("--model", default=None)
-    ap.add_argument("--dev", default=None, help="the dev set (default: the one most runs were evaluated on)")
-    ap.add_argument("--dataset-dir", type=Path, default=DATA)
-    a = ap.parse_args(argv)
+@dataclass
+class ChooseArgs:
+    study: str = opt(help="the study whose runs are compared on dev", required=True)
+    model: str | None = opt(None, help="only this model's runs (default: every model)")
+    dev: str | None = opt(None, help="the dev set (default: the one most runs were evaluated on)")
+    dataset_dir: Path = opt(DATA, help="the folder holding dataset_info.json")
+
+
+@command(ChooseArgs, __doc__)
+def main(a: ChooseArgs) -> int:
     try:
         if a.dev is not None and registry.owner(a.dev, registry.load_info(a.dataset_dir).get(a.dev)) is None:
             raise ValueError(f"--dev {a.dev}: not a data set registered by this project in {a.dataset_dir}")
