@@ -104,7 +104,7 @@ def bench(
         "pruning_saved_share": summary["steps"]["saved_share"],
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
         "load_avg_1m": round(os.getloadavg()[0], 2),
-        "command": " ".join([*command_of(main), *sys.argv[1:]]),
+        "command": "",  # set by main from the parsed arguments
     }
 
 
@@ -145,6 +145,14 @@ def main(a: BenchArgs) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    flags = [
+        f"--study {a.study}",
+        f"--model {a.model}",
+        f"--trials {a.trials}",
+        *[f"--set {x}" for x in a.sets],
+    ]
+    flags += [f"--pruner '{a.pruner}'"] * bool(a.pruner) + ["--quick"] * a.quick
+    res["command"] = " ".join([*command_of(main), *flags])
     atomic_write_json(report_dir(a.study) / "tune_bench.json", res)
     print(
         f"grid: {res['grid_runs']} runs, best dev eval_loss {res['grid_best']['eval_loss']:.4f}"
