@@ -40,7 +40,7 @@ from tools.core.args import command, opt
 from tools.core.paths import DATA, Run, report_dir
 from tools.core.profiles import ConfigError, load_profile
 from tools.flows import trial as T
-from tools.report import epoch_steps, epoch_values, objective_of, write_tune_report
+from tools.report import epoch_steps, epoch_values, objective_of, planned_steps, write_tune_report
 from tools.train import load_study, parse_set, render_study
 
 SAMPLERS = ("tpe", "random", "qmc")
@@ -140,7 +140,7 @@ def run_one(ost, space, objective, ctx: dict) -> dict:
 
     res, stop, killed = T.watch_train(job, on_epoch, ctx["poll"])
     steps = epoch_steps(run)
-    planned = _planned(run)
+    planned = planned_steps(run)
     last = max(steps.values(), default=0)
     per_epoch = steps.get(1) or 0
     spent = min(planned, last + per_epoch) if killed and planned else last
@@ -171,16 +171,6 @@ def run_one(ost, space, objective, ctx: dict) -> dict:
     ost.tell(trial, best)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return {**row, "state": "COMPLETE", "value": best, "note": res.get("note", "")}
-
-
-def _planned(run: Run) -> int:
-    from filelib import read_json_object
-
-    for p in (*reversed(run.epochs()), run):
-        m = read_json_object(p.adapter_dir / "trainer_state.json", {}).get("max_steps")
-        if isinstance(m, int) and m > 0:
-            return m
-    return 0
 
 
 def rows_of(ost) -> list[dict]:
@@ -286,8 +276,6 @@ def _data(text: str, flag: str) -> dict | None:
 
 
 def tune(a: TuneArgs) -> dict:
-    import optuna
-
     spec = load_study(a.study)
     where = f"templates/studies/{a.study}.yaml"
     if "search" not in spec:
@@ -301,22 +289,32 @@ def tune(a: TuneArgs) -> dict:
     first = render_study(a.study, a.model, overrides, [base])[0]  # checks the profile and the overrides
     if not first.config.get("eval_dataset"):
         raise ConfigError(f"profile {a.model!r} sets no eval_dataset: no dev value per epoch to prune on")
-    objective = objective_of(a.study, search.get("objective"))
+    try:
+        objective = objective_of(a.study, search.get("objective"))
+    except ValueError as e:  # a rule that cannot be applied, an objective not measured per epoch
+        raise ConfigError(f"{where}: {e}") from None
     if not a.skip_preflight:
         from tools.flows.preflight import check as preflight_check
 
         rep = preflight_check([first], a.model)
+        print("\n".join(rep.lines()), flush=True)
         if not rep.ok:
             bad = "; ".join(f"{n}: {d}" for n, ok, d in rep.checks if not ok)
             raise ConfigError(f"preflight refused the tune ({bad}); --skip-preflight overrides")
     out = report_dir(a.study)
     out.mkdir(parents=True, exist_ok=True)
     name = a.name or f"{a.study}-{a.model}"
-    lock = open(out / f".tune-{name}.lock", "w")  # noqa: SIM115 (held for the whole search)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise ConfigError(f"another tune of {name} is running (lock {lock.name})") from None
+    with open(out / f".tune-{name}.lock", "w") as lock:  # held for the whole search, released on return
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"another tune of {name} is running (lock {lock.name})") from None
+        return _search(a, search, space, base, overrides, first, objective, out, name)
+
+
+def _search(a: TuneArgs, search, space, base, overrides, first, objective, out: Path, name: str) -> dict:
+    import optuna
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = f"sqlite:///{out / 'tune.db'}"
     epochs = int(first.config.get("num_train_epochs") or 1)

@@ -19,7 +19,15 @@ __getattr__, __all__ = lazy_face(
             ["metrics", "scores", "write_run", "write_events", "standard_series", "curve"], "synthetic"
         ),
         **dict.fromkeys(
-            ["Objective", "objective_of", "epoch_values", "epoch_steps", "write_tune_report"], "trials"
+            [
+                "Objective",
+                "objective_of",
+                "epoch_values",
+                "epoch_steps",
+                "write_tune_report",
+                "planned_steps",
+            ],
+            "trials",
         ),
     },
 )

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from filelib import atomic_write_text
+from filelib import atomic_write_text, read_json_object
 from tools.core.paths import Run
 from tools.report.rule import METRICS, eval_loss_at, load_rule, steps_at
 
@@ -68,6 +68,15 @@ def epoch_values(run: Run, metric: str = "eval_loss") -> dict[int, float]:
 def epoch_steps(run: Run) -> dict[int, int]:
     """{epoch: the optimizer step its checkpoint was saved at}."""
     return {p.epoch: s for p in run.trained.epochs() if (s := steps_at(p)) is not None}
+
+
+def planned_steps(run: Run) -> int:
+    """The optimizer steps the run was set to take (the Trainer's max_steps in its newest state); 0 unknown."""
+    for p in (*reversed(run.trained.epochs()), run.trained):
+        m = read_json_object(p.adapter_dir / "trainer_state.json", {}).get("max_steps")
+        if isinstance(m, int) and m > 0:
+            return m
+    return 0
 
 
 # ---------------------------------------------------------------------------------------- the report
