@@ -40,6 +40,16 @@ from pathlib import Path
 from typing import Any
 
 from plugins.pools import conversation
+from plugins.pools.conversation import (  # noqa: F401 - to_alpaca re-exported
+    ASSISTANT_ROLES,
+    SYSTEM_ROLES,
+    USER_ROLES,
+    _role,
+    _str,
+    _text,
+    _turns,
+    to_alpaca,
+)
 from plugins.pools.readfile import DataError, read_records  # noqa: F401 - re-exported: loaders' public names
 
 log = logging.getLogger("plugins.data")
@@ -49,9 +59,6 @@ PROMPT_KEYS = ("instruction", "Instruction", "prompt", "text", "question", "quer
 INPUT_KEYS = ("input", "context")  # Dolly names the input `context`
 REFERENCE_KEYS = ("output", "reference", "answer", "response")
 ID_KEYS = ("id", "idx", "question_id", "example_id", "uid")
-USER_ROLES = {"human", "user"}
-ASSISTANT_ROLES = {"gpt", "assistant", "chatgpt", "bard", "model"}
-SYSTEM_ROLES = {"system"}
 
 _INSTRUCTION = "### Instruction:"
 _INPUT = "### Input:"
@@ -92,13 +99,6 @@ def detect_shape(rec: Any, path: Path | str = "<rows>", row: int = 0) -> str:
     )
 
 
-def _turns(turns: Any) -> Any:
-    """Turns given as plain strings ["question", "answer", ...] alternate user and assistant."""
-    if isinstance(turns, list) and turns and all(isinstance(t, str) for t in turns):
-        return [{"from": "human" if j % 2 == 0 else "gpt", "value": t} for j, t in enumerate(turns)]
-    return turns
-
-
 def expand_instances(records: list, path: Path) -> list:
     """Self-Instruct rows `{instruction, instances: [{input, output}, ...]}` -> one Alpaca record per
     instance (ids `<id>` for one instance, `<id>-<k>` for several); other records pass unchanged."""
@@ -133,17 +133,6 @@ def expand_instances(records: list, path: Path) -> list:
     return out
 
 
-def _role(turn: Any) -> str:
-    if not isinstance(turn, dict):
-        return ""
-    r = turn.get("from", turn.get("role", ""))
-    return r.lower() if isinstance(r, str) else ""
-
-
-def _text(turn: dict) -> Any:
-    return turn.get("value", turn.get("content"))
-
-
 def split_preamble(text: str) -> tuple[str, str]:
     """HW5/Alpaca prompt text -> (instruction, input); text without the markers is the instruction."""
     i = text.find(_INSTRUCTION)
@@ -155,18 +144,6 @@ def split_preamble(text: str) -> tuple[str, str]:
         body = body[:r]
     instruction, _, inp = body.partition(_INPUT)
     return instruction.strip(), inp.strip()
-
-
-def _str(val: Any, path: Path, row: int, name: str, required: bool) -> str:
-    if val is None:
-        if required:
-            raise DataError(f"{path}: row {row}: field '{name}' is missing")
-        return ""
-    if not isinstance(val, str):
-        raise DataError(f"{path}: row {row}: field '{name}' must be a string, found {type(val).__name__}")
-    if required and not val.strip():
-        raise DataError(f"{path}: row {row}: field '{name}' is empty")
-    return val
 
 
 def _conversation(rec: dict, key: str, path: Path, row: int, need_answer: bool) -> tuple[str, str]:
@@ -383,11 +360,3 @@ def merge_tables(tables: list[Table]) -> tuple[list[dict], list[dict]]:
     rows = [r for t in tables for r in t.rows]
     rows, dups = drop_duplicates(rows)
     return rows, [d for t in tables for d in t.duplicates] + dups
-
-
-def to_alpaca(row: dict) -> dict:
-    """A normalised row as LLaMA-Factory's Alpaca record (id and score kept as extra columns)."""
-    out = {"id": row["id"], "instruction": row["instruction"], "input": row["input"], "output": row["output"]}
-    if row.get("score") is not None:
-        out["score"] = row["score"]
-    return out
