@@ -204,6 +204,7 @@ def _write_subset_files(gen, rows, sel, source, ctx, parts, thresholds, curricul
         "seed": ctx.seed,
         "near_duplicate_threshold": ctx.notes.get("near_dup"),
         "near_duplicates_skipped": sel.near_duplicates,
+        "multi_turn": sum(1 for r in chosen if r.get("turns")),  # conversations kept whole (sharegpt form)
         "knee": sel.knee,
         "knee_note": "rank at the knee of the sorted scores (kneed), proposed as a cut" if sel.knee else None,
         "curriculum": {

@@ -73,6 +73,8 @@ def test_tools_data_publishes_them_whole_and_llamafactory_trains_every_turn(tmp_
     assert info["mt_demo"]["formatting"] == "sharegpt"
     assert info["mt_demo"]["columns"] == {"messages": "conversations", "system": "system"}
     published = json.loads((ddir / info["mt_demo"]["file_name"]).read_text())
+    manifest = json.loads((ddir / info["mt_demo"]["smalldata"]["manifest"]).read_text())
+    assert manifest["multi_turn"] == 2  # counted where the set is described
     four = next(r for r in published if r["id"] == "four")
     assert four["conversations"] == FOUR[1:] and four["system"] == "You are terse."
 
