@@ -48,6 +48,7 @@ def is_built(out: Path = BASE_MODEL_DIR) -> bool:
 
 def build(out: Path = BASE_MODEL_DIR, force: bool = False) -> Path:
     if is_built(out) and not force:
+        make_portable(out)  # a folder built before both spellings were written gets them (no-op after)
         return out
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
