@@ -203,3 +203,9 @@ TUNE_ARGS ?=
 tune: $(NEEDS) ## Optuna search of a study's search: space, pruned per epoch on dev (STUDY=lr TRIALS=6 MODEL=...; resumable)
 	@test "$(RUNNER)" = local || { echo "make tune: RUNNER=$(RUNNER) is not supported (local only; see docs/tune.md)" >&2; exit 2; }
 	$(PY) -m tools.flows.tune --study $(STUDY) --model $(MODEL) --trials $(TRIALS) $(TUNE_ARGS)
+
+# ---------------------------------------------------------------- tracking (MLflow): docs/scale-and-tracking.md
+.PHONY: mlflow
+MLFLOW_PORT ?= 5000
+mlflow: setup ## MLflow's tracking server on the embedded store (mlruns/: SQLite + artifacts), http://127.0.0.1:$(MLFLOW_PORT)
+	$(PY) -m tools.flows.tracking --port $(MLFLOW_PORT)

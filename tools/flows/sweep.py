@@ -50,6 +50,7 @@ from tools.core.profiles import ConfigError, list_profiles, load_profile, resolv
 from tools.core.runinfo import git_commit, package_versions
 from tools.flows.evaluation import evaluate, evaluate_recovery
 from tools.flows.preflight import check as preflight_check
+from tools.flows.tracking import TRACKERS, Tracker
 from tools.train import (
     COMMITTED_PROFILES,
     PreflightError,
@@ -200,6 +201,8 @@ def sweep(
     test_all: bool = False,
     skip_preflight: bool = False,
     warm: bool = False,
+    track: str = "tensorboard",
+    shared_saves: str | None = None,
 ) -> list[dict]:
     bills = {}
     if skip_preflight:
@@ -212,7 +215,9 @@ def sweep(
             bad = "; ".join(f"{name}: {detail}" for name, ok, detail in rep.checks if not ok)
             raise PreflightError(f"preflight refused the sweep ({bad}); --skip-preflight overrides")
         bills = rep.bills
+    tracker = Tracker(track, study, model)  # an unusable tracker stops the sweep here, before training
     jobs = plan(study, model, configs_dir, dataset_dir, only, overrides, testset)
+    tracker.prepare(jobs)
     for job in jobs:
         job["memory_estimate"] = bills.get(job["variant"])
         job["warm"] = warm and runner == "local"
@@ -226,7 +231,7 @@ def sweep(
         print(status_line(len(seen), n, res), flush=True)
 
     if runner == "ray":
-        results = run_jobs(jobs, report)
+        results = run_jobs(jobs, report, shared_saves)
     else:
         results = run_local(jobs, report)
     order = {j["run"]: i for i, j in enumerate(jobs)}
@@ -262,6 +267,7 @@ def sweep(
                 test_all=test_all,
                 extra=guard or None,
             )
+    tracker.finish(results)
     return results
 
 
@@ -282,6 +288,18 @@ class SweepArgs:
     skip_preflight: bool = opt(False, help="train even when a preflight check fails")
     warm: bool = opt(
         False, help="import LLaMA-Factory once: each run a child of a warm fork server (local runner; Linux)"
+    )
+
+    track: str = opt(
+        "tensorboard",
+        help="experiment tracker: LLaMA-Factory's report_to plus study, scores, decision",
+        choices=TRACKERS,
+        env="TRACK",
+    )
+    shared_saves: str | None = opt(
+        None,
+        help="--runner ray on several nodes: the shared folder holding saves/",
+        env="SMALLDATA_SHARED_SAVES",
     )
 
     def check(self) -> list[str]:
@@ -306,6 +324,8 @@ def main(a: SweepArgs) -> int:
             a.test_all,
             a.skip_preflight,
             a.warm,
+            a.track,
+            a.shared_saves,
         )
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -132,6 +132,8 @@ def _train_one_locked(job: dict) -> dict:
         "log": str(log),
         # tools.train.memory's bill (MB), set beside the measured peak_gpu_mb / peak_rss_mb
         "memory_estimate": job.get("memory_estimate"),
+        # where a Ray run trained (tools.train.ray_runner): the node it finished on, every attempt's node
+        **{k: job[k] for k in ("node", "nodes", "attempts", "tracking") if job.get(k) is not None},
     }
 
     def fail(note: str, **extra) -> dict:
@@ -189,7 +191,8 @@ def _train_one_locked(job: dict) -> dict:
         "pid": os.getpid(),
     }
     atomic_write_json(out / "run.json", record)
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+    # job["env"]: the tracker's variables (tools.flows.tracking: MLFLOW_RUN_ID, WANDB_MODE, ...)
+    env = {**os.environ, **job.get("env", {}), "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
     # A TENSORBOARD_LOGGING_DIR from the shell would send every run's events to one folder; without it
     # transformers 5 writes them to <output_dir>/runs/, where the report looks.
     env.pop("TENSORBOARD_LOGGING_DIR", None)
