@@ -22,7 +22,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -130,7 +129,7 @@ def load_stage(model_path: str, adapter: str | None, trust_pickle: bool):
     return model.eval(), tokenizer, kind
 
 
-def evaluate_model(a: argparse.Namespace) -> dict:
+def evaluate_model(a: RecoveryEvalArgs) -> dict:
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -21,7 +21,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -30,12 +29,14 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from filelib import atomic_dir, atomic_write_json, atomic_write_text, read_jsonl, run_main, sha256_file
+from tools.core.args import command, opt
 from tools.core.paths import ROOT, TEMPLATES, Run, exports_dir, llamafactory_cli, runs_of_study, saves_dir
 from tools.core.portable import make_portable
 from tools.core.streams import streams_to
@@ -284,7 +285,7 @@ def quantise_export(
     return final
 
 
-def _export_one(run: Run, a: argparse.Namespace) -> None:
+def _export_one(run: Run, a: ExportArgs) -> None:
     if a.render_only:
         info = run_info(run)
         dtype = a.dtype or default_dtype(info)
@@ -306,23 +307,28 @@ def _export_one(run: Run, a: argparse.Namespace) -> None:
         print(f"quantised {a.quantize}-bit -> {q}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    which = ap.add_mutually_exclusive_group(required=True)
-    which.add_argument("--run", help="model/study/variant (or its saves/ folder)")
-    which.add_argument("--study", help="every finished run of a study (e.g. each curriculum stage)")
-    ap.add_argument("--model", default=None, help="with --study: only this model's runs")
-    ap.add_argument("--dtype", choices=sorted(TOLERANCE), default=None, help="merged weights' dtype")
-    ap.add_argument("--device", choices=["cpu", "auto"], default="cpu", help="export_device")
-    ap.add_argument("--tolerance", type=float, default=None, help="override TOLERANCE[dtype]")
-    ap.add_argument("--full-precision-base", action="store_true", help="allow a QLoRA run's fp base")
-    ap.add_argument("--force", action="store_true", help="re-export when export.json exists")
-    ap.add_argument("--render-only", action="store_true", help="write the run's export.yaml and stop")
-    ap.add_argument("--quantize", type=int, choices=[2, 3, 4, 8], default=None, help="then GPTQ (GPU)")
-    ap.add_argument("--quant-dataset", type=Path, default=None, help="calibration json/jsonl (`text`)")
-    ap.add_argument("--quant-nsamples", type=int, default=128)
-    ap.add_argument("--quant-maxlen", type=int, default=512)
-    a = ap.parse_args(argv)
+@dataclass
+class ExportArgs:
+    run: str | None = opt(None, help="model/study/variant (or its saves/ folder)")
+    study: str | None = opt(None, help="every finished run of a study (e.g. each curriculum stage)")
+    model: str | None = opt(None, help="with --study: only this model's runs")
+    dtype: str | None = opt(None, help="merged weights' dtype", choices=lambda: sorted(TOLERANCE))
+    device: str = opt("cpu", help="export_device", choices=("cpu", "auto"))
+    tolerance: float | None = opt(None, help="override TOLERANCE[dtype]", positive=True)
+    full_precision_base: bool = opt(False, help="allow a QLoRA run's fp base")
+    force: bool = opt(False, help="re-export when export.json exists")
+    render_only: bool = opt(False, help="write the run's export.yaml and stop")
+    quantize: int | None = opt(None, help="then GPTQ (GPU)", choices=(2, 3, 4, 8))
+    quant_dataset: Path | None = opt(None, help="calibration json/jsonl (`text`)")
+    quant_nsamples: int = opt(128, help="GPTQ calibration samples", min=1)
+    quant_maxlen: int = opt(512, help="GPTQ calibration tokens per sample", min=1)
+
+    def check(self) -> list[str]:
+        return [] if bool(self.run) != bool(self.study) else ["--run or --study: give one of them"]
+
+
+@command(ExportArgs, __doc__)
+def main(a: ExportArgs) -> int:
     try:
         runs = [Run.parse(a.run)] if a.run else runs_of_study(a.study, a.model)
     except ValueError as e:

@@ -16,13 +16,14 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
+from dataclasses import dataclass
 
 from filelib import atomic_dir, atomic_write_json, run_main
 from plugins.launchers import PrunedModelError, load, save_hf, save_like, uniform_widths
+from tools.core.args import command, opt
 from tools.core.paths import Run
 from tools.core.portable import make_portable
 from tools.core.profiles import resolve_model_path
@@ -86,10 +87,13 @@ def export_pruned(run: Run) -> dict:
     return record
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", required=True, help="model/study/variant of a finished recovery run")
-    a = ap.parse_args(argv)
+@dataclass
+class ExportPrunedArgs:
+    run: str = opt(help="model/study/variant of a finished recovery run", required=True)
+
+
+@command(ExportPrunedArgs, __doc__)
+def main(a: ExportPrunedArgs) -> int:
     try:
         rec = export_pruned(Run.parse(a.run))
     except (PrunedModelError, ValueError, OSError) as e:

@@ -18,12 +18,13 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from filelib import atomic_dir, atomic_write_json, run_main
+from tools.core.args import command, opt
 from tools.core.paths import MODELS
 from tools.core.portable import make_portable
 
@@ -92,12 +93,15 @@ def greedy_answer(model_dir: Path, question: str, max_new_tokens: int = 32) -> s
     return tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip()
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=BASE_MODEL_DIR)
-    ap.add_argument("--force", action="store_true", help="rebuild even if a finished folder exists")
-    ap.add_argument("--check", action="store_true", help="print the greedy answer to a fixed question")
-    args = ap.parse_args(argv)
+@dataclass
+class BaseArgs:
+    out: Path = opt(BASE_MODEL_DIR, help="the model folder to build")
+    force: bool = opt(False, help="rebuild even if a finished folder exists")
+    check: bool = opt(False, help="print the greedy answer to a fixed question")
+
+
+@command(BaseArgs, __doc__)
+def main(args: BaseArgs) -> int:
     if is_built(args.out) and not args.force and not args.check:
         make_portable(args.out)  # a folder built before both spellings were written gets them now
         print(f"base model: {args.out} (already built)")

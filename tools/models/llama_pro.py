@@ -14,12 +14,13 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from filelib import atomic_dir, check_output, claim, run_main
+from tools.core.args import command, opt
 from tools.core.portable import make_portable
 
 ZEROED = ("self_attn.o_proj", "mlp.down_proj")  # the block's writes into the residual stream
@@ -81,12 +82,15 @@ def expand(model_path: str, blocks: int, out: Path) -> Path:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", required=True, help="a LLaMA-architecture model folder or hub id")
-    ap.add_argument("--blocks", type=int, required=True, help="blocks to add (must divide the layer count)")
-    ap.add_argument("--out", type=Path, required=True)
-    a = ap.parse_args(argv)
+@dataclass
+class LlamaProArgs:
+    model: str = opt(help="a LLaMA-architecture model folder or hub id", required=True)
+    blocks: int = opt(help="blocks to add (must divide the layer count)", required=True, min=1)
+    out: Path = opt(help="the expanded model's folder", required=True)
+
+
+@command(LlamaProArgs, __doc__)
+def main(a: LlamaProArgs) -> int:
     try:
         path = expand(a.model, a.blocks, a.out)
     except (ValueError, OSError) as e:
