@@ -167,3 +167,34 @@ def test_the_quick_benchmark_measures_trials_needed_and_steps_saved(out_dir, tin
     out = capsys.readouterr().out
     assert "grid: 3 runs" in out and "machine:" in out and "load" in out
     assert not (out_dir / "saves").exists()  # the study's own runs are untouched
+
+
+def test_sampler_and_pruner_are_data_and_the_objective_comes_from_the_rule(tmp_path):
+    import optuna
+
+    assert isinstance(tune.make_sampler({"name": "tpe", "seed": 0}, None), optuna.samplers.TPESampler)
+    assert isinstance(tune.make_sampler({"name": "random"}, 3), optuna.samplers.RandomSampler)
+    hb = tune.make_pruner({"name": "hyperband", "reduction_factor": 2}, 3)
+    assert isinstance(hb, optuna.pruners.HyperbandPruner)
+    with pytest.raises(ConfigError, match="not one of"):
+        tune.make_pruner({"name": "asha"}, 3)
+    with pytest.raises(ConfigError, match="n_bogus"):
+        tune.make_pruner({"name": "median", "n_bogus": 1}, 3)
+    from tools.report import objective_of, write_tune_report
+
+    obj = objective_of("lr")  # the default rule starts with judge_mean: searched on eval_loss, and said so
+    assert (obj.metric, obj.direction) == ("eval_loss", "minimize") and "judge_mean" in obj.note
+    rows = [
+        {"number": 0, "variant": "t000_lr1e-3", "params": {"learning_rate": 1e-3}, "epochs": {1: 2.0, 2: 1.5}}
+        | {"value": 1.5, "state": "COMPLETE", "epoch_reached": 2, "steps_run": 4, "steps_planned": 4},
+        {"number": 1, "variant": "t001_lr5e-5", "params": {"learning_rate": 5e-5}, "epochs": {1: 2.5}}
+        | {"value": 2.5, "state": "PRUNED", "epoch_reached": 1, "steps_run": 2, "steps_planned": 4},
+    ]
+    summary = {"study": "lr", "model": "tiny", "sampler": {}, "pruner": {}, "storage": "x", "counts": {}}
+    summary |= {"metric": "eval_loss", "direction": "minimize", "objective_note": obj.note}
+    summary |= {"steps": {"planned": 8, "run": 6, "saved": 2, "saved_share": 0.25}}
+    paths = write_tune_report(tmp_path, summary, rows, {"learning_rate": 1.0})
+    md = (tmp_path / "tune.md").read_text()
+    assert "| 1 | t001_lr5e-5 | 5e-05 | 2.5 | - | 2.5 | pruned | 1 | 2 | 4 |" in md
+    assert "pruning saved 2 (25%" in md and "learning_rate 1.00" in md
+    assert (tmp_path / "tune_slice.png").stat().st_size > 1000 and len(paths) == 4
