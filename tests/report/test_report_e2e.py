@@ -99,7 +99,8 @@ def _study_for_the_page(out_dir: Path) -> Path:
             2,
         ):  # a dev score per epoch: the choice is made there; the test set scored at epoch 2
             evals[("demo_dev", "greedy", epoch)] = {
-                "items": {f"d{k}": 4.0 + i + epoch / 2 + k % 3 for k in range(9)}
+                # each arm its own prompt-to-prompt noise, so the paired interval rests on a spread
+                "items": {f"d{k}": 4.0 + i + epoch / 2 + k % 3 + (k * (r + 3)) % 5 / 10 for k in range(9)}
             }
         evals[("demo_eval", "greedy", 2)] = {"metrics": metrics(0.3), "scores": scores(6.5 + i / 2)}
         write_run(
