@@ -47,7 +47,10 @@ pid = int(sys.argv[1])
 while True:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat") as f:  # a zombie nobody reaps (no init in a container) is gone too
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+    except (ProcessLookupError, FileNotFoundError):
         break
     time.sleep(0.3)
 try:
