@@ -111,11 +111,16 @@ def trial_job(
     text = text.replace(f"lora/{study}/{base}\n", f"lora/{study}/{variant}\n")
     text = text.replace(f"(variant `{base}`)", f"(variant `{variant}`: tune trial from `{base}`)")
     cfg_path = cache_dir() / "experiments" / study / run.config.name
+    shown = str(cfg_path.relative_to(ROOT)) if cfg_path.is_relative_to(ROOT) else str(cfg_path)
+    base_cfg = Run(model, study, base).config
+    text = text.replace(
+        str(base_cfg.relative_to(ROOT)) if base_cfg.is_relative_to(ROOT) else str(base_cfg), shown
+    )
     atomic_write_text(cfg_path, text)
     cfg = yaml.safe_load(text)
     job["resolved_config"]["output_dir"] = str(run.output_dir)
     job.update(run=run.name, variant=variant, output_dir=str(run.output_dir), config_sha256=config_hash(cfg))
-    job["config"] = str(cfg_path.relative_to(ROOT)) if cfg_path.is_relative_to(ROOT) else str(cfg_path)
+    job["config"] = shown
     job["hparams"] = {**job["hparams"], **params}
     return job
 
