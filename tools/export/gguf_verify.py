@@ -113,7 +113,8 @@ def verify_file(path: Path, hf: dict[str, Any], tokens: int, threshold: float, l
         rendered = server.post("/apply-template", {"messages": [{"role": "user", "content": probe["user"]}]})
         for r in hf["rows"]:
             got, speed = server.greedy(r["prompt_ids"], tokens)
-            got = [t for t in got if t not in stops][:tokens]
+            end = next((i for i, t in enumerate(got) if t in stops), len(got))
+            got = got[:end][:tokens]  # an end of turn ends it on both sides
             speeds.append(speed)
             lp = server.token_logprobs(r["prompt_ids"], r["ref"], hf["n_vocab"]) if r["ref"] else []
             lps.append(lp)
