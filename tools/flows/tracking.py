@@ -113,9 +113,10 @@ class Tracker:
 
     def prepare(self, jobs: list[dict]) -> None:
         """report_to for LLaMA-Factory and the tracker's variables for each training child."""
-        report_to = ["tensorboard"] if self.kind == "tensorboard" else ["tensorboard", self.kind]
+        if self.kind == "tensorboard":  # the rendered config's own report_to: tensorboard
+            return
         for job in jobs:
-            job["resolved_config"]["report_to"] = report_to
+            job["resolved_config"]["report_to"] = ["tensorboard", self.kind]
             env = job.setdefault("env", {})
             if self.kind == "wandb":
                 env.update(WANDB_MODE=os.environ.get("WANDB_MODE", "offline"), WANDB_PROJECT=self.study)
