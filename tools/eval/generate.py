@@ -315,7 +315,7 @@ _POSITIONAL = (
 
 
 def generate(
-    args: GenerateArgs | Run | str | None,
+    run: GenerateArgs | Run | str | None = None,
     testset: str | None = None,
     points: list[DecodingPoint | Policy] | None = None,
     *more,
@@ -325,8 +325,9 @@ def generate(
 ) -> list[Path]:
     """Every decoding point for one source and prompt set; the model is loaded once, and only if needed.
 
-    `args` is a GenerateArgs (its points from --grid/--decoding unless `points` is given), or the run
+    `run` is a GenerateArgs (its points from --grid/--decoding unless `points` is given), or the run
     with GenerateArgs' fields (`generate(run, "hw5_test", points, 8, None, data_dir, force=True)`)."""
+    args = run
     if not isinstance(args, GenerateArgs):
         if len(more) > len(_POSITIONAL):
             raise TypeError(f"generate() takes at most {3 + len(_POSITIONAL)} positional arguments")

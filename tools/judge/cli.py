@@ -119,7 +119,7 @@ class JudgeArgs:
 
 
 def run_judge(
-    args: JudgeArgs | str,
+    run: JudgeArgs | str | None = None,
     testset: str | None = None,
     decoding: str | None = None,
     *,
@@ -130,16 +130,18 @@ def run_judge(
 ) -> dict:
     """Judge one run's predictions; returns {scores, estimate, rows} ({estimate} only on a dry run).
 
-    `args` is a JudgeArgs, or the run's name with the testset, decoding and any JudgeArgs field as
+    `run` is a JudgeArgs, or the run's name with the testset, decoding and any JudgeArgs field as
     keywords (`run_judge("m/s/v", "hw5_test", "greedy", base_url=URL)`): the defaults are JudgeArgs'.
     `judge_factory(model_dir) -> OfflineJudge` lets a caller share one loaded offline judge across
     runs (tools.eval.study); it is called only when a judgment is missing from the cache.
     """
-    if not isinstance(args, JudgeArgs):
-        given = {"testset": testset, "decoding": decoding}
-        args = JudgeArgs(run=args, **{k: v for k, v in given.items() if v is not None}, **options)
-    elif testset or decoding or options:
-        raise TypeError("run_judge(JudgeArgs) takes no other options")
+    if isinstance(run, JudgeArgs):
+        if testset or decoding or options:
+            raise TypeError("run_judge(JudgeArgs) takes no other options")
+        args = run
+    else:
+        given = {"run": run, "testset": testset, "decoding": decoding}
+        args = JudgeArgs(**{k: v for k, v in given.items() if v is not None}, **options)
     a = checked(args)
     run, testset, decoding, model, base_url = a.run, a.testset, a.decoding, a.model, a.base_url
     serve_local, max_cost = a.serve_local, a.max_cost

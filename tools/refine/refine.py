@@ -81,12 +81,10 @@ class RefineArgs:
     dataset_dir: Path = opt(DATA, help="the folder holding dataset_info.json")
 
 
-def refine(args: RefineArgs | str, *more, say=print, **options) -> dict:
-    """Rewrite a dataset (see the module's docstring); `args` is a RefineArgs, or its fields in order
+def refine(dataset: RefineArgs | str | None = None, *more, say=print, **options) -> dict:
+    """Rewrite a dataset (see the module's docstring); `dataset` is a RefineArgs, or its fields in order
     (`refine("alpaca_top100", "detail", "gpt-4o-mini", url, dataset_dir=d)`), defaults from RefineArgs."""
-    if not isinstance(args, RefineArgs):
-        args = RefineArgs(args, *more, **options)
-    a = checked(args)
+    a = checked(dataset if isinstance(dataset, RefineArgs) else RefineArgs(dataset, *more, **options))
     dataset, model, base_url, limit, dataset_dir = a.dataset, a.model, a.base_url, a.limit, a.dataset_dir
     prompt_name, name, max_cost = a.prompt, a.name, a.max_cost
     prompt = load_prompt(prompt_name)

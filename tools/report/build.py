@@ -145,13 +145,11 @@ class ReportArgs:
         return problems
 
 
-def build_report(args: ReportArgs | str, *more, **options) -> Report:
+def build_report(study: ReportArgs | str | None = None, *more, **options) -> Report:
     """Read the study's runs and write reports/<study>/; returns what was written and how long each part took.
 
-    `args` is a ReportArgs, or its fields in order (`build_report("rank", with_base=False)`)."""
-    if not isinstance(args, ReportArgs):
-        args = ReportArgs(args, *more, **options)
-    a = checked(args)
+    `study` is a ReportArgs, or its fields in order (`build_report("rank", with_base=False)`)."""
+    a = checked(study if isinstance(study, ReportArgs) else ReportArgs(study, *more, **options))
     study, model, testset, decoding, data_dir = a.study, a.model, a.testset, a.decoding, a.data_dir
     t0, c0 = time.perf_counter(), time.process_time()
     runs = runs_of_study(study, model, with_base=a.with_base)
