@@ -38,6 +38,14 @@ KEY = "calls GPT-4o-mini: needs OPENAI_API_KEY and spends money"
 ALLOWED = {
     # the two commands a fresh machine needs
     "make test": "runs this suite itself",
+    "make tune STUDY=lr TRIALS=6 MODEL=smollm2_135m": "six trials on the embedded model: many minutes of CPU; "
+    "tests/flows/test_tune.py runs the same search (sampler, pruning, resume) on the tiny model",
+    "python -m tools.flows.tune --study lr --model smollm2_135m --trials 6 [--set key=value ...]": "the same "
+    "search as make tune (tests/flows/test_tune.py on the tiny model)",
+    "RAY_ADDRESS=auto SMALLDATA_OUT=/mnt/lab/out SMALLDATA_SHARED_SAVES=/mnt/lab/out "
+    "MLFLOW_TRACKING_URI=http://HEAD_IP:5000 make sweep STUDY=rank MODEL=llama2_7b RUNNER=ray TRACK=mlflow": "a lab's "
+    "multi-node GPU cluster with shared storage; tests/train/test_ray_cluster.py runs a real 3-node Ray cluster "
+    "and tests/report/test_tracking.py a real MLflow server on this machine",
     "make test-fast": "runs the fast part of this suite",
     "make demo": "about 5 minutes on 2 CPU cores; tests/data/test_readme_real_data.py runs it through make "
     "(DATA=hw5, the tiny model) and tests/report/test_demo_flow.py its flow",
