@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from filelib import atomic_write_json, atomic_write_text, sha256_file
+from filelib import atomic_write_json, atomic_write_text, run_main, sha256_file
 from tools.core.args import command, opt
 from tools.core.hub import hub_offline, hub_reachable
 from tools.data.sources import LICENCE_FILE, RECORD, Pin, Pins, cache_root, pins, recorded
@@ -261,4 +261,4 @@ def main(a: FetchArgs) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)
