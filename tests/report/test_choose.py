@@ -50,6 +50,7 @@ def epochs_study(dev_means: dict[str, list[float]], test_means: dict[str, list[f
 
 
 def test_roles_come_from_the_registry_then_the_name(tmp_path):
+    (tmp_path / "h.json").write_text("[]")  # the registry lists only sets whose files exist
     (tmp_path / "dataset_info.json").write_text(
         json.dumps({"held": {"file_name": "h.json", "smalldata": {"kind": "eval", "role": "dev"}}})
     )
