@@ -41,6 +41,7 @@ from tools.core.paths import ROOT, TEMPLATES, Run, exports_dir, llamafactory_cli
 from tools.core.portable import make_portable
 from tools.core.streams import streams_to
 from tools.export.logits import CHECK_PROMPTS, TOLERANCE, CheckFailed, logit_check  # noqa: F401
+from tools.export.needs import check_quantize
 from tools.export.runs import Refused, default_dtype, refuse_quantised_base, run_info, versions  # noqa: F401
 
 TEMPLATE = "export.yaml.j2"
@@ -286,6 +287,8 @@ def quantise_export(
 
 
 def _export_one(run: Run, a: ExportArgs) -> None:
+    if a.quantize and not a.render_only:  # GPTQ's packages and GPU, before anything is merged or written
+        check_quantize(a.quantize, Refused)
     if a.render_only:
         info = run_info(run)
         dtype = a.dtype or default_dtype(info)
