@@ -39,6 +39,8 @@ from tools.core.runinfo import command_of, now, run_child
 from tools.eval.zeroshot import zero_shot
 
 CPU_MAX_TOKENS = 2048
+SPEED_REPEATS = 5  # passes over SPEED_PROMPTS timed for the tokens/s median and spread
+SPEED_THREADS = 1  # PyTorch threads on a CPU while timing (spin-waiting OpenMP workers on a shared CPU)
 SPEED_PROMPTS = [
     "Explain what a Python list comprehension is.",
     "Write a function that checks whether a number is prime.",
@@ -78,28 +80,38 @@ def perplexity(
     return round(float(torch.exp(torch.cat(nll).mean())), 3)
 
 
-def speed(model, tokenizer, new_tokens: int = 32) -> dict:
-    """Greedy generation of exactly `new_tokens` tokens per prompt: tokens/s and seconds per answer."""
+def speed(model, tokenizer, new_tokens: int = 32, repeats: int = SPEED_REPEATS) -> dict:
+    """Greedy generation of exactly `new_tokens` tokens per prompt, measured by tools.core.timing: a warm-up,
+    then `repeats` passes over the prompts with PyTorch's threads pinned to SPEED_THREADS on a CPU; tokens/s
+    as the median and spread of the passes (`noisy` when the spread exceeds timing.NOISY_SHARE of it)."""
     import torch
 
+    from tools.core.timing import measure, rate
+
     device = next(model.parameters()).device
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    cuda = device.type == "cuda"
     encoded = [tokenizer(ALPACA.format(p), return_tensors="pt").to(device) for p in SPEED_PROMPTS]
     kw = {"do_sample": False, "pad_token_id": tokenizer.pad_token_id or tokenizer.eos_token_id}
+
+    def one_pass():
+        for enc in encoded:
+            model.generate(**enc, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **kw)
+
     with torch.no_grad():
         model.generate(**encoded[0], max_new_tokens=2, **kw)  # warm-up: kernels, caches
-        seconds = []
-        for enc in encoded:
-            sync()
-            t0 = time.perf_counter()
-            model.generate(**enc, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **kw)
-            sync()
-            seconds.append(time.perf_counter() - t0)
+        t = measure(
+            one_pass, repeats, 0, None if cuda else SPEED_THREADS, torch.cuda.synchronize if cuda else None
+        )
+    r = rate(new_tokens * len(encoded), t)
     return {
-        "tokens_per_s": round(new_tokens * len(seconds) / sum(seconds), 2),
-        "latency_s": round(sum(seconds) / len(seconds), 4),
+        "tokens_per_s": round(r["per_s"], 2),
+        "tokens_per_s_spread": round(r["spread"], 2),
+        "noisy": r["noisy"],
+        "latency_s": round(t["median_s"] / len(encoded), 4),
         "new_tokens": new_tokens,
-        "prompts": len(seconds),
+        "prompts": len(encoded),
+        "repeats": repeats,
+        "threads": t["threads"],
     }
 
 
