@@ -27,14 +27,15 @@ def read_records(path: str | Path) -> list[Any]:
         raw = path.read_bytes()
     except OSError as e:
         raise DataError(f"{path}: cannot read it ({e.strerror or e})") from None
-    raw = _utf8(path, raw)
+    raw = _unbom(path, raw)
     if not raw.strip():
         raise DataError(f"{path}: the file is empty (no rows)")
     if path.suffix == ".jsonl" or (path.suffix != ".json" and raw.lstrip()[:1] == b"{"):
-        return _read_jsonl(path, raw)
+        return _read_jsonl(path, _utf8(path, raw))
     try:
-        data = _loads(raw)
+        data = _loads(raw)  # the parser checks the UTF-8 itself: a second pass only to name a bad byte
     except ValueError as e:
+        _utf8(path, raw)
         raise DataError(f"{path}: broken JSON: {_where(raw, e)}") from None
     if isinstance(data, dict):
         # only the documented wrapper {"data": [...]} (what `datasets` writes with field="data");
@@ -53,13 +54,18 @@ def read_records(path: str | Path) -> list[Any]:
 _BOMS = {b"\xff\xfe": "UTF-16 LE", b"\xfe\xff": "UTF-16 BE"}
 
 
-def _utf8(path: Path, raw: bytes) -> bytes:
-    """The file's bytes as valid UTF-8 without a BOM; a byte that is not UTF-8 is named by its line."""
+def _unbom(path: Path, raw: bytes) -> bytes:
+    """The file's bytes without a UTF-8 BOM; UTF-16 (its BOM) refused."""
     if raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 BOM (Windows editors): read as utf-8-sig
         raw = raw[3:]
     for bom, name in _BOMS.items():
         if raw.startswith(bom):
             raise DataError(f"{path}: the file is {name} text (a BOM at its start); save it as UTF-8")
+    return raw
+
+
+def _utf8(path: Path, raw: bytes) -> bytes:
+    """The bytes, checked as UTF-8: a byte that is not UTF-8 is named by its line and column."""
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as e:

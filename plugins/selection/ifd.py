@@ -23,6 +23,7 @@ import numpy as np
 
 from filelib import read_jsonl
 from plugins.pools import DataError
+from plugins.selection.progress import Progress
 
 PROMPT = (
     "Below is an instruction that describes a task. Write a response that appropriately completes the "
@@ -96,8 +97,9 @@ def batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:
     return out
 
 
-def answer_losses(model, seqs: list[tuple], batch_tokens: int, device: str, progress: bool, pad_id: int):
-    """Mean cross-entropy of the answer tokens of each sequence; returns (losses, tokens seen)."""
+def answer_losses(model, seqs: list[tuple], batch_tokens: int, device: str, progress, pad_id: int):
+    """Mean cross-entropy of the answer tokens of each sequence; returns (losses, tokens seen). `progress`:
+    a Progress counting sequences, True for a bar of its own, or False."""
     import torch
 
     losses = np.zeros(len(seqs), dtype=np.float64)
@@ -105,11 +107,11 @@ def answer_losses(model, seqs: list[tuple], batch_tokens: int, device: str, prog
     lengths = [len(s[2]) for s in seqs]
     plan = batches(lengths, batch_tokens)
     tokens = 0
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(seqs), desc="IFD", unit="seq", leave=False)
+    bar = (
+        progress
+        if isinstance(progress, Progress)
+        else Progress(len(seqs), "IFD", "sequences", enabled=progress)
+    )
     with torch.inference_mode():
         for idx in plan:
             T = max(lengths[i] for i in idx)
@@ -132,9 +134,8 @@ def answer_losses(model, seqs: list[tuple], batch_tokens: int, device: str, prog
             sums = torch.zeros(len(idx), device=device).index_add_(0, row_of, ce)
             counts = torch.bincount(row_of, minlength=len(idx)).clamp(min=1)
             losses[idx] = (sums / counts).cpu().numpy()
-            if bar:
-                bar.update(len(idx))
-    if bar:
+            bar.update(len(idx))
+    if bar is not progress:
         bar.close()
     return losses, tokens
 
@@ -176,10 +177,11 @@ def compute_ifd(
         # chunks so progress is saved as it goes (a killed run resumes from the cache)
         chunk = 256
         tokens = 0
+        bar = Progress(2 * len(todo), f"IFD ({len(todo)} rows)", "sequences", enabled=progress)
         for c in range(0, len(todo), chunk):
             part = todo[c : c + chunk]
             seqs = build_sequences([rows[i] for i in part], tok, max_tokens)
-            losses, n = answer_losses(model, seqs, batch_tokens, device, progress, pad)
+            losses, n = answer_losses(model, seqs, batch_tokens, device, bar, pad)
             tokens += n
             recs = []
             for j, i in enumerate(part):
@@ -189,6 +191,7 @@ def compute_ifd(
                 recs.append(rec)
             if cache_file:
                 _append(cache_file, recs)
+        bar.close()
         dt = time.perf_counter() - t0
         stats.update(seconds=round(dt, 2), tokens=tokens, tokens_per_s=round(tokens / dt, 1))
         stats["rows_per_s"] = round(len(todo) / dt, 2)

@@ -24,12 +24,15 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import chain, compress
+from operator import itemgetter
 from pathlib import Path
 
 import numpy as np
 
 from plugins.pools import DataError, no_gc
 from plugins.selection import diversity, quota
+from plugins.selection.progress import Progress
 
 MIX = "rating:1,long_is_more:1,ifd:1"
 UNSCORED = -1e6  # offset of rows a strategy did not score (IFD outside its candidates): below the rest
@@ -94,17 +97,16 @@ def word_counts(texts: list[str]) -> np.ndarray:
     string 2-4 bytes a character and its encoding a slow loop. The trailing "" in the joins puts
     the last separator in without another 46 MB copy."""
     n = len(texts)
-    ascii_idx = [i for i, t in enumerate(texts) if t.isascii()]
-    if len(ascii_idx) == n:
+    is_ascii = np.fromiter(map(str.isascii, texts), dtype=bool, count=n)
+    if is_ascii.all():
         return _count_blob("\x00".join([*texts, ""]).encode("ascii"), map(len, texts), n)
     out = np.zeros(n, dtype=np.int64)
-    if ascii_idx:
-        part = [texts[i] for i in ascii_idx]
+    ascii_idx = np.flatnonzero(is_ascii)
+    if len(ascii_idx):
+        part = list(compress(texts, is_ascii))
         out[ascii_idx] = _count_blob("\x00".join([*part, ""]).encode("ascii"), map(len, part), len(part))
-    is_ascii = np.zeros(n, dtype=bool)
-    is_ascii[ascii_idx] = True
     other = np.flatnonzero(~is_ascii)
-    enc = [texts[i].encode("utf-8", "surrogatepass") for i in other]
+    enc = [t.encode("utf-8", "surrogatepass") for t in compress(texts, ~is_ascii)]
     out[other] = _count_blob(b"\x00".join([*enc, b""]), map(len, enc), len(enc))
     return out
 
@@ -126,7 +128,7 @@ def total_words(rows: list[dict], ctx: Context | None = None) -> np.ndarray:
     if ctx is not None and key in ctx._memo:
         return ctx._memo[key]
     with no_gc():
-        fields = [x for r in rows for x in (r["instruction"], r["input"], r["output"])]
+        fields = list(chain.from_iterable(map(itemgetter("instruction", "input", "output"), rows)))
         w = word_counts(fields).reshape(-1, 3).sum(axis=1)
     if ctx is not None:
         ctx._memo[key] = w
@@ -166,8 +168,14 @@ def s_long_is_more(rows: list[dict], ctx: Context) -> np.ndarray:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(ctx.model))
-    ids = tok([r["output"] for r in rows], add_special_tokens=False)["input_ids"]
-    return np.fromiter((len(x) for x in ids), dtype=np.float64, count=len(rows))
+    out = np.zeros(len(rows), dtype=np.float64)
+    chunk = 4096  # a progress line per chunk in a log: tokenizing 52k answers takes minutes on a CPU
+    with Progress(len(rows), "long_is_more: tokenizing answers", "rows", enabled=ctx.progress) as bar:
+        for c in range(0, len(rows), chunk):
+            ids = tok([r["output"] for r in rows[c : c + chunk]], add_special_tokens=False)["input_ids"]
+            out[c : c + len(ids)] = [len(x) for x in ids]
+            bar.update(len(ids))
+    return out
 
 
 _CONSTRAINT = re.compile(

@@ -285,7 +285,7 @@ def run(a: DataArgs) -> int:
         ifd_candidates=a.ifd_candidates,
         ifd_prefilter=a.ifd_prefilter,
         ifd_max_tokens=a.ifd_max_tokens,
-        progress=sys.stderr.isatty(),
+        progress=True,  # a bar on a terminal, lines in a log (plugins.selection.progress)
         embedding=a.embedding,
         diversity_prefilter=a.diversity_prefilter,
         diversity_candidates=a.diversity_candidates,
