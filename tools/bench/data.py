@@ -96,7 +96,7 @@ def bench_selection(path: Path, strategies: tuple[str, ...], repeat: int) -> lis
 CHEAP_STUDY = "random_s0,random_s1,random_s2,rating,hw5_default,length,complexity"
 
 
-def bench_pipeline(path: Path, t_json: float) -> list[str]:
+def bench_pipeline(path: Path, t_json: float, study: str = CHEAP_STUDY) -> list[str]:
     """`python -m tools.data --source <52k file>` in this process, into a scratch dataset dir: the
     default subset with its curriculum, then with the cheap half of the data study (the model-based
     strategies, long_is_more and IFD, are model time, measured by the IFD line below). Beyond selecting,
@@ -110,7 +110,7 @@ def bench_pipeline(path: Path, t_json: float) -> list[str]:
     lines = []
     for label, extra, target in (
         ("select + curriculum + register", [], 6.0),
-        (f"+ {len(CHEAP_STUDY.split(','))} study strategies", ["--strategies", CHEAP_STUDY], 8.0),
+        (f"+ {len(study.split(','))} study strategies", ["--strategies", study], 8.0),
     ):
         with tempfile.TemporaryDirectory() as d:
             argv = ["--source", str(path), "--dataset-dir", d, "--no-plot", *extra]
@@ -121,10 +121,12 @@ def bench_pipeline(path: Path, t_json: float) -> list[str]:
         if rc != 0:
             return [f"data command failed ({rc}): {out.getvalue()[-300:]}"]
         curriculum = next((x for x in out.getvalue().splitlines() if "curriculum:" in x), "")
+        stages = curriculum.split("curriculum: ", 1)[-1].rsplit(" (", 1)[0]  # less the closing (how)
         lines.append(
             f"data command {label}: {t:.2f} s = {t / t_json:.2f}x json.load (target <= {target:.0f}x)"
-            + (f"; {curriculum.split('curriculum: ')[1].split(' (')[0]}" if not extra and curriculum else "")
+            + (f"; curriculum {stages}" if not extra and curriculum else "")
         )
+    return lines
 
 
 def bench_diversity(rows: list[dict], quick: bool) -> list[str]:
@@ -197,19 +199,21 @@ def bench(quick: bool = False) -> list[str]:
     lines = []
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "pool_52k.json"
-        lines.append("pool: " + make_pool(path, 10_000 if quick else 52_002))
+        lines.append("pool: " + make_pool(path, 2_000 if quick else 52_002))
         strategies = ("length", "rating") if quick else ("length", "rating", "hw5_default", "complexity")
         lines += bench_selection(path, strategies, 1 if quick else 5)
         t_json = _best(lambda: json.load(open(path, encoding="utf-8")), 1 if quick else 3)
-        lines += bench_pipeline(path, t_json)
+        lines += bench_pipeline(path, t_json, "random_s0,length" if quick else CHEAP_STUDY)
         rows = load_table(path).rows
         lines += bench_diversity(rows, quick)
     model = MODELS / "smollm2-135m-instruct"
-    if not (model / "config.json").exists():
-        model = MODELS / "tiny-smollm2"
+    if quick or not (model / "config.json").exists():
+        from tools.models.tiny import build
+
+        model = build()
     if (model / "config.json").exists():
         # rows from the rating file's part of the pool: typical Alpaca lengths, not the longest 1k
-        lines += bench_ifd(rows[-(6 if quick else 10) :], model, 4096)
+        lines += bench_ifd(rows[-(3 if quick else 10) :], model, 4096)
     else:
         lines.append("IFD: no model built (make base-model)")
     return lines

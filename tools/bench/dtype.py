@@ -68,19 +68,29 @@ class BareHF:
         return tokens, answers
 
 
-def bench_generation(n_prompts: int, batch: int, new_tokens: int) -> list[str]:
+def _model(tiny: bool) -> tuple[Path, str]:
+    """(model folder, profile): the embedded SmolLM2-135M, or for --quick the tiny random model."""
+    if tiny:
+        from tools.models.tiny import build as build_tiny
+
+        return build_tiny(), "tiny"
+    from tools.models import BASE_MODEL_DIR, build
+
+    return build(BASE_MODEL_DIR), "smollm2_135m"
+
+
+def bench_generation(n_prompts: int, batch: int, new_tokens: int, tiny: bool = False) -> list[str]:
     """fp32, bf16 and the engine, batch by batch in turn, so a neighbour's load hits all three alike."""
     import torch
 
     from tools.core.paths import Run
     from tools.eval import DecodingPoint, Engine, Source, rouge_items
-    from tools.models import BASE_MODEL_DIR, build
 
-    build(BASE_MODEL_DIR)
+    model_dir, profile = _model(tiny)
     torch.set_num_threads(1)  # on a shared CPU, OpenMP threads spin-waiting for cores slow decoding ~20x
     rows = _prompts(n_prompts)
-    bare = {d: BareHF(BASE_MODEL_DIR, d) for d in ("float32", "bfloat16")}
-    engine = Engine(Source(Run.base("smollm2_135m"), "base", str(BASE_MODEL_DIR), "smollm2"))
+    bare = {d: BareHF(model_dir, d) for d in ("float32", "bfloat16")}
+    engine = Engine(Source(Run.base(profile), "base", str(model_dir), "smollm2"))
     point = DecodingPoint.greedy(max_new_tokens=new_tokens)
     order = sorted(range(len(rows)), key=lambda i: len(engine.encode(rows[i])[0]))
     secs = {"float32": 0.0, "bfloat16": 0.0, "engine": 0.0}
@@ -109,7 +119,7 @@ def bench_generation(n_prompts: int, batch: int, new_tokens: int) -> list[str]:
     best = max(rate["float32"], rate["bfloat16"])
     dtype = str(engine.dtype).replace("torch.", "")
     return [
-        f"bare HF generate, smollm2-135m cpu (1 thread), {len(rows)} prompts x <= {new_tokens} tokens, "
+        f"bare HF generate, {model_dir.name} cpu (1 thread), {len(rows)} prompts x <= {new_tokens} tokens, "
         f"batch {batch}: fp32 {rate['float32']:.1f} tokens/s, bf16 {rate['bfloat16']:.1f} tokens/s "
         f"(bf16 x{rate['bfloat16'] / rate['float32']:.2f})",
         f"greedy answers bf16 vs fp32: {same:.0%} identical, mean ROUGE-L {sum(rl) / len(rl):.3f}",
@@ -118,12 +128,11 @@ def bench_generation(n_prompts: int, batch: int, new_tokens: int) -> list[str]:
     ]
 
 
-def train_steps(bf16: bool, steps: int, root: Path) -> dict:
+def train_steps(bf16: bool, steps: int, root: Path, tiny: bool = False) -> dict:
     """Seconds per step (after the first) and the loss curve of one llamafactory-cli run."""
     import subprocess
 
     from tools.core.paths import llamafactory_cli
-    from tools.models import BASE_MODEL_DIR
     from tools.train.smoke import doc_rows, write_config
 
     data = root / "data"
@@ -132,7 +141,7 @@ def train_steps(bf16: bool, steps: int, root: Path) -> dict:
     atomic_write_json(data / "docs.json", doc_rows(24))
     atomic_write_json(data / "dataset_info.json", {"smoke_docs": {"file_name": "docs.json"}})
     out = root / ("bf16" if bf16 else "fp32")
-    cfg_path = write_config(BASE_MODEL_DIR, steps, out, data)
+    cfg_path = write_config(_model(tiny)[0], steps, out, data)
     import yaml
 
     cfg = yaml.safe_load(cfg_path.read_text())
@@ -156,14 +165,14 @@ def _secs(hms: str) -> float:
     return sum(p * 60**i for i, p in enumerate(reversed(parts)))
 
 
-def bench_training(steps: int) -> list[str]:
+def bench_training(steps: int, tiny: bool = False) -> list[str]:
     with tempfile.TemporaryDirectory() as tmp:
-        f32 = train_steps(False, steps, Path(tmp))
-        b16 = train_steps(True, steps, Path(tmp))
+        f32 = train_steps(False, steps, Path(tmp), tiny)
+        b16 = train_steps(True, steps, Path(tmp), tiny)
     fmt = lambda xs: " ".join(f"{x:.3f}" for x in xs if x is not None)  # noqa: E731
     diff = max(abs(a - b) for a, b in zip(f32["loss"], b16["loss"], strict=False) if a and b)
     return [
-        f"llamafactory-cli train, smollm2-135m cpu (1 thread), LoRA r8, 4 rows x 128 tokens a step, {steps} steps: "
+        f"llamafactory-cli train, {'tiny' if tiny else 'smollm2-135m'} cpu (1 thread), LoRA r8, 4 rows x 128 tokens a step, {steps} steps: "
         f"fp32 {f32['s_per_step']:.2f} s/step, bf16 mixed {b16['s_per_step']:.2f} s/step "
         f"(bf16 x{f32['s_per_step'] / max(b16['s_per_step'], 1e-9):.2f} faster)",
         f"loss fp32: {fmt(f32['loss'])}",
@@ -173,9 +182,14 @@ def bench_training(steps: int) -> list[str]:
 
 def bench(quick: bool = False, train: bool = True):
     """Lines as they are measured (a generator: the generation figures print before training starts)."""
-    yield from bench_generation(8 if quick else 20, 8 if quick else 20, 32 if quick else DEMO_NEW_TOKENS)
+    if quick:  # the tiny model, a few tokens and steps: that it runs, not figures to compare
+        yield from bench_generation(4, 4, 4, tiny=True)
+        if train:
+            yield from bench_training(2, tiny=True)
+        return
+    yield from bench_generation(20, 20, DEMO_NEW_TOKENS)
     if train:
-        yield from bench_training(3 if quick else 6)
+        yield from bench_training(6)
 
 
 @dataclass

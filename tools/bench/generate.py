@@ -2,8 +2,11 @@
 
 Greedy answers from the embedded SmolLM2-135M for the same prompts at batch sizes 1, 4 and 16
 (the engine and prompt encoding of tools.eval.generate: LLaMA-Factory template, left padding), so the
-speed-up of batching is measured on this machine in one process; then ROUGE-1/2/L with stemming
-for 150 prompts x 20 answers of HW5-like length (the scoring cost of a full decoding grid).
+speed-up of batching is measured on this machine in one process; each size's tokens/s is the median of
+REPEATS passes after a warm-up on one pinned thread, with its spread (tools.core.timing: marked noisy
+above its share of the median). Then ROUGE-1/2/L with stemming for 150 prompts x 20 answers of HW5-like
+length (the scoring cost of a full decoding grid). `--quick`: the tiny model and a few tokens, a check
+that the benchmark runs (seconds), not figures to compare.
 
 Usage:
     python -m tools.bench.generate [--quick]      (also run by `make bench`)
@@ -39,31 +42,51 @@ def _prompts(n: int) -> list[dict]:
     return [rows[i % len(rows)] for i in range(n)]
 
 
-def bench_throughput(sizes=(1, 4, 16), n_prompts: int = 16, new_tokens: int = 32) -> list[str]:
+REPEATS = 3
+
+
+def bench_throughput(
+    sizes=(1, 4, 16), n_prompts: int = 16, new_tokens: int = 32, tiny: bool = False, repeats: int = REPEATS
+) -> list[str]:
     import torch
 
     from tools.core.paths import Run
+    from tools.core.timing import cell, measure, rate
     from tools.eval import Engine, Source
     from tools.models import BASE_MODEL_DIR, build
 
-    build(BASE_MODEL_DIR)
-    torch.set_num_threads(1)  # on a shared CPU, OpenMP threads spin-waiting for cores slow decoding ~20x
-    engine = Engine(Source(Run.base("smollm2_135m"), "base", str(BASE_MODEL_DIR), "smollm2"))
+    if tiny:
+        from tools.models.tiny import build as build_tiny
+
+        model, profile, name = build_tiny(), "tiny", "tiny"
+    else:
+        model, profile, name = build(BASE_MODEL_DIR), "smollm2_135m", "smollm2-135m"
+    engine = Engine(Source(Run.base(profile), "base", str(model), "smollm2"))
     point = DecodingPoint.greedy(max_new_tokens=new_tokens)
     encoded = [engine.encode(r)[0] for r in _prompts(n_prompts)]
     encoded.sort(key=len)  # as generate batches them: similar lengths together
-    engine.generate(encoded[:1], DecodingPoint.greedy(max_new_tokens=2), 0)  # warm-up
+    with torch.inference_mode():
+        engine.generate(encoded[:1], DecodingPoint.greedy(max_new_tokens=2), 0)  # warm-up
     lines, base_rate = [], None
     for bs in sizes:
-        t0, tokens = time.perf_counter(), 0
-        for b in range(0, len(encoded), bs):
-            tokens += sum(r["new_tokens"] for r in engine.generate(encoded[b : b + bs], point, b))
-        dt = time.perf_counter() - t0
-        rate = tokens / dt
-        base_rate = base_rate or rate
+        counted = []
+
+        def one_pass(bs=bs, counted=counted):
+            counted.append(
+                sum(
+                    r["new_tokens"]
+                    for b in range(0, len(encoded), bs)
+                    for r in engine.generate(encoded[b : b + bs], point, b)
+                )
+            )
+
+        # one thread: on a shared CPU, OpenMP threads spin-waiting for cores slow decoding ~20x
+        t = measure(one_pass, repeats=repeats, warmup=0, threads=1)
+        r = rate(counted[-1], t)
+        base_rate = base_rate or r["per_s"]
         lines.append(
-            f"generate smollm2-135m cpu, batch {bs:2d}: {n_prompts} prompts x <= {new_tokens} tokens "
-            f"in {dt:5.1f} s = {rate:6.1f} tokens/s (x{rate / base_rate:.2f} vs batch {sizes[0]})"
+            f"generate {name} cpu (1 thread), batch {bs:2d}: {n_prompts} prompts x <= {new_tokens} tokens, "
+            f"median of {repeats}: {cell(r['per_s'], r['spread'])} tokens/s (x{r['per_s'] / base_rate:.2f} vs batch {sizes[0]})"
         )
     return lines
 
@@ -94,7 +117,7 @@ def bench_rouge(n_prompts: int = 150, n_answers: int = 20) -> list[str]:
 
 def bench(quick: bool = False) -> list[str]:
     if quick:
-        return bench_throughput((1, 8), n_prompts=8, new_tokens=16) + bench_rouge(30, 5)
+        return bench_throughput((1, 4), n_prompts=4, new_tokens=4, tiny=True, repeats=2) + bench_rouge(10, 2)
     return bench_throughput() + bench_rouge()
 
 

@@ -59,7 +59,7 @@ def build_study(root: Path, runs: int, steps: int, study: str = "bench") -> list
 def bench(quick: bool = False) -> list[str]:
     from tools.report import build_report
 
-    runs, steps = (10, 200) if quick else (RUNS, STEPS)
+    runs, steps = (4, 50) if quick else (RUNS, STEPS)
     old = os.environ.get("SMALLDATA_OUT")
     lines = []
     try:

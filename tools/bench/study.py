@@ -127,7 +127,7 @@ def bench_demo() -> list[str]:
 
 def bench(quick: bool = False, demo: bool | None = None) -> list[str]:
     """The evaluation split; and, in a full run (not --quick), `make demo` from clean."""
-    lines = bench_evaluation(2, 8, 32) if quick else bench_evaluation()
+    lines = bench_evaluation(1, 2, 4) if quick else bench_evaluation()
     if demo if demo is not None else not quick:
         lines += bench_demo()
     return lines
