@@ -12,9 +12,10 @@ from plugins.launchers.launch import (
     split_config,
 )
 from plugins.launchers.launch import main as launch_main
-from plugins.launchers.peft_types import PEFT_TYPES, PeftTypeError, check_peft_type
+from plugins.launchers.peft_types import PEFT_TYPES, PeftTypeError, check_peft_type, use_peft_type
 from plugins.launchers.pruned import (
     PrunedModelError,
+    build_from_manifest,
     is_pruned,
     layer_widths,
     load,
@@ -34,6 +35,7 @@ __all__ = [
     "LaunchError",
     "PeftTypeError",
     "PrunedModelError",
+    "build_from_manifest",
     "check_peft_type",
     "install",
     "is_pruned",
@@ -50,4 +52,5 @@ __all__ = [
     "save_safe",
     "split_config",
     "uniform_widths",
+    "use_peft_type",
 ]

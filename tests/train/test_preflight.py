@@ -57,18 +57,19 @@ def put_in_cache(hub: Path, repo: str, config: dict) -> None:
     snap = repo_dir / "snapshots" / commit
     snap.mkdir(parents=True)
     (snap / "config.json").write_text(json.dumps(config))
+    (snap / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {}}))  # the weights' index
     (repo_dir / "refs").mkdir()
     (repo_dir / "refs" / "main").write_text(commit)
 
 
-def test_the_bill_matches_the_h100_table():
-    """The bill at the full cutoff (1024) against each measured peak: within 5% for every rank (r8: 16.19
-    billed vs 16.11 GB measured). The bench's rows were shorter than 1024 tokens (fewer activations)
-    and nvidia-smi also counts the allocator's cache, which the bill does not: the two nearly cancel."""
+def test_the_bill_bounds_the_h100_table():
+    """The bill at the full cutoff (1024) against each measured peak: above it and within 20% of it for every
+    rank (r8: 18.53 billed vs 16.11 GB measured). It is an upper bound: the bench's rows were shorter than
+    1024 tokens (fewer activations and logits than billed)."""
     for rank, measured in H100_TABLE.items():
         cfg = yaml.safe_load((EXPERIMENTS / "rank" / f"llama2_7b_lora_sft_r{rank}.yaml").read_text())
         b = bill(cfg, LLAMA2_7B, "cuda")
-        assert abs(b["total_mb"] / 1024 - measured) / measured < 0.05, (rank, b)
+        assert measured <= b["total_mb"] / 1024 <= 1.2 * measured, (rank, b)
     r8 = yaml.safe_load((EXPERIMENTS / "rank/llama2_7b_lora_sft_r8.yaml").read_text())
     b8 = bill(r8, LLAMA2_7B)
     assert b8["params"] == pytest.approx(6.74e9, rel=0.01) and b8["trainable"] == 19_988_480
@@ -84,10 +85,10 @@ def test_a_gpu_profile_on_a_cpu_machine_is_refused_before_anything_is_written(ou
     checks = {name: (ok, detail) for name, ok, detail in rep.checks}
     assert not rep.ok and checks["gpu"] == (False, "profile llama2_7b needs a CUDA GPU; none here")
     assert checks["model"][0] and "Hugging Face cache" in checks["model"][1]  # found offline in the cache
-    assert rep.bills["r8"]["total_mb"] / 1024 == pytest.approx(16.19, abs=0.05)
+    assert rep.bills["r8"]["total_mb"] / 1024 == pytest.approx(18.53, abs=0.05)
     # the same on an H100: every check passes, the bill is printed
     ok = pf.preflight("rank", "llama2_7b", only=["r8"], dev=H100)
-    assert ok.ok and any("preflight memory r8: 16.19 GB (weights 12.55" in x for x in ok.lines())
+    assert ok.ok and any("preflight memory r8: 18.53 GB (weights 12.55" in x for x in ok.lines())
     # runs sent to a Ray cluster are not refused for this machine's lack of a GPU
     r8 = render_study("rank", "llama2_7b", None, ["r8"])
     remote = pf.check(r8, "llama2_7b", NO_GPU, remote="ray://head:10001")
@@ -114,13 +115,13 @@ def test_quantised_runs_need_bitsandbytes_and_a_too_big_run_is_refused(monkeypat
     small = dict(NO_GPU, ram_mb=100)
     rep = pf.preflight("rank", "tiny", None, ["r8"], dev=small)
     bad = [d for n, ok, d in rep.checks if not ok]
-    assert bad and bad[0].startswith("largest run needs ~1.3 GB of 0.1 GB system memory")
+    assert bad and bad[0].startswith("largest run (r8) needs ~1.4 GB of 0.1 GB system memory; too big: r8")
 
 
 @pytest.mark.slow
 def test_the_estimate_sits_beside_the_measured_peak_on_cpu(out_dir, tiny_model, tmp_path, capsys):
-    """A real tiny run: run.json holds the bill, and it is within 25% of the measured peak RSS (which is
-    mostly the process's own ~1.2 GB of imports at this size)."""
+    """A real tiny run: run.json holds the bill, at or above the measured peak RSS of the whole training
+    process and within 1.5x of it (mostly the process's own ~1.2 GB of imports at this size)."""
     data = tmp_path / "data"
     data.mkdir()
     rows = [{"instruction": f"Spell {i}.", "input": "", "output": f"It is {i}."} for i in range(6)]
@@ -134,10 +135,10 @@ def test_the_estimate_sits_beside_the_measured_peak_on_cpu(out_dir, tiny_model, 
         [sys.executable, "-m", "tools.flows.sweep", *argv], cwd=ROOT, env=env, capture_output=True, text=True
     )
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "preflight memory r8: 1.33 GB" in res.stdout
+    assert "preflight memory r8: 1.4" in res.stdout
     rec = json.loads((out_dir / "saves/tiny/lora/rank/r8/run.json").read_text())
     est, peak = rec["memory_estimate"]["total_mb"], rec["peak_rss_mb"]
-    assert rec["memory_estimate"]["device"] == "cpu" and abs(est - peak) / peak < 0.25, (est, peak)
+    assert rec["memory_estimate"]["device"] == "cpu" and peak <= est <= 1.5 * peak, (est, peak)
 
 
 def test_zero_shot_tasks_lm_eval_does_not_know_stop_the_sweep_before_training(tmp_path, monkeypatch):

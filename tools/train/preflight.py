@@ -5,9 +5,13 @@
   - the base model reachable: a local folder, or in the Hugging Face cache, or (online) accessible on
     the hub. LLaMA-2 is a gated model: accept its licence on its hub page with your account, then
     `huggingface-cli login` (or `hf auth login`), or export HF_TOKEN=hf_...;
-  - free disk for what the study keeps (each run's adapter and `save_total_limit` checkpoints);
-  - a memory bill per run (tools/train/memory.py), printed, checked against the device's memory, and
-    stored in run.json as `memory_estimate` beside the measured `peak_gpu_mb` / `peak_rss_mb`.
+  - the weights at hand (a folder, the cache, or online); with only the model's config.json at hand the
+    check fails but the bills are still computed and shown;
+  - free disk for what the study keeps (each run's final weights and its checkpoints: `save_total_limit`,
+    null = all of them, one per epoch or `save_steps`; a full-model method saves the whole model);
+  - a memory bill per run (tools/train/memory.py: the run's model, with its method, built on the meta
+    device), printed, each run checked against the device's memory (a run that does not fit is named),
+    and stored in run.json as `memory_estimate` beside the measured `peak_gpu_mb` / `peak_rss_mb`.
 
 A failed check refuses the sweep with exit status 2 before anything is written; `--skip-preflight`
 on the sweep overrides it. The command (`python -m tools.flows.preflight`) adds the evaluation's checks.
@@ -21,11 +25,13 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from plugins.launchers import is_pruned
 from tools.core.hub import hub_reachable
 from tools.core.paths import out_root
 from tools.core.profiles import ConfigError, load_profile, local_model, resolve_model_path
 from tools.train.configs import Rendered
-from tools.train.memory import MB, bill, disk_mb, render_bill
+from tools.train.memory import MB, PUBLISHED, bill, disk_mb, render_bill
+from tools.train.structure import StructureError, pruned_manifest
 
 GATED_HELP = (
     "it is a gated model: open https://huggingface.co/{repo} while logged in and accept its licence, then "
@@ -87,8 +93,8 @@ def model_config(ref: str) -> tuple[dict | None, str]:
                 f"{local}: no config.json (not a model folder; for the embedded one: make base-model)",
             )
         return json.loads(cfg.read_text()), f"local folder {local}"
-    if "/" not in ref:
-        return None, f"{ref}: neither a folder nor a hub id (org/name)"
+    if "/" not in ref or Path(ref).is_absolute() or ref.startswith("."):
+        return None, f"{ref}: neither a folder here nor a hub id (org/name)"
     from huggingface_hub import try_to_load_from_cache
 
     cached = try_to_load_from_cache(ref, "config.json")
@@ -124,6 +130,63 @@ def _hub_config(ref: str) -> tuple[dict | None, str]:
     return json.loads(
         Path(path).read_text()
     ), "the hub (config.json fetched; the weights download at the first run)"
+
+
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+def weights_at_hand(ref: str) -> tuple[bool, str]:
+    """Whether the model's weights are here (a folder or a pruned file, the Hugging Face cache) or will
+    download (online); (False, what to do) when only its config is."""
+    local = local_model(ref)
+    if local is not None:
+        if (
+            local.is_file()
+            or any((local / f).exists() for f in WEIGHT_FILES)
+            or any(local.glob("*.safetensors"))
+        ):
+            return True, "weights here"
+        return False, f"{local} holds config.json but no weights (*.safetensors / *.bin)"
+    from huggingface_hub import try_to_load_from_cache
+
+    if any(isinstance(try_to_load_from_cache(ref, f), str) for f in WEIGHT_FILES):
+        return True, "weights in the cache"
+    if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True"):
+        return (
+            False,
+            f"only config.json of {ref} is in the cache: download the weights (huggingface-cli download {ref})",
+        )
+    return True, "the weights download at the first run"
+
+
+def run_model_config(cfg: dict, base_ref: str, base_mc: dict | None) -> tuple[dict | None, str | None, str]:
+    """(model config, pruned model path, where) for one run: the run's own model when it names another
+    (a pruned model, an expanded LLaMA-Pro folder), the profile's otherwise; LLaMA-Pro's expanded model,
+    when not built yet, as the base with `freeze_trainable_layers` more layers."""
+    ref = resolve_model_path(str(cfg.get("model_name_or_path") or base_ref))
+    if ref == base_ref:
+        return base_mc, None, "the profile's model"
+    try:
+        if pruned_manifest(ref, bool(cfg.get("trust_pickle"))) is not None:
+            return base_mc, ref, f"the pruned model {ref} (its real widths)"
+    except StructureError as e:
+        return None, None, str(e)
+    mc, where = model_config(ref)
+    if mc is not None:
+        return mc, None, where
+    if cfg.get("use_llama_pro") and base_mc is not None:
+        n = int(cfg.get("freeze_trainable_layers", 0))
+        return (
+            dict(base_mc, num_hidden_layers=base_mc["num_hidden_layers"] + n),
+            None,
+            f"the base + {n} blocks",
+        )
+    return None, None, where
 
 
 # ---------------------------------------------------------------------------------------- checks
@@ -171,33 +234,52 @@ def check(
             "installed" if ok else "enable_liger_kernel needs liger-kernel: make setup-gpu",
         )
     ref = resolve_model_path(str(prof["model_name_or_path"]))
+    refs = {resolve_model_path(str(r.config.get("model_name_or_path") or ref)) for r in rendered}
+    if len(refs) == 1 and not is_pruned(next(iter(refs))):  # `--set model_name_or_path=...`: that model
+        ref = refs.pop()
     mc, where = model_config(ref)
-    rep.add("model", mc is not None, f"{ref}: {where}" if mc is not None else where)
     if mc is None:
-        return rep
+        rep.add("model", False, where)
+        if ref in PUBLISHED:  # still billed: the config as its publisher ships it
+            mc = PUBLISHED[ref]
+            rep.add("bill", True, f"billed on {ref}'s config.json as published (tools/train/memory.py)")
+    else:
+        ok, detail = weights_at_hand(ref)
+        rep.add("model", ok, f"{ref}: {where}; {detail}")
     device = "cuda" if gpu else "cpu"
+    disk, problems = 0.0, []
     for r in rendered:
-        rep.bills[r.run.variant] = bill(r.config, mc, device)
-    worst = max(rep.bills.values(), key=lambda b: b["total_mb"], default=None)
+        run_mc, pruned, why = run_model_config(r.config, ref, mc)
+        if run_mc is None and pruned is None:
+            problems.append(f"{r.run.variant}: {why}")
+            continue
+        try:
+            rep.bills[r.run.variant] = bill(r.config, run_mc, device, model_path=pruned)
+            if not r.run.is_finished():
+                disk += disk_mb(r.config, run_mc, r.config.get("train_rows"), model_path=pruned)
+        except (StructureError, ValueError, KeyError, OSError) as e:
+            problems.append(f"{r.run.variant}: no bill ({type(e).__name__}: {e})")
+    if problems:
+        rep.add("bill", False, "; ".join(problems))
     limit = dev["gpu_mb"] if gpu else dev["ram_mb"]
-    if worst is not None and limit:
-        ok = worst["total_mb"] <= limit
+    if rep.bills and limit:
         what = "GPU" if gpu else "system"
-        rep.add(
-            "memory",
-            ok,
-            f"largest run needs ~{worst['total_mb'] / 1024:.1f} GB of {limit / 1024:.1f} GB {what} memory"
-            + (
-                "" if ok else " (a smaller per_device_train_batch_size or cutoff_len, or QLoRA: llama2_7b_t4)"
-            ),
-        )
-    need = sum(disk_mb(r.config, mc) for r in rendered if not r.run.is_finished())
+        worst = max(rep.bills, key=lambda v: rep.bills[v]["total_mb"])
+        over = [v for v, b in rep.bills.items() if b["total_mb"] > limit]
+        need = rep.bills[worst]["total_mb"]
+        detail = f"largest run ({worst}) needs ~{need / 1024:.1f} GB of {limit / 1024:.1f} GB {what} memory"
+        if over:
+            sizes = ", ".join(f"{v} ~{rep.bills[v]['total_mb'] / 1024:.1f} GB" for v in over)
+            detail += f"; too big: {sizes}"
+            detail += " (a smaller per_device_train_batch_size or cutoff_len, a LoRA method, or QLoRA: llama2_7b_t4)"
+        rep.add("memory", not over, detail)
     root = disk_root or out_root()
     probe = next((p for p in (root, *root.parents) if p.exists()), Path("/"))
     free = shutil.disk_usage(probe).free / MB
-    rep.add(
-        "disk",
-        free >= need,
-        f"{need:.0f} MB for adapters and checkpoints, {free / 1024:.1f} GB free under {probe}",
-    )
+    if rep.bills:
+        rep.add(
+            "disk",
+            free >= disk,
+            f"{disk:.0f} MB for final weights and checkpoints, {free / 1024:.1f} GB free under {probe}",
+        )
     return rep

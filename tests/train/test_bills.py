@@ -1,0 +1,241 @@
+"""The memory bill per method (tools/train/memory.py, tools/train/structure.py): trainable parameters counted
+on the meta device by LLaMA-Factory's own setup, optimizer state by optimizer, disk by kept checkpoint;
+preflight refuses what does not fit and bills what only has a config at hand; on CPU the bill bounds each
+method's measured peak (tools.train.measure) from above, within 1.5x."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tools.core.paths import ROOT
+from tools.core.runinfo import command_of
+from tools.flows import preflight as pf
+from tools.train.configs import render_study
+from tools.train.measure import main as measure_main
+from tools.train.memory import PUBLISHED, bill, checkpoints, disk_mb
+from tools.train.preflight import run_model_config
+
+LLAMA2_7B = PUBLISHED["meta-llama/Llama-2-7b-hf"]
+NO_GPU = {"cuda": False, "bf16": False, "gpu_mb": None, "gpu_name": None, "ram_mb": 24_000}
+H100 = {"cuda": True, "bf16": True, "gpu_mb": 81_559, "gpu_name": "NVIDIA H100 80GB HBM3", "ram_mb": 200_000}
+# What LLaMA-Factory prints ("trainable params: ...") for each method of the study on LLaMA-2-7B.
+TRAINABLE_7B = {
+    "lora": 19_988_480,
+    "dora": 21_348_352,  # + one magnitude per output column
+    "adalora": 29_985_408,  # starts at rank 12 (+ the singular values)
+    "vera": 1_417_216,  # two scaling vectors per layer, not LoRA r256's 640M
+    "loha": 39_976_960,
+    "lokr": 1_331_200,
+    "oft": 17_649_664,
+    "freeze": 404_766_720,  # the last 2 of 32 layers
+    "full": 6_738_415_616,
+    "llama_pro": 1_619_066_880,  # the 8 new blocks of the expanded 40-layer model
+}
+
+
+def method_configs(profile: str) -> dict[str, dict]:
+    return {r.run.variant: r.config for r in render_study("method", profile)}
+
+
+def bills_7b() -> dict[str, dict]:
+    out = {}
+    for variant, cfg in method_configs("llama2_7b").items():
+        mc, pruned, _ = run_model_config(cfg, "meta-llama/Llama-2-7b-hf", LLAMA2_7B)
+        out[variant] = bill(cfg, mc, "cuda", model_path=pruned)
+    return out
+
+
+def test_each_method_is_billed_from_its_own_structure():
+    b = bills_7b()
+    assert {v: b[v]["trainable"] for v in TRAINABLE_7B} == TRAINABLE_7B
+    for v in ("rslora", "pissa", "loraplus", "neftune", "qlora"):  # LoRA's shapes
+        assert b[v]["trainable"] == TRAINABLE_7B["lora"]
+    gb = {v: x["total_mb"] / 1024 for v, x in b.items()}
+    # full fine-tuning: fp32 weights, gradients and two AdamW moments (16 bytes a parameter): > 80 GB
+    assert gb["full"] > 100 and b["full"]["optimizer"] / 1024 > 50
+    # GaLore / APOLLO: the same fp32 weights and gradients, moments of rank-16 projections only
+    assert 50 < gb["galore"] < 62 and b["galore"]["optimizer"] < b["full"]["optimizer"] / 20
+    # BAdam: half-precision weights, one decoder layer active (its fp32 copy, gradient and moments)
+    assert b["badam"]["trainable_active"] == 202_383_360 and gb["badam"] < 25
+    # QLoRA: NF4 base weights; the adapters all near LoRA's bill
+    assert gb["qlora"] < gb["lora"] / 1.8
+    assert all(abs(gb[v] - gb["lora"]) < 1.0 for v in ("dora", "vera", "loha", "lokr", "oft", "adalora"))
+    assert b["lora"]["gradient_checkpointing"] and b["full"]["optimizer_kind"] == "adamw"
+    no_ckpt = bill(dict(method_configs("llama2_7b")["lora"], disable_gradient_checkpointing=True), LLAMA2_7B)
+    assert no_ckpt["activations"] > 4 * b["lora"]["activations"]
+
+
+def test_preflight_refuses_a_full_fine_tune_of_a_7b_on_one_80gb_gpu(out_dir, hf_cache):
+    put_in_cache(hf_cache, "meta-llama/Llama-2-7b-hf", LLAMA2_7B)
+    rep = pf.preflight("method", "llama2_7b", only=["lora", "full"], dev=H100)
+    checks = {name: (ok, detail) for name, ok, detail in rep.checks}
+    assert checks["model"][0], checks["model"]
+    assert not rep.ok and not checks["memory"][0]
+    assert "too big: full ~10" in checks["memory"][1] and "lora ~" not in checks["memory"][1]
+    fits = pf.preflight("method", "llama2_7b", only=["lora", "galore", "badam"], dev=H100)
+    assert [ok for name, ok, _ in fits.checks if name == "memory"] == [True]  # (disk: this machine's)
+
+
+def test_disk_counts_every_kept_checkpoint_and_whole_models():
+    cfgs = method_configs("llama2_7b")
+    full, lora = cfgs["full"], cfgs["lora"]
+    assert full["save_total_limit"] is None and checkpoints(full) == (
+        3,
+        "one per epoch, all kept (save_total_limit: null)",
+    )
+    assert checkpoints(dict(full, save_total_limit=1))[0] == 1
+    assert checkpoints({"save_strategy": "steps", "save_steps": 10, "max_steps": 35}) == (
+        4,
+        "one per 10 steps, all kept (save_total_limit: null)",
+    )
+    # full: the fp32 model (27 GB) and its AdamW state (54 GB) per checkpoint, plus the final model
+    assert disk_mb(full, LLAMA2_7B) / 1024 > 3 * 75 + 25
+    assert disk_mb(dict(full, save_total_limit=1), LLAMA2_7B) / 1024 < 120
+    assert 200 < disk_mb(lora, LLAMA2_7B) < 1000  # an 80 MB adapter and its state, three times
+
+
+def test_the_bill_is_shown_when_only_the_config_is_at_hand(out_dir, hf_cache, tmp_path):
+    shaped = tmp_path / "llama2-7b-shaped"  # a folder with config.json only (no weights)
+    shaped.mkdir()
+    (shaped / "config.json").write_text(json.dumps(LLAMA2_7B))
+    rep = pf.preflight("rank", "llama2_7b", {"model_name_or_path": str(shaped)}, ["r8"], dev=H100)
+    checks = {name: (ok, detail) for name, ok, detail in rep.checks}
+    assert not checks["model"][0] and "holds config.json but no weights" in checks["model"][1]
+    assert 15 < rep.bills["r8"]["total_mb"] / 1024 < 20
+    assert any(line.startswith("preflight memory r8: ") for line in rep.lines())
+    # in the Hugging Face cache: config.json only
+    put_in_cache(hf_cache, "meta-llama/Llama-2-7b-hf", LLAMA2_7B, weights=False)
+    rep = pf.preflight("rank", "llama2_7b", only=["r8"], dev=H100)
+    (model,) = [(ok, d) for n, ok, d in rep.checks if n == "model"]
+    assert not model[0] and "huggingface-cli download meta-llama/Llama-2-7b-hf" in model[1]
+    assert rep.bills["r8"]["trainable"] == TRAINABLE_7B["lora"]
+
+
+def test_nothing_at_hand_still_bills_the_published_config(out_dir, hf_cache):
+    rep = pf.preflight("method", "llama2_7b", only=["vera"], dev=H100)
+    assert not rep.ok and rep.bills["vera"]["trainable"] == TRAINABLE_7B["vera"]
+    assert any(n == "bill" and "as published" in d for n, ok, d in rep.checks)
+
+
+def test_the_recovery_study_is_billed_on_the_pruned_model(out_dir, tiny_model):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from plugins.launchers import param_count, save_pickle
+    from tools.models.prune import prune
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    prune(model, mlp_ratio=0.5, head_ratio=0.5, skip_first=0, skip_last=0)
+    save_pickle(
+        model, AutoTokenizer.from_pretrained(tiny_model), out_dir / "saves/tiny/pruned/pruned_model.bin"
+    )
+    rep = pf.preflight("recovery", "tiny", only=["demo_recovery"], dev=NO_GPU)
+    b = rep.bills["demo_recovery"]
+    assert b["params"] - b["trainable"] == param_count(model)  # the pruned widths, not the 2-layer original
+    unpruned = param_count(AutoModelForCausalLM.from_pretrained(tiny_model))
+    assert param_count(model) < unpruned
+
+
+# ------------------------------------------------------------------------------------ helpers
+@pytest.fixture()
+def hf_cache(tmp_path, monkeypatch) -> Path:
+    hub = tmp_path / "hf" / "hub"
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(hub))
+    return hub
+
+
+def put_in_cache(hub: Path, repo: str, config: dict, weights: bool = True) -> None:
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo_dir = hub / f"models--{repo.replace('/', '--')}"
+    snap = repo_dir / "snapshots" / commit
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_text(json.dumps(config))
+    if weights:
+        (snap / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {}}))
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text(commit)
+
+
+# ------------------------------------------------------------------------------------ slow: measured
+# The embedded SmolLM2-135M at a CPU-cheap shape (2 steps of 2 rows x 128 tokens), the methods whose
+# memory differs most: an adapter, the whole model with AdamW, projected states, one block at a time.
+SMOL = {"max_steps_cap": 2, "cutoff_len": 128, "per_device_train_batch_size": 2}
+SMOL |= {"gradient_accumulation_steps": 1, "save_steps": 1}
+SMOL_VARIANTS = ["lora", "full", "galore", "badam", "vera", "freeze"]
+TINY_VARIANTS = [r.run.variant for r in render_study("method", "tiny")]
+
+
+def measured(profile: str, variant: str, overrides: dict | None, tmp_path: Path, model_path=None) -> tuple:
+    """(the config's bill, the run's measurement) for one method, trained in a fresh process."""
+    data = tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    # rows longer than the cutoff: every sequence fills cutoff_len, as the bill assumes
+    rows = [
+        {
+            "instruction": f"Count to {i}.",
+            "input": "",
+            "output": " ".join(f"{j} and then" for j in range(300)),
+        }
+        for i in range(8)
+    ]
+    (data / "alpaca_top100.json").write_text(json.dumps(rows))
+    (data / "dataset_info.json").write_text(
+        json.dumps({"alpaca_top100": {"file_name": "alpaca_top100.json"}})
+    )
+    (r,) = render_study("method", profile, overrides, [variant])
+    cfg = dict(r.config, dataset_dir=str(data), output_dir=str(tmp_path / "out" / variant))
+    from tools.core.profiles import resolve_model_path
+
+    cfg["model_name_or_path"] = str(model_path or resolve_model_path(str(cfg["model_name_or_path"])))
+    for k in ("do_eval", "eval_dataset", "eval_strategy", "per_device_eval_batch_size"):
+        cfg.pop(k, None)
+    path = tmp_path / f"{variant}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / f"{variant}.json"
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    res = subprocess.run(
+        [*command_of(measure_main), str(path), "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    mc = json.loads((Path(cfg["model_name_or_path"]) / "config.json").read_text())
+    logged = [line for line in (res.stdout + res.stderr).splitlines() if "trainable params:" in line]
+    return bill(cfg, mc, "cpu"), json.loads(out.read_text()), logged[-1] if logged else ""
+
+
+def check_bound(b: dict, m: dict, logged: str) -> None:
+    inc = m["increase_mb"]
+    assert b["run_mb"] >= inc, f"billed {b['run_mb']} MB < measured {inc} MB: {b}"
+    assert b["run_mb"] <= 1.5 * inc, f"billed {b['run_mb']} MB > 1.5 x measured {inc} MB: {b}"
+    assert f"trainable params: {b['trainable']:,} " in logged, (b["trainable"], logged)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", TINY_VARIANTS)
+def test_the_bill_bounds_the_measured_peak_on_the_tiny_model(variant, tiny_model, tmp_path):
+    model = None
+    if variant == "llama_pro":
+        from tools.models.llama_pro import expand
+
+        model = expand(str(tiny_model), 2, tmp_path / "tiny_pro2")
+    check_bound(*measured("tiny", variant, None, tmp_path, model))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", SMOL_VARIANTS)
+def test_the_bill_bounds_the_measured_peak_on_smollm2(variant, base_model, tmp_path):
+    check_bound(*measured("smollm2_135m", variant, SMOL, tmp_path))

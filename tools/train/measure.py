@@ -1,0 +1,136 @@
+"""The peak memory of one training run, measured in the training process itself (what the bill is checked
+against: tests/train/test_bills.py, docs/bills.md).
+
+What is measured, precisely: the training process imports everything training needs (torch, transformers,
+peft, datasets, LLaMA-Factory's trainer, the project's launcher), collects garbage and reads its resident
+set (`VmRSS` of /proc/self/status): the *baseline*. It then resets the kernel's high-water mark
+(`echo 5 > /proc/self/clear_refs`) and trains the config exactly as the sweep would (`plugins.launchers`,
+which is LLaMA-Factory's own `run_exp` for plain configs). When the Trainer starts, the peak so far (the
+loading's: model, tokenizer, data) is noted (`loaded_peak_mb`). At the end `VmHWM` (the peak resident set since
+the reset) minus the baseline is the run's *peak increase*: the model, its adapter, gradients, optimizer
+states, activations, logits, tokenizer, data and trainer, everything the run itself added. Unlike `wait4`'s
+`ru_maxrss` (run.json's `peak_rss_mb`), it does not count a parent's pages copied at fork. glibc's mmap
+threshold is fixed at 128 KiB first (`mallopt`), so a freed tensor goes back to the system and the peak is
+the run's own, not the heap's history (`fixed_mmap_threshold`).
+
+Usage:
+    python -m tools.train.measure CONFIG.yaml [--out FILE.json] [--default-malloc] [key=value ...]
+    (--default-malloc: leave glibc's dynamic mmap threshold, to see what the heap keeps)
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import sys
+import time
+from pathlib import Path
+
+from filelib import atomic_write_json, run_main
+
+MB = 1024**2
+M_MMAP_THRESHOLD = -3  # mallopt's parameter (malloc.h)
+MMAP_THRESHOLD = 128 * 1024
+
+
+def status_mb(key: str) -> float | None:
+    """A `VmRSS` / `VmHWM` line of /proc/self/status in MB (None off Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        return None
+    return None
+
+
+def reset_peak() -> bool:
+    """Reset this process's high-water mark to its current resident set (Linux >= 4.0)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def fixed_mmap_threshold(size: int = MMAP_THRESHOLD) -> bool:
+    """glibc: every allocation from `size` up is its own mapping, returned to the system when freed. By
+    default the threshold grows with the blocks freed (up to 32 MB), so freed tensors stay in the heap and
+    the resident set keeps what the order of frees leaves behind (10-20% more over 2 steps, measured)."""
+    try:
+        import ctypes
+
+        return bool(ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, size))
+    except (OSError, AttributeError):
+        return False
+
+
+def baseline() -> dict:
+    """Import what training imports, then read the resident set and reset the peak."""
+    import datasets  # noqa: F401
+    import llamafactory.train.tuner  # noqa: F401
+    import peft  # noqa: F401
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+
+    import plugins.launchers  # noqa: F401
+
+    gc.collect()
+    rss = status_mb("VmRSS")
+    return {"baseline_mb": round(rss, 1) if rss else None, "peak_reset": reset_peak()}
+
+
+def mark_training_start(rec: dict) -> None:
+    """Record the peak and resident set when the Trainer starts (after model, tokenizer and data are
+    loaded): the loading's own peak, apart from the training steps'."""
+    from transformers import Trainer
+
+    original = Trainer.train
+
+    def train(self, *args, **kwargs):
+        peak, rss = status_mb("VmHWM"), status_mb("VmRSS")
+        rec["loaded_peak_mb"] = round(peak - rec["baseline_mb"], 1) if peak and rec["baseline_mb"] else None
+        rec["loaded_rss_mb"] = round(rss - rec["baseline_mb"], 1) if rss and rec["baseline_mb"] else None
+        return original(self, *args, **kwargs)
+
+    Trainer.train = train
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    out = None
+    if "--out" in argv:
+        i = argv.index("--out")
+        out, argv = Path(argv[i + 1]), argv[:i] + argv[i + 2 :]
+    default_malloc = "--default-malloc" in argv
+    argv = [x for x in argv if x != "--default-malloc"]
+    if not argv or not argv[0].endswith((".yaml", ".yml")):
+        print(__doc__.split("Usage:")[1].strip(), file=sys.stderr)
+        return 2
+    from plugins.launchers import launch_main
+
+    fixed = False if default_malloc else fixed_mmap_threshold()
+    rec = baseline()
+    rec["mmap_threshold"] = MMAP_THRESHOLD if fixed else "glibc default (dynamic)"
+    mark_training_start(rec)
+    t0 = time.perf_counter()
+    rc = launch_main(argv)
+    peak = status_mb("VmHWM")
+    rec.update(
+        config=argv[0],
+        returncode=rc,
+        seconds=round(time.perf_counter() - t0, 1),
+        peak_mb=round(peak, 1) if peak else None,
+        basis="VmHWM after training minus VmRSS after imports (peak reset at the baseline)",
+    )
+    if rec["baseline_mb"] and peak and rec["peak_reset"]:
+        rec["increase_mb"] = round(peak - rec["baseline_mb"], 1)
+    line = json.dumps(rec)
+    print(f"measure: {line}", flush=True)
+    if out:
+        atomic_write_json(out, rec)
+    return rc
+
+
+if __name__ == "__main__":
+    run_main(main)
