@@ -1,9 +1,12 @@
 """The method study's whole family trains: LLaMA-Factory's own methods and the PEFT types of plugins.launchers.
 
 Each variant is rendered from templates/studies/method.yaml for the tiny profile and trained by the sweep's
-own trainer (a real `llamafactory-cli train`, or `python -m plugins.launchers` for a `peft_type`), 2 steps
-at cutoff 128; the adapters of the other types (AdaLoRA, VeRA, LoHa, LoKr, OFT) are then loaded by
-generation and merged by export, unchanged.
+own trainer (a real `llamafactory-cli train`, or `python -m plugins.launchers` for a `peft_type`), STEPS
+steps at cutoff 128 on one batch of two rows, at a constant learning rate above zero from the first step
+(no warm-up: the study's `warmup_steps: 0.1` of 2 steps made the first step run at 0), so each method shows
+that it learns: its logged loss on its training rows falls below the first, and the trained model's logits
+move by more than LOGIT_MOVE from the base's. The adapters of the other types (AdaLoRA, VeRA, LoHa, LoKr,
+OFT) are then loaded by generation and merged by export, unchanged.
 """
 
 from __future__ import annotations
@@ -22,14 +25,25 @@ from tools.train.configs import render_study, skipped_variants
 ADAPTER_TYPES = {"adalora": "ADALORA", "vera": "VERA", "loha": "LOHA", "lokr": "LOKR", "oft": "OFT"}
 FULL_MODEL = ("freeze", "full", "galore", "apollo", "badam", "llama_pro")
 TINY_VARIANTS = [r.run.variant for r in render_study("method", "tiny")]
+STEPS = 6
+# One learning rate for every method on the random tiny model (the study's 1e-5 for whole-model methods
+# protects a pretrained model; here it would take hundreds of steps to show), constant, no warm-up.
+LEARN = {"warmup_steps": 0, "max_steps_cap": STEPS, "learning_rate": 1.0e-3, "lr_scheduler_type": "constant"}
+# VeRA trains only scaling vectors (its paper uses ~10x LoRA's rates); AdaLoRA's update B.E.A starts from E = 0.
+LEARN_RATE = {"vera": 1.0e-2, "adalora": 5.0e-3}
+LOGIT_MOVE = 1e-3  # the least largest |logit change| on a training row that a trained method must show
+ROWS = [
+    {"instruction": f"Write {i} in words.", "input": "", "output": f"It is {i}, just {i}."} for i in range(2)
+]
 
 
 @pytest.fixture()
 def method_data(tmp_path) -> Path:
-    """The method study's dataset name over 8 tiny rows, so the test needs no `make data`."""
+    """The method study's dataset name over 2 tiny rows (one batch: every step sees the same rows, so its
+    logged losses compare), so the test needs no `make data`."""
     d = tmp_path / "data"
     d.mkdir()
-    rows = [{"instruction": f"Write {i} in words.", "input": "", "output": f"It is {i}."} for i in range(8)]
+    rows = ROWS
     (d / "alpaca_top100.json").write_text(json.dumps(rows))
     (d / "dataset_info.json").write_text(json.dumps({"alpaca_top100": {"file_name": "alpaca_top100.json"}}))
     return d
@@ -89,6 +103,48 @@ def test_lora_config_becomes_each_type_with_its_targets_rank_and_schedule():
     assert peft_types.adalora_schedule(2) == {"tinit": 0, "tfinal": 1, "deltaT": 1}
 
 
+def test_the_tests_learn_from_the_first_step():
+    """Rendered with LEARN, each method's first step has a learning rate above zero (the study's
+    `warmup_steps: 0.1` of a 2-step run warmed up over the whole first step)."""
+    for r in render_study("method", "tiny", LEARN):
+        cfg = r.config
+        assert (
+            cfg["warmup_steps"] == 0 and cfg["learning_rate"] > 0 and cfg["lr_scheduler_type"] == "constant"
+        )
+        assert cfg["max_steps"] == STEPS
+
+
+def test_learning_is_read_from_the_run_log(tmp_path):
+    from tools.train.trainstats import learning, step_stats
+
+    (tmp_path / "trainer_log.jsonl").write_text(
+        "\n".join(json.dumps({"current_steps": i + 1, "loss": x}) for i, x in enumerate([10.78, 10.5, 9.9]))
+    )
+    assert learning(tmp_path) == {"first_loss": 10.78, "final_loss": 9.9, "learned": True}
+    assert step_stats(tmp_path)["learned"] is True
+    (tmp_path / "trainer_log.jsonl").write_text('{"loss": 10.7795}\n{"loss": 10.7795}\n')
+    assert learning(tmp_path)["learned"] is False  # the same loss twice: nothing learned
+    assert learning(tmp_path / "nowhere") == {}
+
+
+def logit_change(run: Run, base_path: Path, full_model: bool) -> float:
+    """The largest |logit change| the trained run makes on its training rows, against its base model."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(base_path)
+    ids = tok([f"{r['instruction']} {r['output']}" for r in ROWS], return_tensors="pt", padding=True)
+    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32).eval()
+    if full_model:
+        trained = AutoModelForCausalLM.from_pretrained(run.output_dir, dtype=torch.float32).eval()
+    else:
+        fresh = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
+        trained = PeftModel.from_pretrained(fresh, run.output_dir).eval()
+    with torch.no_grad():
+        return float((trained(**ids).logits - base(**ids).logits).abs().max())
+
+
 def test_trainable_params_are_read_from_the_last_loader_line(tmp_path):
     log = tmp_path / "train.log"
     log.write_text(
@@ -107,18 +163,24 @@ def test_trainable_params_are_read_from_the_last_loader_line(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", TINY_VARIANTS)
 def test_every_method_trains_on_the_tiny_model(variant, out_dir, tiny_model, method_data, tmp_path):
-    overrides = {}
+    overrides, base_path = dict(LEARN), tiny_model
+    overrides["learning_rate"] = LEARN_RATE.get(variant, LEARN["learning_rate"])
     if variant == "llama_pro":  # the expanded model the config names, built here (2 layers + 2 blocks)
         from tools.models.llama_pro import expand
 
-        overrides["llama_pro_model"] = str(expand(str(tiny_model), 2, tmp_path / "tiny_pro2"))
+        base_path = expand(str(tiny_model), 2, tmp_path / "tiny_pro2")
+        overrides["llama_pro_model"] = str(base_path)
     (job,) = sweep.plan("method", "tiny", dataset_dir=method_data, only=[variant], overrides=overrides)
     res = sweep.train_one(job)
     run = Run("tiny", "method", variant)
     assert res["status"] == "finished", run.log.read_text()[-3000:]
     rec = json.loads(run.run_json.read_text())
-    assert rec["train_steps"] == 2 and rec["s_per_step"] > 0 and rec["final_loss"] > 0
+    assert rec["train_steps"] == STEPS and rec["s_per_step"] > 0 and rec["final_loss"] > 0
     assert 0 < rec["trainable_params"] <= rec["all_params"] and run.is_finished()
+    # it learned: the loss on its (only) batch fell from the first step to the last, and the model moved
+    assert rec["learned"] and rec["final_loss"] < rec["first_loss"], (rec["first_loss"], rec["final_loss"])
+    moved = logit_change(run, Path(base_path), variant in FULL_MODEL)
+    assert moved > LOGIT_MOVE, f"{variant}: logits moved by at most {moved:.2e}"
     log = run.log.read_text()
     if variant in FULL_MODEL:  # a whole model, no adapter
         assert run.is_full_model and not run.adapter.exists()
@@ -147,7 +209,7 @@ def test_every_method_trains_on_the_tiny_model(variant, out_dir, tiny_model, met
     if variant in ("adalora", "vera", "loha", "lokr"):
         assert f"plugins.launchers: peft_type {variant}" in log and "-m plugins.launchers" in log
     if variant == "adalora":  # the rank schedule ran: total from the trainer, final allocation saved
-        assert adapter["total_step"] == 2 and adapter["rank_pattern"]
+        assert adapter["total_step"] == STEPS and adapter["rank_pattern"]
     if variant in ADAPTER_TYPES:  # generation and export load (and merge) them unchanged
         from tools.eval.generate import main as generate
         from tools.export.export import main as export

@@ -3,7 +3,8 @@
 - trainable / all parameters: the line LLaMA-Factory's loader prints ("trainable params: 36,992 || all
   params: 3,219,776 || trainable%: 1.1489"), the last one in train.log (a resumed run prints it again);
 - seconds per optimizer step: train_runtime / global_step (train_results.json, trainer_state.json);
-- final loss: the last logged training loss (trainer_log.jsonl), beside the run's mean train_loss;
+- first and final loss: the first and last logged training loss (trainer_log.jsonl), beside the run's mean
+  train_loss, and whether the run learned (`learned`: the last below the first by more than LEARNED_DROP);
 - the command that trains it: `llamafactory-cli train`, or plugins.launchers where the config needs it.
 """
 
@@ -16,6 +17,8 @@ from pathlib import Path
 from filelib import read_json_object
 from plugins.launchers import LAUNCHER, needs_launcher
 
+# The least relative fall from the first logged loss to the last that counts as learning (the report's column).
+LEARNED_DROP = 0.001
 PARAMS_LINE = re.compile(r"trainable params: ([\d,]+) \|\| all params: ([\d,]+) \|\| trainable%: ([\d.]+)")
 
 
@@ -57,17 +60,24 @@ def step_stats(out: Path) -> dict:
         stats["train_steps"] = int(steps)
         if results.get("train_runtime"):
             stats["s_per_step"] = round(float(results["train_runtime"]) / int(steps), 3)
-    last = None
+    return {**stats, **learning(out)}
+
+
+def learning(out: Path) -> dict:
+    """{first_loss, final_loss, learned} from the run's own log of training losses ({} when none)."""
+    losses = []
     try:
         for line in (out / "trainer_log.jsonl").read_text().splitlines():
             row = json.loads(line) if line.strip() else {}
             if row.get("loss") is not None:
-                last = float(row["loss"])
+                losses.append(float(row["loss"]))
     except (OSError, ValueError):
         pass
-    if last is not None:
-        stats["final_loss"] = round(last, 4)
-    return stats
+    if not losses:
+        return {}
+    first, last = losses[0], losses[-1]
+    learned = len(losses) > 1 and last < first * (1 - LEARNED_DROP)
+    return {"first_loss": round(first, 4), "final_loss": round(last, 4), "learned": learned}
 
 
 def run_stats(out: Path, log: Path) -> dict:
