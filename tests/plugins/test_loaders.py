@@ -183,9 +183,19 @@ def test_registry_merges_refuses_user_entries_and_resolves(tmp_path):
 
 
 def test_llamafactory_parses_our_entries(tmp_path):
+    import shutil
+
     from llamafactory.data.parser import get_dataset_list
     from llamafactory.webui.common import load_dataset_info
 
-    attrs = get_dataset_list(["demo_eval"], str(DATA))
+    from plugins.publishing.registry import SHIPPED, sync
+
+    # dataset_info.json is generated (git-ignored): a fresh clone has the shipped sets only once a tool syncs
+    for f in (SHIPPED, "demo_eval.json", "demo_dev.json"):
+        shutil.copy(DATA / f, tmp_path / f)
+    sync(tmp_path)
+    attrs = get_dataset_list(["demo_eval"], str(tmp_path))
     assert attrs[0].load_from == "file" and attrs[0].prompt == "instruction" and attrs[0].response == "output"
-    assert "demo_eval" in [k for k, v in load_dataset_info(str(DATA)).items() if not v.get("ranking", False)]
+    assert "demo_eval" in [
+        k for k, v in load_dataset_info(str(tmp_path)).items() if not v.get("ranking", False)
+    ]
