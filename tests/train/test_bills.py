@@ -239,3 +239,25 @@ def test_the_bill_bounds_the_measured_peak_on_the_tiny_model(variant, tiny_model
 @pytest.mark.parametrize("variant", SMOL_VARIANTS)
 def test_the_bill_bounds_the_measured_peak_on_smollm2(variant, base_model, tmp_path):
     check_bound(*measured("smollm2_135m", variant, SMOL, tmp_path))
+
+
+def test_the_docs_table_is_generated_with_the_measured_peaks(out_dir, tmp_path, capsys):
+    """`python -m tools.train.billtable` (docs/bills.md): a row per method, each profile's bill, and a
+    measured run's peak beside the bill of its own config."""
+    from tools.train.billtable import main as billtable
+
+    results = tmp_path / "results"
+    results.mkdir()
+    rec = {"profile": "tiny", "variant": "lora", "measured": {"increase_mb": 245.2}, "bill_run_mb": 271.2}
+    (results / "tiny_lora.json").write_text(
+        json.dumps({**rec, "load_average": 4.6, "when": "2026-12-06 09:51"})
+    )
+    out = tmp_path / "table.md"
+    argv = ["--only", "lora,full", "--models", "llama2_7b,tiny", "--results", str(results), "--out", str(out)]
+    assert billtable(argv) == 0
+    text = out.read_text()
+    assert text == capsys.readouterr().out
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    assert "| 19,988,480 | 18.53 GB |" in rows["lora"] and "tiny: 245 MB vs 271 MB (x1.11)" in rows["lora"]
+    assert "| 6,738,415,616 | 105.4" in rows["full"] and rows["full"].endswith("| - |")
+    assert "| tiny | lora | 245 MB | 271 MB | 1.11 | 4.6 | 2026-12-06 09:51 |" in text

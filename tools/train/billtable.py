@@ -166,6 +166,20 @@ def table(a: TableArgs) -> str:
     return "\n".join(lines) + "\n"
 
 
+def measured_table(results: Path) -> str:
+    """Every measured run in `results`: its peak increase, its bill, their ratio, when and under what load."""
+    head = "| model | method | measured peak increase | bill (less overhead) | bill / measured | load average | when |"
+    lines = [head, "|---|---|---|---|---|---|---|"]
+    for f in sorted(results.glob("*.json")):
+        m = json.loads(f.read_text())
+        inc = m["measured"]["increase_mb"]
+        lines.append(
+            f"| {m['profile']} | {m['variant']} | {inc:.0f} MB | {m['bill_run_mb']:.0f} MB | "
+            f"{m['bill_run_mb'] / inc:.2f} | {m['load_average']} | {m['when']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 @command(TableArgs, __doc__)
 def main(a: TableArgs) -> int:
     a.results = a.results or cache_dir() / "bills"
@@ -181,7 +195,7 @@ def main(a: TableArgs) -> int:
                     continue
             inc = rec["measured"]["increase_mb"]
             print(f"measured {profile}/{v}: {inc:.0f} MB, billed {rec['bill_run_mb']:.0f} MB", flush=True)
-    text = table(a)
+    text = table(a) + "\n" + measured_table(a.results)
     print(text, end="")
     if a.out:
         atomic_write_text(a.out, text)
