@@ -15,6 +15,7 @@ import pytest
 from plugins.launchers import pruned
 from tools.core.paths import ROOT, Run
 from tools.flows import sweep
+from tools.train import last_checkpoint
 
 RUN = Run("tiny", "recovery", "demo_recovery")
 
@@ -59,7 +60,7 @@ def test_a_pruned_model_trains_resumes_merges_and_reloads(recovery_setup, capsys
     )
     deadline = time.time() + 300
     try:
-        while not sweep.last_checkpoint(RUN.output_dir):
+        while not last_checkpoint(RUN.output_dir):
             assert proc.poll() is None, "the sweep ended before it could be killed"
             assert time.time() < deadline, "timed out waiting for the first checkpoint"
             time.sleep(0.1)
