@@ -18,8 +18,8 @@ from plugins.selection.strategies import (
     select_quota,
     top_n,
     total_words,
-    word_counts,
 )
+from plugins.selection.words import word_counts
 
 __all__ = [
     "STAGES",
