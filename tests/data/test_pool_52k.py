@@ -9,6 +9,7 @@ runs for real, offline: the pool is put in a Hugging Face datasets cache the way
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +65,8 @@ def test_a_52k_pool_through_every_strategy_the_curriculum_and_the_chain(
     assert data_main([str(a) for a in args]) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     assert "load: " + str(pool_52k) + ": 52002 rows, 0 duplicates dropped" in out
-    assert "IFD on 12 of 52002 rows" in out  # prefiltered on a CPU, and the manifest says so
+    # prefiltered on a CPU, and the manifest says so; the pool is what the leakage guard left of the 52,002
+    assert re.search(r"IFD on 12 of 5\d{4} rows", out), out
     m = json.loads((ddir / "generated/alpaca_top100/alpaca_top100.manifest.json").read_text())
     counts = m["curriculum"]["counts"]
     assert sum(counts.values()) == 100 and min(counts.values()) >= 33  # thirds: never an empty stage
@@ -75,7 +77,7 @@ def test_a_52k_pool_through_every_strategy_the_curriculum_and_the_chain(
     ifd = json.loads(
         (ddir / "generated/alpaca_top100_by_ifd/alpaca_top100_by_ifd.manifest.json").read_text()
     )["ifd"]
-    assert ifd["prefiltered"] and ifd["candidates"] == 12 and ifd["pool"] == 52_002
+    assert ifd["prefiltered"] and ifd["candidates"] == 12 and 51_000 <= ifd["pool"] <= 52_002
     assert len(load_rows(resolve("hw5_test", ddir))) == 150
     # the chained curriculum (stage1_easy -> stage2_easy_medium -> stage3_all) trains on these stages
     only = "stage1_easy,stage2_easy_medium,stage3_all"
