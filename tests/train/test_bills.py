@@ -113,7 +113,7 @@ def test_the_bill_is_shown_when_only_the_config_is_at_hand(out_dir, hf_cache, tm
     put_in_cache(hf_cache, "meta-llama/Llama-2-7b-hf", LLAMA2_7B, weights=False)
     rep = pf.preflight("rank", "llama2_7b", only=["r8"], dev=H100)
     (model,) = [(ok, d) for n, ok, d in rep.checks if n == "model"]
-    assert not model[0] and "huggingface-cli download meta-llama/Llama-2-7b-hf" in model[1]
+    assert not model[0] and "hf download meta-llama/Llama-2-7b-hf" in model[1]
     assert rep.bills["r8"]["trainable"] == TRAINABLE_7B["lora"]
 
 

@@ -105,7 +105,7 @@ def test_a_gated_model_not_in_the_cache_explains_the_login(out_dir, hf_cache, ca
     assert pf.main(["--study", "rank", "--model", "llama2_7b"]) == 2  # the documented command (README, docs/)
     out = capsys.readouterr().out
     assert "FAIL model: meta-llama/Llama-2-7b-hf is not in the Hugging Face cache and HF_HUB_OFFLINE" in out
-    assert "accept its licence" in out and "huggingface-cli login" in out and "HF_TOKEN" in out
+    assert "accept its licence" in out and "hf auth login" in out and "HF_TOKEN" in out
 
 
 def test_quantised_runs_need_bitsandbytes_and_a_too_big_run_is_refused(monkeypatch, tiny_model):

@@ -5,5 +5,12 @@ from tools.core.face import lazy_face
 
 __getattr__, __all__ = lazy_face(
     __name__,
-    {"BASE_MODEL_DIR": "base", "build": "base", "is_built": "base", "TINY_MODEL_DIR": "tiny", "prune": "prune", "prune_main": "prune:main"},
+    {
+        "BASE_MODEL_DIR": "base",
+        "build": "base",
+        "is_built": "base",
+        "TINY_MODEL_DIR": "tiny",
+        "prune": "prune",
+        "prune_main": "prune:main",
+    },
 )

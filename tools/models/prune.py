@@ -32,8 +32,8 @@ from plugins.launchers import layer_widths, param_count, resize_layer, save_pick
 from plugins.publishing import RegistryError, resolve
 from tools.core.paths import DATA
 
-
 OWNER = "tools.models.prune (a pruned model)"
+
 
 def layer_ratio(ratio: float, i: int, first: int, last: int) -> float:
     """The share of layer i to remove: 0 outside [first, last], ramping 0.5x -> 1.5x the ratio inside."""

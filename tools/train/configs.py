@@ -61,9 +61,10 @@ PROFILE_META = frozenset({"description", "capabilities"})
 # `selections`: named datasets the study needs that `make data --all-strategies` registers (tools.data)
 # `decoding`: the decoding names (points or policies, tools.eval) the sweep evaluates; a variant may set its own
 STUDY_KEYS = frozenset(
-    "question scientific nuisance fixed why variants selections decoding heldout zeroshot search".split()
+    "question scientific nuisance fixed why variants selections decoding heldout zeroshot decision search".split()
 )
 # `search`: the space, sampler and pruner of `make tune` (tools/flows/tune.py checks it).
+# `decision`: the study's own decision rule (tools/report/rule.py checks it; default templates/decision.yaml).
 # `heldout` / `zeroshot`: the forgetting guard the sweep's evaluation adds (perplexity on a held-out general
 # set; zero-shot accuracy through lm-eval on the tasks listed)
 VARIANT_META = frozenset({"requires", "excludes", "decoding", "why"})  # `why`: what the variant changes

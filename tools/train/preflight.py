@@ -4,7 +4,7 @@
     (`quantization_bit`), liger-kernel for `enable_liger_kernel`;
   - the base model reachable: a local folder, or in the Hugging Face cache, or (online) accessible on
     the hub. LLaMA-2 is a gated model: accept its licence on its hub page with your account, then
-    `huggingface-cli login` (or `hf auth login`), or export HF_TOKEN=hf_...;
+    `hf auth login`, or export HF_TOKEN=hf_...;
   - the weights at hand (a folder, the cache, or online); with only the model's config.json at hand the
     check fails but the bills are still computed and shown;
   - free disk for what the study keeps (each run's final weights and its checkpoints: `save_total_limit`,
@@ -35,7 +35,7 @@ from tools.train.structure import StructureError, pruned_manifest
 
 GATED_HELP = (
     "it is a gated model: open https://huggingface.co/{repo} while logged in and accept its licence, then "
-    "`huggingface-cli login` (or `hf auth login`) or export HF_TOKEN=hf_... on this machine"
+    "`hf auth login` or export HF_TOKEN=hf_... on this machine"
 )
 
 
@@ -104,7 +104,7 @@ def model_config(ref: str) -> tuple[dict | None, str]:
         gated = ", and " + GATED_HELP.format(repo=ref) if ref.startswith("meta-llama/") else ""
         return None, (
             f"{ref} is not in the Hugging Face cache and HF_HUB_OFFLINE is set: download it first on a machine "
-            f"with internet (huggingface-cli download {ref}){gated}"
+            f"with internet (hf download {ref}){gated}"
         )
     return _hub_config(ref)
 
@@ -159,7 +159,7 @@ def weights_at_hand(ref: str) -> tuple[bool, str]:
     if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True"):
         return (
             False,
-            f"only config.json of {ref} is in the cache: download the weights (huggingface-cli download {ref})",
+            f"only config.json of {ref} is in the cache: download the weights (hf download {ref})",
         )
     return True, "the weights download at the first run"
 
