@@ -88,12 +88,25 @@ def _detach(dup) -> int:
     return dup.detach()
 
 
+def _mmap_threshold(value: str | None) -> None:
+    """glibc reads MALLOC_MMAP_THRESHOLD_ when a process starts; a forked child's allocator is the
+    server's, so the child's own value is applied here (mallopt), as a fresh process would apply it."""
+    if value and value.isdigit():
+        import ctypes
+
+        try:
+            ctypes.CDLL("libc.so.6").mallopt(-3, int(value))  # M_MMAP_THRESHOLD (malloc.h)
+        except (OSError, AttributeError):
+            pass  # not glibc: the variable means nothing there either
+
+
 def _job(module: str, argv: list[str], log: str, env: dict, cwd: str, stdout, facts: str) -> None:
     """In the child: the environment, folder and streams of a fresh `python -m module argv...`, then run it.
     `stdout`: the caller's stdout (a descriptor), or None for the log."""
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
+    _mmap_threshold(env.get("MALLOC_MMAP_THRESHOLD_"))
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     os.dup2(fd if stdout is None else stdout, 1)
     os.dup2(fd, 2)

@@ -1,0 +1,75 @@
+"""A CPU training child runs with glibc's mmap threshold fixed at 128 KiB (tools/train/trainer.py), as
+tools.train.measure fixes it when it measures the peaks the bill is checked against: a freed tensor goes
+back to the system instead of staying in the heap. Checked on the allocator itself: after a 4 MB block is
+freed, glibc's default threshold has grown to 4 MB and a 1 MB block comes from the heap; with the fixed
+threshold it is a mapping of its own (mallinfo2's hblks), in a fresh child and in a warm one alike."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from tools.core import warm
+from tools.core.runinfo import run_child
+from tools.train.measure import MMAP_THRESHOLD
+from tools.train.trainer import MMAP_THRESHOLD_ENV, child_env
+
+PROBE = """import ctypes
+libc = ctypes.CDLL("libc.so.6")
+names = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()
+libc.mallinfo2.restype = type("MI", (ctypes.Structure,), {"_fields_": [(n, ctypes.c_size_t) for n in names]})
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+libc.free(libc.malloc(4 << 20))
+before = libc.mallinfo2().hblks
+block = libc.malloc(1 << 20)
+print("mmapped blocks:", libc.mallinfo2().hblks - before)
+"""
+CPU = {"memory_estimate": {"device": "cpu", "total_mb": 1600.0}}
+GPU = {"memory_estimate": {"device": "cuda", "total_mb": 18_000.0}}
+BASE = {"PATH": "/usr/bin:/bin", "TENSORBOARD_LOGGING_DIR": "/tmp/one-folder-for-all"}
+
+
+def test_the_threshold_is_set_for_cpu_runs_only_and_never_over_the_users():
+    env = child_env(CPU, BASE)
+    assert env[MMAP_THRESHOLD_ENV] == str(MMAP_THRESHOLD) == "131072"
+    assert env["TOKENIZERS_PARALLELISM"] == "false" and "TENSORBOARD_LOGGING_DIR" not in env
+    assert MMAP_THRESHOLD_ENV not in child_env(GPU, BASE)
+    assert child_env(CPU, {**BASE, MMAP_THRESHOLD_ENV: "65536"})[MMAP_THRESHOLD_ENV] == "65536"
+    tracked = child_env({**CPU, "env": {"MLFLOW_RUN_ID": "abc"}}, BASE)
+    assert tracked["MLFLOW_RUN_ID"] == "abc" and tracked[MMAP_THRESHOLD_ENV] == "131072"
+
+
+def mmapped(log: Path) -> int:
+    (line,) = [x for x in log.read_text().splitlines() if x.startswith("mmapped blocks:")]
+    return int(line.split(":")[1])
+
+
+def test_a_fresh_child_gets_the_fixed_threshold(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text(PROBE)
+    for name, job, want in (("cpu", CPU, 1), ("gpu", GPU, 0)):
+        log = tmp_path / f"{name}.log"
+        res = run_child([sys.executable, str(probe)], log, tmp_path, child_env(job, BASE))
+        assert res.returncode == 0, log.read_text()
+        assert mmapped(log) == want, (name, log.read_text())
+
+
+@pytest.mark.skipif(not warm.available(), reason="warm starts need Linux's fork")
+def test_a_warm_child_gets_it_too(tmp_path):
+    """The fork server's allocator started without the variable; the child applies its own."""
+    pkg = tmp_path / "probe"
+    pkg.mkdir()
+    (pkg / "alloc_probe.py").write_text(PROBE)
+    sys.path.insert(0, str(pkg))  # the server imports by name; the child sees the same path
+    try:
+        for name, job, want in (("cpu", CPU, 1), ("gpu", GPU, 0)):
+            log = tmp_path / f"{name}.log"
+            env = {**child_env(job, BASE), "PYTHONPATH": str(pkg)}
+            res = warm.run_module("alloc_probe", [], log, tmp_path, env)
+            assert res.returncode == 0, log.read_text()
+            assert mmapped(log) == want, (name, log.read_text())
+    finally:
+        sys.path.remove(str(pkg))
