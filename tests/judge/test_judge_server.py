@@ -29,7 +29,7 @@ from aiohttp import web
 
 from filelib import atomic_write_jsonl, read_jsonl
 from tools.core.paths import ROOT, Run
-from tools.judge.cache import cache_path
+from tools.judge.cache import cache_path, endpoint_label
 from tools.judge.cli import run_judge
 from tools.judge.protocol import JUDGE_TEMPLATES
 
@@ -198,7 +198,7 @@ def test_every_judgment_ends_scored_unparsed_or_failed(out_dir, proxy, short_pro
     res2 = run_judge(run.name, "demo_eval", "greedy", **kw)
     assert res2["scores"]["calls_this_run"] == 2
     assert {k[0] for k, v in a.items() if v} == set(CASES) and sum(a.values()) - before == 3 + 1
-    assert len(list(read_jsonl(cache_path("tiny-judge@" + proxy.url.split("/")[2])))) == 14
+    assert len(list(read_jsonl(cache_path(endpoint_label("tiny-judge", proxy.url))))) == 14
 
     # the key lives in the environment only
     for f in Path(out_dir).rglob("*"):
@@ -228,7 +228,7 @@ def test_killed_run_resumes_with_nothing_lost_or_doubled(out_dir, proxy, short_p
     ]
     env = {**os.environ, "SMALLDATA_OUT": str(out_dir)}
     env.pop("OPENAI_API_KEY", None)
-    cache = cache_path("tiny-judge@" + proxy.url.split("/")[2])
+    cache = cache_path(endpoint_label("tiny-judge", proxy.url))
     child = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 60

@@ -14,7 +14,7 @@ __getattr__, __all__ = lazy_face(
         **dict.fromkeys(["Endpoint", "Task", "CallStats", "call_all", "run_tasks"], "client"),
         **dict.fromkeys(["Protocol", "ProtocolError", "load_protocol"], "protocol"),
         **dict.fromkeys(["bootstrap_ci", "paired_difference", "summary"], "stats"),
-        **dict.fromkeys(["JudgeError", "JudgeSpec", "api_spec"], "run"),
+        **dict.fromkeys(["JudgeError", "JudgeSpec", "api_spec", "endpoint_spec"], "run"),
         **dict.fromkeys(["cost_usd", "messages_tokens", "price_of"], "cost"),
         "JudgeCache": "cache",
         **dict.fromkeys(["length_controlled"], "length"),

@@ -24,7 +24,7 @@ Usage:
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,9 +32,9 @@ import numpy as np
 from filelib import run_main
 from tools.core.args import command, opt
 from tools.core.paths import Run
-from tools.judge.cache import endpoint_label, read_judgments
+from tools.judge.cache import legacy_judgments, read_judgments
 from tools.judge.client import Endpoint
-from tools.judge.run import JudgeError, api_spec, cache_for, collect, estimate, judge_api, plan
+from tools.judge.run import JudgeError, cache_for, collect, endpoint_spec, estimate, judge_api, plan
 
 SECOND = "judge.second.jsonl"
 # The fewest prompts scored by both judges (or, across runs, by both judges on both runs) on which an
@@ -49,9 +49,10 @@ def second_path(run: Run, testset: str, decoding: str) -> Path:
 def judge_second(items, proto, swap: bool, ep: Endpoint, max_cost: float, say=print) -> list[dict]:
     """The same judgments by another endpoint/model (cached under its full endpoint); returns its rows,
     its failed calls among them (`error` set, never cached)."""
-    spec = replace(api_spec(ep.model, ep.base_url), judge_model=endpoint_label(ep.model, ep.base_url))
+    spec = endpoint_spec(ep.model, ep.base_url)
     cache = cache_for(spec)
     planned = plan(items, proto, spec, swap)
+    legacy_judgments(planned, proto, spec, cache, say)
     todo = [p for p in planned if p.key not in cache]
     est = estimate(todo, proto, spec)
     say(f"  second judge {spec.judge_model}: {est['calls']} calls to make, cost {est['cost_usd']}")

@@ -8,7 +8,10 @@ it is cut off before the next append, so the file stays valid JSONL and nothing 
 
 The judge label of an endpoint (`endpoint_label`) is its model at its full endpoint - scheme, host,
 port and path - so two endpoints never share a judgment; OpenAI's own endpoint keeps the bare model
-name its caches were always keyed by.
+name its caches were always keyed by. Caches written under the older label `model@host:port`
+(`legacy_label`: no scheme, no path) are read for an endpoint on the default path /v1 only, their
+judgments copied under the new label (`legacy_judgments`); on any other path the old label cannot say
+which path judged them, so they are not used, and the run says so.
 
 Every judgment is re-checked when the cache is read (`check_judgment`): `parsed` a true boolean, a
 parsed row carrying its scores and an unparsed one none, and the score re-parsed from the stored
@@ -22,7 +25,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlparse, urlsplit
 
 from filelib import append_jsonl, read_jsonl, sha256_text
 from tools.core.paths import cache_dir
@@ -53,6 +56,23 @@ def endpoint_label(model: str, base_url: str | None) -> str:
         return model
     host = f"[{host}]" if ":" in host else host
     return f"{model}@{scheme}://{host}:{port}{path}" + (f"?{u.query}" if u.query else "")
+
+
+LEGACY_PATH = "/v1"  # the only path an old `model@host:port` label is read as
+
+
+def endpoint_path(base_url: str | None) -> str:
+    """The endpoint's path as `endpoint_label` writes it (no trailing slash, no doubled slashes)."""
+    return re.sub(r"/{2,}", "/", urlsplit((base_url or "").strip()).path).rstrip("/")
+
+
+def legacy_label(model: str, base_url: str | None) -> str | None:
+    """The label this endpoint's judgments were cached under before `endpoint_label`: `model@host:port`
+    as the URL wrote them (no scheme, no path); None where it was the bare model (OpenAI's host)."""
+    if not base_url:
+        return None
+    netloc = urlparse(base_url).netloc
+    return None if netloc in OPENAI_HOSTS else f"{model}@{netloc}"
 
 
 def judgment_key(
@@ -226,3 +246,32 @@ class JudgeCache:
             return
         append_jsonl(self.path, row)
         self.rows[row["key"]] = row
+
+
+def legacy_judgments(planned: list, protocol: Protocol, spec, cache: JudgeCache, say=print) -> int:
+    """The planned judgments not in the cache but cached under the endpoint's old label `model@host:port`
+    (which never recorded the path): on the default path /v1, copied into the cache (no call, no cost);
+    on another path not used, since the old label cannot tell which path judged them, and said so."""
+    old = spec.legacy_label
+    missing = [p for p in planned if p.key not in cache]
+    if not old or not missing or not cache_path(old).exists():
+        return 0
+    if spec.legacy_path != LEGACY_PATH:
+        say(
+            f"  not reusing {cache_path(old)}: it was cached under the old label {old}, which did not record "
+            f"the endpoint's path, and only the default path {LEGACY_PATH} is read as it "
+            f"(this judge: {spec.judge_model})"
+        )
+        return 0
+    source, n = JudgeCache(cache_path(old)), 0  # only read: the old file stays as it is
+    for p in missing:
+        it = p.item
+        row = source.get(
+            judgment_key(old, protocol.name, protocol.version, p.order, it.question, it.reference, it.answer)
+        )
+        if row is not None and p.key not in cache:
+            cache.add({**row, "key": p.key, "judge_model": spec.judge_model, "legacy_label": old})
+            n += 1
+    if n:
+        say(f"  {n} judgment(s) read from {cache_path(old)} (old label {old}, path {LEGACY_PATH})")
+    return n

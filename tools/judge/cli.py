@@ -51,6 +51,7 @@ from pathlib import Path
 from filelib import atomic_write_jsonl, read_jsonl, run_main
 from tools.core.args import checked, command, opt
 from tools.core.paths import MODELS, Run
+from tools.judge.cache import legacy_judgments
 from tools.judge.client import CallStats, Endpoint
 from tools.judge.progress import JudgeProgress
 from tools.judge.protocol import ProtocolError, load_protocol
@@ -58,11 +59,11 @@ from tools.judge.references import ReferenceError, join_references, label, prove
 from tools.judge.run import (
     DEFAULT_MODEL,
     JudgeError,
-    api_spec,
     cache_for,
     check_references,
     choose_protocol,
     collect,
+    endpoint_spec,
     estimate,
     judge_api,
     judge_offline,
@@ -168,10 +169,11 @@ def run_judge(
         offline_model = Path(a.offline_model or DEFAULT_OFFLINE_MODEL)
         mode, spec = "offline", local_spec(offline_model.name)
     else:
-        mode, spec = "api", api_spec(model, base_url)
+        mode, spec = "api", endpoint_spec(model, base_url)
 
     cache = cache_for(spec)
     planned = plan(items, proto, spec, a.swap)
+    legacy_judgments(planned, proto, spec, cache, say)
     todo = [p for p in planned if p.key not in cache]
     est = estimate(todo, proto, spec)
     say(

@@ -8,12 +8,19 @@ judge.jsonl (prediction order) and scores.json atomically from the cache plus th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
 from filelib import atomic_write_json, atomic_write_jsonl, read_jsonl
-from tools.judge.cache import JudgeCache, cache_path, judgment_key
+from tools.judge.cache import (
+    JudgeCache,
+    cache_path,
+    endpoint_label,
+    endpoint_path,
+    judgment_key,
+    legacy_label,
+)
 from tools.judge.client import CallStats, Endpoint, Task, call_all
 from tools.judge.cost import OPENAI_HOSTS, cost_usd, messages_tokens, price_of, tokenizer_name
 from tools.judge.parse import answer_score, parse
@@ -45,9 +52,13 @@ class JudgeSpec:
     comparable: bool
     billed: bool
     price_model: str = DEFAULT_MODEL
+    legacy_label: str | None = None  # the `model@host:port` label older versions cached this endpoint by
+    legacy_path: str = ""  # the endpoint's path: old-label judgments are read on LEGACY_PATH only
 
 
 def api_spec(model: str, base_url: str | None) -> JudgeSpec:
+    """An endpoint's spec labelled `model@host:port` (no scheme, no path): what tools.refine keys its
+    cache by; judging keys by the full endpoint (`endpoint_spec`)."""
     host = urlparse(base_url).netloc if base_url else "api.openai.com"
     official = host in OPENAI_HOSTS
     label = model if official else f"{model}@{host}"
@@ -59,6 +70,18 @@ def api_spec(model: str, base_url: str | None) -> JudgeSpec:
         # known model name is billed at OpenAI's price, an unknown one is a local server's and free
         billed=official or price_of(model) is not None,
         price_model=model,
+    )
+
+
+def endpoint_spec(model: str, base_url: str | None) -> JudgeSpec:
+    """A judge at an endpoint, labelled (and cached) by its full endpoint (cache.endpoint_label: model,
+    scheme, host, port, path), with the label older versions used for it (see cache.legacy_judgments)."""
+    label, old = endpoint_label(model, base_url), legacy_label(model, base_url)
+    return replace(
+        api_spec(model, base_url),
+        judge_model=label,
+        legacy_label=old if old != label else None,
+        legacy_path=endpoint_path(base_url),
     )
 
 
