@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.export.test_export import fake_finished_run, train_tiny_adapter
+from tools.core import llama_server
 from tools.core.paths import Run
 from tools.export import gguf, gguf_template, llamacpp
 
@@ -20,12 +21,12 @@ RUN = Run("tiny", "t", "a")
 try:
     llamacpp.source_root()
     CONVERTERS = ""
-except llamacpp.Missing as e:
+except llama_server.Missing as e:
     CONVERTERS = str(e)
 needs_converters = pytest.mark.skipif(bool(CONVERTERS), reason=CONVERTERS)
 needs_server = pytest.mark.skipif(
-    not llamacpp.have_binaries(),
-    reason=f"llama.cpp binaries not built in {llamacpp.bin_dir()}: run `make setup-gguf` (compiles llama.cpp once)",
+    not llama_server.have_binaries(),
+    reason=f"llama.cpp binaries not built in {llama_server.bin_dir()}: run `make setup-gguf` (compiles llama.cpp once)",
 )
 
 

