@@ -71,6 +71,16 @@ def params_cell(row) -> str:
     return f"{int(n):,}" + ("" if pct is None or pd.isna(pct) else f" ({float(pct):.3g} %)")
 
 
+def learned_cell(row) -> str:
+    """'10.78 → 9.12' (first → last logged train loss), flagged '(did not learn)' when the loss did not
+    fall (run.json's `learned`); '–' where run.json says nothing."""
+    first, last, learned = row.get("first_loss"), row.get("last_loss"), row.get("learned")
+    if first is None or last is None or pd.isna(first) or pd.isna(last):
+        return "–"
+    flag = " (did not learn)" if learned is not None and not pd.isna(learned) and not learned else ""
+    return f"{_num(float(first))} → {_num(float(last))}{flag}"
+
+
 def short_warnings(text: str) -> str:
     """'diverged, still improving' from the full warnings (the page lists them in full below)."""
     kinds = []
@@ -106,7 +116,10 @@ def display(table: pd.DataFrame, sci: list[str], dev: str | None = None, testset
     if dev:
         lead += ["point (chosen on dev)", f"dev {dev}"]
     lead += [f"test {testset}" if dev and testset else "judge"]
-    cols = [*lead, "status", *sci, "steps", "loss final / best", "eval loss final / best"]
+    cols = [*lead, "status", *sci, "steps", "loss final / best"]
+    learning = "first_loss" in table and table["first_loss"].notna().any()
+    cols += ["learned (train loss first → last)"] if learning else []
+    cols += ["eval loss final / best"]
     general = "ppl_general" in table and table["ppl_general"].notna().any()
     cols += ["general ppl (vs base)"] if general else []
     zeroshot = "zeroshot_acc" in table and table["zeroshot_acc"].notna().any()
@@ -129,6 +142,7 @@ def display(table: pd.DataFrame, sci: list[str], dev: str | None = None, testset
         cells += [
             _num(r.get("steps")),
             _pair(r.get("final_loss"), r.get("best_loss")),
+            *([learned_cell(r)] if learning else []),
             _pair(r.get("final_eval_loss"), r.get("best_eval_loss")),
             *([forgetting_cell(r)] if general else []),
             *([zeroshot_cell(r)] if zeroshot else []),

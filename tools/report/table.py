@@ -178,6 +178,18 @@ def zeroshot_of(m: dict) -> dict:
     }
 
 
+def learning_of(info: dict) -> dict:
+    """The first and last logged train loss and whether the run learned (run.json, written by
+    tools.train.trainstats from the run's trainer_log.jsonl); None where the run has not said."""
+    first, last, learned = info.get("first_loss"), info.get("final_loss"), info.get("learned")
+    ok = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (first, last))
+    return {
+        "first_loss": first if ok else None,
+        "last_loss": last if ok else None,
+        "learned": learned if ok and isinstance(learned, bool) else None,
+    }
+
+
 @dataclass
 class Verdict:
     metric: str | None  # judge_mean | rougeL | None
@@ -284,7 +296,13 @@ def build_table(
         # what a method costs (tools.train.trainstats, from LLaMA-Factory's log and trainer files)
         for k in ("trainable_params", "trainable_pct", "s_per_step"):
             row[k] = r.info.get(k)
+        row.update(learning_of(r.info))
         warn = curve_warnings(r.curves)
+        if row["learned"] is False:
+            warn.append(
+                f"did not learn: train loss {row['first_loss']:.4g} -> {row['last_loss']:.4g}, "
+                "not below its first logged value"
+            )
         if r.status == "failed":
             warn.insert(0, f"failed (returncode {r.info.get('returncode')})")
         row["warnings"] = "; ".join(warn)
@@ -351,7 +369,7 @@ def study_warnings(table: pd.DataFrame, axis: Axis, v: Verdict) -> list[str]:
     for _, row in arms.iterrows():
         if row["warnings"]:
             for w in row["warnings"].split("; "):
-                if w.startswith(("failed", "diverged", "overfitting")):
+                if w.startswith(("failed", "diverged", "overfitting", "did not learn")):
                     warn.append(f"{row['label']}: {w}")
     judges = {
         (r["judge_model"], bool(r["judge_offline"]), r.get("judge_protocol"))
