@@ -34,6 +34,10 @@ ENV_PREFIX = re.compile(r"^(?:[A-Z_][A-Z0-9_]*=\S+\s+)*")
 GPU = "GPU-only: the llama2_7b profile needs a CUDA GPU (bf16) and the gated LLaMA-2 weights"
 TRAINED = "needs a finished LLaMA-2-7B run, i.e. a GPU sweep first"
 KEY = "calls GPT-4o-mini: needs OPENAI_API_KEY and spends money"
+DEMO_RUN = "needs the run `make demo` chose (its trained runs: about 50 minutes on 2 CPU cores)"
+GGUF_SOURCE = (
+    "tests/eval/test_gguf_source.py serves a GGUF in llama-server, generates and judges it the same way"
+)
 
 ALLOWED = {
     # the two commands a fresh machine needs
@@ -88,6 +92,13 @@ ALLOWED = {
     "python -m tools.export.pruned --run llama2_7b/recovery/alpaca_cleaned": TRAINED,
     "python -m plugins.launchers.pruned convert results/x/pruned_model.bin results/x/safe --trust-pickle": "needs "
     "LLM-Pruner's output file; tests/plugins/test_pruned.py covers the pickle opt-in and the safe format",
+    # the demo's chosen run as GGUF (docs/gguf.md)
+    "make gguf RUN=smollm2_135m/demo/stage3_all@epoch1": f"{DEMO_RUN}; tests/export/test_gguf.py runs the same "
+    "export (merge, f16 and q8_0, Modelfile, the llama-server check) on the tiny and embedded models",
+    "python -m tools.eval.generate --model-path gguf:exports/smollm2_135m/demo/stage3_all@epoch1/gguf/"
+    "model-q8_0.gguf --testset demo_dev": f"{DEMO_RUN} and its GGUF; {GGUF_SOURCE}",
+    "python -m tools.judge --run smollm2_135m/demo/stage3_all.gguf-q8_0@epoch1 --testset demo_dev": f"{DEMO_RUN} "
+    f"and its GGUF's answers; {GGUF_SOURCE}",
     # the paid judge and the paid rewrite
     "make judge RUN=llama2_7b/rank/r16 TESTSET=hw5_test": f"{KEY}; {TRAINED}",
     "python -m tools.judge --run llama2_7b/rank/r16 --testset hw5_test --decoding greedy --compare "

@@ -189,6 +189,7 @@ def test_a_gguf_is_served_generated_and_judged_beside_the_hf_model(
     assert side["source"]["kind"] == "gguf" and side["source"]["sha256"] == sha256_file(path)
     assert side["source"]["quantization"] == "f32" and side["dtype"] == "f32" and side["batch_size"] == 1
     assert side["engine"].startswith("llama.cpp llama-server --jinja") and side["tokens_per_s"] > 0
+    assert side["peak_mem_mb"] > path.stat().st_size / 2**20  # the server's, holding the f32 weights
     # a re-run finds every answer there and starts no server
     monkeypatch.setattr(llama_server, "serve", None)
     assert gen.main([*common, "--model-path", f"gguf:{path}"]) == 0

@@ -183,7 +183,7 @@ def generate_point(
             append_jsonl(part, row)
             done[p["id"]] = row
             bar.update(1)
-        stats["peak_mem_mb"] = max(stats["peak_mem_mb"], peak_mem_mb())
+        stats["peak_mem_mb"] = max(stats["peak_mem_mb"], getattr(engine, "peak_mem_mb", peak_mem_mb)())
         atomic_write_json(stats_path, stats)
         if on_batch is not None:
             on_batch(k)

@@ -13,7 +13,8 @@ the same files as for the Hugging Face sources. Decoding: a greedy point is llam
 (temperature 0, `top_k` 1, nothing else in the sampler chain), the project's greedy decoding; a
 sampled point runs llama.cpp's repetition penalty (whole context), temperature, top-k and top-p in
 transformers' order, seeded per batch; llama.cpp's other samplers (min-p, typical, XTC, DRY) are off.
-A batch is one prompt: the server answers one request at a time (`--parallel 1`).
+A batch is one prompt: the server answers one request at a time (`--parallel 1`). The peak memory
+generation.json records is the server's (its resident set, where the model is), not this process's.
 """
 
 from __future__ import annotations
@@ -81,6 +82,15 @@ class GgufEngine:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def peak_mem_mb(self) -> float:
+        """The server's peak resident memory (where the model is), from /proc; 0 where there is none."""
+        try:
+            status = Path(f"/proc/{self.server.proc.pid}/status").read_text()
+        except OSError:
+            return 0.0
+        kb = next((line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")), "0")
+        return int(kb) / 1024
 
     def use(self, source: Source) -> GgufEngine:
         if source.kind != "gguf" or source.model_name_or_path != self.source.model_name_or_path:
