@@ -10,7 +10,7 @@ another only when neither is.
 
     t = measure(lambda: model.generate(...), repeats=5, threads=1)
     r = rate(tokens, t)           # {"per_s": median work/s, "spread": ..., "noisy": bool, ...}
-    cell(r["per_s"], r["spread"])  # "13.1 ± 0.4", or "13.1 ± 3.2 (noisy)"
+    cell(r["per_s"], r["spread"], n=r["repeats"])  # "13.1 ± 0.4", "13.1 ± 3.2 (noisy)", or not estimable
 """
 
 from __future__ import annotations
@@ -41,12 +41,23 @@ def noisy(median: float | None, spread_: float | None, share: float = NOISY_SHAR
     return spread_ > share * abs(median)
 
 
-def cell(median: float | None, spread_: float | None, digits: int = 1, share: float = NOISY_SHARE) -> str:
-    """A table cell: `median ± spread`, with `(noisy)` when the spread exceeds `share` of the median."""
+NOT_ESTIMABLE = "not estimable (one timing, no spread)"
+
+
+def cell(
+    median: float | None,
+    spread_: float | None,
+    digits: int = 1,
+    share: float = NOISY_SHARE,
+    n: int | None = None,
+) -> str:
+    """A table cell: `median ± spread`, with `(noisy)` when the spread exceeds `share` of the median.
+    Without a spread (none recorded, or `n`, the timings it rests on, below 2) the figure is one timing,
+    mostly the machine's load: NOT_ESTIMABLE, never a bare number."""
     if median is None:
         return "-"
-    if spread_ is None:
-        return f"{median:.{digits}f}"
+    if spread_ is None or (n is not None and n < 2):
+        return NOT_ESTIMABLE
     mark = " (noisy)" if noisy(median, spread_, share) else ""
     return f"{median:.{digits}f} ± {spread_:.{digits}f}{mark}"
 

@@ -46,6 +46,23 @@ def step(main, args: list[str]) -> None:
         raise SystemExit(rc)
 
 
+def summary(stages: dict, text: str) -> list[str]:
+    """Each stage's perplexity on the held-out text and its generation speed as measured: the median and
+    spread of the timed passes (tools.eval.recovery), `(noisy)` or not estimable, never one timing."""
+    from tools.core.timing import NOISY_SHARE, cell
+
+    lines = [
+        f"perplexity on {text.removeprefix('local:')} (held out of training); tokens/s: the median ± spread "
+        f"of the timed passes, (noisy) when the spread exceeds {100 * NOISY_SHARE:.0f}% of the median:"
+    ]
+    for stage in ("unpruned", "pruned", "recovered"):
+        if stage in stages:
+            st, sp = stages[stage], stages[stage].get("speed") or {}
+            tps = cell(sp.get("tokens_per_s"), sp.get("tokens_per_s_spread"), n=sp.get("repeats") or 0)
+            lines.append(f"  {stage:<10} perplexity {st['perplexity'][text]:>10.2f}   tokens/s {tps}")
+    return lines
+
+
 @dataclass
 class RecoveryDemoArgs:
     model: str = opt("smollm2_135m", help="a CPU profile", choices=list_profiles)
@@ -79,12 +96,7 @@ def main(a: RecoveryDemoArgs) -> int:
     results = json.loads((run.output_dir / "eval" / "recovery" / "evaluation_results.json").read_text())
     ppl = {k: v["perplexity"] for k, v in results["stages"].items()}
     text = next(k for k in ppl["pruned"] if k.startswith("local:"))
-    print(
-        f"\nperplexity on {text.removeprefix('local:')} (held out of training), {time.time() - t0:.0f} s in all:"
-    )
-    for stage in ("unpruned", "pruned", "recovered"):
-        if stage in ppl:
-            print(f"  {stage:<10} {ppl[stage][text]:>10.2f}")
+    print(f"\n{time.time() - t0:.0f} s in all; " + "\n".join(summary(results["stages"], text)))
     print("report: reports/recovery/report.md; merged model:", run.export_dir)
     if not ppl["recovered"][text] < ppl["pruned"][text]:
         print("error: recovery did not lower the pruned model's perplexity", file=sys.stderr)

@@ -26,7 +26,10 @@ STAGES = ("unpruned", "pruned", "recovered")
 # The fixed columns; one `ppl:<text>` per perplexity text and one `acc:<task>` per zero-shot task follow
 # the parameters, in the order first seen, then the mean accuracy and the speed and memory columns.
 HEAD = ("run", "stage", "params", "pruned_share")
-TAIL = ("acc_mean", "tokens_per_s", "latency_s", "peak_mem_mb", "mem_basis", "device")
+# What a tokens/s figure rests on (tools.core.timing via tools.eval.recovery): in results.csv beside it, in
+# report.md inside its cell.
+SPEED_DETAIL = ("tokens_per_s_spread", "speed_noisy", "speed_repeats", "speed_threads")
+TAIL = ("acc_mean", "tokens_per_s", *SPEED_DETAIL, "latency_s", "peak_mem_mb", "mem_basis", "device")
 FAQ = (
     (
         "out of memory",
@@ -62,7 +65,11 @@ def rows_of(results: dict) -> tuple[list[dict], list[str]]:
                 notes.append(f"zero-shot {task}: {m['skipped']}")
         row["acc_mean"] = round(sum(accs) / len(accs), 4) if accs else None
         sp = st.get("speed") or {}
-        row.update(tokens_per_s=sp.get("tokens_per_s"), latency_s=sp.get("latency_s"))
+        row.update(tokens_per_s=sp.get("tokens_per_s"), tokens_per_s_spread=sp.get("tokens_per_s_spread"))
+        row.update(
+            speed_noisy=sp.get("noisy"), speed_repeats=sp.get("repeats"), speed_threads=sp.get("threads")
+        )
+        row["latency_s"] = sp.get("latency_s")
         row.update(
             peak_mem_mb=st.get("peak_mem_mb"), mem_basis=st.get("peak_mem_basis"), device=st.get("device")
         )
@@ -83,6 +90,81 @@ def recovered_share(rows: list[dict], text: str) -> float | None:
     if None in (u, p, r) or p <= u:  # pruning did not hurt this text: nothing to recover
         return None
     return round((p - r) / (p - u), 3)
+
+
+def timed(sp: dict) -> bool:
+    """Whether a stage's speed rests on several timed passes (a spread), as tools.eval.recovery times it."""
+    n = sp.get("repeats")
+    return _num(sp.get("tokens_per_s_spread")) is not None and isinstance(n, int) and n >= 2
+
+
+def speed_cell(sp: dict) -> str:
+    """tokens/s as `median ± spread` over the timed passes, `(noisy)` when the spread exceeds
+    timing.NOISY_SHARE of the median; "not estimable" where no spread was measured (one timing on a shared
+    machine is mostly its neighbours' load, never shown as a figure)."""
+    from tools.core.timing import cell
+
+    n = sp.get("repeats") if timed(sp) else 0
+    return cell(_num(sp.get("tokens_per_s")), _num(sp.get("tokens_per_s_spread")), n=n)
+
+
+def latency_cell(sp: dict) -> str:
+    """Seconds per answer: the median pass's time per prompt, from the same passes as tokens/s (noisy
+    when that is); "not estimable" as tokens/s is."""
+    from tools.core.timing import NOT_ESTIMABLE
+
+    lat = _num(sp.get("latency_s"))
+    if lat is None:
+        return "-"
+    if not timed(sp):
+        return NOT_ESTIMABLE
+    return f"{lat:.3g} (median of {sp['repeats']}){' (noisy)' if sp.get('noisy') else ''}"
+
+
+def speed_of(row: dict) -> dict:
+    """A report row's speed columns as tools.eval.recovery's `speed` dict."""
+    return {
+        "tokens_per_s": row.get("tokens_per_s"),
+        "tokens_per_s_spread": row.get("tokens_per_s_spread"),
+        "noisy": row.get("speed_noisy"),
+        "repeats": row.get("speed_repeats"),
+        "latency_s": row.get("latency_s"),
+    }
+
+
+def speed_notes(rows: list[dict]) -> list[str]:
+    """What the speed columns rest on, which stages' speeds are noisy, and which are not estimable."""
+    from tools.core.timing import NOISY_SHARE
+
+    ok = [r for r in rows if timed(speed_of(r))]
+    notes = []
+    if ok:
+        reps = ", ".join(sorted({str(r["speed_repeats"]) for r in ok}))
+        threads = ", ".join(sorted({str(r.get("speed_threads") or "all") for r in ok}))
+        notes.append(
+            f"tokens/s: the median ± spread (interquartile range; the whole range below 4) of {reps} "
+            f"timed passes after a warm-up, {threads} thread(s) (tools.core.timing); latency_s: the median "
+            f"pass's seconds per answer. `(noisy)`: a spread above {100 * NOISY_SHARE:.0f}% of its median; "
+            "compare speeds only where neither is noisy."
+        )
+    noisy = [f"{r['run']} {r['stage']}" for r in ok if r.get("speed_noisy")]
+    if noisy:
+        notes.append(f"noisy speed (the machine's load, not the model): {', '.join(noisy)}.")
+    lone = [f"{r['run']} {r['stage']}" for r in rows if r.get("tokens_per_s") is not None and r not in ok]
+    if lone:
+        notes.append(
+            f"speed not estimable (one timing, no spread): {', '.join(lone)}; re-run tools.eval.recovery "
+            "to time it over several passes."
+        )
+    return notes
+
+
+def _md_cell(row: dict, col: str) -> str:
+    if col == "tokens_per_s":
+        return speed_cell(speed_of(row))
+    if col == "latency_s":
+        return latency_cell(speed_of(row))
+    return _cell(row.get(col))
 
 
 def _cell(v) -> str:
@@ -119,8 +201,9 @@ def build_recovery_report(study: str = "recovery", model: str | None = None) -> 
         "Before pruning, after pruning and after LoRA recovery (tools.eval.recovery; one process per stage).",
         "",
     ]
-    md += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    md += ["| " + " | ".join(_cell(r.get(c)) for c in cols) + " |" for r in rows]
+    shown = [c for c in cols if c not in SPEED_DETAIL]  # in the tokens/s cell
+    md += ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
+    md += ["| " + " | ".join(_md_cell(r, c) for c in shown) + " |" for r in rows]
     texts = [c.removeprefix("ppl:") for c in cols if c.startswith("ppl:")]
     md += [""]
     for run in dict.fromkeys(r["run"] for r in rows):
@@ -131,6 +214,7 @@ def build_recovery_report(study: str = "recovery", model: str | None = None) -> 
                 md.append(
                     f"- {run}: recovery took back {100 * share:.0f}% of the perplexity pruning added on {text}."
                 )
+    md += [f"- {n}" for n in speed_notes(rows)]
     md += [f"- not measured: {n}" for n in dict.fromkeys(notes)]
     md += [f"- not evaluated yet: {m} (python -m tools.eval.recovery --run {m})" for m in missing]
     md += ["", "## What to try", ""] + [f"- {sym}: {fix}." for sym, fix in FAQ]
