@@ -32,7 +32,9 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tools.core.paths import ROOT, out_root
 from tools.train.placement import PlacementError, check_fit, gpu_resource, node_label, ray_options, readable
@@ -65,8 +67,9 @@ def _attempts_file(job: dict) -> Path:
     return out.parent / f".{out.name}.attempts.jsonl"  # beside the run: a fresh restart keeps it
 
 
-def _train(job: dict, _parent_result: dict | None = None) -> dict:
-    """Runs in a Ray worker; `_parent_result` is only there to make Ray wait for the parent stage."""
+def _train(job: dict, _parent_result: dict | None = None, train: Callable | None = None) -> dict:
+    """Runs in a Ray worker; `_parent_result` is only there to make Ray wait for the parent stage. `train`
+    (default train_one) trains the job: a search passes one that also watches for its pruner's stop."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     import ray
@@ -89,7 +92,7 @@ def _train(job: dict, _parent_result: dict | None = None) -> dict:
         pass
     dog = subprocess.Popen([sys.executable, "-c", WATCHDOG, str(os.getpid())], start_new_session=True)
     try:
-        res = train_one(job)
+        res = (train or train_one)(job)
     finally:
         dog.kill()
         dog.wait()
@@ -170,42 +173,83 @@ def check_shared(ray, nodes: list[dict], shared: str | None = None) -> str | Non
     return str(root)
 
 
-def run_jobs(jobs: list[dict], report: Callable[[dict], None], shared: str | None = None) -> list[dict]:
+@dataclass
+class Cluster:
+    """A joined (or started) Ray cluster whose nodes were checked: runs are placed on it by their bill."""
+
+    ray: Any
+    started: bool
+    nodes: list[dict]
+    totals: dict
+    gpu: str
+    task: Any
+    sweep_id: str
+
+    def fit(self, jobs: list[dict]) -> dict[str, dict]:
+        """Each run's request; PlacementError for a run that no node can hold."""
+        return check_fit(jobs, self.nodes, self.totals, self.gpu)
+
+    def submit(self, job: dict, want: dict, parent=None, train: Callable | None = None):
+        print(f"ray: {job['run']} asks for {readable(want)}", flush=True)
+        return self.task.options(**ray_options(want)).remote(
+            {**job, "sweep_id": self.sweep_id}, parent, train
+        )
+
+    def close(self) -> None:
+        if self.started:
+            self.ray.shutdown()
+
+
+def connect(jobs: list[dict], shared: str | None = None) -> Cluster:
+    """Join or start Ray; refuse (PlacementError) a run no node can hold or outputs the nodes do not share,
+    before anything trains."""
     ray, started = init_ray()
     try:
         nodes = alive_nodes(ray)
-        totals = ray.cluster_resources()
-        gpu = gpu_resource()
-        wants = check_fit(jobs, nodes, totals, gpu)  # refused here, before anything trains
+        c = Cluster(ray, started, nodes, ray.cluster_resources(), gpu_resource(), None, "")
+        c.fit(jobs)
         where = check_shared(ray, nodes, shared)
-        print(
-            f"ray: {len(nodes)} node(s): "
-            + "; ".join(f"{node_label(n)} {readable(n['resources'])}" for n in nodes)
-        )
-        if where:
-            print(f"ray: shared outputs checked on every node ({where})")
-        retries = int(os.environ.get(RETRIES_ENV, "3"))
-        task = ray.remote(max_retries=retries, retry_exceptions=False)(_train)
-        sweep_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    except BaseException:
+        if started:
+            ray.shutdown()
+        raise
+    print(
+        f"ray: {len(nodes)} node(s): "
+        + "; ".join(f"{node_label(n)} {readable(n['resources'])}" for n in nodes)
+    )
+    if where:
+        print(f"ray: shared outputs checked on every node ({where})")
+    retries = int(os.environ.get(RETRIES_ENV, "3"))
+    c.task = ray.remote(max_retries=retries, retry_exceptions=False)(_train)
+    c.sweep_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    return c
+
+
+def where_note(res: dict) -> str:
+    """The result's note with the node it trained on (and the nodes it was retried on)."""
+    tries = (
+        f", after {res['attempts']} attempts on {' -> '.join(res['nodes'])}"
+        if res.get("attempts", 1) > 1
+        else ""
+    )
+    return "; ".join(x for x in (res.get("note"), f"on node {res.get('node')}{tries}") if x)
+
+
+def run_jobs(jobs: list[dict], report: Callable[[dict], None], shared: str | None = None) -> list[dict]:
+    c = connect(jobs, shared)
+    try:
+        wants = c.fit(jobs)
         refs: dict[str, object] = {}
         for job in jobs:  # parents come first in the rendered order
-            print(f"ray: {job['run']} asks for {readable(wants[job['run']])}", flush=True)
             parent = refs.get(job["parent"]) if job.get("parent") else None
-            opts = ray_options(wants[job["run"]])
-            refs[job["variant"]] = task.options(**opts).remote({**job, "sweep_id": sweep_id}, parent)
+            refs[job["variant"]] = c.submit(job, wants[job["run"]], parent)
         pending, results = list(refs.values()), []
         while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            res = ray.get(ready[0])
-            tries = (
-                f", after {res['attempts']} attempts on {' -> '.join(res['nodes'])}"
-                if res.get("attempts", 1) > 1
-                else ""
-            )
-            res["note"] = "; ".join(x for x in (res.get("note"), f"on node {res.get('node')}{tries}") if x)
+            ready, pending = c.ray.wait(pending, num_returns=1)
+            res = c.ray.get(ready[0])
+            res["note"] = where_note(res)
             results.append(res)
             report(res)
         return results
     finally:
-        if started:
-            ray.shutdown()
+        c.close()
