@@ -199,10 +199,10 @@ gguf: base-model setup-gguf ## RUN as GGUF files (QUANT=f16,q8_0,q4_k_m), LoRA G
 # ---------------------------------------------------------------- search (Optuna): docs/tune.md
 .PHONY: tune
 TRIALS  ?= 6
+PARALLEL ?= 0
 TUNE_ARGS ?=
-tune: $(NEEDS) ## Optuna search of a study's search: space, pruned per epoch on dev (STUDY=lr TRIALS=6 MODEL=...; resumable)
-	@test "$(RUNNER)" = local || { echo "make tune: RUNNER=$(RUNNER) is not supported (local only; see docs/tune.md)" >&2; exit 2; }
-	$(PY) -m tools.flows.tune --study $(STUDY) --model $(MODEL) --trials $(TRIALS) $(TUNE_ARGS)
+tune: $(NEEDS) ## Optuna search of a study's search: space, pruned per epoch on dev (STUDY=lr TRIALS=6 MODEL=... RUNNER=local|ray PARALLEL=N; resumable)
+	$(PY) -m tools.flows.tune --study $(STUDY) --model $(MODEL) --trials $(TRIALS) --runner $(RUNNER) $(if $(filter ray,$(RUNNER)),--parallel $(PARALLEL)) $(TUNE_ARGS)
 
 # ---------------------------------------------------------------- tracking (MLflow): docs/scale-and-tracking.md
 .PHONY: mlflow

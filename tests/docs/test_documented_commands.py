@@ -46,6 +46,15 @@ ALLOWED = {
     "tests/flows/test_tune.py runs the same search (sampler, pruning, resume) on the tiny model",
     "python -m tools.flows.tune --study lr --model smollm2_135m --trials 6 [--set key=value ...]": "the same "
     "search as make tune (tests/flows/test_tune.py on the tiny model)",
+    "make tune STUDY=lr TRIALS=6 MODEL=smollm2_135m RUNNER=ray PARALLEL=2": "six trials on the embedded model: "
+    "many minutes of CPU; tests/flows/test_tune_ray.py checks make passes RUNNER and PARALLEL and runs the "
+    "Ray search (parallel trials, placement by the bill, pruning) on a real cluster with the tiny model",
+    "RAY_ADDRESS=auto SMALLDATA_OUT=/mnt/lab/out SMALLDATA_SHARED_SAVES=/mnt/lab/out make tune STUDY=lr "
+    "TRIALS=12 MODEL=smollm2_135m RUNNER=ray": "a lab's multi-node cluster with shared storage; "
+    "tests/flows/test_tune_ray.py runs the Ray search on a real 3-node cluster on this machine",
+    "python -m tools.flows.tune_bench --study lr --model smollm2_135m --trials 6": "the real search-vs-grid "
+    "benchmark: 3 grid runs and 6 trials on the embedded model, beyond a test's CPU time; "
+    "tests/flows/test_tune.py runs its quick form as documented",
     "RAY_ADDRESS=auto SMALLDATA_OUT=/mnt/lab/out SMALLDATA_SHARED_SAVES=/mnt/lab/out "
     "MLFLOW_TRACKING_URI=http://HEAD_IP:5000 make sweep STUDY=rank MODEL=llama2_7b RUNNER=ray TRACK=mlflow": "a lab's "
     "multi-node GPU cluster with shared storage; tests/train/test_ray_cluster.py runs a real 3-node Ray cluster "

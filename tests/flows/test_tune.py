@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -25,6 +26,7 @@ EPOCHS = 3
 # 4 rows, 2 per step: 2 steps an epoch, a checkpoint and a dev eval_loss (4 dev rows) at each epoch's end
 SETS = ["max_steps_cap=", "save_steps=", "train_rows=4", "max_samples=4", f"num_train_epochs={EPOCHS}"]
 SETS += ["eval_dataset=demo_dev"]
+QUICK_BENCH = "python -m tools.flows.tune_bench --quick --pruner '{name: median, n_startup_trials: 1}'"
 
 
 @pytest.fixture()
@@ -159,7 +161,7 @@ def test_the_quick_benchmark_measures_trials_needed_and_steps_saved(out_dir, tin
 
     monkeypatch.setenv("SMALLDATA_OUT", str(out_dir))  # the benchmark moves it under cache/tune-bench
 
-    assert tune_bench.main(["--quick", "--pruner", "{name: median, n_startup_trials: 1}"]) == 0
+    assert tune_bench.main(shlex.split(QUICK_BENCH)[3:]) == 0  # docs/tune.md's command, as written
     res = json.loads((out_dir / "cache/tune-bench/lr-tiny/reports/lr/tune_bench.json").read_text())
     assert res["grid_runs"] == 3 and set(res["grid_best"]["all"]) == {"lr1e-4", "lr2e-4", "lr5e-4"}
     assert res["trials"] == 2 and res["trials_needed"] in (1, 2, None) and 0 <= res["pruning_saved_share"] < 1

@@ -29,6 +29,7 @@ from filelib import atomic_write_json, atomic_write_text, read_json_object
 from tools.core.paths import ROOT, Run, cache_dir
 from tools.core.profiles import ConfigError
 from tools.flows.sweep import plan
+from tools.report import epoch_steps, epoch_values, planned_steps
 from tools.train import config_hash, train_one
 
 SHORT = {
@@ -207,3 +208,96 @@ def mark_pruned(run: Run, epoch: int, steps: dict) -> None:
     rec = read_json_object(run.run_json, {})
     rec.update(status="pruned", pruned_at_epoch=epoch, error=None, **steps)
     atomic_write_json(run.run_json, rec)
+
+
+# ---------------------------------------------------------------------------------------- on Ray
+def stop_file(output_dir: Path | str) -> Path:
+    """Where a search asks a trial training elsewhere (a Ray worker) to stop: beside the run's folder, in the
+    saves/ that every node of the cluster shares; its text is the epoch the pruner stopped it at."""
+    out = Path(output_dir)
+    return out.parent / f".{out.name}.stop"
+
+
+def train_trial(job: dict) -> dict:
+    """Train a trial in a Ray worker (tools.train.ray_runner passes it the job): watch_train, stopping the
+    training child, by pid, once the search has written the run's stop file. Adds `stop` and `killed`."""
+    marker = stop_file(job["output_dir"])
+
+    def asked() -> int | None:
+        try:
+            return int(marker.read_text())
+        except (OSError, ValueError):
+            return None
+
+    res, stop, killed = watch_train(job, asked, 0.5)
+    return {**res, "stop": stop, "killed": killed}
+
+
+# ---------------------------------------------------------------------------------------- ask, report, tell
+def start_trial(ost, space: dict, ctx: dict):
+    """Ask Optuna for a trial and render its run: (trial, run, job), or its FAIL row if it cannot render."""
+    from optuna.trial import TrialState
+
+    trial = ost.ask()
+    params = suggest(trial, space)
+    variant = trial.user_attrs.get("resume_run") or trial_name(trial.number, params)
+    trial.set_user_attr("run", variant)
+    run = Run(ctx["model"], ctx["study"], variant)
+    try:
+        job = trial_job(
+            ctx["study"], ctx["model"], ctx["base"], variant, params, ctx["overrides"], ctx["data"]
+        )
+    except (ConfigError, ValueError) as e:
+        ost.tell(trial, state=TrialState.FAIL)
+        return {"number": trial.number, "run": run.name, "state": "FAIL", "note": str(e)}
+    return trial, run, job
+
+
+def report_epochs(trial, run: Run, metric: str, reported: dict[int, float]) -> int | None:
+    """Report each epoch the run kept since the last look; the epoch to stop at if the pruner says so."""
+    for e, v in sorted(epoch_values(run, metric).items()):
+        if e in reported:
+            continue
+        reported[e] = v
+        trial.report(v, e)
+        if trial.should_prune():
+            return e
+    return None
+
+
+def finish_trial(ost, trial, run: Run, reported: dict, res: dict, stop, killed: bool, objective) -> dict:
+    """Tell Optuna how the trial ended (COMPLETE, PRUNED at its epoch, or FAIL) with the steps it spent."""
+    from optuna.trial import TrialState
+
+    steps = epoch_steps(run)
+    planned = planned_steps(run)
+    last = max(steps.values(), default=0)
+    per_epoch = steps.get(1) or 0
+    spent = min(planned, last + per_epoch) if killed and planned else last
+    info = {
+        "steps_planned": planned,
+        "steps_run": spent,
+        "steps_saved": max(0, planned - spent) if planned else 0,
+    }
+    for k, v in info.items():
+        trial.set_user_attr(k, v)
+    row = {"number": trial.number, "run": run.name, "params": dict(trial.params), "epochs": dict(reported)}
+    row |= info
+    if stop is not None:
+        trial.set_user_attr("epoch_reached", stop)
+        mark_pruned(run, stop, info)
+        ost.tell(trial, state=TrialState.PRUNED)
+        return {
+            **row,
+            "state": "PRUNED",
+            "note": f"pruned at epoch {stop}" + ("" if killed else " (had finished)"),
+        }
+    if res["status"] not in ("finished", "done") or not reported:
+        why = res.get("note") or "no dev value per epoch (does the profile set eval_dataset?)"
+        trial.set_user_attr("error", why)
+        ost.tell(trial, state=TrialState.FAIL)
+        return {**row, "state": "FAIL", "note": why}
+    best = (min if objective.direction == "minimize" else max)(reported.values())
+    trial.set_user_attr("epoch_reached", max(reported))
+    ost.tell(trial, best)
+    return {**row, "state": "COMPLETE", "value": best, "note": res.get("note", "")}

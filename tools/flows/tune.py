@@ -19,6 +19,9 @@ reports/<study>/tune.db (SQLite): a killed tune resumes where it stopped. A tria
 is marked FAIL (user attr `interrupted`) and re-queued with the same parameters and the same run folder,
 which resumes from its last checkpoint: no trial is lost or trained twice. One tune per study at a time.
 
+With --runner ray (make tune RUNNER=ray) trials train in parallel as Ray tasks of the sweep's Ray runner,
+each placed by its preflight bill, while this process keeps the study and its pruner (tools.flows.tune_ray).
+
 Then reports/<study>/tune.md, tune.html, tune_trials.csv, tune_slice.png (tools.report.trials). With
 --evaluate the best trial's run goes through the sweep's evaluation: its epochs on dev, the rule's choice,
 the test set scored once for it, and the study's report.
@@ -26,11 +29,13 @@ the test set scored once for it, and the study's report.
 Usage:
     python -m tools.flows.tune --study lr --model smollm2_135m --trials 6 [--set key=value ...]
         [--dataset-dir data] [--seed N] [--name TAG] [--evaluate] [--skip-preflight]
+        [--runner ray [--parallel N] [--shared-saves DIR]]   # trials in parallel on Ray (tools.flows.tune_ray)
 """
 
 from __future__ import annotations
 
 import fcntl
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +45,7 @@ from tools.core.args import command, opt
 from tools.core.paths import DATA, Run, report_dir
 from tools.core.profiles import ConfigError, load_profile
 from tools.flows import trial as T
-from tools.report import epoch_steps, epoch_values, objective_of, planned_steps, write_tune_report
+from tools.report import objective_of, write_tune_report
 from tools.train import load_study, parse_set, render_study
 
 SAMPLERS = ("tpe", "random", "qmc")
@@ -109,68 +114,17 @@ def used(ost) -> int:
 
 
 def run_one(ost, space, objective, ctx: dict) -> dict:
-    """Ask, train with pruning, tell: one trial, its row for the status line."""
-    import optuna
-    from optuna.trial import TrialState
-
-    trial = ost.ask()
-    params = T.suggest(trial, space)
-    variant = trial.user_attrs.get("resume_run") or T.trial_name(trial.number, params)
-    trial.set_user_attr("run", variant)
-    run = Run(ctx["model"], ctx["study"], variant)
-    try:
-        job = T.trial_job(
-            ctx["study"], ctx["model"], ctx["base"], variant, params, ctx["overrides"], ctx["data"]
-        )
-    except (ConfigError, ValueError) as e:
-        ost.tell(trial, state=TrialState.FAIL)
-        return {"number": trial.number, "run": run.name, "state": "FAIL", "note": str(e)}
+    """Ask, train here with pruning, tell: one trial, its row for the status line."""
+    started = T.start_trial(ost, space, ctx)
+    if isinstance(started, dict):  # refused before training
+        return started
+    trial, run, job = started
     job["warm"] = ctx["warm"]
     reported: dict[int, float] = {}
-
-    def on_epoch() -> int | None:
-        for e, v in sorted(epoch_values(run, objective.metric).items()):
-            if e in reported:
-                continue
-            reported[e] = v
-            trial.report(v, e)
-            if trial.should_prune():
-                return e
-        return None
-
-    res, stop, killed = T.watch_train(job, on_epoch, ctx["poll"])
-    steps = epoch_steps(run)
-    planned = planned_steps(run)
-    last = max(steps.values(), default=0)
-    per_epoch = steps.get(1) or 0
-    spent = min(planned, last + per_epoch) if killed and planned else last
-    info = {
-        "steps_planned": planned,
-        "steps_run": spent,
-        "steps_saved": max(0, planned - spent) if planned else 0,
-    }
-    for k, v in info.items():
-        trial.set_user_attr(k, v)
-    row = {"number": trial.number, "run": run.name, "params": params, "epochs": dict(reported), **info}
-    if stop is not None:
-        trial.set_user_attr("epoch_reached", stop)
-        T.mark_pruned(run, stop, info)
-        ost.tell(trial, state=TrialState.PRUNED)
-        return {
-            **row,
-            "state": "PRUNED",
-            "note": f"pruned at epoch {stop}" + ("" if killed else " (had finished)"),
-        }
-    if res["status"] not in ("finished", "done") or not reported:
-        why = res.get("note") or "no dev value per epoch (does the profile set eval_dataset?)"
-        trial.set_user_attr("error", why)
-        ost.tell(trial, state=TrialState.FAIL)
-        return {**row, "state": "FAIL", "note": why}
-    best = (min if objective.direction == "minimize" else max)(reported.values())
-    trial.set_user_attr("epoch_reached", max(reported))
-    ost.tell(trial, best)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return {**row, "state": "COMPLETE", "value": best, "note": res.get("note", "")}
+    res, stop, killed = T.watch_train(
+        job, lambda: T.report_epochs(trial, run, objective.metric, reported), ctx["poll"]
+    )
+    return T.finish_trial(ost, trial, run, reported, res, stop, killed, objective)
 
 
 def rows_of(ost) -> list[dict]:
@@ -259,6 +213,20 @@ class TuneArgs:
         True, help="train each trial as a child of a warm fork server (LLaMA-Factory imported once)"
     )
     poll: float = opt(0.5, help="seconds between looks at a training run's epochs", gt=0)
+    runner: str = opt("local", help="where trials train", choices=("local", "ray"))
+    parallel: int = opt(
+        0,
+        help="--runner ray: trials training at once (0: one per GPU of the cluster, 1 without)",
+        nonneg=True,
+    )
+    shared_saves: str | None = opt(
+        None,
+        help="--runner ray on several nodes: the shared folder holding saves/",
+        env="SMALLDATA_SHARED_SAVES",
+    )
+
+    def check(self) -> list[str]:
+        return ["--parallel needs --runner ray"] if self.parallel and self.runner != "ray" else []
 
 
 def _data(text: str, flag: str) -> dict | None:
@@ -293,26 +261,39 @@ def tune(a: TuneArgs) -> dict:
         objective = objective_of(a.study, search.get("objective"))
     except ValueError as e:  # a rule that cannot be applied, an objective not measured per epoch
         raise ConfigError(f"{where}: {e}") from None
+    bill, ray = None, a.runner == "ray"
     if not a.skip_preflight:
         from tools.flows.preflight import check as preflight_check
 
-        rep = preflight_check([first], a.model)
+        rep = preflight_check([first], a.model, remote=os.environ.get("RAY_ADDRESS") if ray else None)
         print("\n".join(rep.lines()), flush=True)
         if not rep.ok:
             bad = "; ".join(f"{n}: {d}" for n, ok, d in rep.checks if not ok)
             raise ConfigError(f"preflight refused the tune ({bad}); --skip-preflight overrides")
+        bill = rep.bills.get(base)
+    cluster = None
+    if ray:  # a base variant no node can hold, or outputs the nodes do not share: refused before writing
+        from tools.train import ray_cluster
+
+        cluster = ray_cluster([{"run": first.run.name, "memory_estimate": bill}], a.shared_saves)
     out = report_dir(a.study)
-    out.mkdir(parents=True, exist_ok=True)
     name = a.name or f"{a.study}-{a.model}"
-    with open(out / f".tune-{name}.lock", "w") as lock:  # held for the whole search, released on return
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError(f"another tune of {name} is running (lock {lock.name})") from None
-        return _search(a, search, space, base, overrides, first, objective, out, name)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / f".tune-{name}.lock", "w") as lock:  # held for the whole search
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ConfigError(f"another tune of {name} is running (lock {lock.name})") from None
+            return _search(a, search, space, base, overrides, first, objective, out, name, cluster)
+    finally:
+        if cluster:
+            cluster.close()
 
 
-def _search(a: TuneArgs, search, space, base, overrides, first, objective, out: Path, name: str) -> dict:
+def _search(
+    a: TuneArgs, search, space, base, overrides, first, objective, out: Path, name: str, cluster
+) -> dict:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -345,13 +326,22 @@ def _search(a: TuneArgs, search, space, base, overrides, first, objective, out: 
     print(
         f"tune {name}: objective dev {objective.metric} ({objective.direction}); {objective.note}", flush=True
     )
-    while (n := used(ost)) < a.trials:
-        row = run_one(ost, space, objective, ctx)
+
+    def show(row: dict) -> None:
         vals = " ".join(f"ep{e} {v:.4f}" for e, v in sorted(row.get("epochs", {}).items()))
         print(
-            f"[{n + 1}/{a.trials}] trial {row['number']:>3} {row['run']:<40} {row['state']:<8} {vals}  {row.get('note', '')}",
+            f"[{used(ost)}/{a.trials}] trial {row['number']:>3} {row['run']:<40} {row['state']:<8} {vals}  "
+            + row.get("note", ""),
             flush=True,
         )
+
+    if cluster:
+        from tools.flows import tune_ray
+
+        ctx |= {"parallel": a.parallel, "skip_preflight": a.skip_preflight}
+        tune_ray.search(cluster, ost, space, objective, ctx, a.trials, used, show)
+    while used(ost) < a.trials and not cluster:
+        show(run_one(ost, space, objective, ctx))
     summary = summarize(ost, objective, ctx)
     paths = write_tune_report(out, summary, rows_of(ost), importances(ost))
     atomic_write_json(out / "tune.json", summary)
