@@ -13,7 +13,7 @@ from filelib import atomic_write_json, atomic_write_jsonl
 from tools.core.paths import Run
 from tools.report import build_report
 from tools.report.choose import choose_on_dev, dev_records
-from tools.report.rule import RuleError, load_rule, parse_rule
+from tools.report.rule import RuleError, load_rule, parse_rule, steps_at
 from tools.report.synthetic import write_run
 
 IDS = [f"p{i:02d}" for i in range(24)]
@@ -117,3 +117,53 @@ def test_min_diff_criteria_and_a_studys_own_rule():
 def test_a_bad_rule_is_refused_with_every_problem(spec, said):
     with pytest.raises(RuleError, match=said.replace("{", r"\{").replace("}", r"\}")):
         parse_rule(spec, "templates/studies/x.yaml: decision")
+
+
+def with_eval_loss(run: Run, losses: list[float], **config) -> None:
+    """The trainer's own dev losses, and the config they were computed under (run.json)."""
+    history = [{"eval_loss": v, "epoch": i + 1} for i, v in enumerate(losses)]
+    atomic_write_json(run.output_dir / "trainer_state.json", {"global_step": 6, "log_history": history})
+    cfg = {"lora_rank": 8, "eval_dataset": "demo_dev", "cutoff_len": 128, "template": "smollm2", **config}
+    atomic_write_json(run.output_dir / "run.json", {"status": "finished", "resolved_config": cfg})
+
+
+def test_eval_losses_over_different_dev_rows_are_not_compared(out_dir):
+    """The demo's trap: LLaMA-Factory's max_samples cuts the eval set too, so `shuffled` (max_samples 4)
+    reported its eval loss over the first 4 dev rows and the chain over all of them: 2.63 against 2.40 was
+    a difference of rows, not of models. Such a pair is "not comparable", never a decision."""
+    spec = {"criteria": [{"metric": "eval_loss", "effect": {"min_diff": 0.05}}], "tie_break": ["name"]}
+    rule = parse_rule(spec, "t")
+    same = noisy(5.0, 4, 0.8)
+    shuffled = arm("shuffled", same, None, steps=6, seed=1)
+    chain = arm("stage3_all", same, None, steps=6, seed=2)
+    with_eval_loss(shuffled, [2.63], max_samples=4)
+    with_eval_loss(chain, [2.40])
+    choice = choose_on_dev(dev_records("rulestudy"), "demo_dev", rule=rule)
+    assert choice.decided_by is None and choice.best.run == "tiny/rulestudy/shuffled"  # the tie-break: name
+    assert "eval_loss: not comparable: the two points were evaluated on different rows (max_samples" in (
+        choice.verdict
+    )
+    with_eval_loss(shuffled, [2.63])  # the same dev rows: now the difference is the models'
+    choice = choose_on_dev(dev_records("rulestudy"), "demo_dev", rule=rule)
+    assert choice.decided_by["metric"] == "eval_loss" and choice.best.run == "tiny/rulestudy/stage3_all"
+    assert choice.decided_by["diff"] == pytest.approx(-0.23)
+
+
+def test_the_tie_breaks_steps_count_a_chains_earlier_stages(out_dir):
+    """A curriculum stage continues its parent's adapter: stage 3 at its own step 2 rests on 6 steps, so
+    where nothing separates, `fewest_steps` prefers a 4-step arm to it (it once counted the 2)."""
+    same = noisy(5.0, 4, 0.8)
+    rng = np.random.default_rng(3)
+    for variant, parent in (("stage1", None), ("stage2", "stage1")):
+        run = arm(variant, same, None, steps=2, seed=0)  # evaluated too, but not among the candidates
+        atomic_write_json(run.output_dir / "run.json", {"status": "finished", "parent": parent})
+    stage3 = arm("stage3", {k: v + rng.normal(0, 0.2) for k, v in same.items()}, None, steps=2, seed=1)
+    atomic_write_json(stage3.output_dir / "run.json", {"status": "finished", "parent": "stage2"})
+    arm("shuffled", {k: v + rng.normal(0, 0.2) for k, v in same.items()}, None, steps=4, seed=2)
+    spec = {"criteria": [{"metric": "judge_mean"}], "tie_break": ["fewest_steps", "name"]}
+    records = [r for r in dev_records("rulestudy") if r.run.variant in ("stage3", "shuffled")]
+    choice = choose_on_dev(records, "demo_dev", rule=parse_rule(spec, "t"))
+    assert choice.decided_by is None and choice.best.run == "tiny/rulestudy/shuffled"
+    assert steps_at(stage3) == 6 and steps_at(Run("tiny", "rulestudy", "shuffled")) == 4
+    atomic_write_json(stage3.output_dir / "run.json", {"status": "finished", "parent": "stage3"})
+    assert steps_at(stage3) is None  # a loop: unknown, never a count

@@ -47,7 +47,7 @@ from tools.data import main as data_main
 from tools.eval import study_main
 from tools.export import main as export_main
 from tools.flows.sweep import main as sweep_main
-from tools.report import choose_on_dev, dev_records
+from tools.report import choose_on_dev, dev_records, record_choice
 from tools.report import main as report_main
 from tools.train import render_study
 
@@ -176,7 +176,7 @@ def main(a: DemoArgs) -> int:
         a.max_new_tokens,
         3,
     )
-    choice = choose_on_dev(dev_records(STUDY, model), devset)
+    choice = record_choice(STUDY, model, devset)  # reports/demo/choice.json: what was chosen, and why
     best = choice.run
     if best is None:
         raise SystemExit(f"demo: no tuned run has a score on {devset}: nothing to choose")

@@ -31,7 +31,16 @@ from plugins.publishing import registry
 from tools.core.args import command, opt
 from tools.core.paths import DATA, Run, report_dir, runs_of_study
 from tools.report.collect import EvalPoint, RunRecord, read_evals
-from tools.report.rule import Rule, eval_loss_at, judge_criterion, load_rule, per_prompt, rank_of, steps_at
+from tools.report.rule import (
+    Rule,
+    eval_basis,
+    eval_loss_at,
+    judge_criterion,
+    load_rule,
+    per_prompt,
+    rank_of,
+    steps_at,
+)
 
 METRIC = "judge_mean"
 FALLBACK = "rougeL"
@@ -150,10 +159,16 @@ def choose_on_dev(
     def items_of(p: Point, metric: str) -> dict[str, float]:
         return per_prompt(Run.parse(p.run), dev, p.decoding, metric, item_scores)
 
+    def basis_of(p: Point) -> dict:
+        return eval_basis(Run.parse(p.run))
+
     tried = [
-        judge_criterion(c, points, value_of, items_of, rule.min_paired, lambda p: p.trained)
+        judge_criterion(
+            c, points, value_of, items_of, rule.min_paired, lambda p: p.trained,
+            basis_of if c.metric == "eval_loss" else None,
+        )
         for c in rule.criteria
-    ]
+    ]  # fmt: skip
     deciding = next((o for o in tried if o.decided), None)
     shown = deciding or next((o for o in tried if o.values), None)
     if shown is None:

@@ -15,6 +15,11 @@ picks what gets exported, and says so.
 Metrics: `judge_mean` (per prompt: the judge's score of the answer), `rougeL` and `ref_loss` (per prompt:
 ROUGE-L against the reference; the mean token NLL of the reference answer, ln of metrics' per-item
 perplexity), `eval_loss` (LLaMA-Factory's dev loss at that checkpoint: one number, so only `min_diff`).
+Two points' `eval_loss` are compared only where the trainer computed them over the same dev rows
+(`eval_basis`: LLaMA-Factory's `max_samples` cuts the eval set as well as the training sets, so an arm
+trained on the first 4 rows of each set was evaluated on the first 4 dev rows only); otherwise the
+criterion says "not comparable" and does not decide. `ref_loss` has no such trap: every point's
+reference NLL is computed on every dev prompt, and compared prompt by prompt.
 """
 
 from __future__ import annotations
@@ -148,12 +153,41 @@ def eval_loss_at(run: Run) -> float | None:
     return float(losses[-1]) if losses else None
 
 
-def steps_at(run: Run) -> int | None:
+EVAL_BASIS = ("eval_dataset", "max_samples", "val_size", "cutoff_len", "template")
+
+
+def eval_basis(run: Run) -> dict:
+    """What the trainer's eval_loss of a run was computed over: the dev set and what cut or shaped it."""
+    cfg = read_json_object(run.trained.run_json, {}).get("resolved_config") or {}
+    return {k: cfg.get(k) for k in EVAL_BASIS}
+
+
+def _global_step(run: Run) -> int | None:
     state = read_json_object(run.adapter_dir / "trainer_state.json", {})
     if not state:
         state = read_json_object(run.trained.output_dir / "trainer_state.json", {})
     steps = state.get("global_step")
-    return int(steps) if isinstance(steps, int) else None
+    return int(steps) if isinstance(steps, int) and not isinstance(steps, bool) else None
+
+
+def steps_at(run: Run) -> int | None:
+    """The optimizer steps that made a point, its chain's included: a curriculum stage continues its
+    parent's finished adapter (run.json `parent`), so stage 3 at its step 2 rests on every step of stages
+    1 and 2 as well. None when a step count along the chain is unknown."""
+    steps, seen = _global_step(run), {run.trained.name}
+    parent = read_json_object(run.trained.run_json, {}).get("parent")
+    while steps is not None and isinstance(parent, str) and parent:
+        try:
+            up = Run(run.model, run.study, parent)
+        except ValueError:
+            return None
+        if up.name in seen:  # a loop in hand-edited files: the count is unknown, not infinite
+            return None
+        seen.add(up.name)
+        more = _global_step(up)
+        steps = None if more is None else steps + more
+        parent = read_json_object(up.run_json, {}).get("parent")
+    return steps
 
 
 def rank_of(run: Run) -> int | None:
@@ -185,8 +219,12 @@ class Outcome:
         return f"{self.metric} {self.diff:+.3g}{ci}{n}{tail}"
 
 
-def judge_criterion(c: Criterion, points: list, value_of, items_of, min_paired: int, arm_of) -> Outcome:
-    """Apply one criterion to the candidate points (objects with .run, .trained, .decoding)."""
+def judge_criterion(
+    c: Criterion, points: list, value_of, items_of, min_paired: int, arm_of, basis_of=None
+) -> Outcome:
+    """Apply one criterion to the candidate points (objects with .run, .trained, .decoding).
+    `basis_of(point)`: what a one-number metric was computed over; two points whose bases differ are not
+    compared (their difference would be one of rows, not of models)."""
     out = Outcome(c.metric)
     vals = [(p, v) for p in points if (v := value_of(p, c.metric)) is not None and math.isfinite(v)]
     if not vals:
@@ -220,6 +258,11 @@ def judge_criterion(c: Criterion, points: list, value_of, items_of, min_paired: 
         out.decided = (lo > 0) if sign > 0 else (hi < 0)
         out.why = "" if out.decided else "0 inside the interval"
     else:
+        if basis_of is not None and basis_of(best) != basis_of(second):
+            a, b = basis_of(best), basis_of(second)
+            differ = ", ".join(f"{k} {a[k]!r} vs {b[k]!r}" for k in a if a[k] != b.get(k))
+            out.why = f"not comparable: the two points were evaluated on different rows ({differ})"
+            return out
         out.diff = best_v - second_v
         out.decided = abs(out.diff) >= c.min_diff
         out.why = "" if out.decided else f"below the declared {c.min_diff:g}"
