@@ -21,6 +21,7 @@ LOGGED = {
     "vera": [10.7795, 10.7795, 10.7795, 10.7795],  # the case: lr 0 at the first step, nothing moved
     "oft": [10.7795, 10.79, 10.81, 10.85],  # rose
     "full": None,
+    "freeze": [10.7795],  # one step, one logged loss: says nothing either way
 }
 
 
@@ -37,7 +38,8 @@ def run_table(study: str) -> tuple[list[str], dict[str, dict[str, str]]]:
 def method_study() -> None:
     for variant, losses in LOGGED.items():
         run = Run("tiny", "method", variant)
-        write_run(run, standard_series(4), {"peft_type": variant}, ["peft_type"])
+        series = standard_series(4) if losses is None or len(losses) > 1 else {"loss": [(1, losses[0])]}
+        write_run(run, series, {"peft_type": variant}, ["peft_type"])
         if losses is None:
             continue
         log = [{"current_steps": i + 1, "loss": v} for i, v in enumerate(losses)]
@@ -55,10 +57,12 @@ def test_each_run_shows_its_first_and_last_loss_and_whether_it_learned(out_dir):
     assert cells["vera"][HEADER] == "10.78 → 10.78 (did not learn)"
     assert cells["oft"][HEADER] == "10.78 → 10.85 (did not learn)"
     assert cells["full"][HEADER] == "–"  # run.json says nothing: no figure invented
+    assert cells["freeze"][HEADER] == "10.78 → 10.78 (not estimable)"
     csv = pd.read_csv(report_dir("method") / "runs.csv").set_index("label")
     assert csv.loc["lora", ["first_loss", "last_loss"]].tolist() == [10.7795, 9.1234]
     learned = csv["learned"].to_dict()
-    assert pd.isna(learned.pop("full")) and learned == {"lora": True, "vera": False, "oft": False}
+    assert pd.isna(learned.pop("full")) and pd.isna(learned.pop("freeze"))
+    assert learned == {"lora": True, "vera": False, "oft": False}
     warned = [w for w in rep.warnings if "did not learn" in w]
     assert sorted(w.split(":")[0] for w in warned) == ["oft", "vera"]
     assert "vera: did not learn: train loss 10.78 -> 10.78" in "\n".join(warned)

@@ -73,11 +73,13 @@ def params_cell(row) -> str:
 
 def learned_cell(row) -> str:
     """'10.78 → 9.12' (first → last logged train loss), flagged '(did not learn)' when the loss did not
-    fall (run.json's `learned`); '–' where run.json says nothing."""
+    fall (run.json's `learned`), '(not estimable)' where that cannot be said (one logged loss); '–' where
+    run.json says nothing."""
     first, last, learned = row.get("first_loss"), row.get("last_loss"), row.get("learned")
     if first is None or last is None or pd.isna(first) or pd.isna(last):
         return "–"
-    flag = " (did not learn)" if learned is not None and not pd.isna(learned) and not learned else ""
+    known = learned is not None and not pd.isna(learned)
+    flag = " (did not learn)" if known and not learned else "" if known else " (not estimable)"
     return f"{_num(float(first))} → {_num(float(last))}{flag}"
 
 

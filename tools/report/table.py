@@ -178,15 +178,17 @@ def zeroshot_of(m: dict) -> dict:
     }
 
 
-def learning_of(info: dict) -> dict:
+def learning_of(info: dict, logged: int) -> dict:
     """The first and last logged train loss and whether the run learned (run.json, written by
-    tools.train.trainstats from the run's trainer_log.jsonl); None where the run has not said."""
+    tools.train.trainstats from the run's trainer_log.jsonl); None where the run has not said, or where
+    one loss was logged (`logged`: the losses in its events), which says nothing of learning."""
     first, last, learned = info.get("first_loss"), info.get("final_loss"), info.get("learned")
     ok = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (first, last))
+    single = logged < 2 and first == last
     return {
         "first_loss": first if ok else None,
         "last_loss": last if ok else None,
-        "learned": learned if ok and isinstance(learned, bool) else None,
+        "learned": learned if ok and isinstance(learned, bool) and not single else None,
     }
 
 
@@ -296,7 +298,7 @@ def build_table(
         # what a method costs (tools.train.trainstats, from LLaMA-Factory's log and trainer files)
         for k in ("trainable_params", "trainable_pct", "s_per_step"):
             row[k] = r.info.get(k)
-        row.update(learning_of(r.info))
+        row.update(learning_of(r.info, len(r.curves.values("loss"))))
         warn = curve_warnings(r.curves)
         if row["learned"] is False:
             warn.append(
