@@ -74,7 +74,10 @@ def test_nothing_separates_so_the_tie_break_picks_and_says_so(out_dir):
     assert choice.verdict.startswith("no clear winner on demo_dev: judge_mean")
     assert "ref_loss: no point has a value" in choice.verdict
     rep = build_report("rulestudy", "tiny", data_dir=out_dir / "nodata")
-    assert rep.verdict.text.startswith("No clear winner on demo_dev: chosen by the declared tie-break")
+    assert rep.verdict.text.startswith(
+        "No clear winner on demo_dev: no criterion (judge_mean, ref_loss, rougeL) separates the best point "
+        "from the runner-up; chosen by the declared tie-break (fewest_steps, then name), not by a score."
+    )
 
 
 def test_too_few_or_identical_paired_prompts_are_not_estimable(out_dir):

@@ -70,8 +70,10 @@ def _decide(
         dec.lines.append(f"chosen on {choice.dev} by {what}: {_label(b)} {b.score:.3g}{ci}.")
         dec.lines.append(f"decided by {d['metric']}: {choice.verdict}.")
     else:
+        tried = ", ".join(t["metric"] for t in choice.tried)
         dec.lines.append(
-            f"no clear winner on {choice.dev}: chosen by the declared tie-break, not by a score."
+            f"no clear winner on {choice.dev}: no criterion ({tried}) separates the best point from the "
+            f"runner-up; chosen by the declared tie-break ({choice.tie_break}), not by a score."
         )
         dec.lines.append(f"{choice.verdict}.")
     dec.lines.append(f"decision rule: {choice.rule}.")
