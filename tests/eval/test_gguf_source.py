@@ -17,7 +17,7 @@ from tools.core.paths import Run, exports_dir
 from tools.eval import generate as gen
 from tools.eval.decoding import DecodingPoint
 from tools.eval.prompts import GenerateError
-from tools.eval.served import sampling
+from tools.eval.served import CTX, sampling
 from tools.eval.source import resolve_source
 
 needs_server = pytest.mark.skipif(
@@ -116,7 +116,9 @@ def test_decoding_points_map_onto_llama_cpps_samplers():
     assert greedy["seed"] == 7 and greedy["min_p"] == 0.0
     rp = sampling(DecodingPoint.parse("greedy_rp1.1"), 7)
     assert (
-        rp["samplers"] == ["penalties", "top_k"] and rp["repeat_penalty"] == 1.1 and rp["repeat_last_n"] == -1
+        rp["samplers"] == ["penalties", "top_k"]
+        and rp["repeat_penalty"] == 1.1
+        and rp["repeat_last_n"] == CTX
     )
     sampled = sampling(DecodingPoint.parse("t0.7_p0.9_k40"), 3)
     assert sampled["samplers"] == ["temperature", "top_k", "top_p"]  # transformers' order of warpers
@@ -198,4 +200,5 @@ def test_a_gguf_is_served_generated_and_judged_beside_the_hf_model(
     args = ["--testset", "mini_eval", "--offline-model", str(tiny_model)]
     assert judge.main(["--run", g_run.name, *args]) == 0
     scores = json.loads(g_run.scores("mini_eval", "greedy").read_text())
-    assert scores["n"] == 4 and scores["n_failed"] == 0  # p3 has no reference
+    # p3 has no reference, so the protocol is `single`: every answer scored alone
+    assert scores["protocol"] == "single" and scores["n"] == len(g_rows) and scores["n_failed"] == 0

@@ -68,6 +68,18 @@ def test_a_failed_write_leaves_no_final_name(tmp_path):
     assert [p.name for p in final.parent.iterdir()] == ["model-f16.gguf"]
 
 
+def test_a_byte_level_tokenizer_marked_byte_fallback_is_staged_as_byte_level(tiny_model, tmp_path):
+    fixed = gguf.byte_level_tokenizer(tiny_model / "tokenizer.json")  # as transformers built it from the GGUF
+    assert (
+        fixed is not None
+        and fixed["model"]["byte_fallback"] is False
+        and fixed["decoder"]["type"] == "ByteLevel"
+    )
+    (tmp_path / "tokenizer.json").write_text(json.dumps(fixed))
+    assert gguf.byte_level_tokenizer(tmp_path / "tokenizer.json") is None  # nothing left to change
+    assert gguf.byte_level_tokenizer(tmp_path / "absent.json") is None
+
+
 # ---------------------------------------------------------------------------------------- templates
 def _three_renderings(model: Path, name: str, user: str, system: str | None):
     from transformers import AutoTokenizer
@@ -155,6 +167,12 @@ def test_tiny_round_trip_files_template_and_lora(tiny_run, out_dir):
     # The GGUF carries LLaMA-Factory's template (the training one), not the base model's own.
     meta = gguf.read_gguf_meta(gguf.model_file(RUN, "f16"))
     assert meta["tokenizer.chat_template"] == rec["chat_template"]
+    # SmolLM2's byte-level BPE as llama.cpp's gpt2 kind with its smollm pre-tokenizer (not a `llama`
+    # SentencePiece vocabulary that llama-server cannot tokenize with)
+    tok_meta = gguf.read_gguf_meta(
+        gguf.model_file(RUN, "f16"), ("tokenizer.ggml.model", "tokenizer.ggml.pre")
+    )
+    assert tok_meta == {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "smollm"}
     assert "You are a helpful AI assistant named SmolLM, trained by Hugging Face." in rec["chat_template"]
     lora_meta = gguf.read_gguf_meta(gguf.lora_file(RUN), ("general.type", "adapter.type"))
     assert lora_meta == {"general.type": "adapter", "adapter.type": "lora"}
@@ -170,6 +188,7 @@ def test_tiny_round_trip_verified_in_llama_server(tiny_run, out_dir):
     assert rec["verified"] and [f["quant"] for f in rec["files"]] == ["f16", "q4_k_m"]
     for f in rec["files"]:
         assert f["template_matches"], f["template_rendered"]  # llama.cpp's own jinja rendering
+        assert f["tokens_match"], f["tokens_llama_cpp"]  # and its own tokenizer on it
         assert f["prompts"] == 3 and f["tokens_per_s"] > 0 and f["ppl_llama_cpp"] and f["ppl_hf"]
         assert f["flagged"] == (f["agreement"] < gguf.THRESHOLD)
     md = (gguf.gguf_dir(RUN) / "gguf_report.md").read_text()
@@ -187,4 +206,4 @@ def test_embedded_model_f16_matches_the_merged_model_token_for_token(base_model,
     f16, q8 = rec["files"]
     assert f16["agreement"] == 1.0 and not f16["flagged"], f16["per_prompt"]
     assert abs(f16["ppl_llama_cpp"] / f16["ppl_hf"] - 1) < 0.01, (f16["ppl_llama_cpp"], f16["ppl_hf"])
-    assert q8["ppl_llama_cpp"] / q8["ppl_hf"] < 1.05 and q8["template_matches"]
+    assert q8["ppl_llama_cpp"] / q8["ppl_hf"] < 1.05 and q8["template_matches"] and q8["tokens_match"]

@@ -20,7 +20,9 @@ generation.json records is the server's (its resident set, where the model is), 
 from __future__ import annotations
 
 import contextlib
+import json
 import time
+import urllib.error
 from pathlib import Path
 
 from tools.core import llama_server
@@ -28,13 +30,19 @@ from tools.eval.decoding import DecodingPoint
 from tools.eval.prompts import GenerateError, user_message
 from tools.eval.source import Source
 
+CTX = 4096  # the server's context: prompt and answer together (also the repetition penalty's window)
 LABEL = "llama.cpp llama-server --jinja (the GGUF's embedded chat template), /v1/chat/completions"
 
 
 def sampling(point: DecodingPoint, seed: int) -> dict:
     """llama-server's sampling fields for a decoding point (tools.eval.decoding)."""
     chain = ["penalties"] if point.repetition_penalty != 1.0 else []
-    body: dict = {"seed": seed, "repeat_penalty": point.repetition_penalty, "repeat_last_n": -1, "min_p": 0.0}
+    body: dict = {
+        "seed": seed,
+        "repeat_penalty": point.repetition_penalty,
+        "repeat_last_n": CTX,
+        "min_p": 0.0,
+    }
     if point.temperature == 0:
         return body | {"samplers": [*chain, "top_k"], "top_k": 1, "temperature": 0.0}
     return body | {
@@ -69,7 +77,7 @@ class GgufEngine:
             log.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.server = self._stack.enter_context(
-                llama_server.serve(Path(source.model_name_or_path), threads=threads, log=log)
+                llama_server.serve(Path(source.model_name_or_path), ctx=CTX, threads=threads, log=log)
             )
         except RuntimeError as e:
             raise GenerateError(f"{source.run}: {e}") from None
@@ -105,19 +113,32 @@ class GgufEngine:
         if answer:
             raise GenerateError("a GGUF source generates; it does not score given answers")
         messages = [{"role": "user", "content": user_message(row)}]
-        ids = self.server.tokenize(self.server.apply_template(messages))
+        ids = self._ask(self.server.tokenize, self._ask(self.server.apply_template, messages))
         self._messages[tuple(ids)] = messages
         return ids, []
 
     def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
-        return self.server.detokenize(ids)
+        return self._ask(self.server.detokenize, ids)
+
+    def _ask(self, call, *args):
+        """A request to the server; an error it answers with becomes one line naming the file."""
+        try:
+            return call(*args)
+        except urllib.error.HTTPError as e:
+            body = e.read().decode(errors="replace")
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                body = json.loads(body)["error"]["message"]
+            raise GenerateError(
+                f"{self.source.model_name_or_path}: llama-server answered HTTP {e.code}: {body}"
+            ) from None
 
     def generate(self, prompts: list[list[int]], point: DecodingPoint, seed: int) -> list[dict]:
         """Each prompt's answer through /v1/chat/completions: {answer, new_tokens, truncated}."""
         out = []
         for ids in prompts:
             t0 = time.perf_counter()
-            r = self.server.chat(self._messages[tuple(ids)], sampling(point, seed), point.max_new_tokens)
+            messages = self._messages[tuple(ids)]
+            r = self._ask(self.server.chat, messages, sampling(point, seed), point.max_new_tokens)
             self.compute_s += time.perf_counter() - t0
             out.append(
                 {"answer": r["answer"].strip(), "new_tokens": r["new_tokens"], "truncated": r["truncated"]}

@@ -100,15 +100,24 @@ def _run(cmd: list[str], log: Path, env: dict | None = None) -> None:
 
 def stage_with_template(merged: Path, stage: Path, chat_template: str) -> Path:
     """The merged folder as the converter should see it: its files linked, the tokenizer config
-    carrying `chat_template` (and no separate chat_template file that would win over it)."""
+    carrying `chat_template` (and no separate chat_template file that would win over it), and a
+    byte-level BPE tokenizer described as one (`byte_level_tokenizer`)."""
     if stage.exists():
         shutil.rmtree(stage)
     stage.mkdir(parents=True)
+    fixed = byte_level_tokenizer(merged / "tokenizer.json")
+    if fixed is not None:
+        (stage / "tokenizer.json").write_text(json.dumps(fixed, ensure_ascii=False))
     for p in merged.iterdir():
-        if p.is_file() and p.name not in (
-            "tokenizer_config.json",
-            "chat_template.jinja",
-            "chat_template.json",
+        if (
+            p.is_file()
+            and not (stage / p.name).exists()
+            and p.name
+            not in (
+                "tokenizer_config.json",
+                "chat_template.jinja",
+                "chat_template.json",
+            )
         ):
             (stage / p.name).symlink_to(p.resolve())
     cfg_path = merged / "tokenizer_config.json"
@@ -116,6 +125,25 @@ def stage_with_template(merged: Path, stage: Path, chat_template: str) -> Path:
     cfg["chat_template"] = chat_template
     (stage / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2))
     return stage
+
+
+def byte_level_tokenizer(path: Path) -> dict | None:
+    """A byte-level BPE tokenizer.json that says `byte_fallback` (transformers writes it so when it
+    builds a tokenizer from a GGUF, as the embedded SmolLM2's is built) with its decoder made
+    byte-level; None when it needs no change. llama.cpp's converter takes `byte_fallback` for a
+    SentencePiece-style vocabulary and writes a `llama` tokenizer that llama-server cannot tokenize
+    with (`unordered_map::at`); a byte-level pre-tokenizer maps every byte to a token, so byte
+    fallback never happens and the tokenizer is GPT-2's kind (`gpt2`, the pre-tokenizer by its hash)."""
+    if not path.exists():
+        return None
+    tj = json.loads(path.read_text())
+    model, pre = tj.get("model") or {}, tj.get("pre_tokenizer") or {}
+    kinds = [p.get("type") for p in pre.get("pretokenizers", [pre])]
+    if model.get("type") != "BPE" or not model.get("byte_fallback") or "ByteLevel" not in kinds:
+        return None
+    model["byte_fallback"] = False
+    tj["decoder"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
+    return tj
 
 
 def convert(stage: Path, out: Path, outtype: str, log: Path) -> Path:

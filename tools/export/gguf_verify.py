@@ -7,7 +7,8 @@ transformers on the same dev prompts, token ids in and out (no second tokenisati
   log-probabilities taken from its full-vocabulary softmax (n_probs = vocabulary, before sampling).
 - tokens/s: llama-server's own decode timing; transformers' wall time per generated token beside it.
 - The template: llama.cpp's own rendering of the GGUF's embedded template (/apply-template) for one
-  message, compared with LLaMA-Factory's prompt string.
+  message, compared with LLaMA-Factory's prompt string, and llama.cpp's tokenisation of it (the prompt
+  a chat client sends) with LLaMA-Factory's token ids.
 
 Prompts and answers are encoded as LLaMA-Factory's training encodes them (user message = instruction,
 newline, input; answers end with the template's end of turn), as the eval does.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+import urllib.error
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +96,7 @@ def hf_reference(
         "tokens_per_s": gen_n / gen_s if gen_s else 0.0,
         "n_vocab": len(tokenizer),
         "stop_ids": sorted(stops),
-        "template_probe": {"user": "Hello!", "prompt": prompt},
+        "template_probe": {"user": "Hello!", "prompt": prompt, "ids": prompt_ids},
     }
 
 
@@ -111,6 +113,10 @@ def verify_file(path: Path, hf: dict[str, Any], tokens: int, threshold: float, l
     with serve(path, log=log) as server:
         probe = hf["template_probe"]
         rendered = server.post("/apply-template", {"messages": [{"role": "user", "content": probe["user"]}]})
+        try:  # the GGUF's own tokenizer on its own rendering: what a chat client's prompt becomes
+            tokens = server.tokenize(rendered.get("prompt") or "")
+        except urllib.error.HTTPError as e:
+            tokens = f"llama-server could not tokenize: HTTP {e.code} {e.read()[:200]!r}"
         for r in hf["rows"]:
             got, speed = server.greedy(r["prompt_ids"], tokens)
             end = next((i for i, t in enumerate(got) if t in stops), len(got))
@@ -133,8 +139,16 @@ def verify_file(path: Path, hf: dict[str, Any], tokens: int, threshold: float, l
         "tokens_per_s": sum(speeds) / len(speeds) if speeds else 0.0,
         "template_matches": rendered.get("prompt") == probe["prompt"],
         "template_rendered": rendered.get("prompt"),
+        "tokens_match": tokens == probe["ids"],
+        "tokens_llama_cpp": tokens,
         "per_prompt": per,
     }
+
+
+def _template_cell(v: dict[str, Any]) -> str:
+    if not v["template_matches"]:
+        return "DIFFERS"
+    return "same" if v.get("tokens_match", True) else "same text, OTHER TOKENS"
 
 
 def report_markdown(rec: dict[str, Any]) -> str:
@@ -155,7 +169,7 @@ def report_markdown(rec: dict[str, Any]) -> str:
         lines.append(
             f"| {v['file']} | {v['size_bytes'] / 2**20:.1f} | {v['matched']}/{v['prompts']} ({v['agreement']:.0%}) "
             f"| {num(v['ppl_llama_cpp'])} | {num(v['ppl_hf'])} | {num(v['tokens_per_s'], '{:.1f}')} "
-            f"| {'same' if v['template_matches'] else 'DIFFERS'} | {'BELOW THRESHOLD' if v['flagged'] else 'ok'} |"
+            f"| {_template_cell(v)} | {'BELOW THRESHOLD' if v['flagged'] else 'ok'} |"
         )
     lines += ["", f"Merged model in transformers: {rec['hf_tokens_per_s']:.1f} tokens/s (float32, CPU).", ""]
     if rec.get("lora"):
