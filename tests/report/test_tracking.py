@@ -7,15 +7,13 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from tests.train import test_sweep as ts
 from tests.train.test_sweep import args, run_json
-from tools.core.paths import Run, report_dir
+from tools.core.paths import Run, report_dir, venv_bin
 from tools.flows import sweep
 from tools.flows.tracking import Tracker, TrackingError
 
@@ -70,7 +68,7 @@ def mlflow_server(tmp_path, monkeypatch):
     pytest.importorskip("mlflow")
     port, store = free_port(), tmp_path / "store"
     store.mkdir()
-    cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri"]
+    cmd = [*venv_bin("mlflow"), "server", "--backend-store-uri"]
     cmd += [f"sqlite:///{store / 'mlflow.db'}", "--artifacts-destination", str(store / "artifacts")]
     cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     log = open(tmp_path / "mlflow-server.log", "w")

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from filelib import read_json_object, run_main, sha256_text
 from tools.core.args import command, opt
-from tools.core.paths import Run, out_root, report_dir
+from tools.core.paths import Run, out_root, report_dir, venv_bin
 from tools.core.profiles import ConfigError
 from tools.core.runinfo import data_fingerprint
 
@@ -245,8 +245,7 @@ class ServeArgs:
 
 def serve_command(port: int) -> list[str]:
     """MLflow's tracking server on the embedded store, on 127.0.0.1 only."""
-    exe = Path(sys.executable).parent / "mlflow"
-    cmd = [str(exe), "server", "--backend-store-uri", f"sqlite:///{mlruns() / 'mlflow.db'}"]
+    cmd = [*venv_bin("mlflow"), "server", "--backend-store-uri", f"sqlite:///{mlruns() / 'mlflow.db'}"]
     cmd += [
         "--artifacts-destination",
         str(mlruns() / "artifacts"),
