@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 
-from filelib import atomic_write_jsonl, read_jsonl
+from filelib import read_jsonl
+from tests.judge import test_judge_refuse as refuse
 from tools.core.paths import Run
 from tools.judge import cli as judge
 from tools.judge.cache import cache_path, endpoint_label, endpoint_path, legacy_label
@@ -16,17 +17,7 @@ N = 4
 
 
 def write_predictions(run: Run) -> None:
-    rows = [
-        {
-            "id": f"q{i}",
-            "instruction": f"Explain item {i}.",
-            "input": "",
-            "answer": f"A{i}",
-            "reference": f"R{i}",
-        }
-        for i in range(N)
-    ]
-    atomic_write_jsonl(run.predictions("demo_eval", "greedy"), rows)
+    refuse.write_predictions(run, N)
 
 
 def args(run: Run, url: str) -> list[str]:
