@@ -40,6 +40,10 @@ class Missing(Exception):
     """A llama.cpp piece that is not installed, with the command that installs it."""
 
 
+class ServerError(RuntimeError):
+    """llama-server answered a request with an error (its message included)."""
+
+
 # ---------------------------------------------------------------------------------------- where
 def pydist_version() -> str:
     try:
@@ -118,8 +122,14 @@ class Server:
         req = urllib.request.Request(
             self.url + path, json.dumps(body).encode(), {"Content-Type": "application/json"}
         )
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return json.loads(r.read())
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return json.loads(r.read())
+        except urllib.error.HTTPError as e:  # the server's own message, not only its status
+            text = e.read().decode(errors="replace")
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                text = json.loads(text)["error"]["message"]
+            raise ServerError(f"llama-server {path}: HTTP {e.code}: {text}") from None
 
     def props(self) -> dict:
         with urllib.request.urlopen(self.url + "/props", timeout=30) as r:

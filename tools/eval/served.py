@@ -20,9 +20,7 @@ generation.json records is the server's (its resident set, where the model is), 
 from __future__ import annotations
 
 import contextlib
-import json
 import time
-import urllib.error
 from pathlib import Path
 
 from tools.core import llama_server
@@ -124,13 +122,8 @@ class GgufEngine:
         """A request to the server; an error it answers with becomes one line naming the file."""
         try:
             return call(*args)
-        except urllib.error.HTTPError as e:
-            body = e.read().decode(errors="replace")
-            with contextlib.suppress(ValueError, KeyError, TypeError):
-                body = json.loads(body)["error"]["message"]
-            raise GenerateError(
-                f"{self.source.model_name_or_path}: llama-server answered HTTP {e.code}: {body}"
-            ) from None
+        except llama_server.ServerError as e:
+            raise GenerateError(f"{self.source.model_name_or_path}: {e}") from None
 
     def generate(self, prompts: list[list[int]], point: DecodingPoint, seed: int) -> list[dict]:
         """Each prompt's answer through /v1/chat/completions: {answer, new_tokens, truncated}."""

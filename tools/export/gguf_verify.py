@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import math
 import time
-import urllib.error
 from pathlib import Path
 from typing import Any
 
 from filelib import sha256_file
 from plugins.pools import read_records
 from plugins.publishing import resolve
-from tools.core.llama_server import serve
+from tools.core.llama_server import ServerError, serve
 from tools.core.paths import DATA
 from tools.export import gguf_template as tpl
 
@@ -114,9 +113,9 @@ def verify_file(path: Path, hf: dict[str, Any], tokens: int, threshold: float, l
         probe = hf["template_probe"]
         rendered = server.post("/apply-template", {"messages": [{"role": "user", "content": probe["user"]}]})
         try:  # the GGUF's own tokenizer on its own rendering: what a chat client's prompt becomes
-            tokens = server.tokenize(rendered.get("prompt") or "")
-        except urllib.error.HTTPError as e:
-            tokens = f"llama-server could not tokenize: HTTP {e.code} {e.read()[:200]!r}"
+            probe_ids: list[int] | str = server.tokenize(rendered.get("prompt") or "")
+        except ServerError as e:
+            probe_ids = str(e)
         for r in hf["rows"]:
             got, speed = server.greedy(r["prompt_ids"], tokens)
             end = next((i for i, t in enumerate(got) if t in stops), len(got))
@@ -139,8 +138,8 @@ def verify_file(path: Path, hf: dict[str, Any], tokens: int, threshold: float, l
         "tokens_per_s": sum(speeds) / len(speeds) if speeds else 0.0,
         "template_matches": rendered.get("prompt") == probe["prompt"],
         "template_rendered": rendered.get("prompt"),
-        "tokens_match": tokens == probe["ids"],
-        "tokens_llama_cpp": tokens,
+        "tokens_match": probe_ids == probe["ids"],
+        "tokens_llama_cpp": probe_ids,
         "per_prompt": per,
     }
 
