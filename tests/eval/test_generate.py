@@ -214,7 +214,7 @@ def test_two_points_write_contract_rows_and_rerun_does_nothing(adapter_run, data
 
     # a finished point is left alone: no model is even loaded
     before = greedy.stat().st_mtime_ns
-    monkeypatch.setattr(gen, "Engine", lambda *a, **k: pytest.fail("model loaded for a finished point"))
+    monkeypatch.setattr(gen, "open_engine", lambda *a, **k: pytest.fail("model loaded for a finished point"))
     assert gen.main(argv) == 0
     assert greedy.stat().st_mtime_ns == before
     # ... but another budget for the same point is refused rather than mixed in
@@ -278,8 +278,8 @@ def test_killed_generation_resumes_where_it_stopped(adapter_run, dataset_dir, tm
     with open(part, "a") as f:
         f.write('{"id": "p9", "answ')  # torn line of a writer killed mid-append
     loaded = []
-    real_engine = gen.Engine
-    monkeypatch.setattr(gen, "Engine", lambda src, *a: loaded.append(1) or real_engine(src, *a))
+    real_open = gen.open_engine
+    monkeypatch.setattr(gen, "open_engine", lambda *a, **k: loaded.append(1) or real_open(*a, **k))
     gen.generate(adapter_run, "mini_eval", [point], 2, None, dataset_dir, progress=False)
     resumed = _answers(final)
     assert list(resumed) == ["p1", "p2", "p3", "p4", "p5"] and not part.exists()
