@@ -60,7 +60,7 @@ ALLOWED = {
     "multi-node GPU cluster with shared storage; tests/train/test_ray_cluster.py runs a real 3-node Ray cluster "
     "and tests/report/test_tracking.py a real MLflow server on this machine",
     "make test-fast": "runs the fast part of this suite",
-    "make demo": "about 5 minutes on 2 CPU cores; tests/data/test_readme_real_data.py runs it through make "
+    "make demo": "about 8 minutes on 2 CPU cores; tests/data/test_readme_real_data.py runs it through make "
     "(DATA=hw5, the tiny model) and tests/report/test_demo_flow.py its flow",
     "make demo DATA=hw5": "needs HW5's files (../shared/data or the fetch cache) and minutes of CPU; "
     "tests/data/test_readme_real_data.py runs it on the tiny model",
