@@ -16,6 +16,7 @@ import yaml
 from tools.core.paths import ROOT
 from tools.core.runinfo import command_of
 from tools.flows import preflight as pf
+from tools.train.billtable import measure_data
 from tools.train.configs import render_study
 from tools.train.measure import main as measure_main
 from tools.train.memory import PUBLISHED, bill, checkpoints, disk_mb
@@ -178,21 +179,7 @@ TINY_VARIANTS = [r.run.variant for r in render_study("method", "tiny")]
 
 def measured(profile: str, variant: str, overrides: dict | None, tmp_path: Path, model_path=None) -> tuple:
     """(the config's bill, the run's measurement) for one method, trained in a fresh process."""
-    data = tmp_path / "data"
-    data.mkdir(exist_ok=True)
-    # rows longer than the cutoff: every sequence fills cutoff_len, as the bill assumes
-    rows = [
-        {
-            "instruction": f"Count to {i}.",
-            "input": "",
-            "output": " ".join(f"{j} and then" for j in range(300)),
-        }
-        for i in range(8)
-    ]
-    (data / "alpaca_top100.json").write_text(json.dumps(rows))
-    (data / "dataset_info.json").write_text(
-        json.dumps({"alpaca_top100": {"file_name": "alpaca_top100.json"}})
-    )
+    data = measure_data(tmp_path / "data")
     (r,) = render_study("method", profile, overrides, [variant])
     cfg = dict(r.config, dataset_dir=str(data), output_dir=str(tmp_path / "out" / variant))
     from tools.core.profiles import resolve_model_path

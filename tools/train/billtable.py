@@ -75,11 +75,11 @@ def bills_of(study: str, profile: str, only: list[str] | None) -> dict[str, dict
     return out
 
 
-def measure_one(study: str, profile: str, variant: str, results: Path, tmp: Path) -> dict:
-    """Train one variant at MEASURE_SET in a process of its own; its measurement and its config's bill."""
-    data = tmp / "data"
-    data.mkdir(exist_ok=True)
-    rows = [  # longer than the cutoff: every sequence fills cutoff_len, as the bill assumes
+def measure_data(data: Path) -> Path:
+    """The training set a measurement runs on, registered in `data`: rows longer than the cutoff, so every
+    sequence fills cutoff_len, as the bill assumes."""
+    data.mkdir(parents=True, exist_ok=True)
+    rows = [
         {
             "instruction": f"Count to {i}.",
             "input": "",
@@ -91,6 +91,12 @@ def measure_one(study: str, profile: str, variant: str, results: Path, tmp: Path
     (data / "dataset_info.json").write_text(
         json.dumps({"alpaca_top100": {"file_name": "alpaca_top100.json"}})
     )
+    return data
+
+
+def measure_one(study: str, profile: str, variant: str, results: Path, tmp: Path) -> dict:
+    """Train one variant at MEASURE_SET in a process of its own; its measurement and its config's bill."""
+    data = measure_data(tmp / "data")
     (r,) = render_study(study, profile, MEASURE_SET, [variant])
     cfg = dict(
         r.config, dataset_dir=str(data), output_dir=str(tmp / "out" / variant), overwrite_output_dir=True
