@@ -144,18 +144,6 @@ def test_the_recovery_study_is_billed_on_the_pruned_model(out_dir, tiny_model):
 
 
 # ------------------------------------------------------------------------------------ helpers
-@pytest.fixture()
-def hf_cache(tmp_path, monkeypatch) -> Path:
-    hub = tmp_path / "hf" / "hub"
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    import huggingface_hub.constants as c
-
-    monkeypatch.setattr(c, "HF_HUB_CACHE", str(hub))
-    return hub
-
-
 def put_in_cache(hub: Path, repo: str, config: dict, weights: bool = True) -> None:
     commit = "0123456789abcdef0123456789abcdef01234567"
     repo_dir = hub / f"models--{repo.replace('/', '--')}"

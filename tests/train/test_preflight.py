@@ -37,20 +37,6 @@ NO_GPU = {"cuda": False, "bf16": False, "gpu_mb": None, "gpu_name": None, "ram_m
 H100 = {"cuda": True, "bf16": True, "gpu_mb": 81_559, "gpu_name": "NVIDIA H100 80GB HBM3", "ram_mb": 200_000}
 
 
-@pytest.fixture()
-def hf_cache(tmp_path, monkeypatch) -> Path:
-    """An offline Hugging Face hub cache holding LLaMA-2-7B's config.json, laid out as
-    `huggingface-cli download` leaves it (blobs, snapshots/<commit>, refs/main)."""
-    hub = tmp_path / "hf" / "hub"
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    import huggingface_hub.constants as c
-
-    monkeypatch.setattr(c, "HF_HUB_CACHE", str(hub))
-    return hub
-
-
 def put_in_cache(hub: Path, repo: str, config: dict) -> None:
     commit = "0123456789abcdef0123456789abcdef01234567"
     repo_dir = hub / f"models--{repo.replace('/', '--')}"
