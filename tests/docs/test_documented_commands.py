@@ -59,6 +59,12 @@ ALLOWED = {
     "MLFLOW_TRACKING_URI=http://HEAD_IP:5000 make sweep STUDY=rank MODEL=llama2_7b RUNNER=ray TRACK=mlflow": "a lab's "
     "multi-node GPU cluster with shared storage; tests/train/test_ray_cluster.py runs a real 3-node Ray cluster "
     "and tests/report/test_tracking.py a real MLflow server on this machine",
+    "python -m tools.flows.tune_bench --study lr --model smollm2_135m --trials 6 --budget cpu": "the measured "
+    "search-vs-grid benchmark at the CPU budget (9 runs on the embedded model, about half an hour here; `make bench` "
+    "runs it); tests/bench/test_bench_quick.py runs its quick form",
+    'make tune STUDY=lr TRIALS=6 MODEL=smollm2_135m TUNE_ARGS="--set train_rows=16 --set max_samples=16 '
+    '--set cutoff_len=128"': "six trials on the embedded model (minutes of CPU; run by hand from a fresh clone, "
+    "docs/tune.md); tests/flows/test_tune.py checks make passes these overrides and what they render to",
     "make test-fast": "runs the fast part of this suite",
     "make demo": "about 8 minutes on 2 CPU cores; tests/data/test_readme_real_data.py runs it through make "
     "(DATA=hw5, the tiny model) and tests/report/test_demo_flow.py its flow",

@@ -4,7 +4,7 @@ Runs every `tools/bench/<topic>.py` that exposes `bench(quick: bool) -> list[str
 order, and prints its lines; one failing benchmark is reported and the others still run.
 
 Usage:
-    python -m tools.bench [--only data,generate,dtype,study,judge,report] [--quick]
+    python -m tools.bench [--only data,generate,dtype,study,judge,report,tune] [--quick]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from filelib import run_main
 from tools.core.args import command, opt
 
-TOPICS = ["data", "generate", "dtype", "study", "judge", "report"]
+TOPICS = ["data", "generate", "dtype", "study", "judge", "report", "tune"]
 
 
 @dataclass
