@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -26,7 +27,8 @@ EPOCHS = 3
 # 4 rows, 2 per step: 2 steps an epoch, a checkpoint and a dev eval_loss (4 dev rows) at each epoch's end
 SETS = ["max_steps_cap=", "save_steps=", "train_rows=4", "max_samples=4", f"num_train_epochs={EPOCHS}"]
 SETS += ["eval_dataset=demo_dev"]
-QUICK_BENCH = "python -m tools.flows.tune_bench --quick --pruner '{name: median, n_startup_trials: 1}'"
+# docs/tune.md: the search at the CPU budget of tools.flows.tune_bench --budget cpu, from a fresh clone
+FRESH = re.compile(r'^make tune STUDY=lr TRIALS=6 MODEL=smollm2_135m TUNE_ARGS="[^"]*"', re.M)
 
 
 @pytest.fixture()
@@ -77,6 +79,38 @@ def test_a_study_without_search_and_a_bad_pruner_are_refused(out_dir, data, caps
     assert tune.main([*argv(data, 1), "--pruner", "[1, 2]"]) == 2
     assert "--pruner" in capsys.readouterr().err
     assert not (report_dir("lr") / "tune.db").exists()
+
+
+def test_data_that_is_not_registered_is_refused_before_a_trial_is_spent(out_dir, tmp_path, capsys):
+    """A fresh clone before `make data`: every trial would fail on the missing dataset, and failed trials
+    count towards --trials, so the search would be used up; it is refused before the study is written."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert tune.main(argv(empty, 6)) == 2
+    err = capsys.readouterr().err
+    assert "alpaca_top100" in err and "make data" in err and len(err.strip().splitlines()) == 1, err
+    assert not (report_dir("lr") / "tune.db").exists() and not (out_dir / "saves").exists()
+
+
+def test_make_tune_takes_the_benchmarks_cpu_budget_as_documented():
+    """The fresh-clone command of docs/tune.md passes tune_bench's --budget cpu overrides, and they render to
+    the lr study cut down (16 rows at 128 tokens: 2 steps an epoch, 3 epochs, all 8 dev rows)."""
+    from tools.flows.tune_bench import BUDGETS
+    from tools.train import parse_set, render_study
+
+    (documented,) = FRESH.findall((ROOT / "docs" / "tune.md").read_text())
+    make_args = shlex.split(documented)
+    tune_args = shlex.split(make_args[-1].removeprefix("TUNE_ARGS="))
+    assert tune_args == [x for s in BUDGETS["cpu"] for x in ("--set", s)]
+    shown = subprocess.run(
+        ["make", "-n", *make_args[1:]], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert shlex.split(shown.stdout.splitlines()[-1])[-8:] == ["--runner", "local", *tune_args]
+    for r in render_study("lr", "smollm2_135m", parse_set(BUDGETS["cpu"])):
+        c = r.config
+        assert (c["max_samples"], c["cutoff_len"], c["num_train_epochs"]) == (16, 128, 3), c
+        assert c["eval_dataset"] == "demo_dev" and "max_steps" not in c and "save_steps" not in c
+        assert "16 rows / 8 = 2 steps per epoch" in r.text
 
 
 # ------------------------------------------------------------------------------------ slow
@@ -153,22 +187,6 @@ def test_a_tune_killed_mid_trial_resumes_with_no_trial_lost_or_run_twice(out_dir
     # a finished tune asked again trains nothing more
     assert tune.main(argv(data, 2, "--pruner", "{name: none}")) == 0
     assert len(storage().trials) == 3
-
-
-@pytest.mark.slow
-def test_the_quick_benchmark_measures_trials_needed_and_steps_saved(out_dir, tiny_model, capsys, monkeypatch):
-    from tools.flows import tune_bench
-
-    monkeypatch.setenv("SMALLDATA_OUT", str(out_dir))  # the benchmark moves it under cache/tune-bench
-
-    assert tune_bench.main(shlex.split(QUICK_BENCH)[3:]) == 0  # docs/tune.md's command, as written
-    res = json.loads((out_dir / "cache/tune-bench/lr-tiny/reports/lr/tune_bench.json").read_text())
-    assert res["grid_runs"] == 3 and set(res["grid_best"]["all"]) == {"lr1e-4", "lr2e-4", "lr5e-4"}
-    assert res["trials"] == 2 and res["trials_needed"] in (1, 2, None) and 0 <= res["pruning_saved_share"] < 1
-    assert res["grid_steps"] == 3 * 2 * 2 and res["tune_steps"]["planned"] == 2 * 2 * 2
-    out = capsys.readouterr().out
-    assert "grid: 3 runs" in out and "machine:" in out and "load" in out
-    assert not (out_dir / "saves").exists()  # the study's own runs are untouched
 
 
 def test_sampler_and_pruner_are_data_and_the_objective_comes_from_the_rule(tmp_path):

@@ -44,6 +44,7 @@ from filelib import atomic_write_json, run_main
 from tools.core.args import command, opt
 from tools.core.paths import DATA, Run, report_dir
 from tools.core.profiles import ConfigError, load_profile
+from tools.core.runinfo import data_fingerprint
 from tools.flows import trial as T
 from tools.report import objective_of, write_tune_report
 from tools.train import load_study, parse_set, render_study
@@ -257,6 +258,10 @@ def tune(a: TuneArgs) -> dict:
     first = render_study(a.study, a.model, overrides, [base])[0]  # checks the profile and the overrides
     if not first.config.get("eval_dataset"):
         raise ConfigError(f"profile {a.model!r} sets no eval_dataset: no dev value per epoch to prune on")
+    try:  # a trial without its data fails, and failed trials count towards --trials: refused here instead
+        data_fingerprint([first.config["dataset"], first.config["eval_dataset"]], a.dataset_dir)
+    except ValueError as e:  # plugins.publishing's RegistryError: not registered, or its file missing
+        raise ConfigError(str(e)) from None
     try:
         objective = objective_of(a.study, search.get("objective"))
     except ValueError as e:  # a rule that cannot be applied, an objective not measured per epoch
