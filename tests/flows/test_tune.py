@@ -90,6 +90,11 @@ def test_data_that_is_not_registered_is_refused_before_a_trial_is_spent(out_dir,
     err = capsys.readouterr().err
     assert "alpaca_top100" in err and "make data" in err and len(err.strip().splitlines()) == 1, err
     assert not (report_dir("lr") / "tune.db").exists() and not (out_dir / "saves").exists()
+    from tools.flows import tune_bench  # the benchmark says so before its grid's first run
+
+    assert tune_bench.main(["--budget", "cpu", "--dataset-dir", str(empty)]) == 2
+    assert "'alpaca_top100' is not registered" in capsys.readouterr().err
+    assert not list(out_dir.glob("cache/tune-bench/*/saves/*"))
 
 
 def test_make_tune_takes_the_benchmarks_cpu_budget_as_documented():
