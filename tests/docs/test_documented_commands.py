@@ -66,6 +66,10 @@ ALLOWED = {
     '--set cutoff_len=128"': "six trials on the embedded model (minutes of CPU; run by hand from a fresh clone, "
     "docs/tune.md); tests/flows/test_tune.py checks make passes these overrides and what they render to",
     "make test-fast": "runs the fast part of this suite",
+    '.venv/bin/python -m pytest -m "not slow"': "runs the fast part of this suite (make test-fast)",
+    ".venv/bin/python -m pytest tests/export/test_merge.py": "runs one file of this suite, which runs in it",
+    ".venv/bin/python -m pytest tests/export/test_merge.py -k ties": "runs part of one file of this suite, "
+    "which runs in it",
     "make demo": "about 8 minutes on 2 CPU cores; tests/data/test_readme_real_data.py runs it through make "
     "(DATA=hw5, the tiny model) and tests/report/test_demo_flow.py its flow",
     "make demo DATA=hw5": "needs HW5's files (../shared/data or the fetch cache) and minutes of CPU; "
