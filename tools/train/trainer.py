@@ -35,32 +35,18 @@ def has_weights(out: Path) -> bool:
 
 RESOLVED = "train_config.yaml"  # the exact file the child trained from (absolute paths)
 
-# glibc's mmap threshold grows with each large block freed (up to 32 MB), so a CPU run's heap keeps freed
-# tensors and its resident set creeps above the bill from step to step (BAdam on SmolLM2-135M: 10% over).
-# Fixed at 128 KiB, as tools.train.measure fixes it when it measures the peaks the bill is checked against,
-# a freed tensor goes back to the system. A value the user exported is theirs and is kept.
+# glibc's mmap threshold: tools.train.measure fixes it at 128 KiB to measure the peak the bill bounds (the
+# default heap keeps freed tensors: +10-20% resident on CPU). Training is not run that way: every freed
+# tensor going back to the system doubles a CPU step (a demo stage, 2 steps: 37.5-40.9 s against 16.8-18.3 s
+# of train_runtime). A value the user exports is passed to the child (a warm child applies it, see warm.py).
 MMAP_THRESHOLD_ENV = "MALLOC_MMAP_THRESHOLD_"
 
 
-def on_cpu(job: dict) -> bool:
-    """Whether the run trains on a CPU: its bill's device (preflight's), else whether torch sees a GPU."""
-    device = (job.get("memory_estimate") or {}).get("device")
-    if device:
-        return device == "cpu"
-    import torch
-
-    return not torch.cuda.is_available()
-
-
 def child_env(job: dict, base: dict | None = None) -> dict:
-    """The training child's environment: the caller's, the tracker's variables, and on a CPU the fixed
-    mmap threshold (MMAP_THRESHOLD_ENV) unless the caller set one."""
-    from tools.train.measure import MMAP_THRESHOLD
-
+    """The training child's environment: the caller's (an exported MMAP_THRESHOLD_ENV included) and the
+    tracker's variables."""
     env = {**(os.environ if base is None else base), **job.get("env", {})}
     env.update(TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
-    if MMAP_THRESHOLD_ENV not in env and on_cpu(job):
-        env[MMAP_THRESHOLD_ENV] = str(MMAP_THRESHOLD)
     # A TENSORBOARD_LOGGING_DIR from the shell would send every run's events to one folder; without it
     # transformers 5 writes them to <output_dir>/runs/, where the report looks.
     env.pop("TENSORBOARD_LOGGING_DIR", None)
