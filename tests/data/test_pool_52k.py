@@ -89,6 +89,7 @@ def test_a_52k_pool_through_every_strategy_the_curriculum_and_the_chain(
         "--only",
         only,
         "--no-eval",
+        "--warm",
         "--dataset-dir",
         str(ddir),
     ]

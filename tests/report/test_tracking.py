@@ -102,7 +102,7 @@ def test_a_two_run_sweep_is_read_back_from_the_mlflow_server(
     from mlflow.tracking import MlflowClient
 
     uri, server = mlflow_server
-    argv = args(tiny_data, "--track", "mlflow", "--set", "max_steps_cap=2", "--skip-preflight")
+    argv = args(tiny_data, "--track", "mlflow", "--set", "max_steps_cap=2", "--skip-preflight", "--warm")
     assert sweep.main(argv) == 0
     assert "2 run(s) and the decision logged to MLflow" in capsys.readouterr().out
     client = MlflowClient(uri)

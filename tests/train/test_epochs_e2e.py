@@ -40,7 +40,7 @@ def test_one_run_gives_a_point_per_epoch_and_the_choice_is_made_on_dev(out_dir, 
         f"num_train_epochs={EPOCHS}",
         "eval_dataset=demo_dev",
     ]
-    argv = ["--study", "epochs", "--model", "tiny", "--no-eval", "--dataset-dir", str(data)]
+    argv = ["--study", "epochs", "--model", "tiny", "--no-eval", "--warm", "--dataset-dir", str(data)]
     assert sweep.main([*argv, *[x for s in sets for x in ("--set", s)]]) == 0
     run = Run("tiny", "epochs", "ep15")
     assert [r.name for r in run.epochs()] == [f"tiny/epochs/ep15@epoch{e}" for e in range(1, EPOCHS + 1)]

@@ -93,7 +93,7 @@ def recipe_data(tmp_path) -> Path:
 @pytest.mark.slow
 def test_the_chain_trains_on_the_tiny_model_each_stage_at_its_own_rate(out_dir, tiny_model, recipe_data):
     argv = ["--study", "recipes", "--model", "tiny", "--only", ",".join(CHAIN), "--no-eval"]
-    assert sweep.main([*argv, "--dataset-dir", str(recipe_data)]) == 0
+    assert sweep.main([*argv, "--dataset-dir", str(recipe_data), "--warm"]) == 0
     peaks = []
     for i, v in enumerate(CHAIN):
         run = Run("tiny", "recipes", v)

@@ -69,7 +69,7 @@ def test_a_pruned_model_trains_resumes_merges_and_reloads(recovery_setup, capsys
         proc.wait()
     assert not RUN.is_finished()
 
-    assert sweep.main(_args(data)) == 0
+    assert sweep.main([*_args(data), "--warm"]) == 0  # the resume: a warm child
     assert "resumed from checkpoint-" in capsys.readouterr().out
     rec = json.loads(RUN.run_json.read_text())
     assert rec["status"] == "finished" and rec["resumed_from"].startswith(str(RUN.output_dir / "checkpoint-"))

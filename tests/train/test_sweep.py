@@ -126,7 +126,7 @@ def test_a_stage_waits_for_the_stage_it_continues(out_dir, tiny_data):
 # ------------------------------------------------------------------------------------ end to end
 @pytest.mark.slow
 def test_two_rank_sweep_end_to_end_from_a_clean_folder(out_dir, tiny_model, tiny_data, capsys):
-    assert sweep.main(args(tiny_data)) == 0
+    assert sweep.main(args(tiny_data, "--warm")) == 0
     out = capsys.readouterr().out
     assert "[1/2] tiny/rank/r4" in out and "[2/2] tiny/rank/r8" in out and "2 trained, 0 already" in out
     for variant, rank in (("r4", 4), ("r8", 8)):
@@ -174,7 +174,7 @@ def test_a_killed_sweep_resumes_only_what_was_missing(out_dir, tiny_model, tiny_
     assert not r8.is_finished() and run_json("r8")["status"] == "running"
     started = run_json("r4")["started"]
 
-    assert sweep.main(args(tiny_data, "--set", "max_steps_cap=6")) == 0
+    assert sweep.main(args(tiny_data, "--set", "max_steps_cap=6", "--warm")) == 0  # resumed in a warm child
     out = capsys.readouterr().out
     assert "tiny/rank/r4" in out and "already finished" in out and "1 trained, 1 already finished" in out
     assert run_json("r4")["started"] == started
