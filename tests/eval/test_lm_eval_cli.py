@@ -21,6 +21,7 @@ def _lm_eval() -> list[str]:
     return [sys.executable, str(exe)]  # not exec'd: a moved venv's scripts keep an old #! line
 
 
+@pytest.mark.slow  # lm-eval's CLI in a fresh process
 @pytest.mark.parametrize("where", ["root", "elsewhere"])
 def test_lm_eval_cli_runs_the_shipped_task(tiny_model, tmp_path, where):
     import subprocess

@@ -299,6 +299,7 @@ def test_heldout_pool_gives_every_run_a_general_perplexity_and_is_added_to_old_m
     assert ppl[0] != ppl[1] and "ppl general_heldout" in out  # the adapter moves it: a real measurement
 
 
+@pytest.mark.slow  # lm-eval scores the tiny model and its adapter
 def test_zeroshot_tasks_score_every_run_once_through_lm_eval(study_runs, dataset_dir, capsys, monkeypatch):
     """The forgetting guard's second measure: `--zeroshot python_mc` runs lm-eval on each run's model (the
     adapter attached), once per run whatever the decoding points; tasks that need the hub are recorded as

@@ -142,6 +142,7 @@ def test_make_portable_writes_both_spellings(tiny_model, tmp_path):
     assert len(notes) == 1 and "transformers 4.x" in notes[0] and "sliding_attention" in notes[0]
 
 
+@pytest.mark.slow  # a second environment (transformers 4.57) in a fresh process
 def test_embedded_base_reads_the_same_under_4x(tf4_python, tmp_path):
     from tools.models.base import build
 
@@ -154,6 +155,7 @@ def test_embedded_base_reads_the_same_under_4x(tf4_python, tmp_path):
     assert seen["max_abs_diff"] < 1e-3, seen
 
 
+@pytest.mark.slow  # a real merge, read in a second environment
 def test_merged_export_reads_the_same_under_4x(tf4_python, tiny_model, out_dir, tmp_path):
     """A real merge (llamafactory-cli export through tools.export) of a LoRA adapter on a rope-100000 model."""
     import torch

@@ -60,6 +60,7 @@ def test_a_fresh_child_gets_the_users_threshold(tmp_path):
         assert mmapped(log) == want, (name, log.read_text())
 
 
+@pytest.mark.slow  # the fork server imports LLaMA-Factory
 @pytest.mark.skipif(not warm.available(), reason="warm starts need Linux's fork")
 def test_a_warm_child_gets_it_too(tmp_path):
     """The fork server's allocator started without the variable; the child applies its own."""
