@@ -108,7 +108,12 @@ def test_make_tune_takes_the_benchmarks_cpu_budget_as_documented():
     tune_args = shlex.split(make_args[-1].removeprefix("TUNE_ARGS="))
     assert tune_args == [x for s in BUDGETS["cpu"] for x in ("--set", s)]
     shown = subprocess.run(
-        ["make", "-n", *make_args[1:]], cwd=ROOT, capture_output=True, text=True, check=True
+        # --no-print-directory: under `make test` this make is nested and would add "make[1]: ..." lines
+        ["make", "-n", "--no-print-directory", *make_args[1:]],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert shlex.split(shown.stdout.splitlines()[-1])[-8:] == ["--runner", "local", *tune_args]
     for r in render_study("lr", "smollm2_135m", parse_set(BUDGETS["cpu"])):
