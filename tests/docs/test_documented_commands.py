@@ -62,9 +62,11 @@ ALLOWED = {
     "python -m tools.flows.tune_bench --study lr --model smollm2_135m --trials 6 --budget cpu": "the measured "
     "search-vs-grid benchmark at the CPU budget (9 runs on the embedded model, about half an hour here; `make bench` "
     "runs it); tests/bench/test_bench_quick.py runs its quick form",
-    'make tune STUDY=lr TRIALS=6 MODEL=smollm2_135m TUNE_ARGS="--set train_rows=16 --set max_samples=16 '
-    '--set cutoff_len=128"': "six trials on the embedded model (minutes of CPU; run by hand from a fresh clone, "
-    "docs/tune.md); tests/flows/test_tune.py checks make passes these overrides and what they render to",
+    'make tune STUDY=lr TRIALS=6 MODEL=smollm2_135m TUNE_ARGS="--set train_rows=8 --set max_samples=8 '
+    "--set cutoff_len=64 --set gradient_accumulation_steps=1 --set warmup_steps=0 "
+    '--set disable_gradient_checkpointing=true"': "six trials on the embedded model (minutes of CPU; run by "
+    "hand from a fresh clone, docs/tune.md); tests/flows/test_tune.py checks make passes these overrides and "
+    "what they render to",
     "make test-fast": "runs the fast part of this suite",
     '.venv/bin/python -m pytest -m "not slow"': "runs the fast part of this suite (make test-fast)",
     ".venv/bin/python -m pytest tests/export/test_merge.py": "runs one file of this suite, which runs in it",

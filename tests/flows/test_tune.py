@@ -99,7 +99,7 @@ def test_data_that_is_not_registered_is_refused_before_a_trial_is_spent(out_dir,
 
 def test_make_tune_takes_the_benchmarks_cpu_budget_as_documented():
     """The fresh-clone command of docs/tune.md passes tune_bench's --budget cpu overrides, and they render to
-    the lr study cut down (16 rows at 128 tokens: 2 steps an epoch, 3 epochs, all 8 dev rows)."""
+    the lr study cut down (8 rows at 64 tokens, 4 a step: 2 steps an epoch, 3 epochs, all 8 dev rows)."""
     from tools.flows.tune_bench import BUDGETS
     from tools.train import parse_set, render_study
 
@@ -115,12 +115,14 @@ def test_make_tune_takes_the_benchmarks_cpu_budget_as_documented():
         text=True,
         check=True,
     )
-    assert shlex.split(shown.stdout.splitlines()[-1])[-8:] == ["--runner", "local", *tune_args]
+    passed = ["--runner", "local", *tune_args]
+    assert shlex.split(shown.stdout.splitlines()[-1])[-len(passed) :] == passed
     for r in render_study("lr", "smollm2_135m", parse_set(BUDGETS["cpu"])):
         c = r.config
-        assert (c["max_samples"], c["cutoff_len"], c["num_train_epochs"]) == (16, 128, 3), c
+        shape = (c["max_samples"], c["cutoff_len"], c["num_train_epochs"], c["warmup_steps"])
+        assert shape == (8, 64, 3, 0), c
         assert c["eval_dataset"] == "demo_dev" and "max_steps" not in c and "save_steps" not in c
-        assert "16 rows / 8 = 2 steps per epoch" in r.text
+        assert "8 rows / 4 = 2 steps per epoch" in r.text and c["disable_gradient_checkpointing"] is True
 
 
 # ------------------------------------------------------------------------------------ slow

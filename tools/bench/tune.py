@@ -1,7 +1,7 @@
 """Benchmark: search against the grid on the lr study (tools.flows.tune_bench), from an empty output folder.
 
 The full form is the measured figure of docs/tune.md: the lr study's grid (3 runs) and a 6-trial Optuna
-search of its space on the embedded SmolLM2-135M at the CPU budget (16 rows at 128 tokens, 3 epochs, the
+search of its space on the embedded SmolLM2-135M at the CPU budget (8 rows at 64 tokens, 3 epochs, the
 dev set demo_dev; about half an hour on 2 idle cores). The quick form is the tiny model's plumbing (4 rows,
 2 epochs, 2 trials), the same command docs/tune.md shows as the quick form. Each run starts from a fresh
 temporary output root, so a second `make bench` measures again rather than finding the runs finished.

@@ -11,10 +11,10 @@ spent, and the share of the search's planned steps that pruning saved. Everythin
 untouched; the figures go to reports/<study>/tune_bench.json there and are printed with the machine, the load
 average before and after, and the command.
 
---budget cpu is the study cut down to what a 2-core CPU trains in minutes, with the question kept: the same
-grid, space, sampler, pruner, dev set (all 8 rows of demo_dev) and 3 epochs, on the first 16 training rows
-at 128 tokens (2 optimizer steps an epoch instead of 13). Its figures answer the question for that budget
-only, not for 100 rows at 256 tokens.
+--budget cpu is the study cut down to what a shared 2-core CPU trains in minutes, with the question kept: the
+same grid, space, sampler, pruner, dev set (all 8 rows of demo_dev) and 3 epochs with a cosine schedule, on
+the first 8 training rows at 64 tokens, 4 rows a step (2 optimizer steps an epoch instead of 13). Its figures
+answer the question for that budget only, not for 100 rows at 256 tokens.
 
 Usage:
     python -m tools.flows.tune_bench --study lr --model smollm2_135m --trials 6 [--budget cpu]
@@ -44,7 +44,19 @@ from tools.report import epoch_values
 QUICK_SETS = ["max_steps_cap=", "save_steps=", "train_rows=4", "max_samples=4", "num_train_epochs=2"]
 QUICK_SETS += ["eval_dataset=demo_dev"]
 # the overrides each --budget adds (before the user's own --set); `make tune ... TUNE_ARGS="--set ..."` takes the same
-BUDGETS = {"full": [], "cpu": ["train_rows=16", "max_samples=16", "cutoff_len=128"]}
+# (cpu: 8 rows at 64 tokens, 4 a step, 3 epochs: 6 optimizer steps a run; no warm-up, which would be a whole
+# step at learning rate 0, and no gradient checkpointing, which recomputes the activations: a third of a step)
+BUDGETS = {
+    "full": [],
+    "cpu": [
+        "train_rows=8",
+        "max_samples=8",
+        "cutoff_len=64",
+        "gradient_accumulation_steps=1",
+        "warmup_steps=0",
+        "disable_gradient_checkpointing=true",
+    ],
+}
 
 
 def quick_data(folder: Path) -> Path:
@@ -178,7 +190,7 @@ class BenchArgs:
     within: float = opt(0.05, help="how close to the grid's best dev eval_loss counts as reached", gt=0)
     pruner: str = opt("", help="the pruner as YAML, replacing the spec's")
     budget: str = opt(
-        "full", help="the study's own budget, or cpu: 16 rows at 128 tokens (minutes)", choices=tuple(BUDGETS)
+        "full", help="the study's own budget, or cpu: 8 rows at 64 tokens (minutes)", choices=tuple(BUDGETS)
     )
     quick: bool = opt(False, help="tiny model, 4 rows, 2 epochs, 2 trials (seconds per run): the plumbing")
 
