@@ -37,6 +37,7 @@ EXPECT = {
         r" spread [\d.]+\), 12 steps, [\d.]+ s",
         r"tune: 2 trials; within 0\.05 of the grid's best (after [12] trial\(s\)|in none of its 2); best [\d.]+;"
         r" steps [5-8] of 8 \(pruning saved \d+%\), [\d.]+ s",
+        r"  the grid's best itself \([\d.]+\) reached (after [12] trial\(s\)|by none of the 2 trials)",
         r"  t000_lr[\d.e-]+ (complete|pruned) ep1 [\d.]+",
         r"machine: .*; load average [\d.]+, [\d.]+, [\d.]+ before, [\d.]+, [\d.]+, [\d.]+ after",
         r"command: \S*python\S* -m tools\.flows\.tune_bench --study lr --model smollm2_135m --trials 6 --pruner"

@@ -103,7 +103,7 @@ def bench(
     summary = tune(args)
     tune_s = time.time() - t1
     rows = json.loads((report_dir(study) / "tune.json").read_text())
-    needed, seen, kept = None, [], []
+    needed, matched, seen, kept = None, None, [], []
     import optuna
 
     st = optuna.load_study(study_name=args.name, storage=f"sqlite:///{report_dir(study) / 'tune.db'}")
@@ -116,6 +116,8 @@ def bench(
         )
         if needed is None and seen and min(seen) <= best + within:
             needed = i
+        if matched is None and seen and min(seen) <= best:
+            matched = i
     return {
         "study": study,
         "model": model,
@@ -128,6 +130,7 @@ def bench(
         "within": within,
         "trials": len(counted),
         "trials_needed": needed,
+        "trials_to_grid_best": matched,
         "trial_rows": kept,
         "tune_best": min(seen) if seen else None,
         "tune_steps": rows["steps"],
@@ -168,6 +171,12 @@ def lines(res: dict) -> list[str]:
         f"tune: {res['trials']} trials; within {within} of the grid's best {reached}; best {best};"
         f" steps {s['run']} of {s['planned']} (pruning saved {res['pruning_saved_share']:.0%}),"
         f" {res['tune_wall_s']} s",
+        f"  the grid's best itself ({g['eval_loss']:.4f}) reached "
+        + (
+            f"after {res['trials_to_grid_best']} trial(s)"
+            if res.get("trials_to_grid_best")
+            else f"by none of the {res['trials']} trials"
+        ),
         *(
             f"  {r['run']} {r['state'].lower()} "
             + " ".join(f"ep{e} {v:.4f}" for e, v in sorted(r["epochs"].items()))
