@@ -53,11 +53,10 @@ def train_tiny_adapter(model: Path, dest: Path, lr: float = 5e-3, steps: int = 4
     return dest
 
 
-@pytest.fixture(scope="module")
-def trained(tiny_model, tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("export_runs")
-    train_tiny_adapter(tiny_model, root / "saves/tiny/lora/t/a")
-    return root
+@pytest.fixture()
+def trained(tiny_trained) -> Path:
+    """The session's tiny run (tests/export/conftest.py); each test copies it into its own root (install)."""
+    return tiny_trained
 
 
 def install(src_root: Path, out_dir: Path) -> None:

@@ -132,11 +132,10 @@ def test_the_decoding_point_comes_from_the_studys_choice(out_dir):
 
 
 # ---------------------------------------------------------------------------------------- round trips
-@pytest.fixture(scope="module")
-def tiny_run(tiny_model, tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("gguf_runs")
-    train_tiny_adapter(tiny_model, root / "saves/tiny/lora/t/a")
-    return root
+@pytest.fixture()
+def tiny_run(tiny_trained) -> Path:
+    """The session's tiny run (tests/export/conftest.py); each test copies it into its own root (_install)."""
+    return tiny_trained
 
 
 def _install(src_root: Path, out_dir: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,9 +17,10 @@ A, B = Run("tiny", "t", "a"), Run("tiny", "t", "b")
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_model, tmp_path_factory) -> Path:
+def trained(tiny_trained, tiny_model, tmp_path_factory) -> Path:
+    """Run a is the session's (tests/export/conftest.py: lr 5e-3), copied; run b is trained here at 1e-2."""
     root = tmp_path_factory.mktemp("merge_runs")
-    train_tiny_adapter(tiny_model, root / "saves/tiny/lora/t/a", lr=5e-3)
+    shutil.copytree(tiny_trained / "saves", root / "saves")
     train_tiny_adapter(tiny_model, root / "saves/tiny/lora/t/b", lr=1e-2)
     return root
 
