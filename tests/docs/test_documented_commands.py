@@ -60,8 +60,8 @@ ALLOWED = {
     "multi-node GPU cluster with shared storage; tests/train/test_ray_cluster.py runs a real 3-node Ray cluster "
     "and tests/report/test_tracking.py a real MLflow server on this machine",
     "python -m tools.flows.tune_bench --study lr --model smollm2_135m --trials 6 --budget cpu": "the measured "
-    "search-vs-grid benchmark at the CPU budget (9 runs on the embedded model, about half an hour here; `make bench` "
-    "runs it); tests/bench/test_bench_quick.py runs its quick form",
+    "search-vs-grid benchmark at the CPU budget (9 runs on the embedded model, 6 minutes here with "
+    "OMP_NUM_THREADS=1; `make bench` runs it); tests/bench/test_bench_quick.py runs its quick form",
     'make tune STUDY=lr TRIALS=6 MODEL=smollm2_135m TUNE_ARGS="--set train_rows=8 --set max_samples=8 '
     "--set cutoff_len=64 --set gradient_accumulation_steps=1 --set warmup_steps=0 "
     '--set disable_gradient_checkpointing=true"': "six trials on the embedded model (minutes of CPU; run by "

@@ -2,7 +2,8 @@
 
 The full form is the measured figure of docs/tune.md: the lr study's grid (3 runs) and a 6-trial Optuna
 search of its space on the embedded SmolLM2-135M at the CPU budget (8 rows at 64 tokens, 3 epochs, the
-dev set demo_dev; about half an hour on 2 idle cores). The quick form is the tiny model's plumbing (4 rows,
+dev set demo_dev; 332 s with OMP_NUM_THREADS=1 on 2 shared cores at load 2.4-2.9, many times that with
+torch's 2 threads on a busy machine). The quick form is the tiny model's plumbing (4 rows,
 2 epochs, 2 trials), the same command docs/tune.md shows as the quick form. Each run starts from a fresh
 temporary output root, so a second `make bench` measures again rather than finding the runs finished.
 
