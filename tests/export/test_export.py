@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tools.core.paths import llamafactory_cli
+from tools.core import warm
+from tools.core.paths import ROOT, llamafactory_cli
 from tools.export import export
 from tools.export.export import CheckFailed, Refused, Run
 
@@ -18,7 +19,9 @@ RUN = Run("tiny", "t", "a")
 
 
 def train_tiny_adapter(model: Path, dest: Path, lr: float = 5e-3, steps: int = 4, rank: int = 8) -> Path:
-    """A real LoRA run of a few steps with llamafactory-cli, given a run.json and DONE like a sweep's."""
+    """A real LoRA run of a few steps with `llamafactory-cli train`, given a run.json and DONE like a sweep's.
+    Trained as the sweep's --warm trains: a child of the test process's fork server, which imports
+    LLaMA-Factory once for every test that trains (a fresh process where there is no fork)."""
     from tools.models.tiny import TINY_MODEL_DIR
     from tools.train.smoke import doc_rows, write_config
 
@@ -30,8 +33,16 @@ def train_tiny_adapter(model: Path, dest: Path, lr: float = 5e-3, steps: int = 4
     cfg = yaml.safe_load(cfg_path.read_text())
     cfg.update(lora_rank=rank, lora_alpha=2 * rank, report_to="none", per_device_train_batch_size=2)
     cfg_path.write_text(yaml.safe_dump(cfg))
-    proc = subprocess.run([*llamafactory_cli(), "train", str(cfg_path)], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    if warm.available():
+        log = data / "train.log"
+        with pytest.MonkeyPatch.context() as m:
+            m.setenv("SMALLDATA_OUT", str(data))  # a server started here logs there, not in the repo's cache/
+            rc = warm.run_module("llamafactory.cli", ["train", str(cfg_path)], log, ROOT).returncode
+        out = log.read_text()
+    else:
+        proc = subprocess.run([*llamafactory_cli(), "train", str(cfg_path)], capture_output=True, text=True)
+        rc, out = proc.returncode, proc.stdout + proc.stderr
+    assert rc == 0, out[-6000:]
     run = Run.parse(str(dest))
     rel = "models/tiny-smollm2" if Path(model).resolve() == TINY_MODEL_DIR.resolve() else str(model)
     (dest / "run.json").write_text(
