@@ -154,6 +154,13 @@ def test_output_file_that_is_a_folder(tmp_path):
     assert not [p for p in target.parent.iterdir() if p.name.endswith(".tmp")], "a temporary file was left"
 
 
+def ctrl_c_at_its_default() -> None:
+    """In the child, before exec: SIGINT at its default disposition. A shell without job control starts a
+    background job (`make test &`, nohup) with SIGINT ignored, an ignored signal stays ignored across exec,
+    and Python then installs no handler: the judge would never see the Ctrl-C this test sends."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_in_a_judge_waiting_on_its_endpoint(tmp_path, monkeypatch):
     monkeypatch.setenv("SMALLDATA_OUT", str(tmp_path))
     predictions()
@@ -163,7 +170,8 @@ def test_ctrl_c_in_a_judge_waiting_on_its_endpoint(tmp_path, monkeypatch):
         srv.settimeout(120)
         url = f"http://127.0.0.1:{srv.getsockname()[1]}/v1"
         args = ["tools.judge", "--run", RUN, "--testset", "t", "--base-url", url, "--model", "slow"]
-        proc = command([*args, "--timeout", "300", "--max-retries", "0", "--concurrency", "1"], tmp_path)
+        argv = [*args, "--timeout", "300", "--max-retries", "0", "--concurrency", "1"]
+        proc = command(argv, tmp_path, preexec_fn=ctrl_c_at_its_default)
         try:
             conn, _ = srv.accept()  # the judge is now waiting for a reply
         except TimeoutError:
