@@ -7,26 +7,47 @@ that storage then trains a bad trial, which the median pruner stops at its first
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from tests.flows import test_tune as tt
 from tests.train import test_ray_cluster as rc
-from tools.core.paths import ROOT, Run, report_dir
+from tools.core.paths import DATA, ROOT, Run, report_dir
 from tools.flows import trial as T
 from tools.flows import tune, tune_ray
 
-# the fixtures of the tests these extend: test_tune's dataset, test_ray_cluster's cluster (one per module)
-data, bill_mb, cluster, on_cluster = tt.data, rc.bill_mb, rc.cluster, rc.on_cluster
+# the fixtures of the tests these extend: test_ray_cluster's cluster (one per module), test_tune's storage
+bill_mb, cluster, on_cluster = rc.bill_mb, rc.cluster, rc.on_cluster
 EPOCHS, storage, worker_ids = tt.EPOCHS, tt.storage, rc.worker_ids
+# 16 rows, 2 a step: 8 steps an epoch. The pruner's stop reaches a worker's trial within a few tenths of a
+# second (the search's poll, then the worker's); a tiny epoch of 2 steps can end sooner than that.
+ROWS = 16
+STEPS_PER_EPOCH = ROWS // 2
+
+
+@pytest.fixture()
+def data(tmp_path) -> Path:
+    d = tmp_path / "data"
+    d.mkdir()
+    rows = [
+        {"instruction": f"Write {i} in words.", "input": "", "output": f"It is {i}."} for i in range(ROWS)
+    ]
+    (d / "alpaca_top100.json").write_text(json.dumps(rows))
+    shutil.copy(DATA / "demo_dev.json", d / "demo_dev.json")
+    info = {n: {"file_name": f"{n}.json"} for n in ("alpaca_top100", "demo_dev")}
+    (d / "dataset_info.json").write_text(json.dumps(info))
+    return d
 
 
 def ray_argv(folder, trials: int, pruner: str, *extra: str) -> list[str]:
-    """test_tune's arguments with the preflight on (every trial billed), on Ray."""
+    """test_tune's arguments with the preflight on (every trial billed), on Ray, on ROWS rows."""
     args = [a for a in tt.argv(folder, trials) if a != "--skip-preflight"]
-    return [*args, "--runner", "ray", "--pruner", pruner, *extra]
+    rows = ["--set", f"train_rows={ROWS}", "--set", f"max_samples={ROWS}"]
+    return [*args, *rows, "--runner", "ray", "--pruner", pruner, *extra]
 
 
 # ------------------------------------------------------------------------------------ fast
@@ -97,7 +118,7 @@ def test_trials_train_in_parallel_on_ray_and_the_pruner_stops_one_on_its_worker(
     rec = json.loads(run.run_json.read_text())
     assert rec["status"] == "pruned" and rec["pruned_at_epoch"] == 1 and not run.is_finished()
     assert [p.epoch for p in run.trained.epochs()] == [1]  # no later epoch kept
-    assert rec["steps_run"] + rec["steps_saved"] == rec["steps_planned"] == 2 * EPOCHS
+    assert rec["steps_run"] + rec["steps_saved"] == rec["steps_planned"] == STEPS_PER_EPOCH * EPOCHS
     assert not T.stop_file(run.output_dir).exists()
     summary = json.loads((report_dir("lr") / "tune.json").read_text())
     assert summary["counts"] == {"COMPLETE": 2, "PRUNED": 1, "FAIL": 0}
