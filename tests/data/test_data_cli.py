@@ -150,6 +150,7 @@ def test_bad_input_writes_nothing(tmp_path, capsys, args, pattern):
     assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written, not even a folder
 
 
+@pytest.mark.slow  # imports datasets and resolves a hub name offline: 23 s of the fast set
 def test_hub_name_offline_says_how_to_pass_a_file(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")

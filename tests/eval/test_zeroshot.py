@@ -60,6 +60,7 @@ def test_tasks_from_the_offline_cache_are_scored_and_missing_ones_said(offline_h
     assert out["boolq"]["skipped"].startswith("offline and not in the local cache")
 
 
+@pytest.mark.slow  # lm-eval's task index is built
 def test_a_task_lm_eval_does_not_know_is_an_error_not_a_skip():
     with pytest.raises(ValueError, match="lm-eval knows no task arc_eazy"):
         zeroshot.check_tasks(["python_mc", "arc_eazy"])

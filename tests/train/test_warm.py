@@ -26,6 +26,7 @@ def write_module(folder: Path, body: str) -> str:
 NAP_S = 0.5  # each probe child sleeps this long before it exits
 
 
+@pytest.mark.slow  # the fork server imports LLaMA-Factory
 def test_a_warm_child_has_its_own_status_env_folder_and_log(tmp_path):
     pkg = tmp_path / "probe"
     pkg.mkdir()
