@@ -97,6 +97,21 @@ def test_data_that_is_not_registered_is_refused_before_a_trial_is_spent(out_dir,
     assert not list(out_dir.glob("cache/tune-bench/*/saves/*"))
 
 
+def test_the_data_check_reads_comma_joined_lists_as_llamafactory_does(tmp_path):
+    """A chain's stage trains on `a,b`: each name is looked up, not the joined string."""
+    d = tmp_path / "data"
+    d.mkdir()
+    for n in ("a", "b", "dev"):
+        (d / f"{n}.json").write_text("[]")
+    (d / "dataset_info.json").write_text(json.dumps({n: {"file_name": f"{n}.json"} for n in ("a", "dev")}))
+    with pytest.raises(ConfigError, match="'b' is not registered"):
+        tune.require_data({"dataset": "a,b", "eval_dataset": "dev"}, d)
+    (d / "dataset_info.json").write_text(
+        json.dumps({n: {"file_name": f"{n}.json"} for n in ("a", "b", "dev")})
+    )
+    tune.require_data({"dataset": "a, b", "eval_dataset": "dev"}, d)
+
+
 def test_make_tune_takes_the_benchmarks_cpu_budget_as_documented():
     """The fresh-clone command of docs/tune.md passes tune_bench's --budget cpu overrides, and they render to
     the lr study cut down (8 rows at 64 tokens, 4 a step: 2 steps an epoch, 3 epochs, all 8 dev rows)."""

@@ -229,9 +229,8 @@ def train_trial(job: dict) -> dict:
         except (OSError, ValueError):
             return None
 
-    res, stop, killed = watch_train(
-        job, asked, 0.1
-    )  # a stat a tenth of a second: the stop lands in the epoch
+    # a stat every tenth of a second: the stop lands within the epoch after the one it was decided on
+    res, stop, killed = watch_train(job, asked, 0.1)
     return {**res, "stop": stop, "killed": killed}
 
 

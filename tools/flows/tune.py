@@ -244,6 +244,16 @@ def _data(text: str, flag: str) -> dict | None:
     return value
 
 
+def require_data(config: dict, dataset_dir: Path) -> None:
+    """A run's training and dev datasets (each a name or LLaMA-Factory's comma-joined list) registered in
+    dataset_dir with their files present; else ConfigError, naming the one missing and `make data`."""
+    names = ",".join(filter(None, [config.get("dataset"), config.get("eval_dataset")]))
+    try:
+        data_fingerprint(names, dataset_dir)
+    except ValueError as e:  # plugins.publishing's RegistryError: not registered, or its file missing
+        raise ConfigError(str(e)) from None
+
+
 def tune(a: TuneArgs) -> dict:
     spec = load_study(a.study)
     where = f"templates/studies/{a.study}.yaml"
@@ -258,10 +268,7 @@ def tune(a: TuneArgs) -> dict:
     first = render_study(a.study, a.model, overrides, [base])[0]  # checks the profile and the overrides
     if not first.config.get("eval_dataset"):
         raise ConfigError(f"profile {a.model!r} sets no eval_dataset: no dev value per epoch to prune on")
-    try:  # a trial without its data fails, and failed trials count towards --trials: refused here instead
-        data_fingerprint([first.config["dataset"], first.config["eval_dataset"]], a.dataset_dir)
-    except ValueError as e:  # plugins.publishing's RegistryError: not registered, or its file missing
-        raise ConfigError(str(e)) from None
+    require_data(first.config, a.dataset_dir)  # a trial without its data fails, and counts towards --trials
     try:
         objective = objective_of(a.study, search.get("objective"))
     except ValueError as e:  # a rule that cannot be applied, an objective not measured per epoch

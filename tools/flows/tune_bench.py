@@ -36,9 +36,9 @@ from filelib import atomic_write_json, run_main
 from tools.core.args import command, opt
 from tools.core.paths import DATA, Run, out_root, report_dir
 from tools.core.profiles import ConfigError
-from tools.core.runinfo import command_of, data_fingerprint
+from tools.core.runinfo import command_of
 from tools.flows.sweep import plan, run_local
-from tools.flows.tune import TuneArgs, tune
+from tools.flows.tune import TuneArgs, require_data, tune
 from tools.report import epoch_values
 
 QUICK_SETS = ["max_steps_cap=", "save_steps=", "train_rows=4", "max_samples=4", "num_train_epochs=2"]
@@ -77,10 +77,7 @@ def bench(
 
     load_before, t0 = _uptime(), time.time()
     jobs = plan(study, model, None, data, None, parse_set(sets))
-    try:  # no data (a fresh clone before `make data`): said before a run fails on it
-        data_fingerprint([jobs[0]["dataset"], jobs[0]["resolved_config"].get("eval_dataset") or ""], data)
-    except ValueError as e:  # plugins.publishing's RegistryError
-        raise ConfigError(str(e)) from None
+    require_data(jobs[0]["resolved_config"], data)  # a fresh clone before `make data`: said before the grid
     for j in jobs:
         j["warm"] = True
     results = run_local(jobs, lambda r: print(f"grid {r['run']:<40} {r['status']}", flush=True))
