@@ -21,6 +21,13 @@ DECODING ?= greedy
 JUDGE_ARGS ?=
 DATA    ?= demo
 PYTEST_ARGS ?=
+# The suite runs on the machine's cores, at most 4 (pytest-xdist: tests sharing a Ray cluster stay on one
+# worker), with torch in each worker on its share of them: OpenMP threads that spin for a core another
+# worker holds make a CPU step several times slower (docs/testing.md). TEST_WORKERS=1 runs it in one process.
+TEST_WORKERS ?= $(shell n=$$(nproc); echo $$(( n < 4 ? n : 4 )))
+TEST_THREADS := $(shell echo $$(( $$(nproc) / $(TEST_WORKERS) > 0 ? $$(nproc) / $(TEST_WORKERS) : 1 )))
+PYTEST  := OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$(TEST_THREADS)} $(PY) -m pytest \
+           $(if $(filter-out 0 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup)
 SITE_DIR ?= site
 DOCS_ADDR ?= 127.0.0.1:8000
 DATA_ARGS ?=
@@ -80,7 +87,7 @@ recovery-demo: base-model ## prune SmolLM2-135M per layer, recover it with LoRA 
 
 # ---------------------------------------------------------------- quality
 test: setup lint browser ## lint, then every test (slow end-to-end ones included); prints its wall time
-	@start=$$(date +%s); $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	@start=$$(date +%s); $(PYTEST) $(PYTEST_ARGS); rc=$$?; \
 	echo "make test: $$(( $$(date +%s) - start )) s wall for pytest, load average $$(cut -d' ' -f1-3 /proc/loadavg)"; exit $$rc
 
 browser: ## Debian's chromium for the browser tests (installed when missing and root; else they skip)
@@ -91,7 +98,8 @@ browser: ## Debian's chromium for the browser tests (installed when missing and 
 	else echo "no chromium and no root: the browser tests will skip (apt-get install chromium)"; fi
 
 test-fast: setup ## the fast tests only (no llamafactory runs, servers or browser)
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	@start=$$(date +%s); $(PYTEST) -m "not slow" $(PYTEST_ARGS); rc=$$?; \
+	echo "make test-fast: $$(( $$(date +%s) - start )) s wall for pytest, load average $$(cut -d' ' -f1-3 /proc/loadavg)"; exit $$rc
 
 lint: setup ## ruff check and format check
 	$(VENV)/bin/ruff check .

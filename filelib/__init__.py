@@ -8,7 +8,7 @@
 - `boundary`: the one top-level error boundary of every command (`run_main`).
 """
 
-from filelib.atomic import atomic_dir, atomic_write_json, atomic_write_jsonl, atomic_write_text
+from filelib.atomic import atomic_dir, atomic_write_json, atomic_write_jsonl, atomic_write_text, build_lock
 from filelib.boundary import run_main
 from filelib.hashing import sha256_file, sha256_text
 from filelib.jsonfile import read_json_object
@@ -22,6 +22,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_jsonl",
     "atomic_write_text",
+    "build_lock",
     "check_output",
     "claim",
     "read_json_object",

@@ -7,6 +7,7 @@ folder is built under a temporary `.partial` name and renamed when complete.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -59,3 +60,18 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextlib.contextmanager
+def build_lock(final: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on building `final` (a file `.<name>.lock` beside it), so that two processes
+    that find it missing at once (two test workers, two `make` targets) build it one after the other: the
+    second re-checks and finds it built, rather than replacing a folder the first is already reading."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with open(final.parent / f".{final.name}.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

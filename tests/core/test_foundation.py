@@ -102,3 +102,26 @@ def test_smoke_train_leaves_adapter_and_falling_loss(tiny_model, tmp_path):
     assert len(loss) == 8
     # A random model at a high learning rate: the last steps must sit clearly below the first.
     assert sum(loss[-2:]) / 2 < sum(loss[:2]) / 2 - 0.05, loss
+
+
+def test_a_model_build_waits_for_another_builder_then_finds_it_built(tmp_path, monkeypatch):
+    """Two builders of one model (two test workers, two make targets) take turns: the second waits on the
+    first's lock, then finds the model built instead of replacing the folder the first is reading."""
+    import threading
+    import time
+
+    from filelib import build_lock
+    from tools.models import tiny
+
+    out, box, started, real = tmp_path / "tiny", {}, [], tiny._build
+    monkeypatch.setattr(tiny, "_build", lambda *a: started.append(time.monotonic()) or real(*a))
+    with build_lock(out):
+        t = threading.Thread(target=lambda: box.update(path=tiny.build(out)), daemon=True)
+        t.start()
+        t.join(1.0)
+        released = time.monotonic()
+    t.join(120)
+    assert box["path"] == out and (out / "config.json").exists()
+    assert started and started[0] >= released  # it began only once the other builder let go
+    stamp = (out / "BUILD_COMPLETE.json").stat().st_mtime_ns
+    assert tiny.build(out) == out and (out / "BUILD_COMPLETE.json").stat().st_mtime_ns == stamp  # built once

@@ -28,6 +28,9 @@ EPOCHS, storage, worker_ids = tt.EPOCHS, tt.storage, rc.worker_ids
 ROWS = 16
 STEPS_PER_EPOCH = ROWS // 2
 
+# One worker runs every Ray test of the suite (make test's -n): one cluster at a time on the machine.
+pytestmark = pytest.mark.xdist_group("ray")
+
 
 @pytest.fixture()
 def data(tmp_path) -> Path:

@@ -20,6 +20,9 @@ from tools.train.placement import MB, PlacementError, check_fit, request
 
 ray = pytest.importorskip("ray")
 
+# One worker runs every Ray test of the suite (make test's -n): one cluster at a time on the machine.
+pytestmark = pytest.mark.xdist_group("ray")
+
 
 @pytest.fixture()
 def tiny_data(tmp_path):

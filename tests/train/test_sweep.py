@@ -186,6 +186,7 @@ def test_a_killed_sweep_resumes_only_what_was_missing(out_dir, tiny_model, tiny_
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("ray")  # with the other Ray tests, on one worker: one Ray instance at a time
 def test_two_run_sweep_through_ray_on_cpu(out_dir, tiny_model, tiny_data, capsys, monkeypatch):
     pytest.importorskip("ray")
     monkeypatch.delenv("RAY_ADDRESS", raising=False)

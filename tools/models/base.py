@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from filelib import atomic_dir, atomic_write_json, run_main
+from filelib import atomic_dir, atomic_write_json, build_lock, run_main
 from tools.core.args import command, opt
 from tools.core.paths import MODELS
 from tools.core.portable import make_portable
@@ -48,6 +48,11 @@ def is_built(out: Path = BASE_MODEL_DIR) -> bool:
 
 
 def build(out: Path = BASE_MODEL_DIR, force: bool = False) -> Path:
+    with build_lock(out):  # a second builder waits, then finds it built
+        return _build(out, force)
+
+
+def _build(out: Path, force: bool) -> Path:
     if is_built(out) and not force:
         make_portable(out)  # a folder built before both spellings were written gets them (no-op after)
         return out

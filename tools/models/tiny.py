@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from filelib import atomic_dir, atomic_write_json, check_output, claim, run_main
+from filelib import atomic_dir, atomic_write_json, build_lock, check_output, claim, run_main
 from tools.core.args import command, opt
 from tools.core.paths import MODELS
 from tools.models.base import BASE_MODEL_DIR, COMPLETE, gguf_path, is_built
@@ -36,8 +36,13 @@ def load_tokenizer():
 def build(
     out: Path = TINY_MODEL_DIR, layers: int = 2, hidden: int = 64, seed: int = 0, force: bool = False
 ) -> Path:
-    spec = {"layers": layers, "hidden": hidden, "seed": seed}
     check_output(out, OWNER, own_files=[COMPLETE])  # never over a folder of someone else's
+    with build_lock(out):  # a second builder waits, then finds it built
+        return _build(out, {"layers": layers, "hidden": hidden, "seed": seed}, force)
+
+
+def _build(out: Path, spec: dict, force: bool) -> Path:
+    layers, hidden, seed = spec["layers"], spec["hidden"], spec["seed"]
     done = out / COMPLETE
     if done.exists() and not force:
         import json
