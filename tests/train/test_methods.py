@@ -1,7 +1,8 @@
 """The method study's whole family trains: LLaMA-Factory's own methods and the PEFT types of plugins.launchers.
 
 Each variant is rendered from templates/studies/method.yaml for the tiny profile and trained by the sweep's
-own trainer (a real `llamafactory-cli train`, or `python -m plugins.launchers` for a `peft_type`), STEPS
+own trainer as `--warm` trains (a real `llamafactory-cli train`, or `python -m plugins.launchers` for a
+`peft_type`, forked from one process that imported LLaMA-Factory once for the test session), STEPS
 steps at cutoff 128 on one batch of two rows, at a constant learning rate above zero from the first step
 (no warm-up: the study's `warmup_steps: 0.1` of 2 steps made the first step run at 0), so each method shows
 that it learns: its logged loss on its training rows falls below the first, and the trained model's logits
@@ -171,6 +172,7 @@ def test_every_method_trains_on_the_tiny_model(variant, out_dir, tiny_model, met
         base_path = expand(str(tiny_model), 2, tmp_path / "tiny_pro2")
         overrides["llama_pro_model"] = str(base_path)
     (job,) = sweep.plan("method", "tiny", dataset_dir=method_data, only=[variant], overrides=overrides)
+    job["warm"] = True  # as the sweep's --warm: a child of the test process's fork server, same command and log
     res = sweep.train_one(job)
     run = Run("tiny", "method", variant)
     assert res["status"] == "finished", run.log.read_text()[-3000:]
