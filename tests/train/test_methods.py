@@ -172,7 +172,7 @@ def test_every_method_trains_on_the_tiny_model(variant, out_dir, tiny_model, met
         base_path = expand(str(tiny_model), 2, tmp_path / "tiny_pro2")
         overrides["llama_pro_model"] = str(base_path)
     (job,) = sweep.plan("method", "tiny", dataset_dir=method_data, only=[variant], overrides=overrides)
-    job["warm"] = True  # as the sweep's --warm: a child of the test process's fork server, same command and log
+    job["warm"] = True  # as the sweep's --warm: a child of the test process's fork server, same log
     res = sweep.train_one(job)
     run = Run("tiny", "method", variant)
     assert res["status"] == "finished", run.log.read_text()[-3000:]

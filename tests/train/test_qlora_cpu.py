@@ -45,7 +45,8 @@ def test_qlora_4bit_trains_on_the_tiny_model_on_cpu(bnb, tiny_model, out_dir, tm
     rows = [{"instruction": f"Spell {i}.", "input": "", "output": f"It is {i}."} for i in range(6)]
     (data / "q.json").write_text(json.dumps(rows))
     (data / "dataset_info.json").write_text(json.dumps({"alpaca_top100": {"file_name": "q.json"}}))
-    argv = ["--study", "rank", "--model", "tiny", "--only", "r8", "--no-eval", "--warm", "--dataset-dir", str(data)]
+    argv = ["--study", "rank", "--model", "tiny", "--only", "r8", "--no-eval", "--dataset-dir", str(data)]
+    argv.append("--warm")  # a child of the test process's fork server
     assert sweep.main([*argv, "--set", "quantization_bit=4"]) == 0, capsys.readouterr().out
     run = Run("tiny", "rank", "r8")
     rec = json.loads(run.run_json.read_text())
