@@ -25,9 +25,10 @@ PYTEST_ARGS ?=
 # worker), with torch in each worker on its share of them: OpenMP threads that spin for a core another
 # worker holds make a CPU step several times slower (docs/testing.md). TEST_WORKERS=1 runs it in one process.
 TEST_WORKERS ?= $(shell n=$$(nproc); echo $$(( n < 4 ? n : 4 )))
-TEST_THREADS := $(shell echo $$(( $$(nproc) / $(TEST_WORKERS) > 0 ? $$(nproc) / $(TEST_WORKERS) : 1 )))
-PYTEST  := OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$(TEST_THREADS)} $(PY) -m pytest \
-           $(if $(filter-out 0 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup)
+PYTEST   = w='$(TEST_WORKERS)'; case "$$w" in ''|*[!0-9]*|0*) \
+             echo "make: TEST_WORKERS=$$w: the number of test processes, a whole number from 1" >&2; exit 2;; esac; \
+           OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$$(( $$(nproc) > w ? $$(nproc) / w : 1 ))} $(PY) -m pytest \
+           $$([ "$$w" -gt 1 ] && echo "-n $$w --dist loadgroup")
 SITE_DIR ?= site
 DOCS_ADDR ?= 127.0.0.1:8000
 DATA_ARGS ?=

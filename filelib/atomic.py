@@ -64,14 +64,15 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def build_lock(final: str | Path) -> Iterator[None]:
-    """Hold an exclusive lock on building `final` (a file `.<name>.lock` beside it), so that two processes
-    that find it missing at once (two test workers, two `make` targets) build it one after the other: the
-    second re-checks and finds it built, rather than replacing a folder the first is already reading."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with open(final.parent / f".{final.name}.lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    """Hold an exclusive lock on building into `final`'s folder, so that two processes that find it missing
+    at once (two test workers, two `make` targets) build one after the other: the second re-checks and
+    finds it built, rather than replacing a folder the first is already reading. The lock is the folder's
+    own (flock on the directory), so nothing is left beside `final`; builds into one folder take turns."""
+    parent = Path(final).parent
+    parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the last descriptor releases the lock
