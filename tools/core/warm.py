@@ -44,6 +44,7 @@ PRELOAD = [
 ]
 
 _context = None
+SERVER_PID: int | None = None  # in a child: the fork server it was forked from (None in any other process)
 
 
 def available() -> bool:
@@ -103,6 +104,8 @@ def _mmap_threshold(value: str | None) -> None:
 def _job(module: str, argv: list[str], log: str, env: dict, cwd: str, stdout, facts: str) -> None:
     """In the child: the environment, folder and streams of a fresh `python -m module argv...`, then run it.
     `stdout`: the caller's stdout (a descriptor), or None for the log."""
+    global SERVER_PID
+    SERVER_PID = os.getppid()
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -28,11 +27,10 @@ import yaml
 
 from filelib import atomic_write_json, atomic_write_text, run_main
 from tools.core.args import command, opt
-from tools.core.paths import ROOT, cache_dir
+from tools.core.paths import cache_dir
 from tools.core.profiles import load_profile, resolve_model_path
-from tools.core.runinfo import command_of
 from tools.train.configs import render_study
-from tools.train.measure import main as measure_main
+from tools.train.measure import measure_run
 from tools.train.memory import PUBLISHED, bill, disk_mb
 from tools.train.preflight import model_config, run_model_config
 
@@ -111,13 +109,9 @@ def measure_one(study: str, profile: str, variant: str, results: Path, tmp: Path
     path = tmp / f"{variant}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     out = tmp / f"{variant}.json"
-    cmd = [*command_of(measure_main), str(path), "--out", str(out)]
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    if res.returncode != 0 or not out.exists():
-        raise RuntimeError(
-            f"{profile}/{variant}: measurement failed ({res.returncode}): {res.stderr[-1500:]}"
-        )
+    returncode, output = measure_run(path, out)
+    if returncode != 0 or not out.exists():
+        raise RuntimeError(f"{profile}/{variant}: measurement failed ({returncode}): {output[-1500:]}")
     m = json.loads(out.read_text())
     mc = json.loads((Path(cfg["model_name_or_path"]) / "config.json").read_text())
     b = bill(cfg, mc, "cpu")

@@ -22,15 +22,21 @@ from __future__ import annotations
 
 import gc
 import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 from filelib import atomic_write_json, run_main
+from tools.core import warm
+from tools.core.paths import ROOT
+from tools.core.runinfo import command_of
 
 MB = 1024**2
 M_MMAP_THRESHOLD = -3  # mallopt's parameter (malloc.h)
 MMAP_THRESHOLD = 128 * 1024
+MADV_POPULATE_READ = 22  # madvise's advice (Linux >= 5.14): fault the range's pages in, as reading them would
 
 
 def status_mb(key: str) -> float | None:
@@ -65,6 +71,49 @@ def fixed_mmap_threshold(size: int = MMAP_THRESHOLD) -> bool:
         return False
 
 
+def refault_as(pid: int) -> float:
+    """Map into this process the file pages that process `pid`, the fork server it was forked from, has
+    mapped; the MB mapped. Fork copies no page-table entry of a file mapping (the kernel lets a fault fill
+    them), so a forked child faults the libraries' pages in again as it trains and its high-water mark
+    counts them as the run's: 70-80 MB more than a fresh process that touched them while importing
+    (docs/bills.md). Read from the server's /proc/PID/pagemap, page by page: only the pages the server
+    itself had mapped, so the child starts from the resident set a fresh process has after its imports."""
+    import ctypes
+
+    import numpy as np
+
+    page = os.sysconf("SC_PAGE_SIZE")
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    own = {
+        tuple(line.split()[i] for i in (0, 4)) for line in Path("/proc/self/maps").read_text().splitlines()
+    }
+    mapped = 0
+    with open(f"/proc/{pid}/pagemap", "rb") as pagemap:
+        for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+            fields = line.split()
+            span, perms, inode = fields[0], fields[1], fields[4]
+            path = fields[5] if len(fields) > 5 else ""
+            if inode == "0" or perms[0] != "r" or path.startswith("/dev/") or (span, inode) not in own:
+                continue
+            start, end = (int(x, 16) for x in span.split("-"))
+            pagemap.seek(start // page * 8)
+            entries = np.frombuffer(pagemap.read((end - start) // page * 8), dtype=np.uint64)
+            present = np.flatnonzero(entries >> np.uint64(63))
+            if not len(present):
+                continue
+            breaks = np.flatnonzero(np.diff(present) != 1)
+            for first, last in zip(
+                present[np.r_[0, breaks + 1]], present[np.r_[breaks, len(present) - 1]], strict=True
+            ):
+                addr, size = start + int(first) * page, (int(last) - int(first) + 1) * page
+                if libc.madvise(addr, size, MADV_POPULATE_READ) != 0:
+                    for a in range(addr, addr + size, page):  # kernels before 5.14: touch each page
+                        ctypes.string_at(a, 1)
+                mapped += size
+    return mapped / MB
+
+
 def baseline() -> dict:
     """Import what training imports, then read the resident set and reset the peak."""
     import datasets  # noqa: F401
@@ -75,9 +124,11 @@ def baseline() -> dict:
 
     import plugins.launchers  # noqa: F401
 
+    refaulted = round(refault_as(warm.SERVER_PID), 1) if warm.SERVER_PID else None
     gc.collect()
     rss = status_mb("VmRSS")
-    return {"baseline_mb": round(rss, 1) if rss else None, "peak_reset": reset_peak()}
+    rec = {"baseline_mb": round(rss, 1) if rss else None, "peak_reset": reset_peak()}
+    return rec | ({"server_pages_mb": refaulted} if warm.SERVER_PID else {})
 
 
 def mark_training_start(rec: dict) -> None:
@@ -130,6 +181,22 @@ def main(argv: list[str] | None = None) -> int:
     if out:
         atomic_write_json(out, rec)
     return rc
+
+
+def measure_run(config: Path, out: Path, warm_start: bool = False) -> tuple[int, str]:
+    """Measure CONFIG in a process of its own, its record written to OUT: a fresh `python -m
+    tools.train.measure`, or (`warm_start`, where the fork server is available) a child of the warm fork
+    server, which maps the server's file pages before its baseline (`refault_as`) and so reads what a fresh
+    process reads (within 4 MB on the tiny model and SmolLM2-135M, docs/bills.md) in a third of the time.
+    Returns its exit status and its output."""
+    cmd = [*command_of(main), str(config), "--out", str(out)]
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    if warm_start and warm.available():
+        log = out.with_name(out.stem + ".log")
+        res = warm.run_module(cmd[2], cmd[3:], log, ROOT, env, header=" ".join(cmd[1:]))
+        return res.returncode, log.read_text(encoding="utf-8", errors="replace")
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    return done.returncode, done.stdout + done.stderr
 
 
 if __name__ == "__main__":
