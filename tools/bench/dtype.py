@@ -9,7 +9,8 @@ engine must stay within 0.9x of plain transformers.
 
 Training: a few steps of `llamafactory-cli train` on the embedded model (the smoke config: LoRA r8,
 4 rows a step) in fp32 and with `bf16: true` (mixed precision: autocast to bf16, fp32 master
-weights): seconds per step (after the first) and the loss at each step.
+weights): seconds per step (after the first, from the run's own log) and the loss at each step. Both runs
+are children of the warm fork server where there is one (tools.core.warm: LLaMA-Factory imported once).
 
 Usage:
     python -m tools.bench.dtype [--quick] [--no-train]      (also run by `make bench`)
@@ -132,7 +133,8 @@ def train_steps(bf16: bool, steps: int, root: Path, tiny: bool = False) -> dict:
     """Seconds per step (after the first) and the loss curve of one llamafactory-cli run."""
     import subprocess
 
-    from tools.core.paths import llamafactory_cli
+    from tools.core import warm
+    from tools.core.paths import ROOT, llamafactory_cli
     from tools.train.smoke import doc_rows, write_config
 
     data = root / "data"
@@ -152,7 +154,16 @@ def train_steps(bf16: bool, steps: int, root: Path, tiny: bool = False) -> dict:
     # one thread, as for generation: on a shared CPU two OpenMP threads spin-waiting for each other
     # make a step ~10x slower and the comparison meaningless
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    subprocess.run([*llamafactory_cli(), "train", str(cfg_path)], check=True, capture_output=True, env=env)
+    cli = llamafactory_cli()
+    if warm.available():  # LLaMA-Factory imported once for both runs; s/step is read from each run's log
+        log = root / f"{out.name}.log"
+        res = warm.run_module(
+            "llamafactory.cli", ["train", str(cfg_path)], log, ROOT, env, header=" ".join(cli)
+        )
+        if res.returncode != 0:
+            raise RuntimeError(f"llamafactory-cli train failed ({res.returncode}); its log: {log}")
+    else:
+        subprocess.run([*cli, "train", str(cfg_path)], check=True, capture_output=True, env=env)
     log = [json.loads(x) for x in (out / "trainer_log.jsonl").read_text().splitlines() if x.strip()]
     # elapsed_time is "H:MM:SS" in LLaMA-Factory's log: use its per-step timestamps where given
     times = [_secs(r["elapsed_time"]) for r in log]

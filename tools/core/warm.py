@@ -101,6 +101,15 @@ def _mmap_threshold(value: str | None) -> None:
             pass  # not glibc: the variable means nothing there either
 
 
+def _threads(value: str | None) -> None:
+    """torch (and OpenMP) read OMP_NUM_THREADS when they load, in the server; the child's own value is
+    applied here, as a fresh process would read it (a benchmark that pins one thread, say)."""
+    if value and value.isdigit() and int(value) > 0:
+        import torch
+
+        torch.set_num_threads(int(value))
+
+
 def _job(module: str, argv: list[str], log: str, env: dict, cwd: str, stdout, facts: str) -> None:
     """In the child: the environment, folder and streams of a fresh `python -m module argv...`, then run it.
     `stdout`: the caller's stdout (a descriptor), or None for the log."""
@@ -110,6 +119,7 @@ def _job(module: str, argv: list[str], log: str, env: dict, cwd: str, stdout, fa
     os.environ.clear()
     os.environ.update(env)
     _mmap_threshold(env.get("MALLOC_MMAP_THRESHOLD_"))
+    _threads(env.get("OMP_NUM_THREADS"))
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     os.dup2(fd if stdout is None else stdout, 1)
     os.dup2(fd, 2)
