@@ -150,14 +150,23 @@ def test_bad_input_writes_nothing(tmp_path, capsys, args, pattern):
     assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written, not even a folder
 
 
-@pytest.mark.slow  # imports datasets and resolves a hub name offline: 23 s of the fast set
 def test_hub_name_offline_says_how_to_pass_a_file(tmp_path, capsys, monkeypatch):
+    """Offline said after huggingface_hub and datasets were imported (as in a warm child, or here): the load
+    still stays off the network (it retried for 23 s in the suite before) and says how to pass a file."""
+    import importlib
+
+    from tools.core.hub import OFFLINE_CONSTANTS
+
+    for module, names in OFFLINE_CONSTANTS.items():  # imported before the variables were set
+        for name in names:
+            monkeypatch.setattr(importlib.import_module(module), name, False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     rc, _, err = run_cli(capsys, "--source", "nobody/no-such-dataset", "--dataset-dir", tmp_path / "d")
     assert (
         rc == 2 and "nobody/no-such-dataset: could not load it" in err and "--source path/to/file.json" in err
     )
+    assert "OfflineModeIsEnabled" in err, err  # refused by the offline mode, not after network retries
     assert not (tmp_path / "d").exists()
 
 

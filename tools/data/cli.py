@@ -29,7 +29,6 @@ the row or line and the field; nothing is written then.
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,7 @@ from plugins.pools import DataError, Table, load_table, merge_tables, normalise_
 from plugins.publishing import pipeline, publish, registry
 from plugins.selection import STAGES, STUDY_STRATEGIES, Context, curriculum, leakage, parse_thresholds
 from tools.core.args import command, opt
-from tools.core.hub import hub_offline, hub_reachable
+from tools.core.hub import go_offline, hub_offline, hub_reachable
 from tools.core.paths import DATA, MODELS, TEMPLATES, cache_dir
 from tools.data.derived import check_name
 from tools.data.guard import describe, drop_leaked, guard_sets
@@ -90,10 +89,9 @@ def load_source(
 
 
 def _load_hub(name: str, shape: str | None) -> tuple[list[dict], dict, list]:
-    if not hub_offline() and not hub_reachable():
+    if hub_offline() or not hub_reachable():
         # offline: a copy in the local cache still loads; anything else fails at once, not after retries
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+        go_offline()
     try:
         import datasets
 
