@@ -152,7 +152,9 @@ def test_bad_input_writes_nothing(tmp_path, capsys, args, pattern):
 
 def test_hub_name_offline_says_how_to_pass_a_file(tmp_path, capsys, monkeypatch):
     """Offline said after huggingface_hub and datasets were imported (as in a warm child, or here): the load
-    still stays off the network (it retried for 23 s in the suite before) and says how to pass a file."""
+    still stays off the network, where the client would retry for tens of seconds, and says how to pass a
+    file. The constants are set through monkeypatch first so that go_offline's change to them is undone
+    when the test ends."""
     import importlib
 
     from tools.core.hub import OFFLINE_CONSTANTS

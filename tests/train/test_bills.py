@@ -6,6 +6,7 @@ method's measured peak (tools.train.measure) from above, within 1.5x."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -141,6 +142,35 @@ def test_the_recovery_study_is_billed_on_the_pruned_model(out_dir, tiny_model):
     assert param_count(model) < unpruned
 
 
+def test_a_forked_child_maps_its_parents_file_pages_again(monkeypatch):
+    """A forked child holds no page-table entry of its parent's file mappings until it faults them in;
+    refault_as maps them before a warm measurement's baseline (by madvise, or page by page where the kernel
+    lacks MADV_POPULATE_READ: both give the child its parent's file-backed resident set)."""
+    from tools.train import measure
+
+    def rss_file_mb() -> float:
+        (line,) = [x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("RssFile:")]
+        return int(line.split()[1]) / 1024
+
+    parent = rss_file_mb()
+    for advice in (measure.MADV_POPULATE_READ, 9999):  # 9999: an advice no kernel knows (EINVAL)
+        monkeypatch.setattr(measure, "MADV_POPULATE_READ", advice)
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: its file pages before and after, then out without pytest's exit
+            before = rss_file_mb()
+            mapped = measure.refault_as(os.getppid())
+            os.write(write, json.dumps([before, rss_file_mb(), mapped]).encode())
+            os._exit(0)
+        os.close(write)
+        with os.fdopen(read) as f:
+            before, after, mapped = json.loads(f.read())
+        os.waitpid(pid, 0)
+        assert before < 0.5 * parent and after > 0.9 * parent and mapped > 0.5 * parent, (
+            advice, parent, before, after, mapped,
+        )  # fmt: skip
+
+
 # ------------------------------------------------------------------------------------ helpers
 def put_in_cache(hub: Path, repo: str, config: dict, weights: bool = True) -> None:
     commit = "0123456789abcdef0123456789abcdef01234567"
@@ -188,9 +218,10 @@ def measured(
 
 
 def check_bound(b: dict, m: dict, logged: str) -> None:
-    inc = m["increase_mb"]
-    assert b["run_mb"] >= inc, f"billed {b['run_mb']} MB < measured {inc} MB: {b}"
-    assert b["run_mb"] <= 1.5 * inc, f"billed {b['run_mb']} MB > 1.5 x measured {inc} MB: {b}"
+    assert "increase_mb" in m, m  # a warm child that could not map its server's pages says why
+    inc, seen = m["increase_mb"], f"{b}; measured {m}"  # (a warm child's server_pages_mb among them)
+    assert b["run_mb"] >= inc, f"billed {b['run_mb']} MB < measured {inc} MB: {seen}"
+    assert b["run_mb"] <= 1.5 * inc, f"billed {b['run_mb']} MB > 1.5 x measured {inc} MB: {seen}"
     assert f"trainable params: {b['trainable']:,} " in logged, (b["trainable"], logged)
 
 
@@ -200,7 +231,7 @@ def test_a_warm_measurement_reads_what_a_fresh_process_reads(tiny_model, tmp_pat
     """The bills below are measured in children of the warm fork server (4-6 s a tiny run, against 17-22 s
     for a process that imports LLaMA-Factory first). A child maps the server's file pages before its baseline;
     without that it counts 70-80 MB of library pages as the run's (tiny LoRA 314 against 235 MB). Fresh and
-    warm differed by 0.3-3.6 MB on the tiny model's LoRA, full and BAdam and SmolLM2's LoRA and full (fresh
+    warm differed by 0.3-4.4 MB on the tiny model's LoRA, full and BAdam and SmolLM2's LoRA and full (fresh
     runs of one config differ by up to 7 MB among themselves); 5% is the tolerance."""
     (tmp_path / "fresh").mkdir(), (tmp_path / "warm").mkdir()
     fresh = measured("tiny", "full", None, tmp_path / "fresh", warm_start=False)[1]

@@ -156,12 +156,12 @@ def train_steps(bf16: bool, steps: int, root: Path, tiny: bool = False) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cli = llamafactory_cli()
     if warm.available():  # LLaMA-Factory imported once for both runs; s/step is read from each run's log
-        log = root / f"{out.name}.log"
-        res = warm.run_module(
-            "llamafactory.cli", ["train", str(cfg_path)], log, ROOT, env, header=" ".join(cli)
-        )
-        if res.returncode != 0:
-            raise RuntimeError(f"llamafactory-cli train failed ({res.returncode}); its log: {log}")
+        train_log = root / f"{out.name}.log"
+        argv = ["train", str(cfg_path)]
+        res = warm.run_module("llamafactory.cli", argv, train_log, ROOT, env, header=" ".join([*cli, *argv]))
+        if res.returncode != 0:  # the log is in a temporary folder: its tail goes with the error
+            tail = "\n".join(train_log.read_text(errors="replace").splitlines()[-15:])
+            raise RuntimeError(f"llamafactory-cli train failed ({res.returncode}):\n{tail}")
     else:
         subprocess.run([*cli, "train", str(cfg_path)], check=True, capture_output=True, env=env)
     log = [json.loads(x) for x in (out / "trainer_log.jsonl").read_text().splitlines() if x.strip()]

@@ -30,6 +30,6 @@ __getattr__, __all__ = lazy_face(
             "profiles",
         ),
         "streams_to": "streams",
-        **dict.fromkeys(["hub_offline", "hub_reachable"], "hub"),
+        **dict.fromkeys(["go_offline", "hub_offline", "hub_reachable"], "hub"),
     },
 )

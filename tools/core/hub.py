@@ -39,9 +39,10 @@ def go_offline() -> None:
     """Load only from the local cache from here on, as a process started with HF_HUB_OFFLINE=1 would: the
     variables for what imports them later, and the values huggingface_hub and datasets already read when a
     process imported them before this call (a warm child, the test suite), which the variable no longer
-    reaches: without them a hub load retries the network (23 s in the test suite) before it fails."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    reaches: without them a hub load retries the network (23 s in the test suite) before it fails. For the
+    rest of the process, as the variables would be."""
+    os.environ["HF_HUB_OFFLINE"] = "1"  # and for the processes it starts: the same answer everywhere
+    os.environ["HF_DATASETS_OFFLINE"] = "1"
     for module, names in OFFLINE_CONSTANTS.items():
         loaded = sys.modules.get(module)
         for name in names:

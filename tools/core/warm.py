@@ -101,13 +101,20 @@ def _mmap_threshold(value: str | None) -> None:
             pass  # not glibc: the variable means nothing there either
 
 
-def _threads(value: str | None) -> None:
+def _threads(value: str | None, servers: str | None) -> None:
     """torch (and OpenMP) read OMP_NUM_THREADS when they load, in the server; the child's own value is
-    applied here, as a fresh process would read it (a benchmark that pins one thread, say)."""
-    if value and value.isdigit() and int(value) > 0:
-        import torch
-
-        torch.set_num_threads(int(value))
+    applied here, as a fresh process would read it (a benchmark that pins one thread, say): its first entry,
+    as libgomp reads "4,2"; unset where the server had one, the machine's CPUs, OpenMP's default."""
+    first = (value or "").split(",")[0].strip()
+    if first.isdigit() and int(first) > 0:
+        threads = int(first)
+    elif not first and servers:
+        threads = len(os.sched_getaffinity(0))
+    else:
+        return  # "0" or a word: libgomp ignores it too
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
 
 
 def _job(module: str, argv: list[str], log: str, env: dict, cwd: str, stdout, facts: str) -> None:
@@ -115,11 +122,12 @@ def _job(module: str, argv: list[str], log: str, env: dict, cwd: str, stdout, fa
     `stdout`: the caller's stdout (a descriptor), or None for the log."""
     global SERVER_PID
     SERVER_PID = os.getppid()
+    servers_threads = os.environ.get("OMP_NUM_THREADS")
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
     _mmap_threshold(env.get("MALLOC_MMAP_THRESHOLD_"))
-    _threads(env.get("OMP_NUM_THREADS"))
+    _threads(env.get("OMP_NUM_THREADS"), servers_threads)
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     os.dup2(fd if stdout is None else stdout, 1)
     os.dup2(fd, 2)

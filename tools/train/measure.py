@@ -13,6 +13,10 @@ states, activations, logits, tokenizer, data and trainer, everything the run its
 threshold is fixed at 128 KiB first (`mallopt`), so a freed tensor goes back to the system and the peak is
 the run's own, not the heap's history (`fixed_mmap_threshold`).
 
+As a child of the warm fork server (`measure_run(..., warm_start=True)`, the bill tests), it first maps the
+file pages its server has mapped (`refault_as`), so its baseline is a fresh process's; where it cannot, it
+reports no increase and `measure_run` measures in a fresh process instead.
+
 Usage:
     python -m tools.train.measure CONFIG.yaml [--out FILE.json] [--default-malloc] [key=value ...]
     (--default-malloc: leave glibc's dynamic mmap threshold, to see what the heap keeps)
@@ -20,6 +24,7 @@ Usage:
 
 from __future__ import annotations
 
+import errno
 import gc
 import json
 import os
@@ -76,8 +81,11 @@ def refault_as(pid: int) -> float:
     mapped; the MB mapped. Fork copies no page-table entry of a file mapping (the kernel lets a fault fill
     them), so a forked child faults the libraries' pages in again as it trains and its high-water mark
     counts them as the run's: 70-80 MB more than a fresh process that touched them while importing
-    (docs/bills.md). Read from the server's /proc/PID/pagemap, page by page: only the pages the server
-    itself had mapped, so the child starts from the resident set a fresh process has after its imports."""
+    (docs/bills.md). Read from the server's /proc/PID/pagemap: the pages the server itself had mapped (and
+    the kernel's fault-around neighbours), so the child starts from the resident set a fresh process has
+    after its imports. Only a mapping the child holds unchanged (span, permissions, offset, device, file)
+    and may read; a range the kernel will not populate (a truncated file) is left alone. OSError when the
+    server's maps cannot be read (the server gone, no /proc/PID/pagemap)."""
     import ctypes
 
     import numpy as np
@@ -85,16 +93,14 @@ def refault_as(pid: int) -> float:
     page = os.sysconf("SC_PAGE_SIZE")
     libc = ctypes.CDLL(None, use_errno=True)
     libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    own = {
-        tuple(line.split()[i] for i in (0, 4)) for line in Path("/proc/self/maps").read_text().splitlines()
-    }
-    mapped = 0
+    own = {tuple(line.split()[:5]) for line in Path("/proc/self/maps").read_text().splitlines()}
+    mapped, populate = 0, True
     with open(f"/proc/{pid}/pagemap", "rb") as pagemap:
         for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
             fields = line.split()
             span, perms, inode = fields[0], fields[1], fields[4]
             path = fields[5] if len(fields) > 5 else ""
-            if inode == "0" or perms[0] != "r" or path.startswith("/dev/") or (span, inode) not in own:
+            if inode == "0" or perms[0] != "r" or path.startswith("/dev/") or tuple(fields[:5]) not in own:
                 continue
             start, end = (int(x, 16) for x in span.split("-"))
             pagemap.seek(start // page * 8)
@@ -107,11 +113,24 @@ def refault_as(pid: int) -> float:
                 present[np.r_[0, breaks + 1]], present[np.r_[breaks, len(present) - 1]], strict=True
             ):
                 addr, size = start + int(first) * page, (int(last) - int(first) + 1) * page
-                if libc.madvise(addr, size, MADV_POPULATE_READ) != 0:
-                    for a in range(addr, addr + size, page):  # kernels before 5.14: touch each page
-                        ctypes.string_at(a, 1)
-                mapped += size
+                if populate and libc.madvise(addr, size, MADV_POPULATE_READ) == 0:
+                    mapped += size
+                elif populate and ctypes.get_errno() != errno.EINVAL:
+                    continue  # EFAULT / ENOMEM: a page that would fault (a file truncated since): not read
+                else:  # a kernel before 5.14 knows no MADV_POPULATE_READ: read each page instead
+                    populate = False
+                    mapped += sum(len(_read_own(a, page)) for a in range(addr, addr + size, page))
     return mapped / MB
+
+
+def _read_own(addr: int, size: int) -> bytes:
+    """Read this process's memory through /proc/self/mem: a page that cannot be read is an OSError
+    (EIO) here, not the signal a direct read would raise."""
+    try:
+        with open("/proc/self/mem", "rb", buffering=0) as mem:
+            return os.pread(mem.fileno(), size, addr)
+    except OSError:
+        return b""
 
 
 def baseline() -> dict:
@@ -124,11 +143,15 @@ def baseline() -> dict:
 
     import plugins.launchers  # noqa: F401
 
-    refaulted = round(refault_as(warm.SERVER_PID), 1) if warm.SERVER_PID else None
+    extra: dict = {}
+    if warm.SERVER_PID:  # a warm child: the server's pages first, or no increase to report (main)
+        try:
+            extra["server_pages_mb"] = round(refault_as(warm.SERVER_PID), 1)
+        except OSError as e:
+            extra["server_pages_error"] = f"{type(e).__name__}: {e}"
     gc.collect()
     rss = status_mb("VmRSS")
-    rec = {"baseline_mb": round(rss, 1) if rss else None, "peak_reset": reset_peak()}
-    return rec | ({"server_pages_mb": refaulted} if warm.SERVER_PID else {})
+    return {"baseline_mb": round(rss, 1) if rss else None, "peak_reset": reset_peak()} | extra
 
 
 def mark_training_start(rec: dict) -> None:
@@ -174,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         peak_mb=round(peak, 1) if peak else None,
         basis="VmHWM after training minus VmRSS after imports (peak reset at the baseline)",
     )
-    if rec["baseline_mb"] and peak and rec["peak_reset"]:
+    if rec["baseline_mb"] and peak and rec["peak_reset"] and "server_pages_error" not in rec:
         rec["increase_mb"] = round(peak - rec["baseline_mb"], 1)
     line = json.dumps(rec)
     print(f"measure: {line}", flush=True)
@@ -187,16 +210,24 @@ def measure_run(config: Path, out: Path, warm_start: bool = False) -> tuple[int,
     """Measure CONFIG in a process of its own, its record written to OUT: a fresh `python -m
     tools.train.measure`, or (`warm_start`, where the fork server is available) a child of the warm fork
     server, which maps the server's file pages before its baseline (`refault_as`) and so reads what a fresh
-    process reads (within 4 MB on the tiny model and SmolLM2-135M, docs/bills.md) in a third of the time.
+    process reads (within 5 MB on the tiny model and SmolLM2-135M, docs/bills.md) in a third of the time.
     Returns its exit status and its output."""
     cmd = [*command_of(main), str(config), "--out", str(out)]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     if warm_start and warm.available():
         log = out.with_name(out.stem + ".log")
         res = warm.run_module(cmd[2], cmd[3:], log, ROOT, env, header=" ".join(cmd[1:]))
-        return res.returncode, log.read_text(encoding="utf-8", errors="replace")
+        if "server_pages_error" not in _record(out):  # else: measured fresh below, as it would be
+            return res.returncode, log.read_text(encoding="utf-8", errors="replace")
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     return done.returncode, done.stdout + done.stderr
+
+
+def _record(out: Path) -> dict:
+    try:
+        return json.loads(out.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 if __name__ == "__main__":
