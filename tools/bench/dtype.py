@@ -131,8 +131,6 @@ def bench_generation(n_prompts: int, batch: int, new_tokens: int, tiny: bool = F
 
 def train_steps(bf16: bool, steps: int, root: Path, tiny: bool = False) -> dict:
     """Seconds per step (after the first) and the loss curve of one llamafactory-cli run."""
-    import subprocess
-
     from tools.core import warm
     from tools.core.paths import ROOT, llamafactory_cli
     from tools.train.smoke import doc_rows, write_config
@@ -154,16 +152,12 @@ def train_steps(bf16: bool, steps: int, root: Path, tiny: bool = False) -> dict:
     # one thread, as for generation: on a shared CPU two OpenMP threads spin-waiting for each other
     # make a step ~10x slower and the comparison meaningless
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cli = llamafactory_cli()
-    if warm.available():  # LLaMA-Factory imported once for both runs; s/step is read from each run's log
-        train_log = root / f"{out.name}.log"
-        argv = ["train", str(cfg_path)]
-        res = warm.run_module("llamafactory.cli", argv, train_log, ROOT, env, header=" ".join([*cli, *argv]))
-        if res.returncode != 0:  # the log is in a temporary folder: its tail goes with the error
-            tail = "\n".join(train_log.read_text(errors="replace").splitlines()[-15:])
-            raise RuntimeError(f"llamafactory-cli train failed ({res.returncode}):\n{tail}")
-    else:
-        subprocess.run([*cli, "train", str(cfg_path)], check=True, capture_output=True, env=env)
+    # LLaMA-Factory imported once for both runs where warm starts are available; s/step is read from the log
+    train_log = root / f"{out.name}.log"
+    res = warm.run_command([*llamafactory_cli(), "train", str(cfg_path)], train_log, ROOT, env)
+    if res.returncode != 0:  # the log is in a temporary folder: its tail goes with the error
+        tail = "\n".join(train_log.read_text(errors="replace").splitlines()[-15:])
+        raise RuntimeError(f"llamafactory-cli train failed ({res.returncode}):\n{tail}")
     log = [json.loads(x) for x in (out / "trainer_log.jsonl").read_text().splitlines() if x.strip()]
     # elapsed_time is "H:MM:SS" in LLaMA-Factory's log: use its per-step timestamps where given
     times = [_secs(r["elapsed_time"]) for r in log]

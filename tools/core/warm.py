@@ -29,8 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tools.core.paths import cache_dir
-from tools.core.runinfo import ChildResult, now, watch
+from tools.core.paths import cache_dir, llamafactory_cli
+from tools.core.runinfo import ChildResult, now, run_child, watch
 from tools.core.streams import streams_to
 
 # What a child would import anyway, in the order it would: the whole cost of `llamafactory-cli train`'s start.
@@ -186,3 +186,19 @@ def run_module(
         except (OSError, ValueError, KeyError):
             rss = None  # killed before it could say
     return ChildResult(proc.exitcode, wall, rss, peak_gpu)
+
+
+def run_command(cmd: list[str], log: Path, cwd: Path, env: dict, on_start=None) -> ChildResult:
+    """`cmd` as a child of the fork server where it is `python -m module ...` with this interpreter or
+    `llamafactory-cli ...` and warm starts are available; else a fresh process (run_child). The same log,
+    exit status and measurements either way."""
+    cli = llamafactory_cli()
+    if cmd[:2] == [sys.executable, "-m"]:
+        module, argv = cmd[2], cmd[3:]
+    elif cmd[: len(cli)] == cli:
+        module, argv = "llamafactory.cli", cmd[len(cli) :]
+    else:
+        module = None
+    if module is None or not available():
+        return run_child(cmd, log, cwd=cwd, env=env, on_start=on_start)
+    return run_module(module, argv, log, cwd, env, header=" ".join(cmd), on_start=on_start)

@@ -28,7 +28,6 @@ import errno
 import gc
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,7 +35,7 @@ from pathlib import Path
 from filelib import atomic_write_json, run_main
 from tools.core import warm
 from tools.core.paths import ROOT
-from tools.core.runinfo import command_of
+from tools.core.runinfo import command_of, run_child
 
 MB = 1024**2
 M_MMAP_THRESHOLD = -3  # mallopt's parameter (malloc.h)
@@ -95,7 +94,7 @@ def refault_as(pid: int) -> float:
     libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     own = {tuple(line.split()[:5]) for line in Path("/proc/self/maps").read_text().splitlines()}
     mapped, populate = 0, True
-    with open(f"/proc/{pid}/pagemap", "rb") as pagemap:
+    with open(f"/proc/{pid}/pagemap", "rb") as pagemap, open("/proc/self/mem", "rb", buffering=0) as mem:
         for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
             fields = line.split()
             span, perms, inode = fields[0], fields[1], fields[4]
@@ -119,18 +118,17 @@ def refault_as(pid: int) -> float:
                     continue  # EFAULT / ENOMEM: a page that would fault (a file truncated since): not read
                 else:  # a kernel before 5.14 knows no MADV_POPULATE_READ: read each page instead
                     populate = False
-                    mapped += sum(len(_read_own(a, page)) for a in range(addr, addr + size, page))
+                    mapped += sum(_read_own(mem, a, page) for a in range(addr, addr + size, page))
     return mapped / MB
 
 
-def _read_own(addr: int, size: int) -> bytes:
-    """Read this process's memory through /proc/self/mem: a page that cannot be read is an OSError
-    (EIO) here, not the signal a direct read would raise."""
+def _read_own(mem, addr: int, size: int) -> int:
+    """Bytes read of this process's memory through /proc/self/mem (`mem`): a page that cannot be read is an
+    OSError (EIO) here, 0 bytes, not the signal a direct read would raise."""
     try:
-        with open("/proc/self/mem", "rb", buffering=0) as mem:
-            return os.pread(mem.fileno(), size, addr)
+        return len(os.pread(mem.fileno(), size, addr))
     except OSError:
-        return b""
+        return 0
 
 
 def baseline() -> dict:
@@ -214,13 +212,11 @@ def measure_run(config: Path, out: Path, warm_start: bool = False) -> tuple[int,
     Returns its exit status and its output."""
     cmd = [*command_of(main), str(config), "--out", str(out)]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    if warm_start and warm.available():
-        log = out.with_name(out.stem + ".log")
-        res = warm.run_module(cmd[2], cmd[3:], log, ROOT, env, header=" ".join(cmd[1:]))
-        if "server_pages_error" not in _record(out):  # else: measured fresh below, as it would be
-            return res.returncode, log.read_text(encoding="utf-8", errors="replace")
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    return done.returncode, done.stdout + done.stderr
+    log = out.with_name(out.stem + ".log")
+    res = warm.run_command(cmd, log, ROOT, env) if warm_start else run_child(cmd, log, ROOT, env)
+    if warm_start and "server_pages_error" in _record(out):  # measured fresh, as it would be
+        res = run_child(cmd, log, ROOT, env)
+    return res.returncode, log.read_text(encoding="utf-8", errors="replace")
 
 
 def _record(out: Path) -> dict:

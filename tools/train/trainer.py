@@ -119,10 +119,8 @@ def train_one(job: dict) -> dict:
 def _start(cmd: list[str], job: dict, log: Path, env: dict, python: str):
     """The training child: forked from the warm server (LLaMA-Factory imported once per sweep) when the
     sweep asked for it (`warm`), else a fresh process; the same command, log and measurements either way."""
-    if job.get("warm") and python == sys.executable and warm.available():
-        cli = job["cli"]
-        module, argv = ("llamafactory.cli", cmd[len(cli) :]) if cmd[: len(cli)] == cli else (cmd[2], cmd[3:])
-        return warm.run_module(module, argv, log, Path(job["cwd"]), env, header=" ".join(cmd))
+    if job.get("warm") and python == sys.executable:
+        return warm.run_command(cmd, log, Path(job["cwd"]), env)
     return run_child(cmd, log, cwd=Path(job["cwd"]), env=env)
 
 
