@@ -9,7 +9,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from tools.core.paths import DATA, Run, report_dir
+from tools.core.paths import DATA, Run, report_dir, study_dir
 from tools.flows import sweep
 
 EPOCHS = 2
@@ -57,8 +57,14 @@ def test_one_run_gives_a_point_per_epoch_and_the_choice_is_made_on_dev(out_dir, 
         "--offline-model",
         str(tiny_model),
     ]
-    rows = sweep.evaluate([run], "demo_eval", "epochs", data, dev="demo_dev", model="tiny", extra=quick)
+    # as the sweep's --warm evaluates: each step a child of the fork server that trained the run
+    rows = sweep.evaluate(
+        [run], "demo_eval", "epochs", data, dev="demo_dev", model="tiny", extra=quick, warm=True
+    )
     assert [r for r in rows if r[2] != 0] == []
+    for name in ("sweep_eval_demo_dev.log", "sweep_eval.log"):
+        head = [x for x in (study_dir("tiny", "epochs") / name).read_text().splitlines() if " $ " in x]
+        assert len(head) == 1 and "-m tools.eval.study" in head[0] and head[0].endswith("(warm start)"), head
     for e in range(1, EPOCHS + 1):
         assert run.at_epoch(e).scores("demo_dev", "greedy").exists()  # a judged point per epoch, on dev
     out = capsys.readouterr().out

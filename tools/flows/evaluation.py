@@ -3,13 +3,18 @@ decoding list (base model loaded once, adapters swapped), choices made on the de
 scored for the chosen point, then the study's report. A pruned model's study (recovery) is scored by
 `tools.eval.recovery` instead. Each evaluation is a child process (its memory, GPU memory included, is
 given back when it ends, before the next step): a failure is printed with its log and the rest still goes.
+With `warm` (a sweep or search that trained with `--warm`) the children are forked from the same warm
+server as its training runs (tools.core.warm): the same command, log and exit status, without importing
+the libraries again.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
+from tools.core import warm as warm_server
 from tools.core.paths import DATA, ROOT, Run, out_root, study_dir
 from tools.core.runinfo import command_of, run_child
 from tools.eval import recovery_main, study_main
@@ -29,6 +34,7 @@ def evaluate(
     model: str | None = None,
     test_all: bool = False,
     extra: list[str] | None = None,
+    warm: bool = False,
 ) -> list[tuple[str, str, int]]:
     """Answers, metrics and judge scores (greedy) of every run in ONE child process, then the report.
 
@@ -45,19 +51,28 @@ def evaluate(
     if dev:
         points = [p for r in runs for p in ([r] if r.is_base else (r.epochs() or [r]))]
         rows += _evaluate_points(
-            points, dev, study, dataset_dir, evaluator, decodings, f"sweep_eval_{dev}.log", extra
+            points, dev, study, dataset_dir, evaluator, decodings, f"sweep_eval_{dev}.log", extra, warm
         )
         chosen = choose_point(study, model, dev)
         print(f"  chosen on {dev}: {chosen or 'nothing (no dev scores)'}", flush=True)
         tuned = [r for r in runs if not r.is_base]
         runs = [r for r in runs if r.is_base] + (tuned if test_all else [chosen] if chosen else [])
-    rows += _evaluate_points(runs, testset, study, dataset_dir, evaluator, decodings, "sweep_eval.log", extra)
+    rows += _evaluate_points(
+        runs, testset, study, dataset_dir, evaluator, decodings, "sweep_eval.log", extra, warm
+    )
     if reporter is not None:
         log = out_root() / "reports" / study / "sweep_report.log"
-        rc = run_child([*command_of(reporter), "--study", study], log, cwd=ROOT).returncode
+        rc = _child([*command_of(reporter), "--study", study], log, warm).returncode
         rows.append((study, "report", rc))
         print(f"  report {study:<40} {'ok' if rc == 0 else f'FAILED ({rc}), see {log}'}", flush=True)
     return rows
+
+
+def _child(cmd: list[str], log: Path, warm: bool):
+    """One step's child: forked from the warm server when the flow is warm, else a fresh process."""
+    if warm:
+        return warm_server.run_command(cmd, log, ROOT, dict(os.environ))
+    return run_child(cmd, log, cwd=ROOT)
 
 
 def _decodings_of(run: Run, decodings: dict[str, list[str]] | None) -> tuple[str, ...]:
@@ -75,6 +90,7 @@ def _evaluate_points(
     decodings,
     log_name: str = "sweep_eval.log",
     extra: list[str] | None = None,
+    warm: bool = False,
 ) -> list[tuple[str, str, int]]:
     """The runs on one prompt set, in one tools.eval.study process per decoding list."""
     rows = []
@@ -88,7 +104,7 @@ def _evaluate_points(
         cmd += extra or []
         if Path(dataset_dir).resolve() != DATA.resolve():
             cmd += ["--dataset-dir", str(dataset_dir)]
-        res = run_child(cmd, log, cwd=ROOT)
+        res = _child(cmd, log, warm)
         rows.append((study, "evaluate", res.returncode))
         for run in members:
             ok = all(run.scores(testset, n).exists() for n in names or ("greedy",))
@@ -101,7 +117,9 @@ def _evaluate_points(
     return rows
 
 
-def evaluate_recovery(runs: list[Run], study: str, dataset_dir: Path = DATA) -> list[tuple[str, str, int]]:
+def evaluate_recovery(
+    runs: list[Run], study: str, dataset_dir: Path = DATA, warm: bool = False
+) -> list[tuple[str, str, int]]:
     """tools.eval.recovery for each recovered run, then its own report (tools.report.recovery)."""
     rows = []
     for run in runs:
@@ -109,13 +127,13 @@ def evaluate_recovery(runs: list[Run], study: str, dataset_dir: Path = DATA) -> 
         cmd = [*command_of(recovery_main), "--run", run.name]
         if Path(dataset_dir).resolve() != DATA.resolve():
             cmd += ["--dataset-dir", str(dataset_dir)]
-        rc = run_child(cmd, log, cwd=ROOT).returncode
+        rc = _child(cmd, log, warm).returncode
         rows.append((run.name, "recovery", rc))
         print(
             f"  eval {run.name:<42} recovery {'ok' if rc == 0 else f'FAILED ({rc}), see {log}'}", flush=True
         )
     log = out_root() / "reports" / study / "sweep_report.log"
-    rc = run_child([*command_of(recovery_report_main), "--study", study], log, cwd=ROOT).returncode
+    rc = _child([*command_of(recovery_report_main), "--study", study], log, warm).returncode
     rows.append((study, "report", rc))
     return rows
 

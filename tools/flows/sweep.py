@@ -246,7 +246,7 @@ def sweep(
             for j in jobs
             if j["resolved_config"].get("model_name_or_path")
         ):
-            evaluate_recovery(finished, study, dataset_dir)
+            evaluate_recovery(finished, study, dataset_dir, warm=warm and runner == "local")
         else:
             names = {j["run"]: j["decoding"] for j in jobs}
             names[Run.base(model).name] = list(dict.fromkeys(d for j in jobs for d in j["decoding"]))
@@ -266,6 +266,7 @@ def sweep(
                 model=model,
                 test_all=test_all,
                 extra=guard or None,
+                warm=warm and runner == "local",
             )
     tracker.finish(results)
     return results

@@ -377,6 +377,7 @@ def _search(
             a.dataset_dir,
             dev=first.config["eval_dataset"],
             model=a.model,
+            warm=a.warm and a.runner == "local",
         )
     return summary
 
