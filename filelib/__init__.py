@@ -8,7 +8,14 @@
 - `boundary`: the one top-level error boundary of every command (`run_main`).
 """
 
-from filelib.atomic import atomic_dir, atomic_write_json, atomic_write_jsonl, atomic_write_text, build_lock
+from filelib.atomic import (
+    atomic_dir,
+    atomic_write_json,
+    atomic_write_jsonl,
+    atomic_write_text,
+    build_lock,
+    check_writable,
+)
 from filelib.boundary import run_main
 from filelib.hashing import sha256_file, sha256_text
 from filelib.jsonfile import read_json_object
@@ -24,6 +31,7 @@ __all__ = [
     "atomic_write_text",
     "build_lock",
     "check_output",
+    "check_writable",
     "claim",
     "read_json_object",
     "read_jsonl",

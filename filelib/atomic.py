@@ -7,6 +7,7 @@ folder is built under a temporary `.partial` name and renamed when complete.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -36,6 +37,20 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def check_writable(path: str | Path) -> None:
+    """Raise now the error that writing the file `path` (atomic_write_text: its folders made as needed)
+    would meet where it is: a folder on its way that is a file, or a folder where the file goes. Nothing is
+    read or written, so a command can refuse a bad output place before it spends anything."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    for folder in path.parents:
+        if folder.exists():
+            if not folder.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path.parent))
+            return
 
 
 def atomic_write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Path:

@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 import yaml
 
-from filelib import atomic_write_text, run_main
+from filelib import atomic_write_text, check_writable, run_main
 from tools.core.args import command, opt
 from tools.core.paths import EXPERIMENTS, TEMPLATES, Run
 from tools.core.profiles import (  # noqa: F401 (list_profiles, load_profile: part of this module's face)
@@ -282,6 +282,20 @@ def write_rendered(rendered: list[Rendered], out_dir: Path = EXPERIMENTS, prune:
     return paths
 
 
+def _targets(
+    studies: list[str], models: tuple[str, ...], only: list[str] | None, out_dir: Path
+) -> list[Path]:
+    """The files a render of these studies and profiles writes (write_rendered's names)."""
+    paths = []
+    for study in studies:
+        for model in models:
+            skipped = skipped_variants(study, model)
+            for name in map(str, load_study(study)["variants"]):
+                if name not in skipped and (not only or name in only):
+                    paths.append(out_dir / study / Run(model, study, name).config.name)
+    return paths
+
+
 def render_all(
     models: tuple[str, ...] = COMMITTED_PROFILES, studies: list[str] | None = None
 ) -> list[Rendered]:
@@ -378,6 +392,8 @@ def main(a: RenderArgs | CheckArgs | ListArgs) -> int:
             print(f"{a.out.name}/ is up to date")
             return 0
         models = tuple(a.model or COMMITTED_PROFILES)
+        for target in _targets(a.study or list_studies(), models, a.only, a.out):
+            check_writable(target)  # a bad place refused before LLaMA-Factory is imported to validate
         rendered: list[Rendered] = []
         for study in a.study or list_studies():
             for model in models:
