@@ -68,6 +68,28 @@ def test_a_crash_is_a_failed_status_with_its_traceback_in_the_log(tmp_path):
 
 
 @pytest.mark.slow  # the fork server imports LLaMA-Factory
+def test_a_script_runs_warm_with_its_folder_and_pythonpath_on_the_path(tmp_path):
+    """`python script.py ...` (llama.cpp's converters): the script's folder first on the path and the
+    child's PYTHONPATH after it, as a fresh interpreter sets them up, though the server read neither."""
+    (tmp_path / "scripts").mkdir(), (tmp_path / "lib").mkdir()
+    (tmp_path / "scripts" / "beside.py").write_text("WHO = 'beside'\n")
+    (tmp_path / "lib" / "fromenv.py").write_text("WHO = 'fromenv'\n")
+    script = tmp_path / "scripts" / "probe.py"
+    script.write_text(
+        "import sys, beside, fromenv\n"
+        "print('ran', __name__, beside.WHO, fromenv.WHO, sys.argv[1:], sys.path[0])\n"
+        "raise SystemExit(int(sys.argv[1]))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "lib")}
+    for code in (0, 4):
+        log = tmp_path / f"s{code}.log"
+        res = warm.run_command([sys.executable, str(script), str(code)], log, tmp_path, env)
+        text = log.read_text()
+        assert res.returncode == code and "(warm start)" in text, text
+        assert f"ran __main__ beside fromenv ['{code}'] {tmp_path / 'scripts'}" in text, text
+
+
+@pytest.mark.slow  # the fork server imports LLaMA-Factory
 def test_a_warm_child_runs_on_its_own_omp_num_threads(tmp_path):
     """The server read OMP_NUM_THREADS when torch loaded; a child given another count runs on it, as a fresh
     process started with it would (two counts, so one of them differs from the server's)."""

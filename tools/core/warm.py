@@ -11,7 +11,8 @@ has an OpenMP thread pool, and a child forked from it hangs at its first paralle
 here: libgomp). The server only imports, never computes, so its children are safe; it never touches
 CUDA either, so GPU runs are safe too.
 
-A job is a module run as `__main__` (`python -m module argv...` without the interpreter start), with
+A job is a module run as `__main__` (`python -m module argv...` without the interpreter start), or a
+script (`python script.py argv...`: its folder first on the path, as a fresh interpreter puts it), with
 its own environment, working directory and log (stderr, and stdout unless the caller keeps it). Its
 peak RSS is the child's own high-water mark, as `run_child` reports for a subprocess.
 Linux only (fork); `SMALLDATA_WARM=0` turns it off, and then callers start a fresh process as before.
@@ -53,6 +54,12 @@ def available() -> bool:
         and "forkserver" in mp.get_all_start_methods()
         and os.environ.get("SMALLDATA_WARM", "1") != "0"
     )
+
+
+def running() -> bool:
+    """Whether this process has started its fork server already: a child of it costs nothing to start,
+    where starting the server would cost what a fresh process costs."""
+    return _context is not None
 
 
 def context():
@@ -131,10 +138,16 @@ def _job(module: str, argv: list[str], log: str, env: dict, cwd: str, stdout, fa
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     os.dup2(fd if stdout is None else stdout, 1)
     os.dup2(fd, 2)
+    # the child's PYTHONPATH, read by a fresh interpreter at its start (the server read its own)
+    sys.path[1:1] = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
     sys.argv = [module, *argv]
     code: object = 0
     try:
-        runpy.run_module(module, run_name="__main__", alter_sys=True)
+        if module.endswith(".py"):
+            sys.path.insert(0, os.path.dirname(os.path.abspath(module)))
+            runpy.run_path(module, run_name="__main__")
+        else:
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
     except SystemExit as e:
         code = e.code
     finally:
@@ -189,12 +202,14 @@ def run_module(
 
 
 def run_command(cmd: list[str], log: Path, cwd: Path, env: dict, on_start=None) -> ChildResult:
-    """`cmd` as a child of the fork server where it is `python -m module ...` with this interpreter or
-    `llamafactory-cli ...` and warm starts are available; else a fresh process (run_child). The same log,
-    exit status and measurements either way."""
+    """`cmd` as a child of the fork server where it is `python -m module ...` or `python script.py ...` with
+    this interpreter or `llamafactory-cli ...` and warm starts are available; else a fresh process
+    (run_child). The same log, exit status and measurements either way."""
     cli = llamafactory_cli()
     if cmd[:2] == [sys.executable, "-m"]:
         module, argv = cmd[2], cmd[3:]
+    elif cmd[:1] == [sys.executable] and len(cmd) > 1 and cmd[1].endswith(".py") and Path(cmd[1]).is_file():
+        module, argv = cmd[1], cmd[2:]
     elif cmd[: len(cli)] == cli:
         module, argv = "llamafactory.cli", cmd[len(cli) :]
     else:

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from filelib import atomic_write_json, atomic_write_text, run_main
-from tools.core import llama_server
+from tools.core import llama_server, warm
 from tools.core.args import command, opt
 from tools.core.paths import DATA, Run, report_dir
 from tools.export import gguf_template as tpl
@@ -88,13 +88,20 @@ def partial(final: Path, gguf: bool = True) -> Iterator[Path]:
 
 
 def _run(cmd: list[str], log: Path, env: dict | None = None) -> None:
-    with open(log, "a") as f:
-        f.write("+ " + " ".join(cmd) + "\n")
-        f.flush()
-        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
-    if proc.returncode != 0:
+    """One step's process; llama.cpp's Python converters are children of this process's warm server where
+    one is up already (a demo, a sweep, a test worker: torch and transformers imported once), else fresh."""
+    if warm.running() and cmd[0] == sys.executable:
+        returncode = warm.run_command(
+            cmd, log, Path.cwd(), dict(os.environ if env is None else env)
+        ).returncode
+    else:
+        with open(log, "a") as f:
+            f.write("+ " + " ".join(cmd) + "\n")
+            f.flush()
+            returncode = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
+    if returncode != 0:
         tail = log.read_text(errors="replace").splitlines()[-15:]
-        raise RuntimeError(f"{Path(cmd[1]).name if len(cmd) > 1 else cmd[0]} failed ({proc.returncode}); "
+        raise RuntimeError(f"{Path(cmd[1]).name if len(cmd) > 1 else cmd[0]} failed ({returncode}); "
                            f"{log}:\n" + "\n".join(tail))  # fmt: skip
 
 
