@@ -10,8 +10,9 @@ data fingerprint) and, last, DONE. Re-running is safe and cheap:
   - curriculum stages run after the stage they continue (and fail when it did not finish).
 The command exits non-zero when any run failed. One status line per run as it ends, a table at the end.
 
-Runners: `local` trains one run after another; with --warm each run is a child of a fork server that
-imported LLaMA-Factory once (tools.core.warm: 10-20 s saved per run on a CPU, same log, run.json, DONE).
+Runners: `local` trains one run after another; with --warm each run (and the evaluation after) is a
+child of a fork server that imported LLaMA-Factory once (tools.core.warm: 10-20 s saved per run on a
+CPU, same log, run.json, DONE).
 `ray` sends each run to Ray as a task holding one GPU
 (one CPU where the cluster has no GPU), so N GPUs train N runs at once. It starts a local Ray instance,
 or joins the cluster in RAY_ADDRESS (e.g. RAY_ADDRESS=ray://head:10001 or auto); every node must see this
@@ -288,7 +289,9 @@ class SweepArgs:
     )
     skip_preflight: bool = opt(False, help="train even when a preflight check fails")
     warm: bool = opt(
-        False, help="import LLaMA-Factory once: each run a child of a warm fork server (local runner; Linux)"
+        False,
+        help="import LLaMA-Factory once: each run and its evaluation a child of a warm fork server "
+        "(local runner; Linux)",
     )
 
     track: str = opt(
