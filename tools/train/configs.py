@@ -262,15 +262,11 @@ def skipped_variants(study: str, model: str) -> dict[str, str]:
     }
 
 
-def _file_name(r: Rendered) -> str:
-    return r.run.config.name
-
-
 def write_rendered(rendered: list[Rendered], out_dir: Path = EXPERIMENTS, prune: bool = True) -> list[Path]:
     """Write files under out_dir/<study>/; with prune, remove that study's files of the model no longer rendered."""
     paths = []
     for r in rendered:
-        path = out_dir / r.run.study / _file_name(r)
+        path = out_dir / r.run.study / r.run.config.name
         if not path.exists() or path.read_text() != r.text:
             atomic_write_text(path, r.text)
         paths.append(path)
@@ -279,20 +275,6 @@ def write_rendered(rendered: list[Rendered], out_dir: Path = EXPERIMENTS, prune:
             for old in (out_dir / study).glob(f"{model}_lora_sft_*.yaml"):
                 if old not in paths:
                     old.unlink()
-    return paths
-
-
-def _targets(
-    studies: list[str], models: tuple[str, ...], only: list[str] | None, out_dir: Path
-) -> list[Path]:
-    """The files a render of these studies and profiles writes (write_rendered's names)."""
-    paths = []
-    for study in studies:
-        for model in models:
-            skipped = skipped_variants(study, model)
-            for name in map(str, load_study(study)["variants"]):
-                if name not in skipped and (not only or name in only):
-                    paths.append(out_dir / study / Run(model, study, name).config.name)
     return paths
 
 
@@ -392,8 +374,12 @@ def main(a: RenderArgs | CheckArgs | ListArgs) -> int:
             print(f"{a.out.name}/ is up to date")
             return 0
         models = tuple(a.model or COMMITTED_PROFILES)
-        for target in _targets(a.study or list_studies(), models, a.only, a.out):
-            check_writable(target)  # a bad place refused before LLaMA-Factory is imported to validate
+        for study in a.study or list_studies():  # a bad place refused before LLaMA-Factory is imported
+            for model in models:
+                skipped = skipped_variants(study, model)
+                for v in (str(v) for v in load_study(study)["variants"] if not a.only or str(v) in a.only):
+                    if v not in skipped:
+                        check_writable(a.out / study / Run(model, study, v).config.name)
         rendered: list[Rendered] = []
         for study in a.study or list_studies():
             for model in models:
