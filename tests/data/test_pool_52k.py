@@ -34,6 +34,8 @@ STUDY_52K = [
     "12",
     "--ifd-max-tokens",
     "48",
+    "--diversity-candidates",
+    "300",
 ]
 
 
@@ -78,6 +80,11 @@ def test_a_52k_pool_through_every_strategy_the_curriculum_and_the_chain(
         (ddir / "generated/alpaca_top100_by_ifd/alpaca_top100_by_ifd.manifest.json").read_text()
     )["ifd"]
     assert ifd["prefiltered"] and ifd["candidates"] == 12 and 51_000 <= ifd["pool"] <= 52_002
+    # diversity on a cut-down budget too (its default, 20 N and at least 2,000, runs in `make data`'s test)
+    div = json.loads(
+        (ddir / "generated/alpaca_top100_by_diversity/alpaca_top100_by_diversity.manifest.json").read_text()
+    )["diversity"]
+    assert div["candidates"] == 300 and div["prefilter"] == "hw5_default" and 51_000 <= div["pool"] <= 52_002
     assert len(load_rows(resolve("hw5_test", ddir))) == 150
     # the chained curriculum (stage1_easy -> stage2_easy_medium -> stage3_all) trains on these stages
     only = "stage1_easy,stage2_easy_medium,stage3_all"

@@ -168,6 +168,10 @@ def trained_run(tiny_model, tmp_path_factory) -> Path:
     return out
 
 
+# The tests of the trained run on one worker: it is trained once, not once per worker (~18 s of CPU each).
+ON_THE_TRAINED_RUNS_WORKER = pytest.mark.xdist_group("evaltest_trained_run")
+
+
 @pytest.fixture()
 def adapter_run(trained_run, out_dir) -> Run:
     """A private copy of the trained run under this test's SMALLDATA_OUT."""
@@ -181,6 +185,7 @@ def _answers(path: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
+@ON_THE_TRAINED_RUNS_WORKER
 def test_two_points_write_contract_rows_and_rerun_does_nothing(adapter_run, dataset_dir, monkeypatch):
     common = [
         "--run",
@@ -222,6 +227,7 @@ def test_two_points_write_contract_rows_and_rerun_does_nothing(adapter_run, data
 
 
 @pytest.mark.slow
+@ON_THE_TRAINED_RUNS_WORKER
 def test_a_policy_decodes_each_prompt_type_with_its_point_and_records_it(adapter_run, dataset_dir):
     argv = ["--run", adapter_run.name, "--testset", "mini_eval", "--dataset-dir", str(dataset_dir), "--quiet"]
     assert gen.main([*argv, "--decoding", "bytype_recipe", "--max-new-tokens", "6", "--batch-size", "2"]) == 0
@@ -242,6 +248,7 @@ def test_a_policy_decodes_each_prompt_type_with_its_point_and_records_it(adapter
 
 
 @pytest.mark.slow
+@ON_THE_TRAINED_RUNS_WORKER
 def test_decoding_settings_are_applied(adapter_run, dataset_dir):
     source = gen.resolve_source(adapter_run)
     engine = gen.Engine(source)  # loaded once for all the points
@@ -264,6 +271,7 @@ def test_decoding_settings_are_applied(adapter_run, dataset_dir):
 
 
 @pytest.mark.slow
+@ON_THE_TRAINED_RUNS_WORKER
 def test_killed_generation_resumes_where_it_stopped(adapter_run, dataset_dir, tmp_path, monkeypatch):
     point = DecodingPoint.parse("t1.3_p0.95", max_new_tokens=10)
 
