@@ -49,7 +49,9 @@ help: ## this map: every target, one line each
 # ---------------------------------------------------------------- setup
 setup: $(STAMP) ## create .venv and install the pinned stack (idempotent: seconds when done)
 
-$(STAMP): requirements.lock
+# A stamp's name carries its pin file's hash, so a changed pin file is a new stamp; the file's date (a fresh
+# clone's checkout time) says nothing, so it orders but never triggers a reinstall.
+$(STAMP): | requirements.lock
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade "pip>=24"
 	$(PY) -m pip install -q -r requirements.lock
@@ -192,7 +194,7 @@ clean: ## remove generated folders (saves, exports, reports, cache); keeps .venv
 QUANT   ?= f16,q8_0
 GGUF_STAMP := $(VENV)/.gguf-$(shell sha256sum requirements-gguf.lock | cut -c1-16)
 
-$(GGUF_STAMP): requirements-gguf.lock | $(STAMP)
+$(GGUF_STAMP): | requirements-gguf.lock $(STAMP)
 	$(PY) -m pip install -q --no-deps -r requirements-gguf.lock
 	@touch $@
 
