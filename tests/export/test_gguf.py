@@ -55,6 +55,20 @@ def test_an_unmerged_run_is_refused_with_the_command(out_dir, capsys):
     assert not (out_dir / "exports").exists()
 
 
+@pytest.mark.parametrize(
+    ("given", "threads"), [("1", 1), (" 3,1", 3), ("0", None), ("many", None), (None, None)]
+)
+def test_llama_server_takes_this_processs_share_of_the_cores(given, threads, monkeypatch):
+    """OMP_NUM_THREADS's first entry (what `make test` gives each worker), else every core (None)."""
+    import os
+
+    if given is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", given)
+    assert llama_server.default_threads() == (threads or os.cpu_count())
+
+
 def test_a_failed_write_leaves_no_final_name(tmp_path):
     final = tmp_path / "gguf" / "model-f16.gguf"
     with pytest.raises(RuntimeError, match="boom"), gguf.partial(final) as tmp:
