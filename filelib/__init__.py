@@ -14,7 +14,7 @@ from filelib.atomic import (
     atomic_write_jsonl,
     atomic_write_text,
     build_lock,
-    check_writable,
+    check_place,
 )
 from filelib.boundary import run_main
 from filelib.hashing import sha256_file, sha256_text
@@ -31,7 +31,7 @@ __all__ = [
     "atomic_write_text",
     "build_lock",
     "check_output",
-    "check_writable",
+    "check_place",
     "claim",
     "read_json_object",
     "read_jsonl",

@@ -39,13 +39,16 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return path
 
 
-def check_writable(path: str | Path) -> None:
+def check_place(path: str | Path) -> None:
     """Raise now the error that writing the file `path` (atomic_write_text: its folders made as needed)
-    would meet where it is: a folder on its way that is a file, or a folder where the file goes. Nothing is
-    read or written, so a command can refuse a bad output place before it spends anything."""
+    would meet for its place: its folder is a file, a folder above it is a file, or a folder stands where
+    the file goes; the same error, naming the same path. Nothing is read or written, so a command can
+    refuse a bad output place before it spends anything (permissions and space are met when it writes)."""
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    if path.parent.exists() and not path.parent.is_dir():  # mkdir(exist_ok=True) on a file
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path.parent))
     for folder in path.parents:
         if folder.exists():
             if not folder.is_dir():

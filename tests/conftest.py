@@ -11,13 +11,12 @@ from pathlib import Path
 import pytest
 
 
-@pytest.fixture(scope="session", autouse=True)
-def llamafactory_imported() -> None:
-    """A process that runs tests has imported LLaMA-Factory (collection imports its hparams, torch and
-    transformers; the tuner adds 2 s of CPU), so an export runs in it as it runs in a warm child
-    (tools/export/export.py) instead of in a `llamafactory-cli export` that imports it all again (13-16 s
-    of CPU each). test_export.py checks the CLI's path against this one. A fixture, not an import: the
-    xdist controller, which runs no test, never pays for it."""
+@pytest.fixture(scope="session")
+def llamafactory_in_process() -> None:
+    """LLaMA-Factory's tuner imported in this test process (4 s of CPU once torch and transformers are in),
+    so an export runs here as it runs in a warm child (tools/export/export.py) instead of in a
+    `llamafactory-cli export` that imports it all again (13-16 s of CPU each). For the tests that export;
+    test_export.py checks the CLI's path against this one."""
     import llamafactory.train.tuner  # noqa: F401
 
 

@@ -124,23 +124,26 @@ def test_output_folder_under_a_file(tmp_path):
 
 
 def test_a_bad_output_place_is_found_before_anything_is_written(tmp_path):
-    """filelib.check_writable: the error atomic_write_text would meet, raised first and writing nothing
+    """filelib.check_place: the error atomic_write_text would meet, raised first and writing nothing
     (the render refuses its place before importing LLaMA-Factory to validate, 0.2 s instead of 10)."""
-    from filelib import atomic_write_text, check_writable
+    from filelib import atomic_write_text, check_place
 
     (tmp_path / "afile").write_text("x")
     (tmp_path / "folder.yaml").mkdir()
     for place, error in (
         (tmp_path / "afile" / "cfg" / "a.yaml", NotADirectoryError),
+        (tmp_path / "afile" / "a.yaml", FileExistsError),
         (tmp_path / "folder.yaml", IsADirectoryError),
     ):
         with pytest.raises(error) as found:
-            check_writable(place)
+            check_place(place)
         with pytest.raises(OSError) as written:
             atomic_write_text(place, "y")
-        assert found.value.filename == str(place.parent if error is NotADirectoryError else place)
+        assert found.value.filename == str(place if error is IsADirectoryError else place.parent)
         assert found.value.errno == written.value.errno
-    check_writable(tmp_path / "new" / "deeper" / "a.yaml")
+        # the rename onto a folder names its temporary file first; the render names the folder (read first)
+        assert written.value.filename == found.value.filename or written.value.filename2 == str(place)
+    check_place(tmp_path / "new" / "deeper" / "a.yaml")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "folder.yaml"]
     assert (tmp_path / "afile").read_text() == "x" and not list((tmp_path / "folder.yaml").iterdir())
 

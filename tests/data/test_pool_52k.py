@@ -80,7 +80,7 @@ def test_a_52k_pool_through_every_strategy_the_curriculum_and_the_chain(
         (ddir / "generated/alpaca_top100_by_ifd/alpaca_top100_by_ifd.manifest.json").read_text()
     )["ifd"]
     assert ifd["prefiltered"] and ifd["candidates"] == 12 and 51_000 <= ifd["pool"] <= 52_002
-    # diversity on a cut-down budget too (its default, 20 N and at least 2,000, runs in `make data`'s test)
+    # diversity on a cut-down budget too (its default: test_diversity_quota, and `make data` on HW5's rows)
     div = json.loads(
         (ddir / "generated/alpaca_top100_by_diversity/alpaca_top100_by_diversity.manifest.json").read_text()
     )["diversity"]

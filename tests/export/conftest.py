@@ -12,6 +12,11 @@ import pytest
 from filelib import sha256_file
 
 
+@pytest.fixture(autouse=True)
+def exports_in_process(llamafactory_in_process) -> None:
+    """Every export test merges in the test process (tests/conftest.py: llamafactory_in_process)."""
+
+
 @pytest.fixture(scope="session")
 def tiny_trained(tiny_model, tmp_path_factory) -> Path:
     """An output root holding saves/tiny/lora/t/a. Tests copy it (install) and never write into it:

@@ -1,4 +1,5 @@
-"""Export: the rendered YAML, llamafactory-cli export, the logit check and its refusals (tiny model)."""
+"""Export: the rendered YAML, LLaMA-Factory's export (in this process; the CLI checked against it), the
+logit check and its refusals (tiny model)."""
 
 from __future__ import annotations
 

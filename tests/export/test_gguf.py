@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.export.test_export import fake_finished_run, train_tiny_adapter
-from tools.core import llama_server
+from tools.core import llama_server, warm
 from tools.core.paths import Run
 from tools.export import gguf, gguf_template, llamacpp
 
@@ -158,10 +158,16 @@ def _install(src_root: Path, out_dir: Path) -> None:
 
 @pytest.mark.slow
 @needs_converters
-def test_tiny_round_trip_files_template_and_lora(tiny_run, out_dir):
+def test_tiny_round_trip_files_template_and_lora(tiny_run, out_dir, monkeypatch):
     _install(tiny_run, out_dir)
+    # the converters as `python -m tools.export.gguf` starts them: fresh processes (no warm server up)
+    monkeypatch.setattr(warm, "running", lambda: False)
     rec = gguf.export_gguf(RUN, ["f16", "q8_0"], merge=True, verify=False)
     out = gguf.gguf_dir(RUN)
+    log = (out / "convert.log").read_text()
+    started = [line.split()[2].rsplit("/", 1)[-1] for line in log.splitlines() if line.startswith("+ ")]
+    assert started == ["convert_hf_to_gguf.py"] * 2 + ["convert_lora_to_gguf.py"], log[-2000:]
+    assert "(warm start)" not in log
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(
         [
@@ -199,6 +205,9 @@ def test_tiny_round_trip_verified_in_llama_server(tiny_run, out_dir):
     _install(tiny_run, out_dir)
     rec = gguf.export_gguf(RUN, ["f16", "q4_k_m"], merge=True, limit=3, tokens=8, ppl_tokens=4)
     assert rec["verified"] and [f["quant"] for f in rec["files"]] == ["f16", "q4_k_m"]
+    if warm.running():  # the shared run was trained warm in this process: the converter is its child
+        log = (gguf.gguf_dir(RUN) / "convert.log").read_text()
+        assert "convert_hf_to_gguf.py" in log and "(warm start)" in log, log[-2000:]
     for f in rec["files"]:
         assert f["template_matches"], f["template_rendered"]  # llama.cpp's own jinja rendering
         assert f["tokens_match"], f["tokens_llama_cpp"]  # and its own tokenizer on it

@@ -157,7 +157,8 @@ def test_embedded_base_reads_the_same_under_4x(tf4_python, tmp_path):
 
 @pytest.mark.slow  # a real merge, read in a second environment
 def test_merged_export_reads_the_same_under_4x(tf4_python, tiny_model, out_dir, tmp_path):
-    """A real merge (llamafactory-cli export through tools.export) of a LoRA adapter on a rope-100000 model."""
+    """A real merge (LLaMA-Factory's export through tools.export, in this process) of a LoRA adapter on a
+    rope-100000 model."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM

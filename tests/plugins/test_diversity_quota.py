@@ -123,3 +123,11 @@ def test_quota_through_the_pipeline_records_each_rows_part(tmp_path):
     assert [m["quota"]["chosen_by"][i] for i in m["ids"]] == ["4*hw5_default"] * 4 + ["4*diversity"] * 4
     with pytest.raises(DataError, match="needs a positive count"):
         pipeline.plan(len(rows), 9, ["quota:0*rating,4*length"], {"q9": ("train", "q9")}, tmp_path, False)
+
+
+def test_the_default_candidate_count_is_20n_at_least_2000_at_most_the_pool():
+    """The 52k pool's test passes --diversity-candidates; the default is checked here, on every size."""
+    assert diversity.default_candidates(100, 52_002) == 2_000
+    assert diversity.default_candidates(500, 52_002) == 10_000
+    assert diversity.default_candidates(100, 1_972) == 1_972
+    assert diversity.default_candidates(5_000, 52_002) == 52_002

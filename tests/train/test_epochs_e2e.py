@@ -20,6 +20,7 @@ QUICK = (
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("llamafactory_in_process")  # the chosen point's export merges in this process
 def test_one_run_gives_a_point_per_epoch_and_the_choice_is_made_on_dev(out_dir, tiny_model, tmp_path, capsys):
     data = tmp_path / "data"
     data.mkdir()

@@ -162,6 +162,7 @@ def test_trainable_params_are_read_from_the_last_loader_line(tmp_path):
 
 # ------------------------------------------------------------------------------------ slow
 @pytest.mark.slow
+@pytest.mark.usefixtures("llamafactory_in_process")  # the adapters' exports merge in this process
 @pytest.mark.parametrize("variant", TINY_VARIANTS)
 def test_every_method_trains_on_the_tiny_model(variant, out_dir, tiny_model, method_data, tmp_path):
     overrides, base_path = dict(LEARN), tiny_model

@@ -12,7 +12,8 @@ here: libgomp). The server only imports, never computes, so its children are saf
 CUDA either, so GPU runs are safe too.
 
 A job is a module run as `__main__` (`python -m module argv...` without the interpreter start), or a
-script (`python script.py argv...`: its folder first on the path, as a fresh interpreter puts it), with
+script (`python script.py argv...`: its folder first on the path, then the child's PYTHONPATH, then the
+server's path, where a fresh interpreter has only the first two before the standard ones), with
 its own environment, working directory and log (stderr, and stdout unless the caller keeps it). Its
 peak RSS is the child's own high-water mark, as `run_child` reports for a subprocess.
 Linux only (fork); `SMALLDATA_WARM=0` turns it off, and then callers start a fresh process as before.
@@ -208,8 +209,9 @@ def run_command(cmd: list[str], log: Path, cwd: Path, env: dict, on_start=None) 
     cli = llamafactory_cli()
     if cmd[:2] == [sys.executable, "-m"]:
         module, argv = cmd[2], cmd[3:]
-    elif cmd[:1] == [sys.executable] and len(cmd) > 1 and cmd[1].endswith(".py") and Path(cmd[1]).is_file():
-        module, argv = cmd[1], cmd[2:]
+    elif cmd[:1] == [sys.executable] and len(cmd) > 1 and cmd[1].endswith(".py"):
+        script = Path(cwd, cmd[1])  # where the child will look for it
+        module, argv = (str(script.resolve()), cmd[2:]) if script.is_file() else (None, [])
     elif cmd[: len(cli)] == cli:
         module, argv = "llamafactory.cli", cmd[len(cli) :]
     else:

@@ -89,7 +89,8 @@ def partial(final: Path, gguf: bool = True) -> Iterator[Path]:
 
 def _run(cmd: list[str], log: Path, env: dict | None = None) -> None:
     """One step's process; llama.cpp's Python converters are children of this process's warm server where
-    one is up already (a demo, a sweep, a test worker: torch and transformers imported once), else fresh."""
+    one is up already (a process that trained warm before it converts, a test worker: torch and
+    transformers imported once), else fresh, as `python -m tools.export.gguf` always starts them."""
     if warm.running() and cmd[0] == sys.executable:
         returncode = warm.run_command(
             cmd, log, Path.cwd(), dict(os.environ if env is None else env)

@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 import yaml
 
-from filelib import atomic_write_text, check_writable, run_main
+from filelib import atomic_write_text, check_place, run_main
 from tools.core.args import command, opt
 from tools.core.paths import EXPERIMENTS, TEMPLATES, Run
 from tools.core.profiles import (  # noqa: F401 (list_profiles, load_profile: part of this module's face)
@@ -375,11 +375,11 @@ def main(a: RenderArgs | CheckArgs | ListArgs) -> int:
             return 0
         models = tuple(a.model or COMMITTED_PROFILES)
         for study in a.study or list_studies():  # a bad place refused before LLaMA-Factory is imported
-            for model in models:
+            names = list(map(str, load_study(study)["variants"]))
+            for model in models if not set(a.only or ()) - set(names) else ():  # unknown: render says so
                 skipped = skipped_variants(study, model)
-                for v in (str(v) for v in load_study(study)["variants"] if not a.only or str(v) in a.only):
-                    if v not in skipped:
-                        check_writable(a.out / study / Run(model, study, v).config.name)
+                for v in (v for v in names if (not a.only or v in a.only) and v not in skipped):
+                    check_place(a.out / study / Run(model, study, v).config.name)
         rendered: list[Rendered] = []
         for study in a.study or list_studies():
             for model in models:
