@@ -8,7 +8,7 @@ entries name files through the symlink (`generated/<unit>/<file>`), so they are 
 version, and the registry write that follows only matters the first time a name is registered.
 Everything from the rename on happens under the registry's lock, so two processes publishing at
 once serialise; the loser of a race is simply replaced. Old versions, and the partial folders of
-processes that are gone, are removed after the switch.
+processes that are gone and the links a killed run made but never switched, are removed after the switch.
 """
 
 from __future__ import annotations
@@ -114,14 +114,20 @@ def commit(
 
 
 def _collect(gen: Path, unit: str, keep: Path, entries: dict[str, dict]) -> None:
-    """Remove the unit's old versions, dead processes' partial folders and pre-versioning flat files."""
+    """Remove the unit's old versions, dead processes' partial folders, links a killed run left before
+    its switch, and pre-versioning flat files."""
     version = re.compile(rf"^{re.escape(unit)}\.[0-9a-f]{{12}}$")
     partial = re.compile(rf"^\.{re.escape(unit)}\.(\d+)\.[0-9a-f]+\.partial$")
+    # a new link is made and renamed under the lock, so while we hold it any other is a dead run's
+    stale_link = re.compile(rf"^\.{re.escape(unit)}\.\d+\.link$")
     for p in gen.iterdir():
         if version.match(p.name) and p != keep and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)
         elif (m := partial.match(p.name)) and not _alive(int(m.group(1))):
             shutil.rmtree(p, ignore_errors=True)
+        elif stale_link.match(p.name) and p.is_symlink():
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
     for name in entries:  # files of the flat layout (generated/<name>.json) this version replaces
         with contextlib.suppress(FileNotFoundError, IsADirectoryError):
             (gen / f"{name}.json").unlink()
@@ -158,9 +164,12 @@ def remove(dataset_dir: str | Path, name: str) -> list[str]:
         if link.is_symlink():
             link.unlink()
         version = re.compile(rf"^{re.escape(name)}\.[0-9a-f]{{12}}$")
+        stale_link = re.compile(rf"^\.{re.escape(name)}\.\d+\.link$")
         for p in gen.iterdir() if gen.is_dir() else ():
             if version.match(p.name) and p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p, ignore_errors=True)
+            elif stale_link.match(p.name) and p.is_symlink():
+                p.unlink()
         if gen.is_dir():
             _fsync_dir(gen)
     return gone

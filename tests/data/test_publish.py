@@ -122,3 +122,25 @@ def test_unit_names_are_path_safe(tmp_path, bad):
     with pytest.raises(RegistryError, match="use letters"), publish.staging(tmp_path, bad):
         pass
     assert not (tmp_path / "generated").exists() or not list((tmp_path / "generated").iterdir())
+
+
+def test_a_link_left_by_a_run_killed_before_its_switch_is_removed_by_the_next(tmp_path):
+    """The window the kill test hits by chance: the new link made, the process killed before the rename."""
+    from plugins.publishing import publish
+
+    gen = tmp_path / "generated"
+    for unit in ("sub", "other"):
+        with publish.staging(tmp_path, unit) as tmp:
+            (tmp / "f.json").write_text("[]")
+        publish.commit(tmp_path, unit, tmp, {})
+    for left in (".sub.4242.link", ".other.4243.link"):
+        os.symlink("nowhere", gen / left)
+    with publish.staging(tmp_path, "sub") as tmp:
+        (tmp / "f.json").write_text("[1]")
+    publish.commit(tmp_path, "sub", tmp, {})
+    left = sorted(p.name for p in gen.iterdir())
+    # another unit's link is for that unit's next run to clear
+    assert [n for n in left if n.endswith(".link")] == [".other.4243.link"], left
+    assert len(left) == 5 and json.loads((gen / "sub" / "f.json").read_text()) == [1], left
+    publish.remove(tmp_path, "other")
+    assert sorted(p.name for p in gen.iterdir() if p.name.startswith((".other", "other"))) == []
