@@ -135,14 +135,17 @@ def s_long_is_more(rows: list[dict], ctx: Context) -> np.ndarray:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(ctx.model))
-    out = np.zeros(len(rows), dtype=np.float64)
+    # an answer that repeats (a canned refusal, a pool built from copies) is tokenized once
+    texts = list(dict.fromkeys(r["output"] for r in rows))
+    counts: dict[str, int] = {}
     chunk = 4096  # a progress line per chunk in a log: tokenizing 52k answers takes minutes on a CPU
-    with Progress(len(rows), "long_is_more: tokenizing answers", "rows", enabled=ctx.progress) as bar:
-        for c in range(0, len(rows), chunk):
-            ids = tok([r["output"] for r in rows[c : c + chunk]], add_special_tokens=False)["input_ids"]
-            out[c : c + len(ids)] = [len(x) for x in ids]
-            bar.update(len(ids))
-    return out
+    with Progress(len(texts), "long_is_more: tokenizing answers", "answers", enabled=ctx.progress) as bar:
+        for c in range(0, len(texts), chunk):
+            part = texts[c : c + chunk]
+            ids = tok(part, add_special_tokens=False)["input_ids"]
+            counts.update(zip(part, map(len, ids), strict=True))
+            bar.update(len(part))
+    return np.fromiter((counts[r["output"]] for r in rows), dtype=np.float64, count=len(rows))
 
 
 _CONSTRAINT = re.compile(

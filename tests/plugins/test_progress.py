@@ -42,10 +42,15 @@ def test_the_data_command_shows_ifd_progress_in_a_log(tiny_model, out_dir, tmp_p
 
 
 def test_long_is_more_shows_its_tokenizing_progress(tiny_model, capsys):
+    from transformers import AutoTokenizer
+
     from plugins.selection import Context, score
 
     rows = [{"id": str(i), "instruction": "Say.", "input": "", "output": "word " * i} for i in range(1, 6)]
+    rows.append({"id": "6", "instruction": "Again.", "input": "", "output": rows[2]["output"]})
     lengths = score(rows, "long_is_more", Context(model=tiny_model))
-    assert list(lengths) == sorted(lengths) and lengths[0] > 0
-    err = capsys.readouterr().err
-    assert "long_is_more: tokenizing answers: 5 rows to do" in err and "5/5 rows (100%)" in err
+    tok = AutoTokenizer.from_pretrained(str(tiny_model))
+    assert list(lengths) == [len(tok(r["output"], add_special_tokens=False)["input_ids"]) for r in rows]
+    assert list(lengths[:5]) == sorted(lengths[:5]) and lengths[0] > 0 and lengths[5] == lengths[2]
+    err = capsys.readouterr().err  # the repeated answer is tokenized once
+    assert "long_is_more: tokenizing answers: 5 answers to do" in err and "5/5 answers (100%)" in err
