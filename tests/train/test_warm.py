@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from safetensors.torch import load_file
 
 from tools.core import warm
-from tools.core.paths import Run
+from tools.core.paths import ROOT, Run
 from tools.flows import sweep
 
 pytestmark = pytest.mark.skipif(not warm.available(), reason="warm starts need Linux's fork")
@@ -153,3 +154,38 @@ def test_the_callers_stdout_reaches_the_child_when_kept(tmp_path):
         sys.path.remove(str(pkg))
     assert res.returncode == 0 and out.read_text() == "status line for the user\n"
     assert "status line" not in (tmp_path / "d.log").read_text()
+
+
+@pytest.mark.slow  # a command's process and its fork server
+def test_a_job_does_not_import_its_callers_main_module_again(tmp_path):
+    """multiprocessing has a child import its parent's `__main__` before the target runs; a job runs its
+    own module by name, so a command's module (`python -m tools.flows.demo`, say) is not imported a second
+    time in each of its jobs. The server here preloads nothing: the mechanism, not LLaMA-Factory."""
+    pkg = tmp_path / "probe"
+    pkg.mkdir()
+    (pkg / "caller_probe.py").write_text(
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "with open(os.environ['PROBE_FILE'], 'a') as f:\n"
+        "    f.write(f'caller imported as {__name__}\\n')\n"
+        "if __name__ == '__main__':\n"
+        "    from tools.core import warm\n"
+        "    warm.PRELOAD = []\n"
+        "    res = warm.run_module('job_probe', [], Path(sys.argv[1]), Path.cwd(), dict(os.environ))\n"
+        "    raise SystemExit(res.returncode)\n"
+    )
+    (pkg / "job_probe.py").write_text("print('job ran', __name__)\n")
+    probe, log = tmp_path / "imports.txt", tmp_path / "job.log"
+    env = {**os.environ, "PYTHONPATH": f"{pkg}{os.pathsep}{ROOT}", "PROBE_FILE": str(probe)}
+    env["SMALLDATA_OUT"] = str(tmp_path / "out")
+    proc = subprocess.run(
+        [sys.executable, "-m", "caller_probe", str(log)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert probe.read_text() == "caller imported as __main__\n"
+    text = log.read_text()
+    assert "job ran __main__" in text and "Warning" not in text, text

@@ -47,6 +47,7 @@ PRELOAD = [
 ]
 
 _context = None
+_JOB_NAME = "smalldata-warm-job"
 SERVER_PID: int | None = None  # in a child: the fork server it was forked from (None in any other process)
 
 
@@ -69,16 +70,36 @@ def context():
     the libraries print at import (bitsandbytes' kernel notice, for one) belongs there, not on a terminal."""
     global _context
     if _context is None:
-        from multiprocessing import forkserver
+        from multiprocessing import forkserver, spawn
 
         ctx = mp.get_context("forkserver")
         ctx.set_forkserver_preload(PRELOAD)
+        spawn.get_preparation_data = _without_main(spawn.get_preparation_data)
         log = cache_dir() / "warm-server.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         with streams_to(log):
             forkserver.ensure_running()  # the server inherits these two, not the caller's terminal
         _context = ctx
     return _context
+
+
+def _without_main(get_preparation_data):
+    """multiprocessing has each child import its parent's `__main__` (as `__mp_main__`) before it runs
+    the target, for targets defined there. A job's target is `_job` and its module is run by name, so a
+    job skips that: a second copy of the caller (a command's module: 1-2 s of imports, and its
+    "found in sys.modules" warning in the job's log). Other processes are left as multiprocessing makes them."""
+    if getattr(get_preparation_data, "_skips_main_for_jobs", False):
+        return get_preparation_data
+
+    def prepared(name):
+        data = get_preparation_data(name)
+        if name == _JOB_NAME:
+            data.pop("init_main_from_name", None)
+            data.pop("init_main_from_path", None)
+        return data
+
+    prepared._skips_main_for_jobs = True
+    return prepared
 
 
 class _CallersFd:
@@ -180,6 +201,7 @@ def run_module(
         facts = Path(tmp) / "facts.json"
         t0 = time.time()
         proc = context().Process(
+            name=_JOB_NAME,
             target=_job,
             args=(
                 module,
