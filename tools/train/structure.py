@@ -179,6 +179,7 @@ def _cached(key: str) -> str:
 
 
 def _build(cfg: dict, mc: dict, manifest: dict | None) -> dict:
+    import torch
     from llamafactory.model.adapter import init_adapter
 
     from plugins.launchers import use_peft_type
@@ -186,7 +187,8 @@ def _build(cfg: dict, mc: dict, manifest: dict | None) -> dict:
     model, config = _empty_model(mc, manifest, DTYPES[precision(cfg)])
     base_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     model_args, fa = _lf_args(cfg)
-    with use_peft_type(cfg.get("peft_type", "lora")):
+    # the adapter's new layers on the meta device too: shapes and dtypes, no memory or random init spent
+    with use_peft_type(cfg.get("peft_type", "lora")), torch.device("meta"):
         model = init_adapter(config or model.config, model, model_args, fa, is_trainable=True)
     out = describe(model, cfg, fa)
     out.update(base_params=base_params, basis="meta device, LLaMA-Factory's init_adapter")
