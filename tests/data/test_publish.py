@@ -68,6 +68,7 @@ def start_until_selected(cmd: list[str]) -> tuple[subprocess.Popen, float]:
     return proc, time.perf_counter()
 
 
+@pytest.mark.slow  # real data runs, started and killed
 def test_a_kill_at_any_moment_leaves_the_old_set_or_the_new(tmp_path):
     pool, ddir = make_pool(tmp_path / "pool.json", 4000), tmp_path / "data"
     proc, t0 = start_until_selected(data_cmd(pool, ddir, "random_s0", n=2000))
@@ -93,6 +94,7 @@ def test_a_kill_at_any_moment_leaves_the_old_set_or_the_new(tmp_path):
     assert os.readlink(ddir / "generated" / "sub") == gen[1]
 
 
+@pytest.mark.slow  # real data runs, started and killed
 def test_two_runs_registering_at_once(tmp_path):
     pool, ddir = make_pool(tmp_path / "pool.json"), tmp_path / "data"
     (ddir).mkdir()

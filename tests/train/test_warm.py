@@ -56,6 +56,7 @@ def test_a_warm_child_has_its_own_status_env_folder_and_log(tmp_path):
     assert ok.wall_s >= NAP_S and bad.wall_s >= NAP_S, (ok.wall_s, bad.wall_s)
 
 
+@pytest.mark.slow  # the fork server imports LLaMA-Factory
 def test_a_crash_is_a_failed_status_with_its_traceback_in_the_log(tmp_path):
     pkg = tmp_path / "probe"
     pkg.mkdir()
@@ -134,6 +135,7 @@ def test_warm_and_fresh_training_give_the_same_weights(out_dir, tiny_model, tmp_
     assert rec_warm["final_loss"] == rec_fresh["final_loss"] and (fresh / "DONE").exists()
 
 
+@pytest.mark.slow  # the fork server imports LLaMA-Factory
 def test_the_callers_stdout_reaches_the_child_when_kept(tmp_path):
     """A fork server's child inherits the server's streams: the caller's stdout must travel with the job."""
     pkg = tmp_path / "probe"

@@ -66,19 +66,27 @@ def _task_index():
     return TaskManager()
 
 
-def check_tasks(tasks: list[str]):
-    """lm-eval's task index, after checking that every name is a task it (or templates/zeroshot/) knows."""
-    manager = _task_index()
-    unknown = [t for t in expand(tasks) if t not in LOCAL_TASKS and t not in manager.all_tasks]
+@functools.cache
+def _no_index():
+    """A task manager that indexes none of lm-eval's files: enough for the configs of our own tasks."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_defaults=False)
+
+
+def check_tasks(tasks: list[str]) -> None:
+    """Every name is a task lm-eval (or templates/zeroshot/) knows; lm-eval's index is read only for
+    names that are not ours."""
+    theirs = [t for t in expand(tasks) if t not in LOCAL_TASKS]
+    unknown = [t for t in theirs if t not in _task_index().all_tasks] if theirs else []
     if unknown:
         raise ValueError(f"lm-eval knows no task {', '.join(unknown)} (`lm-eval ls tasks` lists them)")
-    return manager
 
 
 def zero_shot(model, tokenizer, tasks: list[str], batch_size: int = 8, limit: int | None = None) -> dict:
     """{task: {"acc": .., "acc_norm": .., "n": ..} or {"skipped": why}}."""
     names = expand(tasks)
-    manager = check_tasks(names)
+    check_tasks(names)
     remote = [t for t in names if t not in LOCAL_TASKS]
     results: dict[str, dict] = {}
     lm = None
@@ -90,8 +98,14 @@ def zero_shot(model, tokenizer, tasks: list[str], batch_size: int = 8, limit: in
 
         if lm is None:  # one wrapper for every call
             lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+        ours = all(isinstance(w, dict) for w in wanted)  # our configs, given whole: no name to look up
         out = lm_eval.simple_evaluate(
-            model=lm, tasks=wanted, task_manager=manager, limit=limit, log_samples=False, verbosity="ERROR"
+            model=lm,
+            tasks=wanted,
+            task_manager=_no_index() if ours else _task_index(),
+            limit=limit,
+            log_samples=False,
+            verbosity="ERROR",
         )
         for task, metrics in (out or {}).get("results", {}).items():
             row = {k.split(",")[0]: v for k, v in metrics.items() if k.split(",")[0] in ("acc", "acc_norm")}
