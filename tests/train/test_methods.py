@@ -21,11 +21,11 @@ from plugins.launchers import launch, peft_types
 from tools.core.paths import Run
 from tools.flows import sweep
 from tools.train import trainable_params
-from tools.train.configs import render_study, skipped_variants
+from tools.train.configs import render_study, skipped_variants, variant_names
 
 ADAPTER_TYPES = {"adalora": "ADALORA", "vera": "VERA", "loha": "LOHA", "lokr": "LOKR", "oft": "OFT"}
 FULL_MODEL = ("freeze", "full", "galore", "apollo", "badam", "llama_pro")
-TINY_VARIANTS = [r.run.variant for r in render_study("method", "tiny")]
+TINY_VARIANTS = variant_names("method", "tiny")  # at collection: nothing rendered
 STEPS = 6
 # One learning rate for every method on the random tiny model (the study's 1e-5 for whole-model methods
 # protects a pretrained model; here it would take hundreds of steps to show), constant, no warm-up.

@@ -177,12 +177,9 @@ def render_study(
     for key in spec["scientific"]:
         if key not in settable_keys():
             raise ConfigError(f"{spec_path}: scientific key {key!r} is not a template variable")
-    if only:
-        unknown = sorted(set(only) - set(map(str, spec["variants"])))
-        if unknown:
-            raise ConfigError(
-                f"{spec_path}: no variant(s) {unknown} (have: {', '.join(map(str, spec['variants']))})"
-            )
+    if only and (unknown := sorted(set(only) - set(map(str, spec["variants"])))):
+        have = ", ".join(map(str, spec["variants"]))
+        raise ConfigError(f"{spec_path}: no variant(s) {unknown} (have: {have})")
     template = train_template()
     out: list[Rendered] = []
     for name, vvalues in spec["variants"].items():
@@ -255,11 +252,15 @@ def render_run(study: str, model: str, variant: str, overrides: dict | None = No
     return found[0].run, found[0].text
 
 
+def variant_names(study: str, model: str) -> list[str]:
+    """A profile's variants of a study, in order, from the spec alone (rendering imports LLaMA-Factory)."""
+    skipped = skipped_variants(study, model)
+    return [str(n) for n in load_study(study)["variants"] if str(n) not in skipped]
+
+
 def skipped_variants(study: str, model: str) -> dict[str, str]:
-    prof, spec = load_profile(model), load_study(study)
-    return {
-        str(n): why for n, v in spec["variants"].items() if (why := _variant_applies(prof, dict(v or {})))
-    }
+    prof, variants = load_profile(model), load_study(study)["variants"]
+    return {str(n): why for n, v in variants.items() if (why := _variant_applies(prof, dict(v or {})))}
 
 
 def write_rendered(rendered: list[Rendered], out_dir: Path = EXPERIMENTS, prune: bool = True) -> list[Path]:
@@ -377,8 +378,7 @@ def main(a: RenderArgs | CheckArgs | ListArgs) -> int:
         for study in a.study or list_studies():  # a bad place refused before LLaMA-Factory is imported
             names = list(map(str, load_study(study)["variants"]))
             for model in models if not set(a.only or ()) - set(names) else ():  # unknown: render says so
-                skipped = skipped_variants(study, model)
-                for v in (v for v in names if (not a.only or v in a.only) and v not in skipped):
+                for v in (v for v in variant_names(study, model) if not a.only or v in a.only):
                     check_place(a.out / study / Run(model, study, v).config.name)
         rendered: list[Rendered] = []
         for study in a.study or list_studies():
