@@ -152,7 +152,8 @@ def test_two_rank_sweep_end_to_end_from_a_clean_folder(out_dir, tiny_model, tiny
 
 @pytest.mark.slow
 def test_a_killed_sweep_resumes_only_what_was_missing(out_dir, tiny_model, tiny_data, capsys):
-    cmd = [sys.executable, "-m", "tools.flows.sweep", *args(tiny_data, "--set", "max_steps_cap=6")]
+    # --warm: the runs are children of the sweep's own fork server, in its process group, killed with it
+    cmd = [sys.executable, "-m", "tools.flows.sweep", *args(tiny_data, "--set", "max_steps_cap=6", "--warm")]
     proc = subprocess.Popen(
         cmd,
         cwd=ROOT,
