@@ -144,6 +144,9 @@ def main(a: DemoArgs) -> int:
     limit = a.limit if a.limit is not None else (32 if a.data == "hw5" else None)
     offline = a.judge == "offline" or (a.judge == "auto" and not os.environ.get("OPENAI_API_KEY"))
     lim = ["--limit", str(limit)] if limit else []
+    if warm.available():  # the server imports LLaMA-Factory while this process renders and validates
+        os.environ.update(QUIET)
+        warm.context()
 
     rendered = render_study(STUDY, model)
     trained = [r.run for r in rendered]
