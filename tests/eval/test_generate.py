@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -152,13 +153,24 @@ def test_missing_unfinished_and_foreign_adapter_runs_are_refused(out_dir, capsys
 # ------------------------------------------------------------------------------------------- slow
 @pytest.fixture(scope="module")
 def trained_run(tiny_model, tmp_path_factory) -> Path:
-    """A real LoRA run of the tiny model (a few LLaMA-Factory steps), with run.json and DONE."""
-    from tools.train.smoke import run as smoke_run
+    """A real LoRA run of the tiny model (the smoke run's config, 4 steps), with run.json and DONE; trained
+    as the sweep's --warm trains, a child of the test process's fork server (tools.train.smoke's own fresh
+    process is tests/core/test_foundation.py's)."""
+    from tools.core import warm
+    from tools.core.paths import llamafactory_cli
+    from tools.train.smoke import doc_rows, write_config
 
     root = tmp_path_factory.mktemp("lfout")
-    out = root / "saves/tiny/lora/evaltest/r8"
-    smoke_run(model=tiny_model.relative_to(ROOT), steps=4, output_dir=out, lr=1e-2)
-    (out.parent / ".r8-data").exists() and shutil.rmtree(out.parent / ".r8-data")
+    out, data = root / "saves/tiny/lora/evaltest/r8", root / "data"
+    atomic_write_json(data / "smoke_docs.json", doc_rows())
+    atomic_write_json(data / "dataset_info.json", {"smoke_docs": {"file_name": "smoke_docs.json"}})
+    cfg = write_config(tiny_model.relative_to(ROOT), 4, out, data, 1e-2)
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv("SMALLDATA_OUT", str(root))  # a server started here logs there, not in the repo's cache/
+        res = warm.run_command(
+            [*llamafactory_cli(), "train", str(cfg)], root / "train.log", ROOT, dict(os.environ)
+        )
+    assert res.returncode == 0, (root / "train.log").read_text()[-4000:]
     run = Run("tiny", "evaltest", "r8")
     atomic_write_json(
         out / "run.json",

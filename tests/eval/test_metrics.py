@@ -126,6 +126,7 @@ def test_similarity_with_the_offline_minilm():
     assert sims[0] > 0.8 and sims[1] < 0.3 and sims[2] is None
 
 
+@pytest.mark.xdist_group("lm_eval_index")  # on one worker: lm-eval's task index built once (11 s of CPU)
 @pytest.mark.slow
 def test_perplexity_of_references_through_the_generating_model(tiny_model, base_model, out_dir, tmp_path):
     """The tiny random model is ~uniform (PPL near its vocabulary); the real model prefers a real answer."""

@@ -11,6 +11,9 @@ import pytest
 from tests.data.test_pool_52k import put_in_datasets_cache
 from tools.eval import zeroshot
 
+# lm-eval's task index is built once on one worker for every test that reads it (11 s of CPU each time)
+pytestmark = pytest.mark.xdist_group("lm_eval_index")
+
 ARC = [
     {
         "id": f"q{i}",

@@ -4,6 +4,7 @@ and the HParams view served by a real TensorBoard on loopback."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -15,6 +16,7 @@ import yaml
 from tbparse import SummaryReader
 
 from filelib import atomic_write_json, atomic_write_text
+from tools.core import warm
 from tools.core.paths import ROOT, Run, llamafactory_cli, report_dir, venv_bin
 from tools.report.build import build_report
 from tools.report.synthetic import metrics, scores, standard_series, write_run
@@ -32,8 +34,10 @@ CHROMIUM_ARGS = [
 ]
 
 
-def train_tiny(run: Run, model: Path, steps: int = 6) -> subprocess.CompletedProcess:
-    """A few LoRA steps with evaluation every 2 steps, so train/* and eval/* tags are both written."""
+def train_tiny(run: Run, model: Path, steps: int = 6) -> tuple[int, str]:
+    """A few LoRA steps with evaluation every 2 steps, so train/* and eval/* tags are both written; trained
+    as the sweep's --warm trains (a child of the test process's fork server, fresh where there is none).
+    (exit status, log)"""
     data = run.output_dir.parent / f".{run.variant}-data"
     atomic_write_json(data / "smoke_docs.json", doc_rows())
     atomic_write_json(data / "dataset_info.json", {"smoke_docs": {"file_name": "smoke_docs.json"}})
@@ -42,9 +46,8 @@ def train_tiny(run: Run, model: Path, steps: int = 6) -> subprocess.CompletedPro
     cfg.update(val_size=0.25, eval_strategy="steps", eval_steps=2, per_device_eval_batch_size=4)
     atomic_write_text(cfg_path, yaml.safe_dump(cfg, sort_keys=False))
     t0 = time.time()
-    proc = subprocess.run(
-        [*llamafactory_cli(), "train", str(cfg_path)], capture_output=True, text=True, cwd=ROOT
-    )
+    log = data / "train.log"
+    proc = warm.run_command([*llamafactory_cli(), "train", str(cfg_path)], log, ROOT, dict(os.environ))
     atomic_write_json(
         run.run_json,
         {
@@ -62,14 +65,14 @@ def train_tiny(run: Run, model: Path, steps: int = 6) -> subprocess.CompletedPro
         },
     )
     atomic_write_text(run.done_marker, "")
-    return proc
+    return proc.returncode, log.read_text()
 
 
 @pytest.mark.slow
 def test_real_llamafactory_run_gives_the_tags_the_report_reads(tiny_model, out_dir):
     run = Run("tiny", "real", "r8")
-    proc = train_tiny(run, tiny_model)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rc, log = train_tiny(run, tiny_model)
+    assert rc == 0, log[-4000:]
     write_run(
         Run("tiny", "real", "r4"), standard_series(6, eval_every=2), {"lora_rank": 4, "learning_rate": 2e-2}
     )

@@ -127,6 +127,7 @@ def test_the_estimate_sits_beside_the_measured_peak_on_cpu(out_dir, tiny_model, 
     assert rec["memory_estimate"]["device"] == "cpu" and peak <= est <= 1.5 * peak, (est, peak)
 
 
+@pytest.mark.xdist_group("lm_eval_index")  # on one worker: lm-eval's task index built once (11 s of CPU)
 def test_zero_shot_tasks_lm_eval_does_not_know_stop_the_sweep_before_training(tmp_path, monkeypatch):
     """A spec's `zeroshot:` names are checked by lm-eval's own task index before anything trains; improve's
     own list passes."""
