@@ -113,13 +113,18 @@ def commit(
     return final
 
 
+def _stale_link(unit: str) -> re.Pattern:
+    """A link a run made for its switch and was killed before renaming: links are made and renamed under
+    the registry's lock, so while a process holds it any such link is a dead run's."""
+    return re.compile(rf"^\.{re.escape(unit)}\.\d+\.link$")
+
+
 def _collect(gen: Path, unit: str, keep: Path, entries: dict[str, dict]) -> None:
     """Remove the unit's old versions, dead processes' partial folders, links a killed run left before
     its switch, and pre-versioning flat files."""
     version = re.compile(rf"^{re.escape(unit)}\.[0-9a-f]{{12}}$")
     partial = re.compile(rf"^\.{re.escape(unit)}\.(\d+)\.[0-9a-f]+\.partial$")
-    # a new link is made and renamed under the lock, so while we hold it any other is a dead run's
-    stale_link = re.compile(rf"^\.{re.escape(unit)}\.\d+\.link$")
+    stale_link = _stale_link(unit)
     for p in gen.iterdir():
         if version.match(p.name) and p != keep and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)
@@ -164,7 +169,7 @@ def remove(dataset_dir: str | Path, name: str) -> list[str]:
         if link.is_symlink():
             link.unlink()
         version = re.compile(rf"^{re.escape(name)}\.[0-9a-f]{{12}}$")
-        stale_link = re.compile(rf"^\.{re.escape(name)}\.\d+\.link$")
+        stale_link = _stale_link(name)
         for p in gen.iterdir() if gen.is_dir() else ():
             if version.match(p.name) and p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p, ignore_errors=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -153,24 +152,14 @@ def test_missing_unfinished_and_foreign_adapter_runs_are_refused(out_dir, capsys
 # ------------------------------------------------------------------------------------------- slow
 @pytest.fixture(scope="module")
 def trained_run(tiny_model, tmp_path_factory) -> Path:
-    """A real LoRA run of the tiny model (the smoke run's config, 4 steps), with run.json and DONE; trained
-    as the sweep's --warm trains, a child of the test process's fork server (tools.train.smoke's own fresh
-    process is tests/core/test_foundation.py's)."""
-    from tools.core import warm
-    from tools.core.paths import llamafactory_cli
-    from tools.train.smoke import doc_rows, write_config
+    """A real LoRA run of the tiny model (4 steps), with run.json and DONE; trained as the sweep's --warm
+    trains (tests/export/test_export.py: train_tiny_adapter; tools.train.smoke's own fresh process is
+    tests/core/test_foundation.py's)."""
+    from tests.export.test_export import train_tiny_adapter
 
     root = tmp_path_factory.mktemp("lfout")
-    out, data = root / "saves/tiny/lora/evaltest/r8", root / "data"
-    atomic_write_json(data / "smoke_docs.json", doc_rows())
-    atomic_write_json(data / "dataset_info.json", {"smoke_docs": {"file_name": "smoke_docs.json"}})
-    cfg = write_config(tiny_model.relative_to(ROOT), 4, out, data, 1e-2)
-    with pytest.MonkeyPatch.context() as m:
-        m.setenv("SMALLDATA_OUT", str(root))  # a server started here logs there, not in the repo's cache/
-        res = warm.run_command(
-            [*llamafactory_cli(), "train", str(cfg)], root / "train.log", ROOT, dict(os.environ)
-        )
-    assert res.returncode == 0, (root / "train.log").read_text()[-4000:]
+    out = train_tiny_adapter(tiny_model, root / "saves/tiny/lora/evaltest/r8", lr=1e-2, steps=4)
+    shutil.rmtree(out.parent / ".r8-data")
     run = Run("tiny", "evaltest", "r8")
     atomic_write_json(
         out / "run.json",
