@@ -108,6 +108,33 @@ def test_a_warm_child_runs_on_its_own_omp_num_threads(tmp_path):
         sys.path.remove(str(pkg))
 
 
+@pytest.mark.slow  # the fork server imports LLaMA-Factory
+def test_a_child_finds_the_model_loaders_imports_done_and_the_servers_heap_frozen(tmp_path):
+    """LLaMA-Factory's loader asks three auto classes for their model configs (every family's configuration
+    module imported: 1.6-1.8 s a job); the server asked first, so a child's question imports nothing, and the
+    server's objects are out of the child's collections."""
+    pkg = tmp_path / "probe"
+    pkg.mkdir()
+    name = write_module(
+        pkg,
+        "import gc, sys\n"
+        "from transformers import AutoModelForImageTextToText, AutoModelForSeq2SeqLM, AutoModelForTextToWaveform\n"
+        "before = set(sys.modules)\n"
+        "for auto in (AutoModelForImageTextToText, AutoModelForSeq2SeqLM, AutoModelForTextToWaveform):\n"
+        "    auto._model_mapping.keys()\n"
+        "print('new modules', len(set(sys.modules) - before), 'frozen', gc.get_freeze_count())\n",
+    )
+    sys.path.insert(0, str(pkg))
+    try:
+        res = warm.run_module(name, [], tmp_path / "j.log", tmp_path, {**os.environ, "PYTHONPATH": str(pkg)})
+    finally:
+        sys.path.remove(str(pkg))
+    log = (tmp_path / "j.log").read_text()
+    assert res.returncode == 0, log
+    (line,) = [x.split() for x in log.splitlines() if x.startswith("new modules ")]
+    assert int(line[2]) == 0 and int(line[4]) > 100_000, log
+
+
 @pytest.mark.slow
 def test_warm_and_fresh_training_give_the_same_weights(out_dir, tiny_model, tmp_path):
     """The same run trained by a fresh `llamafactory-cli` and by a warm child: identical adapters and losses."""

@@ -36,7 +36,8 @@ from tools.core.runinfo import ChildResult, now, run_child, watch
 from tools.core.streams import streams_to
 from tools.core.threads import omp_threads
 
-# What a child would import anyway, in the order it would: the whole cost of `llamafactory-cli train`'s start.
+# What a child would import anyway, in the order it would: the whole cost of `llamafactory-cli train`'s start,
+# then what its model loader imports on its first load, and the heap frozen (tools/core/warm_imports.py).
 PRELOAD = [
     "torch",
     "transformers",
@@ -44,6 +45,8 @@ PRELOAD = [
     "llamafactory.cli",
     "llamafactory.launcher",
     "llamafactory.train.tuner",
+    "tools.core.warm",
+    "tools.core.warm_imports",
 ]
 
 _context = None
