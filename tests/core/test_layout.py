@@ -32,7 +32,13 @@ MAY_IMPORT = {
 # plugins/ by kind: which other kinds each may import (through their faces); none imports tools/.
 KINDS = {"pools": set(), "selection": {"pools"}, "publishing": {"pools", "selection"}, "launchers": set()}
 # Module names that are data, not a way to start a tool: the launcher a rendered config names.
-NAMES_AS_DATA = {"plugins.launchers": "the value of `launcher:` in rendered configs (plugins/launchers)"}
+NAMES_AS_DATA = {
+    "plugins.launchers": "the value of `launcher:` in rendered configs (plugins/launchers)",
+    # imported by name in the fork server (multiprocessing's preload list): imported here, they would run
+    # in the caller, whose heap warm_imports would freeze
+    "tools.core.warm": "the fork server's preload list (tools/core/warm.py)",
+    "tools.core.warm_imports": "the fork server's preload list (tools/core/warm.py)",
+}
 MAX_LINES = 400
 
 
