@@ -5,16 +5,17 @@ through LLaMA-Factory's own loader on the registered stages."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
-import subprocess
 
 import pytest
 import yaml
 
 from plugins.pools import load_rows
 from plugins.publishing import load_info, resolve
-from tools.core.paths import DATA, llamafactory_cli
+from tools.core import warm
+from tools.core.paths import DATA, ROOT, llamafactory_cli
 from tools.data import main
 
 
@@ -200,16 +201,16 @@ def test_llamafactory_trains_on_the_registered_stages(tmp_path, out_dir, tiny_mo
         "preprocessing_num_workers": 1,
     }
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(cfg))
-    proc = subprocess.run(
-        [*llamafactory_cli(), "train", str(tmp_path / "train.yaml")],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    # `llamafactory-cli train`, as a child of the worker's fork server (LLaMA-Factory imported once)
+    log = tmp_path / "train.log"
+    res = warm.run_command(
+        [*llamafactory_cli(), "train", str(tmp_path / "train.yaml")], log, ROOT, dict(os.environ)
     )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    output = log.read_text()
+    assert res.returncode == 0, output[-3000:]
     easy = len(load_rows(resolve("alpaca_top100_easy", ddir)))
     medium = len(load_rows(resolve("alpaca_top100_medium", ddir)))
     log = [json.loads(x) for x in (out_dir / "run/trainer_log.jsonl").read_text().splitlines()]
     assert log[-1]["current_steps"] == 3 and (out_dir / "run/adapter_model.safetensors").exists()
-    seen = re.search(r"Num examples = ([\d,]+)", proc.stdout + proc.stderr)
+    seen = re.search(r"Num examples = ([\d,]+)", output)
     assert seen and int(seen.group(1).replace(",", "")) == easy + medium  # both stages, nothing else
