@@ -56,10 +56,23 @@ def out_dir(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
+# Session fixtures that start a server per worker: the tests that ask for one run on one worker
+# (make test's --dist loadgroup), so the suite starts it once.
+ONE_WORKER = {"tiny_api": "tiny_api"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the test ids
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        for fixture, group in ONE_WORKER.items():
+            if fixture in getattr(item, "fixturenames", ()) and not item.get_closest_marker("xdist_group"):
+                item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="session")
 def tiny_api(tiny_model, tmp_path_factory) -> str:
     """A real `llamafactory-cli api` serving the tiny model on a loopback port, for the whole session:
-    the judge's and the refinement's endpoint tests share it (one server start, ~15 s)."""
+    the judge's and the refinement's endpoint tests share it (one server start, ~15 s), on one worker."""
     from tools.judge.serve import serve_local
 
     with serve_local(tiny_model, "smollm2", log_path=tmp_path_factory.mktemp("srv") / "serve.log") as url:
