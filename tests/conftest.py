@@ -6,6 +6,7 @@ so tests never touch the repo's own folders or each other's.
 
 from __future__ import annotations
 
+import collections
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,30 @@ def pytest_collection_modifyitems(config, items) -> None:
         for fixture, group in ONE_WORKER.items():
             if fixture in getattr(item, "fixturenames", ()) and not item.get_closest_marker("xdist_group"):
                 item.add_marker(pytest.mark.xdist_group(group))
+
+    # Longest first, so that no worker is left alone with a long group at the end: xdist hands out work in
+    # this order, and a group (the Ray tests': ~4 minutes on one worker) is one unit. Then the modules with
+    # end-to-end tests, then the rest; each module's tests stay together (its fixtures are built once).
+    def group(item) -> str | None:
+        mark = item.get_closest_marker("xdist_group")
+        return str(mark.args[0] if mark.args else mark.kwargs.get("name", "default")) if mark else None
+
+    def module_of(item) -> str:
+        module = getattr(item, "module", None)
+        return module.__name__ if module else ""
+
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    slow_modules = {module_of(item) for item in slow}
+    weight = collections.Counter(group(item) for item in slow)  # a group's end-to-end tests: its length
+    order = {id(item): i for i, item in enumerate(items)}
+
+    def rank(item) -> tuple:
+        name, module = group(item), module_of(item)
+        if name is not None:
+            return (0, -weight[name], name, order[id(item)])
+        return (1 if module in slow_modules else 2, 0, "", order[id(item)])
+
+    items.sort(key=rank)
 
 
 @pytest.fixture(scope="session")
