@@ -58,16 +58,16 @@ def out_dir(tmp_path, monkeypatch) -> Path:
 
 
 # Session fixtures that start a server per worker: the tests that ask for one run on one worker
-# (make test's --dist loadgroup), so the suite starts it once.
-ONE_WORKER = {"tiny_api": "tiny_api"}
+# (make test's --dist loadgroup, a group named after the fixture), so the suite starts it once.
+ONE_WORKER = ("tiny_api",)
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the test ids
 def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
-        for fixture, group in ONE_WORKER.items():
+        for fixture in ONE_WORKER:
             if fixture in getattr(item, "fixturenames", ()) and not item.get_closest_marker("xdist_group"):
-                item.add_marker(pytest.mark.xdist_group(group))
+                item.add_marker(pytest.mark.xdist_group(fixture))
 
     # Longest first, so that no worker is left alone with a long group at the end: xdist hands out work in
     # this order, and a group (the Ray tests': ~4 minutes on one worker) is one unit. Then the modules with

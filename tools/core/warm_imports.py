@@ -2,7 +2,7 @@
 
 LLaMA-Factory's model loader asks whether the model's config is one of the image-text, seq2seq or
 text-to-waveform classes (`_model_mapping.keys()` of three auto classes), and transformers imports every
-model family's configuration module to answer: ~110 modules, 1.6-1.8 s of a CPU, in every training,
+model family's configuration module to answer: ~210 modules, 1.6-1.8 s of a CPU, in every training,
 export or generation job. Asked once here, the children find them imported (the answer is the same).
 
 The LLaMA model code, TensorBoard's writer (report_to) and matplotlib's Agg canvas (plot_loss) are the

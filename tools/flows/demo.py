@@ -62,6 +62,13 @@ QUIET = dict(os.environ, LLAMAFACTORY_VERBOSITY="WARN", TRANSFORMERS_VERBOSITY="
 MAX_NEW_TOKENS = 64
 
 
+def _start_warm() -> None:
+    """The warm server (once), with QUIET in the environment it inherits: the libraries read their
+    verbosity when they are imported, in the server."""
+    os.environ.update(QUIET)
+    warm.context()
+
+
 def tool(main) -> str:
     """The module a tool's imported `main` runs as (`python -m <module>`)."""
     return main.__module__.removesuffix(".__main__")
@@ -81,7 +88,7 @@ def step(label: str, argv: list[str], log_name: str, here: bool = False) -> floa
     print(f"- {label} ...", flush=True)
     t0 = time.time()
     if warm.available():
-        os.environ.update(QUIET)  # the warm server inherits it: the libraries read their verbosity at import
+        _start_warm()
         if here:
             returncode = _here(argv, log)
         else:
@@ -145,8 +152,7 @@ def main(a: DemoArgs) -> int:
     offline = a.judge == "offline" or (a.judge == "auto" and not os.environ.get("OPENAI_API_KEY"))
     lim = ["--limit", str(limit)] if limit else []
     if warm.available():  # the server imports LLaMA-Factory while this process renders and validates
-        os.environ.update(QUIET)
-        warm.context()
+        _start_warm()
 
     rendered = render_study(STUDY, model)
     trained = [r.run for r in rendered]
