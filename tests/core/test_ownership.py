@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from filelib import OwnershipError, check_output, claim
+from filelib.ownership import OWNER_FILE
 from plugins.publishing import load_info
 from tools.core.paths import ROOT
 from tools.data import main as data_main
@@ -121,8 +122,8 @@ def test_model_builders_refuse_what_they_did_not_make(tmp_path, tiny_model):
     users = tmp_path / "my_folder"
     users.mkdir()
     (users / "notes.txt").write_text("mine")
-    model = tmp_path / "model"
-    shutil.copytree(tiny_model, model)
+    model = tmp_path / "model"  # a model folder of the user's: the files, not our builder's mark
+    shutil.copytree(tiny_model, model, ignore=shutil.ignore_patterns(OWNER_FILE))
     cases = [
         (["tools.models.tiny", "--out", str(users)], "did not make"),
         (["tools.models.llama_pro", "--model", str(model), "--blocks", "2", "--out", str(model)], "input"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,11 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from filelib import sha256_file
 from tools.core.paths import ROOT, Run
 from tools.flows import sweep
-from tools.train import last_checkpoint
+from tools.train import last_checkpoint, resume_point
 from tools.train.configs import main as configs_main
 
 STAGES = ("alpaca_top100", "alpaca_top100_easy", "alpaca_top100_medium", "alpaca_top100_hard")
@@ -66,6 +68,22 @@ def test_last_checkpoint_is_the_newest_complete_one(tmp_path):
             (ck / "trainer_state.json").write_text("{}")
     assert last_checkpoint(tmp_path) == tmp_path / "checkpoint-10"
     assert last_checkpoint(tmp_path / "nothing") is None
+
+
+def test_a_final_step_checkpoint_is_not_resumed_from(tmp_path):
+    def ckpt(step: int, end: int | None = 6) -> Path:
+        ck = tmp_path / f"checkpoint-{step}"
+        ck.mkdir()
+        (ck / "trainer_state.json").write_text(json.dumps({"global_step": step, "max_steps": end}))
+        return ck
+
+    six = ckpt(6)
+    assert resume_point(tmp_path) == (None, [six])  # the only checkpoint is the last step: start over
+    five = ckpt(5)
+    assert resume_point(tmp_path) == (five, [six])
+    assert last_checkpoint(tmp_path) == six
+    ckpt(7, None)  # a state without max_steps says nothing about the end: resumed from as before
+    assert resume_point(tmp_path) == (tmp_path / "checkpoint-7", [])
 
 
 def test_unregistered_dataset_fails_the_run_not_the_sweep(out_dir, tmp_path, tiny_model, capsys):
@@ -184,6 +202,33 @@ def test_a_killed_sweep_resumes_only_what_was_missing(out_dir, tiny_model, tiny_
     assert "resumed from checkpoint-" in out
     state = json.loads((r8.output_dir / "trainer_state.json").read_text())
     assert state["global_step"] == 6
+
+
+@pytest.mark.slow
+def test_a_run_killed_after_its_final_checkpoint_ends_at_the_same_step_and_weights(
+    out_dir, tiny_model, tiny_data, capsys
+):
+    from safetensors.torch import load_file
+
+    argv = args(tiny_data, "--only", "r4", "--set", "max_steps_cap=6", "--warm")
+    assert sweep.main(argv) == 0  # uninterrupted: 6 steps, a checkpoint after each (1.5 epochs of 4)
+    run = Run("tiny", "rank", "r4")
+    whole = load_file(run.output_dir / "adapter_model.safetensors")
+    # what a kill after checkpoint-6 leaves: the checkpoints, run.json "running", no DONE or final files
+    for p in run.output_dir.iterdir():
+        if not p.name.startswith("checkpoint-") and p.name not in ("run.json", "train.log"):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    (run.output_dir / "run.json").write_text(json.dumps({**run_json("r4"), "status": "running"}))
+    capsys.readouterr()
+
+    assert sweep.main(argv) == 0
+    assert "resumed from checkpoint-5" in capsys.readouterr().out
+    state = json.loads((run.output_dir / "trainer_state.json").read_text())
+    assert state["global_step"] == 6 and max(h["step"] for h in state["log_history"]) == 6
+    assert run_json("r4")["resumed_from"].endswith("checkpoint-5")
+    again = load_file(run.output_dir / "adapter_model.safetensors")
+    assert again.keys() == whole.keys()
+    assert all(torch.allclose(again[k], whole[k], atol=1e-6) for k in whole)
 
 
 @pytest.mark.slow

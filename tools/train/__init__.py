@@ -16,7 +16,7 @@ __getattr__, __all__ = lazy_face(
         ),
         "validate_config": "validate",
         **dict.fromkeys(["yaml_scalar", "parse_set", "set_problems"], "template"),
-        **dict.fromkeys(["train_one", "last_checkpoint", "config_hash"], "trainer"),
+        **dict.fromkeys(["train_one", "last_checkpoint", "resume_point", "config_hash"], "trainer"),
         **dict.fromkeys(["PreflightError", "Report", "device_info", "model_config"], "preflight"),
         "preflight_check": "preflight:check",
         "run_jobs": "ray_runner",

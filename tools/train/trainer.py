@@ -2,7 +2,8 @@
 
 A run with DONE, its adapter, the same data fingerprint and the same config is finished; one whose
 data or config changed is moved aside (.<variant>.stale-<time>) and trained again; a killed run
-resumes from its last complete checkpoint. One trainer per run at a time (a lock in its folder).
+resumes from its last complete checkpoint before its final step (`resume_point`). One trainer per run
+at a time (a lock in its folder).
 """
 
 from __future__ import annotations
@@ -54,14 +55,39 @@ def child_env(job: dict, base: dict | None = None) -> dict:
 
 
 # ---------------------------------------------------------------------------------------- one run
-def last_checkpoint(output_dir: Path) -> Path | None:
-    """The newest complete checkpoint-N (trainer_state.json is written last by the Trainer)."""
+def _complete_checkpoints(output_dir: Path) -> list[Path]:
+    """The complete checkpoint-N folders, newest first (trainer_state.json is written last by the Trainer)."""
     found = []
     for p in Path(output_dir).glob("checkpoint-*"):
         step = p.name.split("-", 1)[1]
         if p.is_dir() and step.isdigit() and (p / "trainer_state.json").exists():
             found.append((int(step), p))
-    return max(found)[1] if found else None
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def last_checkpoint(output_dir: Path) -> Path | None:
+    """The newest complete checkpoint-N."""
+    found = _complete_checkpoints(output_dir)
+    return found[0] if found else None
+
+
+def resume_point(output_dir: Path) -> tuple[Path | None, list[Path]]:
+    """(the checkpoint a resumed run starts from, the newer final-step checkpoints it trains again).
+
+    A checkpoint of the run's last step (its trainer_state.json: global_step >= max_steps) is not one to
+    resume from: transformers 5.6 trains one step past max_steps from it when that step is not an epoch's
+    last (measured: max_steps 6 at epoch 1.5, resumed from checkpoint-6: global_step 7). A run killed
+    after its final checkpoint, before it finished, trains the last step again from the checkpoint before
+    (the Trainer restores the data order and random state it saved there), or starts over without one.
+    """
+    final = []
+    for ckpt in _complete_checkpoints(output_dir):
+        state = read_json_object(ckpt / "trainer_state.json", {})
+        step, end = state.get("global_step"), state.get("max_steps")
+        if not (isinstance(step, int) and isinstance(end, int) and 0 < end <= step):
+            return ckpt, final
+        final.append(ckpt)
+    return None, final
 
 
 def config_hash(cfg: dict) -> str:
@@ -187,7 +213,9 @@ def _train_one_locked(job: dict) -> dict:
         result["note"] = f"{' and '.join(why)}: retrained; old run kept in {stale.name}"
 
     resolved = dict(job["resolved_config"])
-    ckpt = last_checkpoint(out)
+    ckpt, final = resume_point(out)
+    for done_already in final:  # its last step is trained again, and saved again in its place
+        shutil.rmtree(done_already)
     if ckpt is not None:
         resolved["resume_from_checkpoint"] = str(ckpt)
         result["note"] = (result["note"] + "; " if result["note"] else "") + f"resumed from {ckpt.name}"
