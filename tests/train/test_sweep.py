@@ -70,20 +70,23 @@ def test_last_checkpoint_is_the_newest_complete_one(tmp_path):
     assert last_checkpoint(tmp_path / "nothing") is None
 
 
-def test_a_final_step_checkpoint_is_not_resumed_from(tmp_path):
-    def ckpt(step: int, end: int | None = 6) -> Path:
+def test_a_final_step_checkpoint_inside_an_epoch_is_not_resumed_from(tmp_path):
+    def ckpt(step: int, epoch: float, end: int | None = 6) -> Path:
         ck = tmp_path / f"checkpoint-{step}"
         ck.mkdir()
-        (ck / "trainer_state.json").write_text(json.dumps({"global_step": step, "max_steps": end}))
+        state = {"global_step": step, "max_steps": end, "epoch": epoch}
+        (ck / "trainer_state.json").write_text(json.dumps(state))
         return ck
 
-    six = ckpt(6)
+    six = ckpt(6, 1.5)  # 4 steps an epoch: the last step is inside the second epoch
     assert resume_point(tmp_path) == (None, [six])  # the only checkpoint is the last step: start over
-    five = ckpt(5)
+    five = ckpt(5, 1.25)
     assert resume_point(tmp_path) == (five, [six])
     assert last_checkpoint(tmp_path) == six
-    ckpt(7, None)  # a state without max_steps says nothing about the end: resumed from as before
-    assert resume_point(tmp_path) == (tmp_path / "checkpoint-7", [])
+    eight = ckpt(8, 2.0, end=8)  # a last step that ends an epoch: nothing is trained past it
+    assert resume_point(tmp_path) == (eight, [])
+    ckpt(9, 2.25, None)  # a state without max_steps says nothing about the end: resumed from as before
+    assert resume_point(tmp_path) == (tmp_path / "checkpoint-9", [])
 
 
 def test_unregistered_dataset_fails_the_run_not_the_sweep(out_dir, tmp_path, tiny_model, capsys):

@@ -74,17 +74,19 @@ def last_checkpoint(output_dir: Path) -> Path | None:
 def resume_point(output_dir: Path) -> tuple[Path | None, list[Path]]:
     """(the checkpoint a resumed run starts from, the newer final-step checkpoints it trains again).
 
-    A checkpoint of the run's last step (its trainer_state.json: global_step >= max_steps) is not one to
-    resume from: transformers 5.6 trains one step past max_steps from it when that step is not an epoch's
-    last (measured: max_steps 6 at epoch 1.5, resumed from checkpoint-6: global_step 7). A run killed
-    after its final checkpoint, before it finished, trains the last step again from the checkpoint before
+    A checkpoint of the run's last step taken inside an epoch (its trainer_state.json: global_step >=
+    max_steps, epoch not whole) is not one to resume from: transformers 5.6 goes back into that epoch
+    and trains one step past max_steps before it checks (measured: max_steps 6 at epoch 1.5, resumed
+    from checkpoint-6: global_step 7). The run trains that last step again from the checkpoint before
     (the Trainer restores the data order and random state it saved there), or starts over without one.
+    A last step that ends an epoch resumes as any other: the Trainer has no epoch left to enter.
     """
     final = []
     for ckpt in _complete_checkpoints(output_dir):
         state = read_json_object(ckpt / "trainer_state.json", {})
-        step, end = state.get("global_step"), state.get("max_steps")
-        if not (isinstance(step, int) and isinstance(end, int) and 0 < end <= step):
+        step, end, epoch = state.get("global_step"), state.get("max_steps"), state.get("epoch")
+        past_end = isinstance(step, int) and isinstance(end, int) and 0 < end <= step
+        if not (past_end and isinstance(epoch, (int, float)) and not float(epoch).is_integer()):
             return ckpt, final
         final.append(ckpt)
     return None, final
