@@ -9,13 +9,14 @@ import socket
 import subprocess
 import time
 
+import psutil
 import pytest
 
 from tests.train import test_sweep as ts
 from tests.train.test_sweep import args, run_json
 from tools.core.paths import Run, report_dir, venv_bin
 from tools.flows import sweep
-from tools.flows.tracking import Tracker, TrackingError
+from tools.flows.tracking import Tracker, TrackingError, serve_env
 
 
 @pytest.fixture()
@@ -62,6 +63,18 @@ def test_the_embedded_store_is_sqlite_under_the_output_root(out_dir, monkeypatch
     assert exp.artifact_location == (out_dir / "mlruns" / "artifacts").as_uri()
 
 
+def test_the_served_store_runs_without_mlflows_job_runner_unless_asked(out_dir, capsys, monkeypatch):
+    from tools.flows import tracking
+
+    monkeypatch.delenv("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", raising=False)
+    assert tracking.main(["--port", "5001", "--dry-run"]) == 0
+    shown = capsys.readouterr().out.splitlines()[0]
+    assert shown.startswith("MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false ") and shown.endswith("--port 5001")
+    monkeypatch.setenv("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "true")  # the caller's choice is kept
+    assert serve_env()["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "true"
+    assert not (out_dir / "mlruns").exists()  # a dry run starts and makes nothing
+
+
 # ------------------------------------------------------------------------------------ the real server
 @pytest.fixture()
 def mlflow_server(tmp_path, monkeypatch):
@@ -72,7 +85,9 @@ def mlflow_server(tmp_path, monkeypatch):
     cmd += [f"sqlite:///{store / 'mlflow.db'}", "--artifacts-destination", str(store / "artifacts")]
     cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     log = open(tmp_path / "mlflow-server.log", "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=store, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, cwd=store, start_new_session=True, env=serve_env()
+    )
     uri = f"http://127.0.0.1:{port}"
     import requests
 
@@ -105,6 +120,9 @@ def test_a_two_run_sweep_is_read_back_from_the_mlflow_server(
     argv = args(tiny_data, "--track", "mlflow", "--set", "max_steps_cap=2", "--skip-preflight", "--warm")
     assert sweep.main(argv) == 0
     assert "2 run(s) and the decision logged to MLflow" in capsys.readouterr().out
+    # started as `make mlflow` starts it: without MLflow's job runner (tools.flows.tracking.SERVER_ENV)
+    tree = psutil.Process(server.pid).children(recursive=True)
+    assert tree and not [p.pid for p in tree if "huey" in " ".join(p.cmdline())]
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("rank")
     runs = {
