@@ -14,7 +14,7 @@ def test_a_tiny_model_built_by_other_code_is_built_again(tiny_model, tmp_path):
     out = tmp_path / "tiny"
     assert tiny.build(out) == out
     done = json.loads((out / base.COMPLETE).read_text())
-    assert done["builder"] == base.builder_id(tiny.__file__)
+    assert done["builder"] == base.builder_id(tiny.__file__, base.__file__)
     made = (out / "model.safetensors").stat().st_mtime_ns
     assert tiny.build(out) == out and (out / "model.safetensors").stat().st_mtime_ns == made  # current: kept
 

@@ -110,6 +110,13 @@ def mlflow_server(tmp_path, monkeypatch):
     log.close()
 
 
+def _cmdline(p) -> list[str]:
+    try:
+        return p.cmdline()
+    except psutil.Error:  # ended while the tree was listed
+        return []
+
+
 @pytest.mark.slow
 def test_a_two_run_sweep_is_read_back_from_the_mlflow_server(
     out_dir, tiny_model, tiny_data, mlflow_server, capsys
@@ -122,7 +129,7 @@ def test_a_two_run_sweep_is_read_back_from_the_mlflow_server(
     assert "2 run(s) and the decision logged to MLflow" in capsys.readouterr().out
     # started as `make mlflow` starts it: without MLflow's job runner (tools.flows.tracking.SERVER_ENV)
     tree = psutil.Process(server.pid).children(recursive=True)
-    assert tree and not [p.pid for p in tree if "huey" in " ".join(p.cmdline())]
+    assert tree and not [p.pid for p in tree if "huey" in " ".join(_cmdline(p))]
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("rank")
     runs = {

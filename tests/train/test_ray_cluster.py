@@ -158,8 +158,7 @@ def test_a_lost_node_mid_run_resumes_the_run_on_another_node(on_cluster, tiny_da
     rec = run_json("r4")
     assert rec["status"] == "finished" and rec["attempts"] == 2
     assert rec["nodes"][0] == first and rec["node"] == rec["nodes"][1] != first
-    # the newest checkpoint it had, or the one before the last step's (tools.train.resume_point)
-    assert rec["resumed_from"] and int(rec["resumed_from"].rsplit("-", 1)[1]) >= min(step, 11)
+    assert rec["resumed_from"] and int(rec["resumed_from"].rsplit("-", 1)[1]) >= step
     state = json.loads((run.output_dir / "trainer_state.json").read_text())
     assert state["global_step"] == 12
     steps = [h["step"] for h in state["log_history"] if "loss" in h]

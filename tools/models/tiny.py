@@ -22,6 +22,14 @@ TINY_MODEL_DIR = MODELS / "tiny-smollm2"
 OWNER = "tools.models.tiny (the tiny random model)"
 
 
+def _builder() -> str:
+    """This file and base.py, whose GGUF tokenizer (and its end-of-turn fix) the tiny model takes, directly
+    or from the built base model's folder (the same vocabulary, ids and chat template: checked)."""
+    import tools.models.base
+
+    return builder_id(__file__, tools.models.base.__file__)
+
+
 def load_tokenizer():
     from transformers import AutoTokenizer
 
@@ -48,7 +56,7 @@ def _build(out: Path, spec: dict, force: bool) -> Path:
         import json
 
         built = json.loads(done.read_text())
-        if built.get("spec") == spec and built.get("builder") == builder_id(__file__):
+        if built.get("spec") == spec and built.get("builder") == _builder():
             return out
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -74,7 +82,7 @@ def _build(out: Path, spec: dict, force: bool) -> Path:
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        record = {"spec": spec, "llamafactory_template": "smollm2", "builder": builder_id(__file__)}
+        record = {"spec": spec, "llamafactory_template": "smollm2", "builder": _builder()}
         atomic_write_json(tmp / COMPLETE, record)
         claim(tmp, OWNER)
     return out

@@ -55,6 +55,9 @@ def child_env(job: dict, base: dict | None = None) -> dict:
 
 
 # ---------------------------------------------------------------------------------------- one run
+SET_ASIDE = ".retrain"
+
+
 def _complete_checkpoints(output_dir: Path) -> list[Path]:
     """The complete checkpoint-N folders, newest first (trainer_state.json is written last by the Trainer)."""
     found = []
@@ -110,10 +113,21 @@ def _fingerprint(job: dict) -> dict:
     return fp
 
 
+def _set_aside(final: list[Path]) -> None:
+    """Final-step checkpoints the run trains again (resume_point), renamed out of the Trainer's and
+    LLaMA-Factory's sight (they look for checkpoint-N) and kept until the run has finished again."""
+    for ckpt in final:
+        aside = ckpt.with_name(f".{ckpt.name}{SET_ASIDE}")
+        if aside.exists():
+            shutil.rmtree(aside)
+        os.replace(ckpt, aside)
+
+
 def _clear_for_fresh_start(out: Path) -> None:
-    """Remove what a killed attempt left (its log stays, appended to), so LLaMA-Factory starts clean."""
+    """Remove what a killed attempt left (its log stays, appended to, and the checkpoints set aside), so
+    LLaMA-Factory starts clean."""
     for p in out.iterdir() if out.exists() else []:
-        if p.name == "train.log":
+        if p.name == "train.log" or p.name.endswith(SET_ASIDE):
             continue
         shutil.rmtree(p) if p.is_dir() else p.unlink()
 
@@ -216,8 +230,7 @@ def _train_one_locked(job: dict) -> dict:
 
     resolved = dict(job["resolved_config"])
     ckpt, final = resume_point(out)
-    for done_already in final:  # its last step is trained again, and saved again in its place
-        shutil.rmtree(done_already)
+    _set_aside(final)
     if ckpt is not None:
         resolved["resume_from_checkpoint"] = str(ckpt)
         result["note"] = (result["note"] + "; " if result["note"] else "") + f"resumed from {ckpt.name}"
@@ -253,6 +266,8 @@ def _train_one_locked(job: dict) -> dict:
         who = "llamafactory-cli" if cmd[: len(job["cli"])] == job["cli"] else cmd[2]
         why = f"{who} exited {child.returncode}" if child.returncode else "no adapter or model was saved"
         return fail(f"{why}; log: {log}", **{**stats, "data_fingerprint": fingerprint})
+    for aside in out.glob(f".checkpoint-*{SET_ASIDE}"):  # trained again and saved in its place
+        shutil.rmtree(aside)
     stats.update(run_stats(out, log))  # trainable params, s/step, final loss: what the method study compares
     atomic_write_json(out / "run.json", {**record, **stats, "status": "finished", "ended": now()})
     atomic_write_json(out / "DONE", {"run": job["run"], "finished": now()})
