@@ -143,10 +143,11 @@ def test_make_portable_writes_both_spellings(tiny_model, tmp_path):
 
 
 @pytest.mark.slow  # a second environment (transformers 4.57) in a fresh process
-def test_embedded_base_reads_the_same_under_4x(tf4_python, tmp_path):
-    from tools.models.base import build
+def test_embedded_base_reads_the_same_under_4x(tf4_python, base_model, tmp_path):
+    from tools.models.base import is_current
 
-    folder = build(tmp_path / "base")
+    folder = base_model  # the session's build: this code's (its builder recorded), not a cache's older one
+    assert is_current(folder)
     assert json.loads((folder / "BUILD_COMPLETE.json").read_text())["cannot_read"] == []
     assert read_as_4x(folder)["rope_theta"] == 100000.0
     seen = compare_with_4x(tf4_python, folder, tmp_path)
