@@ -126,6 +126,7 @@ def test_model_builders_refuse_what_they_did_not_make(tmp_path, tiny_model):
     shutil.copytree(tiny_model, model, ignore=shutil.ignore_patterns(OWNER_FILE))
     cases = [
         (["tools.models.tiny", "--out", str(users)], "did not make"),
+        (["tools.models.base", "--out", str(users)], "did not make"),
         (["tools.models.llama_pro", "--model", str(model), "--blocks", "2", "--out", str(model)], "input"),
         (["tools.models.prune", "--model", str(model), "--out", str(model / "model.safetensors")], "input"),
         (

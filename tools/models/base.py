@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from filelib import atomic_dir, atomic_write_json, build_lock, read_json_object, run_main
+from filelib import atomic_dir, atomic_write_json, build_lock, check_output, claim, read_json_object, run_main
 from tools.core.args import command, opt
 from tools.core.paths import MODELS
 from tools.core.portable import make_portable
@@ -33,6 +33,7 @@ from tools.core.portable import make_portable
 BASE_MODEL_DIR = MODELS / "smollm2-135m-instruct"
 LLAMAFACTORY_TEMPLATE = "smollm2"
 COMPLETE = "BUILD_COMPLETE.json"
+OWNER = "tools.models.base (the embedded SmolLM2-135M-Instruct)"
 
 
 def gguf_path() -> Path:
@@ -78,6 +79,7 @@ def is_current(out: Path = BASE_MODEL_DIR) -> bool:
 
 
 def build(out: Path = BASE_MODEL_DIR, force: bool = False) -> Path:
+    check_output(out, OWNER, own_files=[COMPLETE])  # a build replaces its folder: only one it made
     with build_lock(out):  # a second builder waits, then finds it built
         return _build(out, force)
 
@@ -110,6 +112,7 @@ def _build(out: Path, force: bool) -> Path:
                 "cannot_read": notes,
             },
         )
+        claim(tmp, OWNER)
     return out
 
 

@@ -16,7 +16,8 @@ A lost node: a task whose worker or node dies is retried on another node (Ray's 
 RETRIES, default 3; a failed training is a result, never an exception, so only lost workers are retried).
 The retry goes through train_one like any run: it resumes from the last complete checkpoint (before its
 final step: tools.train.resume_point). The training child of a lost worker is killed with it (a watchdog
-kills the worker's process group), so a run never trains twice at once. run.json records `node` (where it finished), `nodes` and `attempts`.
+kills the worker's process group), so a run never trains twice at once. run.json records `node` (where it
+finished), `nodes` and `attempts`.
 
 Usage (through the sweep):
     python -m tools.flows.sweep --study rank --model llama2_7b --runner ray

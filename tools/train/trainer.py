@@ -88,8 +88,9 @@ def resume_point(output_dir: Path) -> tuple[Path | None, list[Path]]:
     for ckpt in _complete_checkpoints(output_dir):
         state = read_json_object(ckpt / "trainer_state.json", {})
         step, end, epoch = state.get("global_step"), state.get("max_steps"), state.get("epoch")
-        past_end = isinstance(step, int) and isinstance(end, int) and 0 < end <= step
-        if not (past_end and isinstance(epoch, (int, float)) and not float(epoch).is_integer()):
+        at_end = isinstance(step, int) and isinstance(end, int) and 0 < end <= step
+        mid_epoch = isinstance(epoch, (int, float)) and not float(epoch).is_integer()
+        if not (at_end and mid_epoch):
             return ckpt, final
         final.append(ckpt)
     return None, final
