@@ -71,6 +71,30 @@ def plan(
     registry.check_conflicts(claims, dataset_dir, force)
 
 
+# The strategies that read Context.model (the tokenizer for long_is_more, the LM for IFD).
+MODEL_STRATEGIES = ("long_is_more", "ifd")
+
+
+def needs_model(strategies: list[str], ifd_prefilter: str, diversity_prefilter: str) -> list[str]:
+    """The strategies among `strategies` (names, weighted combinations, quotas; IFD's and diversity's
+    prefilters where those run) that read Context.model, in order; [] when none does."""
+    names: list[str] = []
+    todo = list(strategies)
+    while todo:
+        spec = todo.pop(0)
+        parts = [p.strategy for p in quota.parse_quota(spec)] if quota.is_quota(spec) else [spec]
+        for part in parts:
+            for name in parse_strategy(part):
+                if name in names:
+                    continue
+                names.append(name)
+                if name == "ifd":
+                    todo.append(ifd_prefilter)
+                elif name == "diversity" and diversity_prefilter != "none":
+                    todo.append(diversity_prefilter)
+    return [n for n in names if n in MODEL_STRATEGIES]
+
+
 def _multi_turn(rows: list[dict]) -> bool:
     return any(r.get("turns") for r in rows)
 

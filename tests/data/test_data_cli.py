@@ -151,6 +151,51 @@ def test_bad_input_writes_nothing(tmp_path, capsys, args, pattern):
     assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written, not even a folder
 
 
+@pytest.mark.parametrize(
+    "strategy,model,pattern",
+    [
+        (
+            "long_is_more",
+            "no-such-folder",
+            r"--model no-such-folder \(read by the strategy long_is_more\): no such folder",
+        ),
+        ("quota:50*rating,50*ifd", "FILE", r"config\.json is a file: name the model's folder"),
+        ("mix", "EMPTY", r"\(read by the strategy long_is_more, ifd\): .*empty holds no config\.json"),
+        ("rating:1,ifd:1", "org/not-cached", r"not in the Hugging Face cache, and HF_HUB_OFFLINE is set"),
+    ],
+)
+def test_a_model_a_strategy_reads_is_checked_before_anything_is_read(
+    tmp_path, capsys, monkeypatch, tiny_model, strategy, model, pattern
+):
+    """A --model typed wrong is refused in one line before the pool is read (it failed with a traceback
+    after scoring, or after the hub client's retries); a strategy that reads no model does not ask for one."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    (tmp_path / "empty").mkdir()
+    model = {"FILE": tiny_model / "config.json", "EMPTY": tmp_path / "empty"}.get(model, model)
+    ddir = tmp_path / "d"
+    rc, out, err = run_cli(
+        capsys, "--source", "demo", "--strategy", strategy, "--model", model, "--dataset-dir", ddir
+    )
+    assert rc == 2 and re.search(pattern, err) and "load:" not in out, (out, err)
+    assert not ddir.exists()
+    rc, out, err = run_cli(
+        capsys, "--source", "demo", "--strategy", "rating", "--model", model, "--dataset-dir", ddir
+    )
+    assert rc == 0 and "register: alpaca_top100" in out, err
+
+
+def test_the_strategies_that_read_the_model_are_found_in_every_form():
+    from plugins.publishing.pipeline import needs_model
+
+    assert needs_model(["mix"], "hw5_default", "hw5_default") == ["long_is_more", "ifd"]
+    assert needs_model(["quota:60*length_window,40*diversity"], "hw5_default", "long_is_more") == [
+        "long_is_more"
+    ]
+    assert needs_model(["ifd"], "rating:1,long_is_more:1", "none") == ["ifd", "long_is_more"]
+    assert needs_model(["diversity", "rating", "random_s3"], "long_is_more", "none") == []
+
+
 def test_hub_name_offline_says_how_to_pass_a_file(tmp_path, capsys, monkeypatch):
     """Offline said after huggingface_hub and datasets were imported (as in a warm child, or here): the load
     still stays off the network, where the client would retry for tens of seconds, and says how to pass a

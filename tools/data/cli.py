@@ -39,16 +39,15 @@ from plugins.publishing import pipeline, publish, registry
 from plugins.selection import STAGES, STUDY_STRATEGIES, Context, curriculum, leakage, parse_thresholds
 from tools.core.args import command, opt
 from tools.core.hub import go_offline, hub_offline, hub_reachable
-from tools.core.paths import DATA, MODELS, TEMPLATES, cache_dir
+from tools.core.paths import DATA, TEMPLATES, cache_dir
 from tools.data.derived import check_name
 from tools.data.guard import describe, drop_leaked, guard_sets
-from tools.data.sources import locate, source_files
+from tools.data.sources import EMBEDDED, check_model, locate, source_files
 
 # --source name -> the named source it reads (tools/data/sources.py)
 POOLS = {"hw5": "alpaca_2k", "alpaca_52k": "alpaca_52k"}
 SHAPES = ("alpaca", "sharegpt", "openai", "prompt")
 DEV_N = 150  # hw5_dev: as many prompts as the test set, so a dev mean is as precise as a test mean
-EMBEDDED = MODELS / "smollm2-135m-instruct"
 
 
 def say(msg: str) -> None:
@@ -296,6 +295,15 @@ def run(a: DataArgs) -> int:
             check_name(value, flag)
     thresholds = parse_thresholds(a.thresholds)
     source = a.source or (None if a.eval else "demo")
+    name = a.name or f"alpaca_top{a.n}"
+    study: dict[str, str] = {}  # dataset suffix -> strategy
+    if source and (a.all_strategies or a.strategies):
+        named = study_selections()
+        picked = a.strategies.split(",") if a.strategies else [*STUDY_STRATEGIES, *named]
+        study = {s: named.get(s, s) for s in picked}
+    strategies = [a.strategy, *study.values()] + ([a.curriculum_by] if a.curriculum_by else [])
+    if source and (used := pipeline.needs_model(strategies, a.ifd_prefilter, a.diversity_prefilter)):
+        check_model(a.model, used)
     evals = [(e, eval_rows(e, None, a.shared)) for e in a.eval]
     if a.eval_name and len(evals) == 1 and a.eval[0] not in ("demo", "hw5"):
         evals = [(evals[0][0], (a.eval_name, *evals[0][1][1:]))]
@@ -313,16 +321,9 @@ def run(a: DataArgs) -> int:
         if line := describe(leak, f"the {source} pool"):
             say(line)
         ctx.notes["leak_guard"] = leak
-        name = a.name or f"alpaca_top{a.n}"
-        study: dict[str, str] = {}  # dataset suffix -> strategy
-        if a.all_strategies or a.strategies:
-            named = study_selections()
-            picked = a.strategies.split(",") if a.strategies else [*STUDY_STRATEGIES, *named]
-            study = {s: named.get(s, s) for s in picked}
         claims = {name: ("train", name), **{f"{name}_{s}": ("stage", name) for s in STAGES}}
         claims.update({f"{name}_by_{s}": ("train", f"{name}_by_{s}") for s in study})
         claims.update({e[0]: ("eval", e[0]) for _, e in evals})
-        strategies = [a.strategy, *study.values()] + ([a.curriculum_by] if a.curriculum_by else [])
         pipeline.plan(len(rows), a.n, strategies, claims, ddir, a.force)
         ctx.notes["leakage_sets"] = guard
         sel = pipeline.select(rows, name, a.strategy, a.n, ctx, a.near_dup)

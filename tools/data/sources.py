@@ -28,7 +28,10 @@ from pathlib import Path
 
 from filelib import sha256_file
 from plugins.pools import DataError
-from tools.core.paths import ROOT, TEMPLATES
+from tools.core.hub import hub_offline, hub_reachable
+from tools.core.paths import MODELS, ROOT, TEMPLATES
+
+EMBEDDED = MODELS / "smollm2-135m-instruct"  # the tokenizer / LM strategies read by default (make base-model)
 
 PINS = TEMPLATES / "sources" / "hw5.yaml"
 FETCH = "make fetch-hw5"
@@ -214,3 +217,36 @@ def data_root(
         if all((root / p.path).is_file() for n in names for p in pins().of(n)):
             return root
     return None
+
+
+# -- the model a strategy reads ---------------------------------------------------------------------
+def check_model(model: Path, used: list[str]) -> None:
+    """The tokenizer / LM that `used` strategies read, at hand before anything is read or written: a local
+    folder holding a config, or a hub id (org/name) in the Hugging Face cache or a reachable hub. A path
+    typed wrong fails here, in one line, not after the pool is scored (and the hub client's retries)."""
+    from tools.core.profiles import local_model
+
+    ref = str(model)
+    what = f"--model {ref} (read by the strategy {', '.join(used)})"
+    local = local_model(ref)
+    if local is not None:
+        if local.is_file():
+            raise DataError(
+                f"{what}: {local} is a file: name the model's folder (the one holding config.json)"
+            )
+        if not (local / "config.json").exists():
+            hint = ": make base-model builds it" if local == EMBEDDED.resolve() else ""
+            raise DataError(f"{what}: {local} holds no config.json, so it is not a model folder{hint}")
+        return
+    hint = ": make base-model builds it" if model == EMBEDDED else ""
+    if "/" not in ref.strip("/") or Path(ref).is_absolute() or ref.startswith(".") or ref.count("/") > 1:
+        raise DataError(f"{what}: no such folder{hint}")
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(ref, "config.json"), str):
+        return
+    why = "HF_HUB_OFFLINE is set" if hub_offline() else None
+    if why is None and not hub_reachable():
+        why = "the hub is not reachable from here"
+    if why:
+        raise DataError(f"{what}: no such folder here, not in the Hugging Face cache, and {why}")
