@@ -7,8 +7,9 @@ and saves are never touched. `-o setup`: the venv is already there (never pip-in
     8 new tokens; everything else (data, sweep, generate, metrics, offline judge, export, report) is
     the demo's own path.
   - the GPU section's data command, `make data SOURCE=hw5 DATA_ARGS="--all-strategies --eval hw5"`,
-    with no GPU visible; DATA_ARGS adds a dataset dir and IFD/long_is_more on the tiny model with 12
-    candidates (the documented run takes minutes of IFD on the embedded model on a CPU).
+    with no GPU visible; DATA_ARGS adds a dataset dir, IFD/long_is_more on the tiny model with 12
+    candidates (the documented run takes minutes of IFD on the embedded model on a CPU), and MiniLM's
+    diversity pass on 200 candidates, not 2,000 (~9 CPU-seconds).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def test_make_data_the_gpu_sections_command(shared_data, tiny_model, data_copy, 
     before = registry_hash()
     extra = (
         f"--dataset-dir {data_copy} --model {tiny_model} --ifd-candidates 12 --ifd-max-tokens 48 --no-plot"
+        " --diversity-candidates 200"
     )
     p = make(
         ["data", "SOURCE=hw5", f"DATA_ARGS=--all-strategies --eval hw5 {extra}"],
@@ -68,6 +70,7 @@ def test_make_data_the_gpu_sections_command(shared_data, tiny_model, data_copy, 
     stages = [load_rows(resolve(f"alpaca_top100_{s}", data_copy)) for s in ("easy", "medium", "hard")]
     assert [len(s) for s in stages] == [34, 33, 33]
     assert len(load_rows(resolve("alpaca_top100_by_ifd", data_copy))) == 100
+    assert len(load_rows(resolve("alpaca_top100_by_diversity", data_copy))) == 100
     assert len(load_rows(resolve("hw5_test", data_copy))) == 150
     assert registry_hash() == before  # the user's data/ is untouched
 
