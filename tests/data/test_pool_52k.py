@@ -80,7 +80,8 @@ def test_a_52k_pool_through_every_strategy_the_curriculum_and_the_chain(
         (ddir / "generated/alpaca_top100_by_ifd/alpaca_top100_by_ifd.manifest.json").read_text()
     )["ifd"]
     assert ifd["prefiltered"] and ifd["candidates"] == 12 and 51_000 <= ifd["pool"] <= 52_002
-    # diversity on a cut-down budget too (its default: test_diversity_quota, and `make data` on HW5's rows)
+    # diversity on a cut-down budget too (its default: test_diversity_quota, and the quota command of
+    # tests/docs/test_commands_run.py on the demo pool)
     div = json.loads(
         (ddir / "generated/alpaca_top100_by_diversity/alpaca_top100_by_diversity.manifest.json").read_text()
     )["diversity"]
