@@ -34,3 +34,11 @@ def test_the_builder_id_follows_the_source_and_transformers(tmp_path):
     assert base.builder_id(a) == base.builder_id(a) != base.builder_id(b)
     assert len(base.builder_id(a)) == 16
     assert not base.is_current(tmp_path)  # nothing built there
+
+
+def test_the_embedded_model_every_tool_reads_is_the_one_make_base_model_builds():
+    from tools.core.paths import EMBEDDED_MODEL
+    from tools.data.sources import EMBEDDED
+    from tools.judge.cli import DEFAULT_OFFLINE_MODEL
+
+    assert base.BASE_MODEL_DIR == EMBEDDED_MODEL == EMBEDDED == DEFAULT_OFFLINE_MODEL

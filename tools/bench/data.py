@@ -23,7 +23,7 @@ from filelib import run_main
 from plugins.pools import DataError, load_table
 from plugins.selection import Context, score, top_n
 from tools.core.args import command, opt
-from tools.core.paths import MODELS
+from tools.core.paths import EMBEDDED_MODEL
 from tools.data import locate
 
 
@@ -206,7 +206,7 @@ def bench(quick: bool = False) -> list[str]:
         lines += bench_pipeline(path, t_json, "random_s0,length" if quick else CHEAP_STUDY)
         rows = load_table(path).rows
         lines += bench_diversity(rows, quick)
-    model = MODELS / "smollm2-135m-instruct"
+    model = EMBEDDED_MODEL
     if quick or not (model / "config.json").exists():
         from tools.models.tiny import build
 

@@ -32,11 +32,11 @@ import yaml
 
 from filelib import atomic_write_json, run_main
 from tools.core.args import command, opt
-from tools.core.paths import EXPERIMENTS, MODELS, llamafactory_cli
+from tools.core.paths import EMBEDDED_MODEL, EXPERIMENTS, llamafactory_cli
 
 # HW5's notes: LLaMA-2-7B, 4-bit QLoRA on a Colab T4, 100 samples, batch 1 x grad-accum 4.
 T4_TABLE = {4: (5.9, 6), 8: (6.3, 7), 16: (6.8, 8), 32: (7.5, 10)}  # rank: (GB, minutes per epoch)
-TOKENIZER_FROM = MODELS / "smollm2-135m-instruct"
+TOKENIZER_FROM = EMBEDDED_MODEL
 
 
 def build_llama2_7b_shaped(out: Path, tokenizer: Path = TOKENIZER_FROM) -> Path:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = Path(os.environ.get("SMALLDATA_MODELS", ROOT / "models"))
+EMBEDDED_MODEL = MODELS / "smollm2-135m-instruct"  # SmolLM2-135M-Instruct, built by make base-model
 EXPERIMENTS = ROOT / "experiments"
 TEMPLATES = ROOT / "templates"
 # LLaMA-Factory's dataset_dir; $SMALLDATA_DATA points it at a copy (tests never touch the user's registry)

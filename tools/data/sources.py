@@ -29,9 +29,8 @@ from pathlib import Path
 from filelib import sha256_file
 from plugins.pools import DataError
 from tools.core.hub import hub_offline, hub_reachable
-from tools.core.paths import MODELS, ROOT, TEMPLATES
-
-EMBEDDED = MODELS / "smollm2-135m-instruct"  # the tokenizer / LM strategies read by default (make base-model)
+from tools.core.paths import EMBEDDED_MODEL as EMBEDDED
+from tools.core.paths import ROOT, TEMPLATES
 
 PINS = TEMPLATES / "sources" / "hw5.yaml"
 FETCH = "make fetch-hw5"

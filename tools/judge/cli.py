@@ -50,7 +50,7 @@ from pathlib import Path
 
 from filelib import atomic_write_jsonl, read_jsonl, run_main
 from tools.core.args import checked, command, opt
-from tools.core.paths import MODELS, Run
+from tools.core.paths import EMBEDDED_MODEL, Run
 from tools.judge.cache import legacy_judgments
 from tools.judge.client import CallStats, Endpoint
 from tools.judge.progress import JudgeProgress
@@ -76,7 +76,7 @@ from tools.judge.run import (
 from tools.judge.serve import ServeError
 from tools.judge.stats import paired_difference
 
-DEFAULT_OFFLINE_MODEL = MODELS / "smollm2-135m-instruct"
+DEFAULT_OFFLINE_MODEL = EMBEDDED_MODEL
 DEFAULT_MAX_COST = 1.0
 NOTHING_SCORED = 3  # exit status: judged, but not one reply parsed into a score
 
