@@ -111,8 +111,9 @@ def test_a_warm_child_runs_on_its_own_omp_num_threads(tmp_path):
 @pytest.mark.slow  # the fork server imports LLaMA-Factory
 def test_a_child_finds_the_model_loaders_imports_done_and_the_servers_heap_frozen(tmp_path):
     """LLaMA-Factory's loader asks three auto classes for their model configs (every family's configuration
-    module imported: 1.6-1.8 s a job); the server asked first, so a child's question imports nothing, and the
-    server's objects are out of the child's collections."""
+    module imported: 1.6-1.8 s a job); the server asked first, so a child's question imports nothing, the
+    server's objects are out of the child's collections, and the collector (off while the server imported)
+    is on in the child."""
     pkg = tmp_path / "probe"
     pkg.mkdir()
     name = write_module(
@@ -122,7 +123,7 @@ def test_a_child_finds_the_model_loaders_imports_done_and_the_servers_heap_froze
         "before = set(sys.modules)\n"
         "for auto in (AutoModelForImageTextToText, AutoModelForSeq2SeqLM, AutoModelForTextToWaveform):\n"
         "    auto._model_mapping.keys()\n"
-        "print('new modules', len(set(sys.modules) - before), 'frozen', gc.get_freeze_count())\n",
+        "print('new modules', len(set(sys.modules) - before), 'frozen', gc.get_freeze_count(), gc.isenabled())\n",
     )
     sys.path.insert(0, str(pkg))
     try:
@@ -132,7 +133,7 @@ def test_a_child_finds_the_model_loaders_imports_done_and_the_servers_heap_froze
     log = (tmp_path / "j.log").read_text()
     assert res.returncode == 0, log
     (line,) = [x.split() for x in log.splitlines() if x.startswith("new modules ")]
-    assert int(line[2]) == 0 and int(line[4]) > 100_000, log
+    assert int(line[2]) == 0 and int(line[4]) > 100_000 and line[5] == "True", log
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ Linux only (fork); `SMALLDATA_WARM=0` turns it off, and then callers start a fre
 
 from __future__ import annotations
 
+import gc
 import json
 import multiprocessing as mp
 import os
@@ -36,9 +37,10 @@ from tools.core.runinfo import ChildResult, now, run_child, watch
 from tools.core.streams import streams_to
 from tools.core.threads import omp_threads
 
-# What a child would import anyway, in the order it would: the whole cost of `llamafactory-cli train`'s start,
-# then what its model loader imports on its first load, and the heap frozen (tools/core/warm_imports.py).
-PRELOAD = [
+# What a child would import anyway, in the order it would: the whole cost of `llamafactory-cli train`'s start.
+# The server's one preload, tools/core/warm_imports.py, imports these, then what the model loader imports on
+# its first load, with the cyclic collector off until the heap is frozen.
+MODULES = [
     "torch",
     "transformers",
     "peft",
@@ -46,8 +48,8 @@ PRELOAD = [
     "llamafactory.launcher",
     "llamafactory.train.tuner",
     "tools.core.warm",
-    "tools.core.warm_imports",
 ]
+PRELOAD = ["tools.core.warm_imports"]
 
 _context = None
 _JOB_NAME = "smalldata-warm-job"
@@ -153,6 +155,7 @@ def _job(module: str, argv: list[str], log: str, env: dict, cwd: str, stdout, fa
     `stdout`: the caller's stdout (a descriptor), or None for the log."""
     global SERVER_PID
     SERVER_PID = os.getppid()
+    gc.enable()  # off in the server only while it imports (warm_imports), whatever stopped it there
     servers_threads = os.environ.get("OMP_NUM_THREADS")
     os.chdir(cwd)
     os.environ.clear()
