@@ -5,7 +5,8 @@
 - `jsonfile`: a whole JSON file holding one object, strictly or with a default;
 - `hashing`: sha256 of files and strings;
 - `ownership`: outputs that never replace what the command did not make (`check_output`, `claim`);
-- `boundary`: the one top-level error boundary of every command (`run_main`).
+- `boundary`: the one top-level error boundary of every command (`run_main`);
+- `collector`: Python's garbage collector set for processes that import LLaMA-Factory's stack.
 """
 
 from filelib.atomic import (
@@ -17,6 +18,7 @@ from filelib.atomic import (
     check_place,
 )
 from filelib.boundary import run_main
+from filelib.collector import tune as tune_collector
 from filelib.hashing import sha256_file, sha256_text
 from filelib.jsonfile import read_json_object
 from filelib.jsonl import append_jsonl, read_jsonl
@@ -38,4 +40,5 @@ __all__ = [
     "run_main",
     "sha256_file",
     "sha256_text",
+    "tune_collector",
 ]

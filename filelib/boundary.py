@@ -21,6 +21,7 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
+from filelib.collector import tune as tune_collector
 from filelib.ownership import OwnershipError
 
 # the errors that say something about a path or the disk, not about the program
@@ -52,7 +53,9 @@ def describe(e: OSError) -> str:
 
 
 def run_main(main: Callable[..., int | None], *args) -> NoReturn:
-    """`sys.exit(main(*args))` behind the boundary (see the module's docstring)."""
+    """`sys.exit(main(*args))` behind the boundary (see the module's docstring), with the collector set for
+    a process that imports LLaMA-Factory's stack (filelib.collector)."""
+    tune_collector()
     try:
         code = main(*args)
     except KeyboardInterrupt:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from filelib.collector import YOUNG
 from tools.core import warm
 from tools.core.paths import ROOT, Run
 from tools.flows import sweep
@@ -123,7 +124,7 @@ def test_a_child_finds_the_model_loaders_imports_done_and_the_servers_heap_froze
         "before = set(sys.modules)\n"
         "for auto in (AutoModelForImageTextToText, AutoModelForSeq2SeqLM, AutoModelForTextToWaveform):\n"
         "    auto._model_mapping.keys()\n"
-        "print('new modules', len(set(sys.modules) - before), 'frozen', gc.get_freeze_count(), gc.isenabled())\n",
+        "print('new modules', len(set(sys.modules) - before), 'frozen', gc.get_freeze_count(), gc.isenabled(), gc.get_threshold()[0])\n",
     )
     sys.path.insert(0, str(pkg))
     try:
@@ -134,6 +135,7 @@ def test_a_child_finds_the_model_loaders_imports_done_and_the_servers_heap_froze
     assert res.returncode == 0, log
     (line,) = [x.split() for x in log.splitlines() if x.startswith("new modules ")]
     assert int(line[2]) == 0 and int(line[4]) > 100_000 and line[5] == "True", log
+    assert int(line[6]) == YOUNG, log  # the collector as every command sets it (filelib.collector)
 
 
 @pytest.mark.slow

@@ -14,13 +14,16 @@ imports take with it on (measured: `import llamafactory.train.tuner`, 9.1-9.4 s 
 Then one collection, and the server's objects are moved out of the collector's reach (`gc.freeze`): a
 child's collections (accelerate runs one at every run's end, 0.4 s over the inherited heap) skip them,
 and do not write to the pages the child shares with the server, so those stay shared and out of the
-child's own memory. The collector is on again in the server and in every child (tools.core.warm._job).
+child's own memory. The collector is on again in the server and in every child (tools.core.warm._job),
+set as every command sets it (filelib.collector).
 """
 
 from __future__ import annotations
 
 import gc
 import importlib
+
+from filelib import tune_collector
 
 gc.disable()
 try:
@@ -43,3 +46,4 @@ finally:
     gc.collect()
     gc.freeze()
     gc.enable()
+    tune_collector()  # the children's too (filelib.collector)
