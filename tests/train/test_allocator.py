@@ -1,8 +1,9 @@
 """glibc's mmap threshold in a training child (tools/train/trainer.py): not fixed by the project (a fixed
 128 KiB threshold doubles a CPU step; tools.train.measure fixes it itself to measure the peak the bill bounds),
 but a value the user exports reaches the child and takes effect there. Checked on the allocator itself: after a
-4 MB block is freed, glibc's default threshold has grown to 4 MB and a 1 MB block comes from the heap; with the
-user's 128 KiB it is a mapping of its own (mallinfo2's hblks), in a fresh child and in a warm one alike."""
+4 MB block is freed, glibc's default threshold has grown to 4 MB and 1 MB blocks come from the heap; with the
+user's 128 KiB each is a mapping of its own (mallinfo2's hblks) once the heap's free space is used (a warm child
+inherits its server's heap, free space included), in a fresh child and in a warm one alike."""
 
 from __future__ import annotations
 
@@ -23,9 +24,10 @@ libc.mallinfo2.restype = type("MI", (ctypes.Structure,), {"_fields_": [(n, ctype
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
 libc.free.argtypes = [ctypes.c_void_p]
 libc.free(libc.malloc(4 << 20))
-before = libc.mallinfo2().hblks
-block = libc.malloc(1 << 20)
-print("mmapped blocks:", libc.mallinfo2().hblks - before)
+info = libc.mallinfo2()
+before, free_mb = info.hblks, info.fordblks >> 20
+blocks = [libc.malloc(1 << 20) for _ in range(free_mb + 16)]
+print("mmapped blocks:", libc.mallinfo2().hblks - before, "of", len(blocks))
 """
 CPU = {"memory_estimate": {"device": "cpu", "total_mb": 1600.0}}
 GPU = {"memory_estimate": {"device": "cuda", "total_mb": 18_000.0}}
@@ -47,17 +49,17 @@ def test_the_threshold_is_never_set_by_the_project_and_always_passed_from_the_us
 
 def mmapped(log: Path) -> int:
     (line,) = [x for x in log.read_text().splitlines() if x.startswith("mmapped blocks:")]
-    return int(line.split(":")[1])
+    return int(line.split()[2])
 
 
 def test_a_fresh_child_gets_the_users_threshold(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text(PROBE)
-    for name, base, want in (("user", USER, 1), ("default", BASE, 0)):
+    for name, base, mapped in (("user", USER, True), ("default", BASE, False)):
         log = tmp_path / f"{name}.log"
         res = run_child([sys.executable, str(probe)], log, tmp_path, child_env(CPU, base))
         assert res.returncode == 0, log.read_text()
-        assert mmapped(log) == want, (name, log.read_text())
+        assert (mmapped(log) >= 16) if mapped else (mmapped(log) == 0), (name, log.read_text())
 
 
 @pytest.mark.slow  # the fork server imports LLaMA-Factory
@@ -69,11 +71,11 @@ def test_a_warm_child_gets_it_too(tmp_path):
     (pkg / "alloc_probe.py").write_text(PROBE)
     sys.path.insert(0, str(pkg))  # the server imports by name; the child sees the same path
     try:
-        for name, base, want in (("user", USER, 1), ("default", BASE, 0)):
+        for name, base, mapped in (("user", USER, True), ("default", BASE, False)):
             log = tmp_path / f"{name}.log"
             env = {**child_env(CPU, base), "PYTHONPATH": str(pkg)}
             res = warm.run_module("alloc_probe", [], log, tmp_path, env)
             assert res.returncode == 0, log.read_text()
-            assert mmapped(log) == want, (name, log.read_text())
+            assert (mmapped(log) >= 16) if mapped else (mmapped(log) == 0), (name, log.read_text())
     finally:
         sys.path.remove(str(pkg))
