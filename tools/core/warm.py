@@ -21,7 +21,6 @@ Linux only (fork); `SMALLDATA_WARM=0` turns it off, and then callers start a fre
 
 from __future__ import annotations
 
-import gc
 import json
 import multiprocessing as mp
 import os
@@ -39,7 +38,7 @@ from tools.core.threads import omp_threads
 
 # What a child would import anyway, in the order it would: the whole cost of `llamafactory-cli train`'s start.
 # The server's one preload, tools/core/warm_imports.py, imports these, then what the model loader imports on
-# its first load, with the cyclic collector off until the heap is frozen.
+# its first load, and freezes the heap.
 MODULES = [
     "torch",
     "transformers",
@@ -155,7 +154,6 @@ def _job(module: str, argv: list[str], log: str, env: dict, cwd: str, stdout, fa
     `stdout`: the caller's stdout (a descriptor), or None for the log."""
     global SERVER_PID
     SERVER_PID = os.getppid()
-    gc.enable()  # off in the server only while it imports (warm_imports), whatever stopped it there
     servers_threads = os.environ.get("OMP_NUM_THREADS")
     os.chdir(cwd)
     os.environ.clear()
