@@ -122,7 +122,7 @@ docs-serve: setup ## the documentation site, rebuilt on every edit, on http://12
 fetch-hw5: setup ## download HW5's test prompts, references and Alpaca files into the cache, hash-checked (ARGS="--pool" adds the 52k pool)
 	$(PY) -m tools.data.fetch $(ARGS)
 
-data: setup ## select N rows from SOURCE by STRATEGY, split the curriculum, register (DATA_ARGS="--all-strategies --eval hw5")
+data: base-model ## select N rows from SOURCE by STRATEGY, split the curriculum, register (DATA_ARGS="--all-strategies --eval hw5")
 	$(PY) -m tools.data --source $(SOURCE) --strategy $(STRATEGY) --n $(N) $(DATA_ARGS)
 
 DATASET ?= alpaca_top100

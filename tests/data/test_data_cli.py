@@ -185,6 +185,13 @@ def test_a_model_a_strategy_reads_is_checked_before_anything_is_read(
     assert rc == 0 and "register: alpaca_top100" in out, err
 
 
+def test_a_hub_id_is_org_slash_name_and_nothing_else():
+    from tools.core.hub import hub_id_shaped
+
+    assert hub_id_shaped("meta-llama/Llama-2-7b-hf") and hub_id_shaped("models/tiny")  # a typo looks like one
+    assert not any(map(hub_id_shaped, ["tiny", "/abs/m", "./org/m", "../m/x", "org/m/", "a/b/c", "/m"]))
+
+
 def test_the_strategies_that_read_the_model_are_found_in_every_form():
     from plugins.publishing.pipeline import needs_model
 

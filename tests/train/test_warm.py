@@ -113,8 +113,8 @@ def test_a_warm_child_runs_on_its_own_omp_num_threads(tmp_path):
 def test_a_child_finds_the_model_loaders_imports_done_and_the_servers_heap_frozen(tmp_path):
     """LLaMA-Factory's loader asks three auto classes for their model configs (every family's configuration
     module imported: 1.6-1.8 s a job); the server asked first, so a child's question imports nothing, the
-    server's objects are out of the child's collections, and the collector (off while the server imported)
-    is on in the child."""
+    server's objects are out of the child's collections, and the collector is on in the child, set as every
+    command sets it (filelib.collector)."""
     pkg = tmp_path / "probe"
     pkg.mkdir()
     name = write_module(

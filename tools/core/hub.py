@@ -18,6 +18,12 @@ def hub_offline() -> bool:
     )
 
 
+def hub_id_shaped(ref: str) -> bool:
+    """`org/name`, as the hub names a repository: not a path (absolute, ./, ../, or deeper than one /)."""
+    parts = ref.split("/")
+    return len(parts) == 2 and all(parts) and not ref.startswith(".")
+
+
 def hub_reachable(timeout: float = 3.0) -> bool:
     """A TCP connection to the hub (HF_ENDPOINT's host when set) within `timeout` seconds."""
     host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from filelib import sha256_file
 from plugins.pools import DataError
-from tools.core.hub import hub_offline, hub_reachable
+from tools.core.hub import hub_id_shaped, hub_offline, hub_reachable
 from tools.core.paths import EMBEDDED_MODEL as EMBEDDED
 from tools.core.paths import ROOT, TEMPLATES
 
@@ -238,7 +238,7 @@ def check_model(model: Path, used: list[str]) -> None:
             raise DataError(f"{what}: {local} holds no config.json, so it is not a model folder{hint}")
         return
     hint = ": make base-model builds it" if model == EMBEDDED else ""
-    if "/" not in ref.strip("/") or Path(ref).is_absolute() or ref.startswith(".") or ref.count("/") > 1:
+    if not hub_id_shaped(ref):
         raise DataError(f"{what}: no such folder{hint}")
     from huggingface_hub import try_to_load_from_cache
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from plugins.launchers import is_pruned
-from tools.core.hub import hub_reachable
+from tools.core.hub import hub_id_shaped, hub_reachable
 from tools.core.paths import out_root
 from tools.core.profiles import ConfigError, load_profile, local_model, resolve_model_path
 from tools.train.configs import Rendered
@@ -93,7 +93,7 @@ def model_config(ref: str) -> tuple[dict | None, str]:
                 f"{local}: no config.json (not a model folder; for the embedded one: make base-model)",
             )
         return json.loads(cfg.read_text()), f"local folder {local}"
-    if "/" not in ref or Path(ref).is_absolute() or ref.startswith("."):
+    if not hub_id_shaped(ref):
         return None, f"{ref}: neither a folder here nor a hub id (org/name)"
     from huggingface_hub import try_to_load_from_cache
 
